@@ -1,0 +1,41 @@
+# Bastion developer commands. Every install step lives here so a fresh clone works.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+DEMO_HOME ?= .bastion-demo
+
+.PHONY: install test lint typecheck unit bench quickstart clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build of torch first, so the project's range (torch>=2.6) installs nothing bigger.
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python benchmarks/bench_envelope.py
+	$(BIN)/python benchmarks/bench_audit.py
+
+quickstart: install
+	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_HOME)

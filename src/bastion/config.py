@@ -1,0 +1,46 @@
+"""The one place Bastion reads its settings: environment (``BASTION_*``) and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Process-wide settings.
+
+    ``BASTION_HOME`` holds the keys, the local database and the local storage.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="forbid")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".bastion")
+    master_key: SecretStr | None = None
+    database_url: str | None = None
+    audit_checkpoint_interval: int = Field(default=1000, ge=1)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home_dir / "keys"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.home_dir / "master.key"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.home_dir / "storage"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_dir / 'bastion.db'}"
