@@ -137,7 +137,7 @@ def _check_imports(pickled: Any, report: ScanReport, *, where: str) -> None:
             report.imports.append(dotted)
             if (module, name) not in SAFE_IMPORTS:
                 report.unsafe.append(dotted)
-                report.refuse(f"{where}: imports {dotted}, which is not on the allowlist")
+                report.refuse(f"{where} imports {dotted}, which is not on the allowlist")
     if pickled.has_interpretation_error or pickled.has_resource_exhaustion:
         report.refuse(f"{where}: the pickle could not be fully interpreted")
     severity = check_safety(pickled).severity
@@ -178,7 +178,7 @@ def _scan_zip(data: bytes, report: ScanReport) -> None:
         report.file_format = "npz"
         for info in members:
             with archive.open(info) as member:
-                _check_npy(io.BytesIO(member.read()), report, where=info.filename)
+                _check_npy(io.BytesIO(member.read()), report, where=f"member {info.filename}")
         return
     if any(name.name == "data.pkl" for name in names):
         report.file_format = "pytorch-zip"
@@ -186,7 +186,7 @@ def _scan_zip(data: bytes, report: ScanReport) -> None:
             report.refuse("TorchScript archive: it carries code; export the weights as safetensors")
         for info in members:
             if info.filename.endswith(".pkl"):
-                _check_pickle(archive.read(info), report, where=info.filename)
+                _check_pickle(archive.read(info), report, where=f"member {info.filename}")
         return
     report.refuse("zip archive that is neither a PyTorch checkpoint nor an .npz")
 
@@ -207,7 +207,7 @@ def scan_bytes(data: bytes, *, name: str) -> ScanReport:
         _scan_zip(data, report)
     elif data.startswith(b"\x93NUMPY"):
         report.file_format = "npy"
-        _check_npy(io.BytesIO(data), report, where=name)
+        _check_npy(io.BytesIO(data), report, where="array")
     else:
         for magic, label, decompress in _DECOMPRESSORS:
             if data.startswith(magic):
@@ -217,7 +217,7 @@ def scan_bytes(data: bytes, *, name: str) -> ScanReport:
                     continue
                 report.file_format = f"pickle+{label}"
                 break
-        _check_pickle(data, report, where=name)
+        _check_pickle(data, report, where="pickle")
     return report
 
 
@@ -232,7 +232,7 @@ def scan_file(path: Path) -> ScanReport:
         first = report.reasons[0]
         more = f" (+{len(report.reasons) - 1} more)" if len(report.reasons) > 1 else ""
         raise UnsafeFileError(
-            f"{path}: refused, not provably safe to load: {first}{more}; "
+            f"{path}: not provably safe to load: {first}{more}; "
             "convert the weights to safetensors in a sandbox",
             reasons=report.reasons,
         )

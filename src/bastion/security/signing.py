@@ -53,7 +53,7 @@ def signature_path_for(path: Path) -> Path:
 
 def _hashing_config() -> hashing.Config:
     return (
-        hashing.Config()
+        hashing.Config()  # type: ignore[no-untyped-call]
         .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
         .set_ignored_paths(paths=[], ignore_git_paths=False)
     )
@@ -87,7 +87,7 @@ def sign_path(path: Path, *, keyring: Keyring, signature: Path | None = None) ->
         staged = tmp / "signature.sig"
         try:
             (
-                signing.Config()
+                signing.Config()  # type: ignore[no-untyped-call]
                 .set_hashing_config(_hashing_config())
                 # model-signing hands the password to `cryptography`, which wants bytes.
                 .use_elliptic_key_signer(private_key=key_file, password=password)  # type: ignore[arg-type]
@@ -185,7 +185,7 @@ def verify_path(
         key_file.write_bytes(trusted[hint])
         try:
             (
-                verifying.Config()
+                verifying.Config()  # type: ignore[no-untyped-call]
                 .set_hashing_config(_hashing_config())
                 .use_elliptic_key_verifier(public_key=key_file)
                 .verify(target, signature)

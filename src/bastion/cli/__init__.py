@@ -1,0 +1,1 @@
+"""Bastion's command line: the only place that prints and exits."""

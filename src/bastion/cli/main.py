@@ -1,0 +1,88 @@
+"""The ``bastion`` command: wires the verbs together and turns errors into exit codes.
+
+Exit codes: 0 ok; 1 a check failed (integrity, signature, unsafe file, audit chain,
+policy); 2 bad usage or bad input. Errors are one line on stderr; ``--debug`` adds
+the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import click
+import typer
+
+from bastion import __version__
+from bastion.cli import audit_cmd, crypto_cmd, demo_cmd, keys_cmd, scan_cmd, sign_cmd
+from bastion.cli.context import err, reset, state
+from bastion.errors import BastionError
+
+__all__ = ["app", "main", "run"]
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: train, evaluate and deploy models on sensitive data, securely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bastion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    state.debug = debug
+
+
+crypto_cmd.register(app)
+sign_cmd.register(app)
+scan_cmd.register(app)
+demo_cmd.register(app)
+app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(audit_cmd.app, name="audit")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv``; return the exit code instead of exiting."""
+    reset()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="bastion",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("error: aborted")
+        return 1
+    except BastionError as exc:
+        if state.debug:
+            err.print_exception()
+        err.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("error: interrupted")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,443 @@
+"""The tamper-evident audit log: an append-only hash chain stored through SQLAlchemy.
+
+Every event is linked to the previous one by its hash (see
+:mod:`bastion.security.audit_chain`). Every ``checkpoint_interval`` events, and on
+demand, the head ``(seq, hash)`` is signed with the keyring's signing key and the
+signature is appended to the chain as an ``audit.checkpoint`` event; the latest
+checkpoint is also written to an anchor file outside the database so a truncated
+log is noticed. Appends take a database-wide write lock, so concurrent writers
+(threads or processes) still produce one chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import fcntl
+import getpass
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import BigInteger, Column, Engine, String, Table, Text, func, insert, select
+
+from bastion.config import Settings
+from bastion.db import create_db_engine, locked_transaction, metadata
+from bastion.errors import AuditChainError, InvalidInput
+from bastion.files import atomic_output, atomic_write_bytes
+from bastion.security.audit_chain import (
+    CHECKPOINT_ACTION,
+    GENESIS_HASH,
+    ChainReport,
+    Checkpoint,
+    EventRow,
+    canonical_json,
+    event_hash,
+    validate_details,
+    verify_chain,
+)
+from bastion.security.keys import Keyring, public_key_fingerprint
+
+__all__ = [
+    "AuditEvent",
+    "AuditLog",
+    "CheckpointSigner",
+    "KeyringCheckpointSigner",
+    "local_actor",
+    "open_local_audit_log",
+    "verify_export",
+]
+
+LOCK_NAME = "bastion.audit"
+MAX_FIELD = {"actor": 255, "action": 100}
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("actor", String(MAX_FIELD["actor"]), nullable=False),
+    Column("action", String(MAX_FIELD["action"]), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+_COLUMNS = (
+    audit_events.c.seq,
+    audit_events.c.ts,
+    audit_events.c.actor,
+    audit_events.c.action,
+    audit_events.c.target,
+    audit_events.c.details,
+    audit_events.c.prev_hash,
+    audit_events.c.hash,
+)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """An event to append: who did what to which target, with JSON details."""
+
+    actor: str
+    action: str
+    target: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CheckpointSigner(Protocol):
+    """Signs checkpoint statements; ``fingerprint`` names the public key."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class KeyringCheckpointSigner:
+    """Signs with the keyring's primary signing key (Tink ECDSA P-256, DER)."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self._signer = keyring.signer()
+        self._fingerprint = keyring.primary_signing_key().fingerprint
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def sign(self, data: bytes) -> bytes:
+        return bytes(self._signer.sign(data))
+
+
+def local_actor() -> str:
+    """The identity of a local CLI user."""
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"local:uid-{os.getuid()}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _public_keys(pems: Sequence[bytes]) -> dict[str, ec.EllipticCurvePublicKey]:
+    keys: dict[str, ec.EllipticCurvePublicKey] = {}
+    for pem in pems:
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except ValueError:
+            raise InvalidInput("public key is not a PEM-encoded EC public key") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise InvalidInput("public key is not an EC (P-256) key")
+        keys[public_key_fingerprint(pem)] = key
+    return keys
+
+
+def checkpoint_verifier(pems: Sequence[bytes]) -> Any:
+    """A function that checks a checkpoint against the given trusted PEM public keys."""
+    keys = _public_keys(pems)
+
+    def verify(checkpoint: Checkpoint) -> bool:
+        key = keys.get(checkpoint.key_fingerprint)
+        if key is None:
+            return False
+        try:
+            key.verify(
+                base64.b64decode(checkpoint.signature),
+                checkpoint.statement(),
+                ec.ECDSA(hashes.SHA256()),
+            )
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _check_event(event: AuditEvent) -> str:
+    for name, limit in MAX_FIELD.items():
+        value = getattr(event, name)
+        if not value or len(value) > limit:
+            raise InvalidInput(f"audit {name} must be 1..{limit} characters, got {len(value)}")
+    validate_details(dict(event.details))
+    return canonical_json(dict(event.details)).decode()
+
+
+class AuditLog:
+    """An audit chain in one database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        signer: CheckpointSigner | None = None,
+        trusted_keys: Sequence[bytes] = (),
+        checkpoint_interval: int = 1000,
+        anchor_path: Path | None = None,
+    ) -> None:
+        if checkpoint_interval < 1:
+            raise InvalidInput("checkpoint_interval must be at least 1")
+        self.engine = engine
+        self._signer = signer
+        self._trusted = list(trusted_keys)
+        self._interval = checkpoint_interval
+        self._anchor_path = anchor_path
+        metadata.create_all(engine, tables=[audit_events])
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self, *, actor: str, action: str, target: str, details: Mapping[str, Any] | None = None
+    ) -> EventRow:
+        """Append one event in its own transaction."""
+        event = AuditEvent(actor=actor, action=action, target=target, details=details or {})
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[EventRow]:
+        """Append events atomically, in order; returns them as stored (checkpoints omitted)."""
+        prepared = [(event, _check_event(event)) for event in events]
+        with locked_transaction(self.engine, LOCK_NAME) as conn:
+            head = conn.execute(
+                select(audit_events.c.seq, audit_events.c.hash)
+                .order_by(audit_events.c.seq.desc())
+                .limit(1)
+            ).first()
+            seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+            stored: list[EventRow] = []
+            batch: list[EventRow] = []
+            checkpoint: Checkpoint | None = None
+            for event, details_json in prepared:
+                seq += 1
+                row = self._row(
+                    seq=seq,
+                    actor=event.actor,
+                    action=event.action,
+                    target=event.target,
+                    details_json=details_json,
+                    prev_hash=prev_hash,
+                )
+                stored.append(row)
+                batch.append(row)
+                prev_hash = row.hash
+                if self._signer is not None and seq % self._interval == 0:
+                    checkpoint, cp_row = self._checkpoint_row(seq + 1, seq, prev_hash)
+                    batch.append(cp_row)
+                    seq, prev_hash = cp_row.seq, cp_row.hash
+            if batch:
+                conn.execute(insert(audit_events), [_as_params(row) for row in batch])
+        if checkpoint is not None:
+            self._write_anchor(checkpoint)
+        return stored
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the current head now (appending an ``audit.checkpoint`` event)."""
+        if self._signer is None:
+            raise InvalidInput("this audit log has no signing key; cannot sign a checkpoint")
+        with locked_transaction(self.engine, LOCK_NAME) as conn:
+            head = conn.execute(
+                select(audit_events.c.seq, audit_events.c.hash)
+                .order_by(audit_events.c.seq.desc())
+                .limit(1)
+            ).first()
+            if head is None:
+                raise InvalidInput("the audit log is empty; nothing to sign yet")
+            checkpoint, row = self._checkpoint_row(int(head[0]) + 1, int(head[0]), str(head[1]))
+            conn.execute(insert(audit_events), [_as_params(row)])
+        self._write_anchor(checkpoint)
+        return checkpoint
+
+    def _row(
+        self,
+        *,
+        seq: int,
+        actor: str,
+        action: str,
+        target: str,
+        details_json: str,
+        prev_hash: str,
+    ) -> EventRow:
+        ts = _now()
+        digest = event_hash(
+            seq=seq,
+            ts=ts,
+            actor=actor,
+            action=action,
+            target=target,
+            details_json=details_json,
+            prev_hash=prev_hash,
+        )
+        return EventRow(seq, ts, actor, action, target, details_json, prev_hash, digest)
+
+    def _checkpoint_row(
+        self, seq: int, signed_seq: int, signed_hash: str
+    ) -> tuple[Checkpoint, EventRow]:
+        if self._signer is None:  # pragma: no cover - callers check
+            raise InvalidInput("no signing key")
+        statement_cp = Checkpoint(signed_seq, signed_hash, self._signer.fingerprint, "")
+        signature = base64.b64encode(self._signer.sign(statement_cp.statement())).decode()
+        checkpoint = Checkpoint(signed_seq, signed_hash, self._signer.fingerprint, signature)
+        row = self._row(
+            seq=seq,
+            actor="bastion",
+            action=CHECKPOINT_ACTION,
+            target="audit-log",
+            details_json=canonical_json(checkpoint.to_details()).decode(),
+            prev_hash=signed_hash,
+        )
+        return checkpoint, row
+
+    def _write_anchor(self, checkpoint: Checkpoint) -> None:
+        if self._anchor_path is None:
+            return
+        with _file_lock(self._anchor_path.with_name(self._anchor_path.name + ".lock")):
+            current = self._read_anchor()
+            if current is not None and current.seq >= checkpoint.seq:
+                return
+            atomic_write_bytes(self._anchor_path, canonical_json(checkpoint.to_details()))
+
+    def _read_anchor(self) -> Checkpoint | None:
+        if self._anchor_path is None or not self._anchor_path.exists():
+            return None
+        try:
+            return Checkpoint.from_details(json.loads(self._anchor_path.read_bytes()))
+        except ValueError:
+            raise AuditChainError(
+                f"{self._anchor_path}: head anchor is damaged", kind="signature", seq=None
+            ) from None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def rows(self) -> Iterator[EventRow]:
+        """Every stored event in seq order, streamed."""
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=5000).execute(
+                select(*_COLUMNS).order_by(audit_events.c.seq)
+            )
+            for row in result:
+                yield EventRow(*row)
+
+    def tail(self, count: int) -> list[EventRow]:
+        """The last ``count`` events, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*_COLUMNS).order_by(audit_events.c.seq.desc()).limit(count)
+            ).all()
+        return [EventRow(*row) for row in reversed(rows)]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+
+    def verify(self, *, trusted_keys: Sequence[bytes] | None = None) -> ChainReport:
+        """Verify the whole chain, its checkpoints and the head anchor."""
+        keys = list(trusted_keys) if trusted_keys is not None else self._trusted
+        with self.engine.connect() as conn:
+
+            def find_hash(digest: str) -> int | None:
+                found = conn.execute(
+                    select(audit_events.c.seq).where(audit_events.c.hash == digest)
+                ).first()
+                return int(found[0]) if found else None
+
+            result = conn.execution_options(yield_per=5000).execute(
+                select(*_COLUMNS).order_by(audit_events.c.seq)
+            )
+            return verify_chain(
+                (EventRow(*row) for row in result),
+                find_hash=find_hash,
+                verify_checkpoint=checkpoint_verifier(keys),
+                anchor=self._read_anchor(),
+            )
+
+    def export(self, path: Path) -> int:
+        """Write every event as one canonical JSON object per line; return the count."""
+        count = 0
+        with atomic_output(path, mode=0o640) as handle:
+            for row in self.rows():
+                handle.write(canonical_json(row.to_export()) + b"\n")
+                count += 1
+        return count
+
+
+def _as_params(row: EventRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "ts": row.ts,
+        "actor": row.actor,
+        "action": row.action,
+        "target": row.target,
+        "details": row.details,
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _export_rows(path: Path) -> list[EventRow]:
+    rows: list[EventRow] = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                obj = json.loads(line)
+                details = obj["details"]
+                validate_details(details)
+                rows.append(
+                    EventRow(
+                        seq=int(obj["seq"]),
+                        ts=str(obj["ts"]),
+                        actor=str(obj["actor"]),
+                        action=str(obj["action"]),
+                        target=str(obj["target"]),
+                        details=canonical_json(details).decode(),
+                        prev_hash=str(obj["prev_hash"]),
+                        hash=str(obj["hash"]),
+                    )
+                )
+            except (ValueError, KeyError, TypeError, InvalidInput):
+                raise AuditChainError(
+                    f"{path}: line {number} is not a valid audit event", kind="modified", seq=None
+                ) from None
+    return rows
+
+
+def verify_export(path: Path, *, public_keys: Sequence[bytes]) -> ChainReport:
+    """Verify an exported JSONL log offline with nothing but the signer's public key(s)."""
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    rows = _export_rows(path)
+    by_hash = {row.hash: row.seq for row in rows}
+    return verify_chain(
+        rows,
+        find_hash=by_hash.get,
+        verify_checkpoint=checkpoint_verifier(public_keys),
+    )
+
+
+def open_local_audit_log(settings: Settings, keyring: Keyring | None) -> AuditLog:
+    """The audit log of this ``BASTION_HOME``, signing checkpoints with its keyring."""
+    return AuditLog(
+        create_db_engine(settings.effective_database_url),
+        signer=KeyringCheckpointSigner(keyring) if keyring else None,
+        trusted_keys=[key.public_pem for key in keyring.signing_keys()] if keyring else (),
+        checkpoint_interval=settings.audit_checkpoint_interval,
+        anchor_path=settings.home_dir / "audit-anchor.json",
+    )

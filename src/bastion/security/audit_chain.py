@@ -1,0 +1,340 @@
+"""The audit chain's math: canonical JSON, event hashes, checkpoints, chain verification.
+
+Pure functions over rows; :mod:`bastion.security.audit` does the storage.
+
+An event's hash is ``sha256(canonical_json(record))`` in lowercase hex, where
+``record`` is the object ``{action, actor, details, prev_hash, seq, target, ts}``
+and ``prev_hash`` is the previous event's hash (64 zeros for seq 1). Canonical
+JSON is RFC 8785 (JCS) restricted so that Python's ``json.dumps(sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`` produces it exactly: object keys are
+ASCII, numbers are integers of at most 2^53 - 1 in magnitude (no floats).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.errors import AuditChainError, InvalidInput
+
+__all__ = [
+    "CHECKPOINT_ACTION",
+    "GENESIS_HASH",
+    "ChainReport",
+    "Checkpoint",
+    "EventRow",
+    "TamperKind",
+    "canonical_json",
+    "checkpoint_statement",
+    "event_hash",
+    "validate_details",
+    "verify_chain",
+]
+
+GENESIS_HASH = "0" * 64
+CHECKPOINT_ACTION = "audit.checkpoint"
+CHECKPOINT_DOMAIN = "bastion-audit-checkpoint/v1"
+MAX_SAFE_INT = 2**53 - 1
+
+
+class TamperKind(enum.StrEnum):
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    INSERTED = "inserted"
+    REORDERED = "reordered"
+    TRUNCATED = "truncated"
+    SIGNATURE = "signature"
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes (see module docstring) of an already validated value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def validate_details(value: Any, *, where: str = "details") -> None:
+    """Refuse values whose canonical form would be ambiguous across languages."""
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INT:
+            raise InvalidInput(f"audit {where}: integer {value} exceeds 2^53-1; store it as text")
+        return
+    if isinstance(value, float):
+        raise InvalidInput(f"audit {where}: floats are not allowed; store {value!r} as text")
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            validate_details(item, where=f"{where}[{index}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                raise InvalidInput(f"audit {where}: keys must be ASCII strings, got {key!r}")
+            validate_details(item, where=f"{where}.{key}")
+        return
+    raise InvalidInput(f"audit {where}: unsupported type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One stored event; ``details`` is its canonical JSON text."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str
+    details: str
+    prev_hash: str
+    hash: str
+
+    def computed_hash(self) -> str:
+        return event_hash(
+            seq=self.seq,
+            ts=self.ts,
+            actor=self.actor,
+            action=self.action,
+            target=self.target,
+            details_json=self.details,
+            prev_hash=self.prev_hash,
+        )
+
+    def to_export(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "details": json.loads(self.details),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def event_hash(
+    *, seq: int, ts: str, actor: str, action: str, target: str, details_json: str, prev_hash: str
+) -> str:
+    """SHA-256 of the canonical record; keys appear in sorted order."""
+    record = (
+        f'{{"action":{_dumps(action)},"actor":{_dumps(actor)},"details":{details_json},'
+        f'"prev_hash":{_dumps(prev_hash)},"seq":{seq},"target":{_dumps(target)},'
+        f'"ts":{_dumps(ts)}}}'
+    )
+    return hashlib.sha256(record.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement that the chain's event ``seq`` has hash ``hash``."""
+
+    seq: int
+    hash: str
+    key_fingerprint: str
+    signature: str  # base64 DER ECDSA P-256 / SHA-256 over checkpoint_statement()
+
+    def statement(self) -> bytes:
+        return checkpoint_statement(self.seq, self.hash)
+
+    def to_details(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "hash": self.hash,
+            "key_fingerprint": self.key_fingerprint,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_details(cls, details: Mapping[str, Any]) -> Checkpoint:
+        try:
+            checkpoint = cls(
+                seq=int(details["seq"]),
+                hash=str(details["hash"]),
+                key_fingerprint=str(details["key_fingerprint"]),
+                signature=str(details["signature"]),
+            )
+            base64.b64decode(checkpoint.signature, validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise ValueError("malformed checkpoint") from None
+        return checkpoint
+
+
+def checkpoint_statement(seq: int, head_hash: str) -> bytes:
+    """The exact bytes a checkpoint signs."""
+    return canonical_json({"domain": CHECKPOINT_DOMAIN, "hash": head_hash, "seq": seq})
+
+
+#: Checks a checkpoint's signature; returns False when it is invalid or the key unknown.
+CheckpointVerifier = Callable[[Checkpoint], bool]
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of a successful verification."""
+
+    events: int
+    head_seq: int
+    head_hash: str
+    checkpoints: int
+    last_checkpoint_seq: int
+
+    @property
+    def unsigned_tail(self) -> int:
+        return self.head_seq - self.last_checkpoint_seq
+
+
+def _fail(kind: TamperKind, seq: int | None, message: str) -> AuditChainError:
+    where = f"seq {seq}" if seq is not None else "the log"
+    return AuditChainError(
+        f"audit chain broken at {where} ({kind.value}): {message}", kind=kind.value, seq=seq
+    )
+
+
+class _Window:
+    """Streams rows with one row of look-ahead."""
+
+    def __init__(self, rows: Iterable[EventRow]) -> None:
+        self._rows: Iterator[EventRow] = iter(rows)
+        self._next: EventRow | None = next(self._rows, None)
+
+    def pop(self) -> EventRow | None:
+        current = self._next
+        if current is not None:
+            self._next = next(self._rows, None)
+        return current
+
+    def peek(self) -> EventRow | None:
+        return self._next
+
+
+def _classify_break(
+    *,
+    row: EventRow,
+    prev: EventRow | None,
+    before_prev: EventRow | None,
+    following: EventRow | None,
+    find_hash: Callable[[str], int | None],
+    link_ok: bool,
+) -> AuditChainError:
+    prev_hash = prev.hash if prev else GENESIS_HASH
+    # (a) The next event links past this one: this one was slipped in.
+    if following is not None and following.prev_hash == prev_hash:
+        return _fail(TamperKind.INSERTED, row.seq, "an event was inserted into the chain")
+    if link_ok:
+        return _fail(TamperKind.MODIFIED, row.seq, "event content does not match its hash")
+    # (b) This event links past the previous one: the previous one was slipped in.
+    if prev is not None and row.prev_hash == (before_prev.hash if before_prev else GENESIS_HASH):
+        return _fail(TamperKind.INSERTED, prev.seq, "an event was inserted into the chain")
+    # (c) This event links to an event stored later: the order was changed.
+    linked_seq = find_hash(row.prev_hash)
+    if linked_seq is not None:
+        return _fail(TamperKind.REORDERED, row.seq, f"event links to seq {linked_seq}")
+    # (d) It links to nothing we hold.
+    if row.computed_hash() == row.hash and prev is not None:
+        return _fail(
+            TamperKind.MODIFIED,
+            prev.seq,
+            "event was rewritten (the next event no longer links to it)",
+        )
+    return _fail(TamperKind.DELETED, row.seq, "the event before it is missing")
+
+
+def verify_chain(
+    rows: Iterable[EventRow],
+    *,
+    find_hash: Callable[[str], int | None],
+    verify_checkpoint: CheckpointVerifier,
+    anchor: Checkpoint | None = None,
+) -> ChainReport:
+    """Verify rows given in stored order; raise :class:`AuditChainError` at the first problem."""
+    window = _Window(rows)
+    prev: EventRow | None = None
+    before_prev: EventRow | None = None
+    checkpoints = 0
+    last_checkpoint_seq = 0
+    hashes_since_checkpoint: dict[int, str] = {}
+    signed_heads: dict[int, str] = {}
+    events = 0
+    while (row := window.pop()) is not None:
+        events += 1
+        expected_seq = prev.seq + 1 if prev else 1
+        # (1) Sequence numbers run 1, 2, 3, ... with no gaps.
+        if row.seq > expected_seq:
+            raise _fail(
+                TamperKind.DELETED, expected_seq, f"seq jumps from {expected_seq - 1} to {row.seq}"
+            )
+        if row.seq < expected_seq:
+            raise _fail(
+                TamperKind.REORDERED, row.seq, f"seq {row.seq} appears after seq {expected_seq - 1}"
+            )
+        # (2) Each event names the previous event's hash; (3) its own hash matches its content.
+        link_ok = row.prev_hash == (prev.hash if prev else GENESIS_HASH)
+        if not link_ok or row.computed_hash() != row.hash:
+            raise _classify_break(
+                row=row,
+                prev=prev,
+                before_prev=before_prev,
+                following=window.peek(),
+                find_hash=find_hash,
+                link_ok=link_ok,
+            )
+        hashes_since_checkpoint[row.seq] = row.hash
+        # (4) Checkpoint events carry a signature over an earlier (seq, hash).
+        if row.action == CHECKPOINT_ACTION:
+            try:
+                checkpoint = Checkpoint.from_details(json.loads(row.details))
+            except ValueError:
+                raise _fail(TamperKind.SIGNATURE, row.seq, "malformed checkpoint event") from None
+            if not verify_checkpoint(checkpoint):
+                raise _fail(
+                    TamperKind.SIGNATURE,
+                    row.seq,
+                    f"checkpoint signature does not verify with a trusted key "
+                    f"(key {checkpoint.key_fingerprint[:16]}...)",
+                )
+            if hashes_since_checkpoint.get(checkpoint.seq) != checkpoint.hash:
+                raise _fail(
+                    TamperKind.MODIFIED,
+                    last_checkpoint_seq + 1,
+                    f"events between seq {last_checkpoint_seq + 1} and {checkpoint.seq} were "
+                    f"rewritten (they no longer match the checkpoint signed at seq {row.seq})",
+                )
+            checkpoints += 1
+            last_checkpoint_seq = checkpoint.seq
+            signed_heads[checkpoint.seq] = checkpoint.hash
+            hashes_since_checkpoint = {row.seq: row.hash}
+        before_prev, prev = prev, row
+    head_seq = prev.seq if prev else 0
+    head_hash = prev.hash if prev else GENESIS_HASH
+    # (5) A signed anchor kept outside the log proves how far the log reached.
+    if anchor is not None:
+        if not verify_checkpoint(anchor):
+            raise _fail(TamperKind.SIGNATURE, anchor.seq, "the head anchor's signature is invalid")
+        if head_seq < anchor.seq:
+            raise _fail(
+                TamperKind.TRUNCATED,
+                head_seq + 1,
+                f"the log ends at seq {head_seq} but seq {anchor.seq} was signed",
+            )
+        actual = signed_heads.get(anchor.seq) or hashes_since_checkpoint.get(anchor.seq)
+        if actual != anchor.hash:
+            raise _fail(
+                TamperKind.MODIFIED,
+                last_checkpoint_seq + 1,
+                f"events up to seq {anchor.seq} no longer match the signed head anchor",
+            )
+    return ChainReport(
+        events=events,
+        head_seq=head_seq,
+        head_hash=head_hash,
+        checkpoints=checkpoints,
+        last_checkpoint_seq=last_checkpoint_seq,
+    )
