@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from bastion.cli.context import keyring, out, record
 from bastion.files import atomic_write_bytes
@@ -22,18 +21,16 @@ app = typer.Typer(
 def show() -> None:
     """List key ids (never key material) and signing key fingerprints."""
     ring = keyring()
-    table = Table("keyset", "key id", "primary", "fingerprint (signing)")
     fingerprints = {key.key_id: key.fingerprint for key in ring.signing_keys()}
     for purpose in KeyPurpose:
         primary = ring.primary_id(purpose)
         for key_id in ring.key_ids(purpose):
-            table.add_row(
-                purpose.value,
-                str(key_id),
-                "yes" if key_id == primary else "",
-                fingerprints.get(key_id, "") if purpose is KeyPurpose.SIGNING else "",
+            line = (
+                f"{purpose.value:<8} {key_id:>10}  {'primary' if key_id == primary else 'old':<7}"
             )
-    out.print(table)
+            if purpose is KeyPurpose.SIGNING:
+                line += f"  sha256:{fingerprints[key_id]}"
+            out.print(line)
 
 
 @app.command()

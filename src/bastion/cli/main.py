@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from typing import Annotated
 
-import click
 import typer
 
 from bastion import __version__
@@ -65,12 +64,16 @@ def run(argv: Sequence[str] | None = None) -> int:
             prog_name="bastion",
             standalone_mode=False,
         )
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value ...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc.format_message()}", markup=False)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("error: aborted")
         return 1
     except BastionError as exc:

@@ -119,17 +119,17 @@ def _bundle_key_hint(signature: Path) -> str:
 
 
 _DIFF_PATTERNS = (
-    (re.compile(r"Hash mismatch for '([^']*)'"), "changed: {}"),
-    (re.compile(r"Extra files found in model '[^']*': ([^\"\]]*)"), "added or renamed: {}"),
-    (re.compile(r"Missing files in model '[^']*': ([^\"\]]*)"), "removed or renamed: {}"),
+    (re.compile(r"Hash mismatch for \\*'([^'\\]*)"), "changed: {}"),
+    (re.compile(r"Extra files found in model \\*'[^']*': ([^\"'\]\\]*)"), "added or renamed: {}"),
+    (re.compile(r"Missing files in model \\*'[^']*': ([^\"'\]\\]*)"), "removed or renamed: {}"),
 )
 
 
-def _explain(exc: Exception) -> str:
+def _explain(exc: Exception, target: Path) -> str:
     """Turn model-signing's manifest diff into 'changed: a; added or renamed: b'."""
     text = str(exc)
     found = [
-        template.format(match)
+        template.format(target.name if match == "." else match)
         for pattern, template in _DIFF_PATTERNS
         for match in pattern.findall(text)
     ]
@@ -192,7 +192,7 @@ def verify_path(
             )
         except Exception as exc:  # any failure inside the verifier is a refusal
             raise SignatureError(
-                f"{path}: signature verification failed: {_explain(exc)}"
+                f"{path}: signature verification failed: {_explain(exc, target)}"
             ) from None
     return Verified(
         path=target, signature=signature, key_fingerprint=hint, files=_count_files(target)
