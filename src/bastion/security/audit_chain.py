@@ -215,7 +215,7 @@ class _Window:
         return self._next
 
 
-def _classify_break(
+def _classify_break(  # noqa: PLR0911 - one return per tamper kind
     *,
     row: EventRow,
     prev: EventRow | None,
@@ -225,19 +225,22 @@ def _classify_break(
     link_ok: bool,
 ) -> AuditChainError:
     prev_hash = prev.hash if prev else GENESIS_HASH
-    # (a) The next event links past this one: this one was slipped in.
+    linked_seq = None if link_ok else find_hash(row.prev_hash)
+    # (a) This event links to an event stored after it: the order was changed.
+    if linked_seq is not None and linked_seq > row.seq:
+        return _fail(TamperKind.REORDERED, row.seq, f"event links to the later seq {linked_seq}")
+    # (b) The next event links past this one: this one was slipped in.
     if following is not None and following.prev_hash == prev_hash:
         return _fail(TamperKind.INSERTED, row.seq, "an event was inserted into the chain")
     if link_ok:
         return _fail(TamperKind.MODIFIED, row.seq, "event content does not match its hash")
-    # (b) This event links past the previous one: the previous one was slipped in.
+    # (c) This event links past the previous one: the previous one was slipped in.
     if prev is not None and row.prev_hash == (before_prev.hash if before_prev else GENESIS_HASH):
         return _fail(TamperKind.INSERTED, prev.seq, "an event was inserted into the chain")
-    # (c) This event links to an event stored later: the order was changed.
-    linked_seq = find_hash(row.prev_hash)
+    # (d) It links to an older event: events were moved.
     if linked_seq is not None:
         return _fail(TamperKind.REORDERED, row.seq, f"event links to seq {linked_seq}")
-    # (d) It links to nothing we hold.
+    # (e) It links to nothing we hold.
     if row.computed_hash() == row.hash and prev is not None:
         return _fail(
             TamperKind.MODIFIED,

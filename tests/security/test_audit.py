@@ -1,0 +1,373 @@
+"""The audit chain: appends, signed checkpoints, and every kind of tampering named."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import random
+import string
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+from sqlalchemy import Engine
+
+from bastion.config import Settings
+from bastion.db import create_db_engine
+from bastion.errors import AuditChainError, InvalidInput
+from bastion.security.audit import (
+    AuditEvent,
+    AuditLog,
+    KeyringCheckpointSigner,
+    open_local_audit_log,
+    verify_export,
+)
+from bastion.security.audit_chain import CHECKPOINT_ACTION, EventRow, canonical_json
+from bastion.security.keys import Keyring, load_keyring
+from tests.conftest import Cli, other_keyring
+from tests.security import audit_helpers as tamper
+
+
+def _log(engine: Engine, keyring: Keyring | None, tmp_path: Path, interval: int = 10) -> AuditLog:
+    return AuditLog(
+        engine,
+        signer=KeyringCheckpointSigner(keyring) if keyring else None,
+        trusted_keys=[k.public_pem for k in keyring.signing_keys()] if keyring else (),
+        checkpoint_interval=interval,
+        anchor_path=tmp_path / "anchor.json",
+    )
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return create_db_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+
+
+def _fill(log: AuditLog, count: int) -> None:
+    log.append_many(
+        [
+            AuditEvent(
+                actor="alice",
+                action="artifact.encrypt",
+                target=f"file-{i}",
+                details={"i": i, "note": "données"},
+            )
+            for i in range(count)
+        ]
+    )
+
+
+def _expect(log: AuditLog, kind: str, seq: int | None) -> AuditChainError:
+    with pytest.raises(AuditChainError) as info:
+        log.verify()
+    assert (info.value.kind, info.value.seq) == (kind, seq), str(info.value)
+    return info.value
+
+
+def test_append_and_verify(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 25)
+    stored = tamper.rows(engine)
+    assert [r.seq for r in stored] == list(range(1, 26))
+    assert stored[0].prev_hash == "0" * 64
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(stored))
+    report = log.verify()
+    assert (report.events, report.head_seq, report.head_hash) == (25, 25, stored[-1].hash)
+
+
+def test_hash_is_sha256_of_canonical_record(engine: Engine, tmp_path: Path) -> None:
+    import hashlib
+
+    log = _log(engine, None, tmp_path)
+    row = log.append(
+        actor="bob", action="keys.rotate", target="keyring", details={"b": [1, "ü"], "a": None}
+    )
+    record = {
+        "seq": row.seq,
+        "ts": row.ts,
+        "actor": "bob",
+        "action": "keys.rotate",
+        "target": "keyring",
+        "details": {"a": None, "b": [1, "ü"]},
+        "prev_hash": "0" * 64,
+    }
+    expected = rfc8785.dumps(record)  # type: ignore[arg-type]
+    assert row.hash == hashlib.sha256(expected).hexdigest()
+
+
+def test_canonical_json_matches_rfc8785() -> None:
+    rng = random.Random(3)
+
+    def value(depth: int) -> Any:
+        pick = rng.randrange(7 if depth < 3 else 4)
+        if pick == 0:
+            return rng.randrange(-(2**53) + 1, 2**53)
+        if pick == 1:
+            return "".join(rng.choice(string.printable + "éü中\u2028\x00\x1f") for _ in range(8))
+        if pick == 2:
+            return rng.choice([True, False, None])
+        if pick == 3:
+            return ""
+        if pick in (4, 5):
+            return {
+                "".join(rng.choices(string.ascii_letters, k=4)): value(depth + 1) for _ in range(3)
+            }
+        return [value(depth + 1) for _ in range(3)]
+
+    for _ in range(300):
+        sample = {"root": value(0)}
+        assert canonical_json(sample) == rfc8785.dumps(sample)
+
+
+@pytest.mark.parametrize(
+    ("details", "message"),
+    [
+        ({"x": 0.5}, "floats are not allowed"),
+        ({"ключ": 1}, "keys must be ASCII"),
+        ({"n": 2**60}, "exceeds 2"),
+        ({"s": {1, 2}}, "unsupported type"),
+    ],
+)
+def test_details_are_validated(
+    engine: Engine, tmp_path: Path, details: dict[str, Any], message: str
+) -> None:
+    log = _log(engine, None, tmp_path)
+    with pytest.raises(InvalidInput, match=message):
+        log.append(actor="a", action="b", target="c", details=details)
+    assert log.count() == 0
+
+
+def test_modified_event_is_named(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    tamper.execute(engine, "UPDATE audit_events SET target = 'innocent' WHERE seq = 7")
+    _expect(log, "modified", 7)
+
+
+def test_modified_actor_and_timestamp(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    tamper.execute(
+        engine, "UPDATE audit_events SET ts = '2020-01-01T00:00:00.000000Z' WHERE seq = 1"
+    )
+    _expect(log, "modified", 1)
+
+
+def test_deleted_event_is_named(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    tamper.execute(engine, "DELETE FROM audit_events WHERE seq = 9")
+    _expect(log, "deleted", 9)
+
+
+def test_deleted_and_renumbered_is_named(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    tamper.execute(engine, "DELETE FROM audit_events WHERE seq = 9")
+    tamper.shift_seqs(engine, from_seq=10, delta=-1)
+    _expect(log, "deleted", 9)
+
+
+def test_inserted_event_is_named(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    stored = tamper.rows(engine)
+    tamper.shift_seqs(engine, from_seq=6, delta=1)
+    draft = EventRow(
+        6, stored[4].ts, "mallory", "artifact.decrypt", "secret", "{}", stored[4].hash, ""
+    )
+    forged = replace(draft, hash=draft.computed_hash())
+    tamper.insert_row(engine, forged)
+    _expect(log, "inserted", 6)
+
+
+def test_inserted_event_with_bad_hash_is_named(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    tamper.shift_seqs(engine, from_seq=6, delta=1)
+    tamper.insert_row(engine, EventRow(6, "t", "mallory", "x", "y", "{}", "junk", "f" * 64))
+    _expect(log, "inserted", 6)
+
+
+def test_reordered_events_are_named(engine: Engine, tmp_path: Path) -> None:
+    log = _log(engine, None, tmp_path)
+    _fill(log, 20)
+    tamper.execute(
+        engine,
+        "UPDATE audit_events SET seq = 1000 WHERE seq = 5",
+        "UPDATE audit_events SET seq = 5 WHERE seq = 6",
+        "UPDATE audit_events SET seq = 6 WHERE seq = 1000",
+    )
+    _expect(log, "reordered", 5)
+
+
+def test_checkpoints_every_interval_and_on_demand(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=5)
+    _fill(log, 12)
+    stored = tamper.rows(engine)
+    checkpoints = [r for r in stored if r.action == CHECKPOINT_ACTION]
+    # Checkpoint events count as events: seq 6 signs seq 5, seq 11 signs seq 10.
+    assert [json.loads(r.details)["seq"] for r in checkpoints] == [5, 10]
+    assert len(stored) == 14
+    on_demand = log.checkpoint()
+    assert on_demand.seq == 14
+    assert json.loads((tmp_path / "anchor.json").read_text())["seq"] == 14
+    report = log.verify()
+    assert (report.checkpoints, report.last_checkpoint_seq, report.unsigned_tail) == (3, 14, 1)
+
+
+def test_truncation_after_signed_checkpoint_is_named(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=1000)
+    _fill(log, 30)
+    log.checkpoint()  # signs seq 30, appends the checkpoint as seq 31
+    tamper.execute(engine, "DELETE FROM audit_events WHERE seq >= 26")
+    error = _expect(log, "truncated", 26)
+    assert "seq 30 was signed" in str(error)
+
+
+def test_consistent_rewrite_is_caught_by_checkpoint(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=10)
+    _fill(log, 25)
+    tamper.rewrite_from(engine, 14, '{"i":999}')
+    # Seq 11 (the checkpoint of seq 10) is the first event not covered by a valid signature.
+    error = _expect(log, "modified", 11)
+    assert "rewritten" in str(error)
+
+
+def test_untrusted_checkpoint_signature_is_named(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=10)
+    _fill(log, 12)
+    stranger = other_keyring(tmp_path / "stranger")
+    with pytest.raises(AuditChainError) as info:
+        log.verify(trusted_keys=[stranger.primary_signing_key().public_pem])
+    assert (info.value.kind, info.value.seq) == ("signature", 11)
+
+
+def _append_worker(url: str, home: str, worker: int, count: int) -> None:
+    settings = Settings(home=Path(home), database_url=url, audit_checkpoint_interval=50)
+    log = open_local_audit_log(settings, load_keyring(settings))
+    for i in range(count):
+        log.append(actor=f"worker-{worker}", action="test.append", target=str(i))
+
+
+def _concurrent_appends(url: str, home: Path) -> AuditLog:
+    settings = Settings(home=home, database_url=url, audit_checkpoint_interval=50)
+    log = open_local_audit_log(settings, load_keyring(settings))  # creates keys and schema first
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_append_worker, args=(url, str(home), w, 120)) for w in range(2)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=240)
+        assert process.exitcode == 0
+    return log
+
+
+def test_two_processes_append_one_chain(home: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    log = _concurrent_appends(url, home)
+    report = log.verify()
+    stored = list(log.rows())
+    user_events = [r for r in stored if r.action == "test.append"]
+    assert len(user_events) == 240
+    assert {r.actor for r in user_events} == {"worker-0", "worker-1"}
+    assert report.checkpoints == 4 and report.events == len(stored) == 244
+
+
+def test_export_verifies_offline_with_public_key(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=10)
+    _fill(log, 23)
+    log.checkpoint()
+    exported = tmp_path / "audit.jsonl"
+    assert log.export(exported) == 26
+    lines = exported.read_bytes().splitlines()
+    assert all(canonical_json(json.loads(line)) == line for line in lines)
+    pem = keyring.primary_signing_key().public_pem
+    report = verify_export(exported, public_keys=[pem])
+    assert report.events == 26 and report.unsigned_tail == 1
+    # Tampering with the export is caught too.
+    event = json.loads(lines[4])
+    event["target"] = "something else"
+    lines[4] = canonical_json(event)
+    exported.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(AuditChainError) as info:
+        verify_export(exported, public_keys=[pem])
+    assert (info.value.kind, info.value.seq) == ("modified", 5)
+
+
+def test_cli_records_every_mutating_verb_and_verifies(cli: Cli, tmp_path: Path) -> None:
+    plain = tmp_path / "p.txt"
+    plain.write_text("hello")
+    enc = tmp_path / "p.enc"
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.safetensors").write_bytes(b"w")
+    for args in (
+        ("encrypt", plain, enc),
+        ("decrypt", enc, tmp_path / "p.out"),
+        ("keys", "rotate"),
+        ("keys", "rewrap", enc),
+        ("sign", model),
+        ("shred", enc, "--yes"),
+    ):
+        assert cli(*args).code == 0
+    actions = [
+        row.action for row in open_local_audit_log(Settings(), load_keyring(Settings())).rows()
+    ]
+    assert actions == [
+        "artifact.encrypt",
+        "artifact.decrypt",
+        "keys.rotate",
+        "artifact.rewrap",
+        "artifact.sign",
+        "artifact.shred",
+    ]
+    result = cli("audit", "verify")
+    assert result.code == 0
+    head = tamper.rows(create_db_engine(Settings().effective_database_url))[-1].hash
+    assert result.stdout.splitlines()[0] == f"6 events verified, head {head}"
+
+
+def test_cli_audit_verify_names_tampering(cli: Cli, tmp_path: Path) -> None:
+    plain = tmp_path / "p.txt"
+    plain.write_text("hello")
+    for i in range(3):
+        assert cli("encrypt", plain, tmp_path / f"p{i}.enc").code == 0
+    engine = create_db_engine(Settings().effective_database_url)
+    tamper.execute(engine, "UPDATE audit_events SET actor = 'local:someone-else' WHERE seq = 2")
+    result = cli("audit", "verify")
+    assert result.code == 1
+    assert "seq 2" in result.stderr and "modified" in result.stderr
+
+
+def test_cli_export_and_offline_verify(cli: Cli, tmp_path: Path) -> None:
+    plain = tmp_path / "p.txt"
+    plain.write_text("hello")
+    assert cli("encrypt", plain, tmp_path / "p.enc").code == 0
+    exported, pem = tmp_path / "audit.jsonl", tmp_path / "pub.pem"
+    assert cli("audit", "export", exported).code == 0
+    assert cli("keys", "export-public", pem).code == 0
+    result = cli("audit", "verify", "--file", exported, "--public-key", pem)
+    assert result.code == 0 and "events verified" in result.stdout
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_bytes(other_keyring(tmp_path / "s").primary_signing_key().public_pem)
+    refused = cli("audit", "verify", "--file", exported, "--public-key", stranger)
+    assert refused.code == 1 and "signature" in refused.stderr
+    assert cli("audit", "verify", "--file", exported).code == 2
+    tail = cli("audit", "tail", "-n", "2")
+    assert tail.code == 0 and "audit.checkpoint" in tail.stdout
