@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from sqlalchemy import Engine, text
 
 from bastion.security.audit_chain import EventRow
@@ -62,9 +60,9 @@ def rewrite_from(engine: Engine, seq: int, details: str) -> None:
     prev_hash = stored[seq - 2].hash if seq > 1 else "0" * 64
     execute(engine, f"DELETE FROM audit_events WHERE seq >= {seq}")
     for row in stored[seq - 1 :]:
-        draft = replace(
-            row, details=details if row.seq == seq else row.details, prev_hash=prev_hash
+        draft = row._replace(
+            details=details if row.seq == seq else row.details, prev_hash=prev_hash
         )
-        forged = replace(draft, hash=draft.computed_hash())
+        forged = draft._replace(hash=draft.computed_hash())
         insert_row(engine, forged)
         prev_hash = forged.hash

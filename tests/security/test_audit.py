@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import random
 import string
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +178,7 @@ def test_inserted_event_is_named(engine: Engine, tmp_path: Path) -> None:
     draft = EventRow(
         6, stored[4].ts, "mallory", "artifact.decrypt", "secret", "{}", stored[4].hash, ""
     )
-    forged = replace(draft, hash=draft.computed_hash())
+    forged = draft._replace(hash=draft.computed_hash())
     tamper.insert_row(engine, forged)
     _expect(log, "inserted", 6)
 

@@ -21,12 +21,23 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import BigInteger, Column, Engine, String, Table, Text, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+)
 
 from bastion.config import Settings
 from bastion.db import create_db_engine, locked_transaction, metadata
@@ -39,6 +50,7 @@ from bastion.security.audit_chain import (
     Checkpoint,
     EventRow,
     canonical_json,
+    canonical_json_text,
     event_hash,
     validate_details,
     verify_chain,
@@ -46,6 +58,7 @@ from bastion.security.audit_chain import (
 from bastion.security.keys import Keyring, public_key_fingerprint
 
 __all__ = [
+    "Appended",
     "AuditEvent",
     "AuditLog",
     "CheckpointSigner",
@@ -68,7 +81,7 @@ audit_events = Table(
     Column("target", Text, nullable=False),
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
 )
 
 _COLUMNS = (
@@ -81,6 +94,14 @@ _COLUMNS = (
     audit_events.c.prev_hash,
     audit_events.c.hash,
 )
+
+
+class Appended(NamedTuple):
+    """What ``append_many`` stored: how many events, and the chain head after them."""
+
+    appended: int
+    head_seq: int
+    head_hash: str
 
 
 @dataclass(frozen=True)
@@ -164,12 +185,13 @@ def checkpoint_verifier(pems: Sequence[bytes]) -> Any:
 
 
 def _check_event(event: AuditEvent) -> str:
-    for name, limit in MAX_FIELD.items():
-        value = getattr(event, name)
-        if not value or len(value) > limit:
-            raise InvalidInput(f"audit {name} must be 1..{limit} characters, got {len(value)}")
-    validate_details(dict(event.details))
-    return canonical_json(dict(event.details)).decode()
+    if not 0 < len(event.actor) <= MAX_FIELD["actor"]:
+        raise InvalidInput(f"audit actor must be 1..{MAX_FIELD['actor']} characters")
+    if not 0 < len(event.action) <= MAX_FIELD["action"]:
+        raise InvalidInput(f"audit action must be 1..{MAX_FIELD['action']} characters")
+    details = event.details if type(event.details) is dict else dict(event.details)
+    validate_details(details)
+    return canonical_json_text(details)
 
 
 class AuditLog:
@@ -198,60 +220,73 @@ class AuditLog:
     def append(
         self, *, actor: str, action: str, target: str, details: Mapping[str, Any] | None = None
     ) -> EventRow:
-        """Append one event in its own transaction."""
+        """Append one event in its own transaction; return it as stored."""
         event = AuditEvent(actor=actor, action=action, target=target, details=details or {})
-        return self.append_many([event])[0]
+        return EventRow(**self._append([event])[0])
 
-    def append_many(self, events: Sequence[AuditEvent]) -> list[EventRow]:
-        """Append events atomically, in order; returns them as stored (checkpoints omitted)."""
-        prepared = [(event, _check_event(event)) for event in events]
+    def append_many(self, events: Sequence[AuditEvent]) -> Appended:
+        """Append events atomically and in order, in one transaction."""
+        stored = self._append(events)
+        if not stored:
+            return Appended(appended=0, head_seq=0, head_hash=GENESIS_HASH)
+        return Appended(
+            appended=len(stored), head_seq=stored[-1]["seq"], head_hash=stored[-1]["hash"]
+        )
+
+    def _append(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+        """Append under the write lock; return the stored user events' columns."""
+        prepared = [(e.actor, e.action, e.target, _check_event(e)) for e in events]
+        params: list[dict[str, Any]] = []
+        user_events: list[dict[str, Any]] = []
+        checkpoint: Checkpoint | None = None
         with locked_transaction(self.engine, LOCK_NAME) as conn:
-            head = conn.execute(
-                select(audit_events.c.seq, audit_events.c.hash)
-                .order_by(audit_events.c.seq.desc())
-                .limit(1)
-            ).first()
-            seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-            stored: list[EventRow] = []
-            batch: list[EventRow] = []
-            checkpoint: Checkpoint | None = None
-            for event, details_json in prepared:
+            seq, prev_hash = _head(conn)
+            ts = _now()  # one transaction, one instant
+            for actor, action, target, details_json in prepared:
                 seq += 1
-                row = self._row(
+                digest = event_hash(
                     seq=seq,
-                    actor=event.actor,
-                    action=event.action,
-                    target=event.target,
+                    ts=ts,
+                    actor=actor,
+                    action=action,
+                    target=target,
                     details_json=details_json,
                     prev_hash=prev_hash,
                 )
-                stored.append(row)
-                batch.append(row)
-                prev_hash = row.hash
+                user_events.append(
+                    {
+                        "seq": seq,
+                        "ts": ts,
+                        "actor": actor,
+                        "action": action,
+                        "target": target,
+                        "details": details_json,
+                        "prev_hash": prev_hash,
+                        "hash": digest,
+                    }
+                )
+                params.append(user_events[-1])
+                prev_hash = digest
                 if self._signer is not None and seq % self._interval == 0:
-                    checkpoint, cp_row = self._checkpoint_row(seq + 1, seq, prev_hash)
-                    batch.append(cp_row)
-                    seq, prev_hash = cp_row.seq, cp_row.hash
-            if batch:
-                conn.execute(insert(audit_events), [_as_params(row) for row in batch])
+                    checkpoint, row = self._checkpoint_row(seq + 1, seq, prev_hash)
+                    params.append(_as_params(row))
+                    seq, prev_hash = row.seq, row.hash
+            if params:
+                conn.execute(_INSERT, params)
         if checkpoint is not None:
             self._write_anchor(checkpoint)
-        return stored
+        return user_events
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head now (appending an ``audit.checkpoint`` event)."""
         if self._signer is None:
             raise InvalidInput("this audit log has no signing key; cannot sign a checkpoint")
         with locked_transaction(self.engine, LOCK_NAME) as conn:
-            head = conn.execute(
-                select(audit_events.c.seq, audit_events.c.hash)
-                .order_by(audit_events.c.seq.desc())
-                .limit(1)
-            ).first()
-            if head is None:
+            seq, head_hash = _head(conn)
+            if seq == 0:
                 raise InvalidInput("the audit log is empty; nothing to sign yet")
-            checkpoint, row = self._checkpoint_row(int(head[0]) + 1, int(head[0]), str(head[1]))
-            conn.execute(insert(audit_events), [_as_params(row)])
+            checkpoint, row = self._checkpoint_row(seq + 1, seq, head_hash)
+            conn.execute(_INSERT, [_as_params(row)])
         self._write_anchor(checkpoint)
         return checkpoint
 
@@ -366,6 +401,15 @@ class AuditLog:
                 handle.write(canonical_json(row.to_export()) + b"\n")
                 count += 1
         return count
+
+
+_HEAD = select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+_INSERT = insert(audit_events)
+
+
+def _head(conn: Connection) -> tuple[int, str]:
+    head = conn.execute(_HEAD).first()
+    return (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
 
 
 def _as_params(row: EventRow) -> dict[str, Any]:

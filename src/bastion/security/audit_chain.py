@@ -17,9 +17,10 @@ import binascii
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from json.encoder import encode_basestring
+from typing import Any, NamedTuple
 
 from bastion.errors import AuditChainError, InvalidInput
 
@@ -31,6 +32,7 @@ __all__ = [
     "EventRow",
     "TamperKind",
     "canonical_json",
+    "canonical_json_text",
     "checkpoint_statement",
     "event_hash",
     "validate_details",
@@ -52,13 +54,39 @@ class TamperKind(enum.StrEnum):
     SIGNATURE = "signature"
 
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes (see module docstring) of an already validated value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _canonical(value).encode()
+
+
+def canonical_json_text(value: Any) -> str:
+    """:func:`canonical_json` as text."""
+    return _canonical(value)
+
+
+_PLAIN = frozenset({str, bool, type(None)})
+
+
+def _flat_and_valid(value: dict[Any, Any]) -> bool:
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(item)
+        if kind not in _PLAIN and (kind is not int or not -MAX_SAFE_INT <= item <= MAX_SAFE_INT):
+            return False
+    return True
 
 
 def validate_details(value: Any, *, where: str = "details") -> None:
     """Refuse values whose canonical form would be ambiguous across languages."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return
+    if kind is dict and _flat_and_valid(value):
+        return  # the common case, checked in one pass
     if value is None or isinstance(value, bool | str):
         return
     if isinstance(value, int):
@@ -80,8 +108,7 @@ def validate_details(value: Any, *, where: str = "details") -> None:
     raise InvalidInput(f"audit {where}: unsupported type {type(value).__name__}")
 
 
-@dataclass(frozen=True)
-class EventRow:
+class EventRow(NamedTuple):
     """One stored event; ``details`` is its canonical JSON text."""
 
     seq: int
@@ -117,7 +144,7 @@ class EventRow:
         }
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_quote = encode_basestring  # JSON string literal, non-ASCII kept as UTF-8
 
 
 def event_hash(
@@ -125,9 +152,9 @@ def event_hash(
 ) -> str:
     """SHA-256 of the canonical record; keys appear in sorted order."""
     record = (
-        f'{{"action":{_dumps(action)},"actor":{_dumps(actor)},"details":{details_json},'
-        f'"prev_hash":{_dumps(prev_hash)},"seq":{seq},"target":{_dumps(target)},'
-        f'"ts":{_dumps(ts)}}}'
+        f'{{"action":{_quote(action)},"actor":{_quote(actor)},"details":{details_json},'
+        f'"prev_hash":{_quote(prev_hash)},"seq":{seq},"target":{_quote(target)},'
+        f'"ts":{_quote(ts)}}}'
     )
     return hashlib.sha256(record.encode()).hexdigest()
 
@@ -198,23 +225,6 @@ def _fail(kind: TamperKind, seq: int | None, message: str) -> AuditChainError:
     )
 
 
-class _Window:
-    """Streams rows with one row of look-ahead."""
-
-    def __init__(self, rows: Iterable[EventRow]) -> None:
-        self._rows: Iterator[EventRow] = iter(rows)
-        self._next: EventRow | None = next(self._rows, None)
-
-    def pop(self) -> EventRow | None:
-        current = self._next
-        if current is not None:
-            self._next = next(self._rows, None)
-        return current
-
-    def peek(self) -> EventRow | None:
-        return self._next
-
-
 def _classify_break(  # noqa: PLR0911 - one return per tamper kind
     *,
     row: EventRow,
@@ -258,7 +268,7 @@ def verify_chain(
     anchor: Checkpoint | None = None,
 ) -> ChainReport:
     """Verify rows given in stored order; raise :class:`AuditChainError` at the first problem."""
-    window = _Window(rows)
+    iterator = iter(rows)
     prev: EventRow | None = None
     before_prev: EventRow | None = None
     checkpoints = 0
@@ -266,40 +276,46 @@ def verify_chain(
     hashes_since_checkpoint: dict[int, str] = {}
     signed_heads: dict[int, str] = {}
     events = 0
-    while (row := window.pop()) is not None:
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    sha256, quote = hashlib.sha256, _quote
+    for row in iterator:
         events += 1
-        expected_seq = prev.seq + 1 if prev else 1
+        seq, ts, actor, action, target, details, row_prev, row_hash = row
         # (1) Sequence numbers run 1, 2, 3, ... with no gaps.
-        if row.seq > expected_seq:
+        if seq != expected_seq:
+            if seq > expected_seq:
+                raise _fail(
+                    TamperKind.DELETED, expected_seq, f"seq jumps from {expected_seq - 1} to {seq}"
+                )
             raise _fail(
-                TamperKind.DELETED, expected_seq, f"seq jumps from {expected_seq - 1} to {row.seq}"
-            )
-        if row.seq < expected_seq:
-            raise _fail(
-                TamperKind.REORDERED, row.seq, f"seq {row.seq} appears after seq {expected_seq - 1}"
+                TamperKind.REORDERED, seq, f"seq {seq} appears after seq {expected_seq - 1}"
             )
         # (2) Each event names the previous event's hash; (3) its own hash matches its content.
-        link_ok = row.prev_hash == (prev.hash if prev else GENESIS_HASH)
-        if not link_ok or row.computed_hash() != row.hash:
+        record = (
+            f'{{"action":{quote(action)},"actor":{quote(actor)},"details":{details},'
+            f'"prev_hash":{quote(row_prev)},"seq":{seq},"target":{quote(target)},'
+            f'"ts":{quote(ts)}}}'
+        )
+        if row_prev != prev_hash or sha256(record.encode()).hexdigest() != row_hash:
             raise _classify_break(
                 row=row,
                 prev=prev,
                 before_prev=before_prev,
-                following=window.peek(),
+                following=next(iterator, None),
                 find_hash=find_hash,
-                link_ok=link_ok,
+                link_ok=row_prev == prev_hash,
             )
-        hashes_since_checkpoint[row.seq] = row.hash
+        hashes_since_checkpoint[seq] = row_hash
         # (4) Checkpoint events carry a signature over an earlier (seq, hash).
-        if row.action == CHECKPOINT_ACTION:
+        if action == CHECKPOINT_ACTION:
             try:
-                checkpoint = Checkpoint.from_details(json.loads(row.details))
+                checkpoint = Checkpoint.from_details(json.loads(details))
             except ValueError:
-                raise _fail(TamperKind.SIGNATURE, row.seq, "malformed checkpoint event") from None
+                raise _fail(TamperKind.SIGNATURE, seq, "malformed checkpoint event") from None
             if not verify_checkpoint(checkpoint):
                 raise _fail(
                     TamperKind.SIGNATURE,
-                    row.seq,
+                    seq,
                     f"checkpoint signature does not verify with a trusted key "
                     f"(key {checkpoint.key_fingerprint[:16]}...)",
                 )
@@ -308,13 +324,14 @@ def verify_chain(
                     TamperKind.MODIFIED,
                     last_checkpoint_seq + 1,
                     f"events between seq {last_checkpoint_seq + 1} and {checkpoint.seq} were "
-                    f"rewritten (they no longer match the checkpoint signed at seq {row.seq})",
+                    f"rewritten (they no longer match the checkpoint signed at seq {seq})",
                 )
             checkpoints += 1
             last_checkpoint_seq = checkpoint.seq
             signed_heads[checkpoint.seq] = checkpoint.hash
-            hashes_since_checkpoint = {row.seq: row.hash}
+            hashes_since_checkpoint = {seq: row_hash}
         before_prev, prev = prev, row
+        expected_seq, prev_hash = seq + 1, row_hash
     head_seq = prev.seq if prev else 0
     head_hash = prev.hash if prev else GENESIS_HASH
     # (5) A signed anchor kept outside the log proves how far the log reached.
