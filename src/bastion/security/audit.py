@@ -52,6 +52,7 @@ from bastion.security.audit_chain import (
     canonical_json,
     canonical_json_text,
     event_hash,
+    record_hash,
     validate_details,
     verify_chain,
 )
@@ -244,15 +245,7 @@ class AuditLog:
             ts = _now()  # one transaction, one instant
             for actor, action, target, details_json in prepared:
                 seq += 1
-                digest = event_hash(
-                    seq=seq,
-                    ts=ts,
-                    actor=actor,
-                    action=action,
-                    target=target,
-                    details_json=details_json,
-                    prev_hash=prev_hash,
-                )
+                digest = record_hash(seq, ts, actor, action, target, details_json, prev_hash)
                 user_events.append(
                     {
                         "seq": seq,

@@ -35,6 +35,7 @@ __all__ = [
     "canonical_json_text",
     "checkpoint_statement",
     "event_hash",
+    "record_hash",
     "validate_details",
     "verify_chain",
 ]
@@ -145,18 +146,26 @@ class EventRow(NamedTuple):
 
 
 _quote = encode_basestring  # JSON string literal, non-ASCII kept as UTF-8
+_sha256 = hashlib.sha256
 
 
 def event_hash(
     *, seq: int, ts: str, actor: str, action: str, target: str, details_json: str, prev_hash: str
 ) -> str:
     """SHA-256 of the canonical record; keys appear in sorted order."""
+    return record_hash(seq, ts, actor, action, target, details_json, prev_hash)
+
+
+def record_hash(  # noqa: PLR0917 - positional on purpose: this is the hot path
+    seq: int, ts: str, actor: str, action: str, target: str, details_json: str, prev_hash: str, /
+) -> str:
+    """:func:`event_hash` with positional arguments, in stored column order."""
     record = (
         f'{{"action":{_quote(action)},"actor":{_quote(actor)},"details":{details_json},'
         f'"prev_hash":{_quote(prev_hash)},"seq":{seq},"target":{_quote(target)},'
         f'"ts":{_quote(ts)}}}'
     )
-    return hashlib.sha256(record.encode()).hexdigest()
+    return _sha256(record.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
