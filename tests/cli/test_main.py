@@ -1,0 +1,58 @@
+"""The CLI as a whole: exit codes, error lines, the demo that `make quickstart` runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bastion import __version__
+from tests.conftest import Cli
+
+
+def test_version(cli: Cli) -> None:
+    result = cli("--version")
+    assert result.code == 0 and result.stdout.strip() == f"bastion {__version__}"
+
+
+def test_unknown_command_is_usage_error(cli: Cli) -> None:
+    result = cli("frobnicate")
+    assert result.code == 2
+    assert "No such command" in result.stderr
+
+
+def test_demo_runs_end_to_end(cli: Cli, home: Path) -> None:
+    result = cli("demo")
+    assert result.code == 0, result.stderr
+    for step in ("1. Encrypt", "2. Sign", "3. Scan", "4. Rotate", "5. Verify"):
+        assert step in result.stdout
+    assert sum(line.startswith("  refused") for line in result.stdout.splitlines()) == 3
+    assert "Demo complete" in result.stdout
+    demo = home / "demo"
+    assert (demo / "model.sig").is_file() and (demo / "patients.csv.bastion").is_file()
+    assert not (demo / "tampered.csv").exists()
+    audit = cli("audit", "verify")
+    assert audit.code == 0 and "events verified" in audit.stdout
+
+
+def test_console_script_exit_codes(tmp_path: Path) -> None:
+    """The installed `bastion` entry point exits with the documented codes."""
+    env = {**os.environ, "BASTION_HOME": str(tmp_path / "home")}
+    env.pop("BASTION_MASTER_KEY", None)
+    exe = Path(sys.executable).with_name("bastion")
+    bad = tmp_path / "bad.enc"
+    bad.write_bytes(b"not an artifact")
+    refused = subprocess.run(
+        [str(exe), "decrypt", str(bad), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and str(bad) in refused.stderr
+    usage = subprocess.run(
+        [str(exe), "decrypt"], capture_output=True, text=True, env=env, check=False
+    )
+    assert usage.returncode == 2
