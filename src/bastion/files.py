@@ -7,13 +7,14 @@ no file) in place.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_output", "atomic_write_bytes", "ensure_private_dir", "fsync_dir"]
+__all__ = ["atomic_output", "atomic_write_bytes", "ensure_private_dir", "file_lock", "fsync_dir"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -54,3 +55,15 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with atomic_output(path, mode=mode) as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created 0600) across processes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

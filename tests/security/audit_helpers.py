@@ -41,16 +41,7 @@ def insert_row(engine: Engine, row: EventRow) -> None:
                 " (seq, ts, actor, action, target, details, prev_hash, hash)"
                 " VALUES (:seq, :ts, :actor, :action, :target, :details, :prev_hash, :hash)"
             ),
-            {
-                "seq": row.seq,
-                "ts": row.ts,
-                "actor": row.actor,
-                "action": row.action,
-                "target": row.target,
-                "details": row.details,
-                "prev_hash": row.prev_hash,
-                "hash": row.hash,
-            },
+            row._asdict(),
         )
 
 

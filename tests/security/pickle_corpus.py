@@ -132,25 +132,25 @@ def build_malicious(root: Path) -> dict[str, Path]:
     return paths
 
 
+BENIGN_NAMES = (
+    "mlp_state_dict.pt",
+    "batchnorm_state_dict.pth",
+    "tensor.bin",
+    "weights.npy",
+    "arrays.npz",
+    "containers.pkl",
+    "containers_protocol2.pkl",
+    "numpy_array.pkl",
+    "plain.joblib",
+    "compressed.joblib",
+)
+
+
 def build_benign(root: Path) -> dict[str, Path]:
     """Write every benign sample under ``root``; return name -> path."""
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    paths = {
-        name: root / name
-        for name in (
-            "mlp_state_dict.pt",
-            "batchnorm_state_dict.pth",
-            "tensor.bin",
-            "weights.npy",
-            "arrays.npz",
-            "containers.pkl",
-            "containers_protocol2.pkl",
-            "numpy_array.pkl",
-            "plain.joblib",
-            "compressed.joblib",
-        )
-    }
+    paths = {name: root / name for name in BENIGN_NAMES}
     mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     torch.save(mlp.state_dict(), paths["mlp_state_dict.pt"])
     bn = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))

@@ -10,7 +10,7 @@ import pytest
 from bastion.errors import InvalidInput, UnsafeFileError
 from bastion.security.filescan import scan_bytes, scan_file
 from tests.conftest import Cli
-from tests.security.pickle_corpus import build_benign, build_malicious
+from tests.security.pickle_corpus import BENIGN_NAMES, build_benign, build_malicious
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -60,21 +60,7 @@ def test_malicious_file_is_refused_naming_the_import(malicious: dict[str, Path],
     assert any(OFFENDING[name] in reason for reason in info.value.reasons), info.value.reasons
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "mlp_state_dict.pt",
-        "batchnorm_state_dict.pth",
-        "tensor.bin",
-        "weights.npy",
-        "arrays.npz",
-        "containers.pkl",
-        "containers_protocol2.pkl",
-        "numpy_array.pkl",
-        "plain.joblib",
-        "compressed.joblib",
-    ],
-)
+@pytest.mark.parametrize("name", BENIGN_NAMES)
 def test_benign_file_is_accepted(benign: dict[str, Path], name: str) -> None:
     report = scan_file(benign[name])
     assert report.safe and not report.unsafe

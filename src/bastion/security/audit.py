@@ -12,9 +12,7 @@ log is noticed. Appends take a database-wide write lock, so concurrent writers
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
-import fcntl
 import getpass
 import json
 import os
@@ -42,7 +40,7 @@ from sqlalchemy import (
 from bastion.config import Settings
 from bastion.db import create_db_engine, locked_transaction, metadata
 from bastion.errors import AuditChainError, InvalidInput
-from bastion.files import atomic_output, atomic_write_bytes
+from bastion.files import atomic_output, atomic_write_bytes, file_lock
 from bastion.security.audit_chain import (
     CHECKPOINT_ACTION,
     GENESIS_HASH,
@@ -262,7 +260,7 @@ class AuditLog:
                 prev_hash = digest
                 if self._signer is not None and seq % self._interval == 0:
                     checkpoint, row = self._checkpoint_row(seq + 1, seq, prev_hash)
-                    params.append(_as_params(row))
+                    params.append(row._asdict())
                     seq, prev_hash = row.seq, row.hash
             if params:
                 conn.execute(_INSERT, params)
@@ -279,7 +277,7 @@ class AuditLog:
             if seq == 0:
                 raise InvalidInput("the audit log is empty; nothing to sign yet")
             checkpoint, row = self._checkpoint_row(seq + 1, seq, head_hash)
-            conn.execute(_INSERT, [_as_params(row)])
+            conn.execute(_INSERT, [row._asdict()])
         self._write_anchor(checkpoint)
         return checkpoint
 
@@ -326,7 +324,7 @@ class AuditLog:
     def _write_anchor(self, checkpoint: Checkpoint) -> None:
         if self._anchor_path is None:
             return
-        with _file_lock(self._anchor_path.with_name(self._anchor_path.name + ".lock")):
+        with file_lock(self._anchor_path.with_name(self._anchor_path.name + ".lock")):
             current = self._read_anchor()
             if current is not None and current.seq >= checkpoint.seq:
                 return
@@ -403,30 +401,6 @@ _INSERT = insert(audit_events)
 def _head(conn: Connection) -> tuple[int, str]:
     head = conn.execute(_HEAD).first()
     return (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
-
-
-def _as_params(row: EventRow) -> dict[str, Any]:
-    return {
-        "seq": row.seq,
-        "ts": row.ts,
-        "actor": row.actor,
-        "action": row.action,
-        "target": row.target,
-        "details": row.details,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _export_rows(path: Path) -> list[EventRow]:

@@ -33,7 +33,7 @@ import os
 import shutil
 import struct
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -220,17 +220,14 @@ def _unwrap(header: ArtifactHeader, keyring: Keyring, *, path: str) -> tink.Keys
         ) from None
 
 
-def encrypt_stream(
-    source: BinaryIO,
-    destination: BinaryIO,
+def _wrap(
+    data_keyset: tink.KeysetHandle,
     *,
     keyring: Keyring,
+    artifact_id: uuid.UUID,
     kind: ArtifactKind,
-    artifact_id: uuid.UUID | None = None,
 ) -> ArtifactHeader:
-    """Encrypt everything ``source`` yields into ``destination`` (header, then payload)."""
-    artifact_id = artifact_id or uuid.uuid4()
-    data_keyset = tink.new_keyset_handle(_STREAM_TEMPLATE)
+    """A header carrying ``data_keyset`` wrapped under the keyring's primary kek."""
     draft = ArtifactHeader(
         artifact_id=artifact_id,
         kind=kind,
@@ -242,14 +239,20 @@ def encrypt_stream(
     wrapped = tink.proto_keyset_format.serialize_encrypted(
         data_keyset, keyring.kek(), draft.wrap_associated_data
     )
-    header = ArtifactHeader(
-        artifact_id=artifact_id,
-        kind=kind,
-        kek_key_id=draft.kek_key_id,
-        wrapped_key=wrapped,
-        shredded=False,
-        payload_offset=len(draft.encode()) + len(wrapped),
-    )
+    return replace(draft, wrapped_key=wrapped, payload_offset=len(draft.encode()) + len(wrapped))
+
+
+def encrypt_stream(
+    source: BinaryIO,
+    destination: BinaryIO,
+    *,
+    keyring: Keyring,
+    kind: ArtifactKind,
+    artifact_id: uuid.UUID | None = None,
+) -> ArtifactHeader:
+    """Encrypt everything ``source`` yields into ``destination`` (header, then payload)."""
+    data_keyset = tink.new_keyset_handle(_STREAM_TEMPLATE)
+    header = _wrap(data_keyset, keyring=keyring, artifact_id=artifact_id or uuid.uuid4(), kind=kind)
     destination.write(header.encode())
     cipher = data_keyset.primitive(streaming_aead.StreamingAead)
     with cipher.new_encrypting_stream(_Unclosable(destination), header.identity) as stream:
@@ -328,24 +331,8 @@ def rewrap_file(path: Path, *, keyring: Keyring) -> tuple[ArtifactHeader, bool]:
         data_keyset = _unwrap(header, keyring, path=str(path))  # authenticates the header
         if header.kek_key_id == primary:
             return header, False
-        draft = ArtifactHeader(
-            artifact_id=header.artifact_id,
-            kind=header.kind,
-            kek_key_id=primary,
-            wrapped_key=b"",
-            shredded=False,
-            payload_offset=0,
-        )
-        wrapped = tink.proto_keyset_format.serialize_encrypted(
-            data_keyset, keyring.kek(), draft.wrap_associated_data
-        )
-        new_header = ArtifactHeader(
-            artifact_id=header.artifact_id,
-            kind=header.kind,
-            kek_key_id=primary,
-            wrapped_key=wrapped,
-            shredded=False,
-            payload_offset=len(draft.encode()) + len(wrapped),
+        new_header = _wrap(
+            data_keyset, keyring=keyring, artifact_id=header.artifact_id, kind=header.kind
         )
         src.seek(header.payload_offset)
         with atomic_output(path) as dst:

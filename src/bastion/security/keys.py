@@ -20,11 +20,9 @@ import base64
 import binascii
 import contextlib
 import enum
-import fcntl
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from tink.proto import aes_gcm_pb2, ecdsa_pb2, tink_pb2
 
 from bastion.config import Settings
 from bastion.errors import ConfigurationError, InsecureKeyFileError
-from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.files import atomic_write_bytes, ensure_private_dir, file_lock
 
 __all__ = [
     "KeyPurpose",
@@ -297,16 +295,9 @@ class Keyring:
         )
 
 
-@contextlib.contextmanager
-def _keys_lock(keys_dir: Path) -> Iterator[None]:
+def _keys_lock(keys_dir: Path) -> contextlib.AbstractContextManager[None]:
     ensure_private_dir(keys_dir)
-    fd = os.open(keys_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return file_lock(keys_dir / ".lock")
 
 
 def load_keyring(settings: Settings) -> Keyring:
