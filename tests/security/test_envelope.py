@@ -288,3 +288,26 @@ def test_streaming_memory_is_bounded(home: Path, tmp_path: Path) -> None:
     with source.open("rb") as a, dec.open("rb") as b:
         while block := a.read(16 * SEGMENT):
             assert block == b.read(16 * SEGMENT)
+
+
+def test_progress_reports_every_plaintext_byte(keyring: Keyring, tmp_path: Path) -> None:
+    source = _plain(tmp_path, 2 * SEGMENT + 9)
+    seen: list[int] = []
+    encrypt_file(source, tmp_path / "p.enc", keyring=keyring, on_progress=seen.append)
+    assert sum(seen) == source.stat().st_size and len(seen) == 3
+    seen.clear()
+    decrypt_file(tmp_path / "p.enc", tmp_path / "p.out", keyring=keyring, on_progress=seen.append)
+    assert sum(seen) == source.stat().st_size
+
+
+def test_refused_decryption_is_audited(cli: Cli, tmp_path: Path) -> None:
+    from bastion.config import Settings
+    from bastion.security.audit import open_local_audit_log
+    from bastion.security.keys import load_keyring
+
+    bogus = tmp_path / "bogus.enc"
+    bogus.write_bytes(b"definitely not an artifact")
+    assert cli("decrypt", bogus, tmp_path / "out").code == 1
+    rows = list(open_local_audit_log(Settings(), load_keyring(Settings())).rows())
+    assert [r.action for r in rows] == ["artifact.decrypt.refused"]
+    assert rows[0].target == str(bogus) and "not a Bastion encrypted artifact" in rows[0].details

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from bastion.config import Settings
 from bastion.security.audit import AuditLog, local_actor, open_local_audit_log
 from bastion.security.keys import Keyring, load_keyring
 
-__all__ = ["State", "audit", "err", "keyring", "out", "record", "settings", "state"]
+__all__ = [
+    "State",
+    "audit",
+    "err",
+    "keyring",
+    "out",
+    "progress_bar",
+    "record",
+    "settings",
+    "state",
+]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -44,6 +64,28 @@ def audit() -> AuditLog:
 def record(action: str, target: str, details: dict[str, Any] | None = None) -> None:
     """Append an audit event for a verb that changed keys or artifacts."""
     audit().append(actor=local_actor(), action=action, target=target, details=details or {})
+
+
+#: Files smaller than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, *, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on an interactive terminal for large inputs; silent otherwise."""
+    if total is None or total < PROGRESS_MIN_BYTES or not err.is_terminal:
+        yield lambda _done: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.advance(task, done)
 
 
 def reset() -> None:

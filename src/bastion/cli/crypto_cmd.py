@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli.context import keyring, out, record
-from bastion.errors import InvalidInput
+from bastion.cli.context import keyring, out, progress_bar, record
+from bastion.errors import CheckFailed, InvalidInput
 from bastion.security.envelope import ArtifactKind, decrypt_file, encrypt_file, shred_file
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
 
 
 def encrypt(
@@ -22,7 +26,10 @@ def encrypt(
     """Encrypt a file with its own data key, wrapped by the keyring's key-encryption key."""
     if source.resolve() == destination.resolve():
         raise InvalidInput(f"{destination}: output must differ from the input")
-    header = encrypt_file(source, destination, keyring=keyring(), kind=kind)
+    with progress_bar(f"encrypting {source.name}", total=_size(source)) as advance:
+        header = encrypt_file(
+            source, destination, keyring=keyring(), kind=kind, on_progress=advance
+        )
     record(
         "artifact.encrypt",
         str(destination),
@@ -45,7 +52,12 @@ def decrypt(
     """Decrypt an artifact; nothing is written unless every byte authenticates."""
     if source.resolve() == destination.resolve():
         raise InvalidInput(f"{destination}: output must differ from the input")
-    header = decrypt_file(source, destination, keyring=keyring())
+    try:
+        with progress_bar(f"decrypting {source.name}", total=_size(source)) as advance:
+            header = decrypt_file(source, destination, keyring=keyring(), on_progress=advance)
+    except CheckFailed as exc:
+        record("artifact.decrypt.refused", str(source), {"reason": str(exc)})
+        raise
     record(
         "artifact.decrypt",
         str(source),

@@ -33,6 +33,7 @@ import os
 import shutil
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -69,6 +70,8 @@ MAX_WRAPPED_LEN = 4096
 CHUNK = 1 << 20
 _FIXED = struct.Struct(">8sBB16sB")  # magic, version, flags, artifact id, kind length
 _KEY_REF = struct.Struct(">IH")  # key id, wrapped key length
+#: Called with the number of plaintext bytes just processed.
+Progress = Callable[[int], None]
 _STREAM_TEMPLATE = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
 
 
@@ -249,6 +252,7 @@ def encrypt_stream(
     keyring: Keyring,
     kind: ArtifactKind,
     artifact_id: uuid.UUID | None = None,
+    on_progress: Progress | None = None,
 ) -> ArtifactHeader:
     """Encrypt everything ``source`` yields into ``destination`` (header, then payload)."""
     data_keyset = tink.new_keyset_handle(_STREAM_TEMPLATE)
@@ -258,6 +262,8 @@ def encrypt_stream(
     with cipher.new_encrypting_stream(_Unclosable(destination), header.identity) as stream:
         while chunk := source.read(CHUNK):
             stream.write(chunk)
+            if on_progress is not None:
+                on_progress(len(chunk))
     return header
 
 
@@ -268,6 +274,7 @@ def decrypt_stream(
     keyring: Keyring,
     path: str = "<stream>",
     expected_kind: ArtifactKind | None = None,
+    on_progress: Progress | None = None,
 ) -> ArtifactHeader:
     """Decrypt an artifact from ``source`` into ``destination``.
 
@@ -284,6 +291,8 @@ def decrypt_stream(
         with cipher.new_decrypting_stream(_Unclosable(source), header.identity) as stream:
             while chunk := stream.read(CHUNK):
                 destination.write(chunk)
+                if on_progress is not None:
+                    on_progress(len(chunk))
     except tink.TinkError:
         raise IntegrityError(
             f"{path}: payload authentication failed; the file was altered, truncated or "
@@ -299,10 +308,18 @@ def encrypt_file(
     keyring: Keyring,
     kind: ArtifactKind = ArtifactKind.FILE,
     artifact_id: uuid.UUID | None = None,
+    on_progress: Progress | None = None,
 ) -> ArtifactHeader:
     """Encrypt ``source`` into a new artifact at ``destination`` (written atomically)."""
     with _open_input(source) as src, atomic_output(destination) as dst:
-        return encrypt_stream(src, dst, keyring=keyring, kind=kind, artifact_id=artifact_id)
+        return encrypt_stream(
+            src,
+            dst,
+            keyring=keyring,
+            kind=kind,
+            artifact_id=artifact_id,
+            on_progress=on_progress,
+        )
 
 
 def decrypt_file(
@@ -311,11 +328,17 @@ def decrypt_file(
     *,
     keyring: Keyring,
     expected_kind: ArtifactKind | None = None,
+    on_progress: Progress | None = None,
 ) -> ArtifactHeader:
     """Decrypt ``source`` into ``destination``; nothing is written unless all of it verifies."""
     with _open_input(source) as src, atomic_output(destination) as dst:
         return decrypt_stream(
-            src, dst, keyring=keyring, path=str(source), expected_kind=expected_kind
+            src,
+            dst,
+            keyring=keyring,
+            path=str(source),
+            expected_kind=expected_kind,
+            on_progress=on_progress,
         )
 
 
