@@ -148,11 +148,12 @@ def _read_exact(handle: BinaryIO, size: int, *, path: str) -> bytes:
 
 def _parse_header(handle: BinaryIO, *, path: str) -> ArtifactHeader:
     # (1) Fixed part: magic, version, flags, id, kind length.
-    magic, version, flags, raw_id, kind_len = _FIXED.unpack(
-        _read_exact(handle, _FIXED.size, path=path)
-    )
-    if magic != MAGIC:
+    fixed = handle.read(_FIXED.size)
+    if not fixed or fixed[: len(MAGIC)] != MAGIC[: len(fixed)]:
         raise IntegrityError(f"{path}: not a Bastion encrypted artifact (bad magic bytes)")
+    if len(fixed) < _FIXED.size:
+        raise IntegrityError(f"{path}: truncated artifact header; the file is damaged")
+    _, version, flags, raw_id, kind_len = _FIXED.unpack(fixed)
     if version != FORMAT_VERSION:
         raise IntegrityError(
             f"{path}: artifact format version {version} is not supported by this Bastion "
