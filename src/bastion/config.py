@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     database_url: str | None = None
     audit_checkpoint_interval: int = Field(default=1000, ge=1)
+    server_database_url: str | None = None
+    max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+    session_token_hours: int = Field(default=12, ge=1)
 
     @property
     def home_dir(self) -> Path:
@@ -38,6 +43,17 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.home_dir / "storage"
+
+    @property
+    def control_plane_database_url(self) -> str:
+        """The control plane's database; SQLite in ``BASTION_HOME`` unless configured."""
+        if self.server_database_url:
+            return self.server_database_url
+        return f"sqlite:///{self.home_dir / 'control-plane.db'}"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.home_dir / "credentials.json"
 
     @property
     def effective_database_url(self) -> str:

@@ -18,7 +18,13 @@ from sqlalchemy.engine import make_url
 
 from bastion.errors import ConfigurationError
 
-__all__ = ["create_db_engine", "locked_transaction", "metadata"]
+__all__ = [
+    "SQLITE_WRITE_OPTIONS",
+    "create_db_engine",
+    "lock_for_append",
+    "locked_transaction",
+    "metadata",
+]
 
 metadata = MetaData()
 
@@ -67,15 +73,26 @@ def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+#: Execution options that make a SQLite transaction take the write lock at BEGIN.
+SQLITE_WRITE_OPTIONS = {_BEGIN_OPTION: "IMMEDIATE"}
+
+
+def lock_for_append(conn: Connection, lock_name: str = "bastion.audit") -> None:
+    """Serialise read-then-append writers inside the current transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do here, the
+    transaction already holds the database write lock (``BEGIN IMMEDIATE``).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(lock_name)})
+
+
 @contextlib.contextmanager
 def locked_transaction(engine: Engine, lock_name: str) -> Iterator[Connection]:
     """A transaction that holds the database-wide write lock named ``lock_name``."""
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+            conn.execution_options(**SQLITE_WRITE_OPTIONS)
         with conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(lock_name)}
-                )
+            lock_for_append(conn, lock_name)
             yield conn

@@ -16,9 +16,14 @@ wrong and what to do about it.
     │   ├── AuditChainError           the audit log was tampered with
     │   ├── PolicyViolation           a policy gate refused
     │   └── NotAuthorized             the caller may not do this
+    │       ├── NotAuthenticated      no valid credential was presented
+    │       └── RateLimited           too many attempts; wait and retry
     └── UsageError                    exit 2: bad usage or bad input
         ├── InvalidInput              an argument or file is not what was expected
         ├── InvalidSpec               a spec or policy document failed validation
+        ├── NotFound                  the named thing does not exist
+        ├── Conflict                  it exists already, or its state forbids this
+        ├── ServiceUnavailable        a dependency (database, server) is down; retry
         └── ConfigurationError        settings or the key store are unusable
             └── InsecureKeyFileError  a key file others can read
 """
@@ -32,12 +37,17 @@ __all__ = [
     "BastionError",
     "CheckFailed",
     "ConfigurationError",
+    "Conflict",
     "InsecureKeyFileError",
     "IntegrityError",
     "InvalidInput",
     "InvalidSpec",
+    "NotAuthenticated",
     "NotAuthorized",
+    "NotFound",
     "PolicyViolation",
+    "RateLimited",
+    "ServiceUnavailable",
     "ShreddedError",
     "SignatureError",
     "UnknownKeyError",
@@ -103,6 +113,18 @@ class NotAuthorized(CheckFailed):
     """The caller's identity or role does not allow the action."""
 
 
+class NotAuthenticated(NotAuthorized):
+    """No credential, or one that is unknown, expired or revoked."""
+
+
+class RateLimited(NotAuthorized):
+    """Too many attempts in a window; ``retry_after`` says how many seconds to wait."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UsageError(BastionError):
     """The request itself is wrong; the CLI exits with 2."""
 
@@ -115,6 +137,18 @@ class InvalidInput(UsageError):
 
 class InvalidSpec(UsageError):
     """A spec or policy document failed validation."""
+
+
+class NotFound(UsageError):
+    """The named user, project, run ... does not exist."""
+
+
+class Conflict(UsageError):
+    """The thing exists already, or its current state does not allow this change."""
+
+
+class ServiceUnavailable(UsageError):
+    """A service Bastion depends on is unreachable; retrying later may succeed."""
 
 
 class ConfigurationError(UsageError):

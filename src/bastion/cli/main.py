@@ -14,7 +14,19 @@ from typing import Annotated
 import typer
 
 from bastion import __version__
-from bastion.cli import audit_cmd, crypto_cmd, demo_cmd, keys_cmd, scan_cmd, sign_cmd
+from bastion.cli import (
+    audit_cmd,
+    crypto_cmd,
+    demo_cmd,
+    keys_cmd,
+    projects_cmd,
+    scan_cmd,
+    server_cmd,
+    session_cmd,
+    sign_cmd,
+    tokens_cmd,
+    users_cmd,
+)
 from bastion.cli.context import err, reset, state
 from bastion.errors import BastionError
 
@@ -50,8 +62,14 @@ crypto_cmd.register(app)
 sign_cmd.register(app)
 scan_cmd.register(app)
 demo_cmd.register(app)
+session_cmd.register(app)
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(server_cmd.app, name="server")
+app.add_typer(users_cmd.app, name="user")
+app.add_typer(projects_cmd.projects, name="project")
+app.add_typer(projects_cmd.members, name="member")
+app.add_typer(tokens_cmd.app, name="token")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

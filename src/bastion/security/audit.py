@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 
 from bastion.config import Settings
-from bastion.db import create_db_engine, locked_transaction, metadata
+from bastion.db import create_db_engine, lock_for_append, locked_transaction, metadata
 from bastion.errors import AuditChainError, InvalidInput
 from bastion.files import atomic_output, atomic_write_bytes, file_lock
 from bastion.security.audit_chain import (
@@ -204,6 +204,7 @@ class AuditLog:
         trusted_keys: Sequence[bytes] = (),
         checkpoint_interval: int = 1000,
         anchor_path: Path | None = None,
+        create_schema: bool = True,
     ) -> None:
         if checkpoint_interval < 1:
             raise InvalidInput("checkpoint_interval must be at least 1")
@@ -212,7 +213,8 @@ class AuditLog:
         self._trusted = list(trusted_keys)
         self._interval = checkpoint_interval
         self._anchor_path = anchor_path
-        metadata.create_all(engine, tables=[audit_events])
+        if create_schema:
+            metadata.create_all(engine, tables=[audit_events])
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -233,40 +235,54 @@ class AuditLog:
         )
 
     def _append(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
-        """Append under the write lock; return the stored user events' columns."""
+        """Append under the write lock in a transaction of its own."""
+        with locked_transaction(self.engine, LOCK_NAME) as conn:
+            stored, checkpoint = self.append_in(conn, events)
+        if checkpoint is not None:
+            self.write_anchor(checkpoint)
+        return stored
+
+    def append_in(
+        self, conn: Connection, events: Sequence[AuditEvent]
+    ) -> tuple[list[dict[str, Any]], Checkpoint | None]:
+        """Append inside the caller's transaction, so the events commit with the change.
+
+        On SQLite the caller's transaction must have begun with ``BEGIN IMMEDIATE``
+        (:func:`bastion.db.locked_transaction` or a write session); on PostgreSQL the
+        advisory lock is taken here. After commit, pass the returned checkpoint (if
+        any) to :meth:`write_anchor`.
+        """
         prepared = [(e.actor, e.action, e.target, _check_event(e)) for e in events]
         params: list[dict[str, Any]] = []
         user_events: list[dict[str, Any]] = []
         checkpoint: Checkpoint | None = None
-        with locked_transaction(self.engine, LOCK_NAME) as conn:
-            seq, prev_hash = _head(conn)
-            ts = _now()  # one transaction, one instant
-            for actor, action, target, details_json in prepared:
-                seq += 1
-                digest = record_hash(seq, ts, actor, action, target, details_json, prev_hash)
-                user_events.append(
-                    {
-                        "seq": seq,
-                        "ts": ts,
-                        "actor": actor,
-                        "action": action,
-                        "target": target,
-                        "details": details_json,
-                        "prev_hash": prev_hash,
-                        "hash": digest,
-                    }
-                )
-                params.append(user_events[-1])
-                prev_hash = digest
-                if self._signer is not None and seq % self._interval == 0:
-                    checkpoint, row = self._checkpoint_row(seq + 1, seq, prev_hash)
-                    params.append(row._asdict())
-                    seq, prev_hash = row.seq, row.hash
-            if params:
-                conn.execute(_INSERT, params)
-        if checkpoint is not None:
-            self._write_anchor(checkpoint)
-        return user_events
+        lock_for_append(conn)
+        seq, prev_hash = _head(conn)
+        ts = _now()  # one transaction, one instant
+        for actor, action, target, details_json in prepared:
+            seq += 1
+            digest = record_hash(seq, ts, actor, action, target, details_json, prev_hash)
+            user_events.append(
+                {
+                    "seq": seq,
+                    "ts": ts,
+                    "actor": actor,
+                    "action": action,
+                    "target": target,
+                    "details": details_json,
+                    "prev_hash": prev_hash,
+                    "hash": digest,
+                }
+            )
+            params.append(user_events[-1])
+            prev_hash = digest
+            if self._signer is not None and seq % self._interval == 0:
+                checkpoint, row = self._checkpoint_row(seq + 1, seq, prev_hash)
+                params.append(row._asdict())
+                seq, prev_hash = row.seq, row.hash
+        if params:
+            conn.execute(_INSERT, params)
+        return user_events, checkpoint
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head now (appending an ``audit.checkpoint`` event)."""
@@ -278,7 +294,7 @@ class AuditLog:
                 raise InvalidInput("the audit log is empty; nothing to sign yet")
             checkpoint, row = self._checkpoint_row(seq + 1, seq, head_hash)
             conn.execute(_INSERT, [row._asdict()])
-        self._write_anchor(checkpoint)
+        self.write_anchor(checkpoint)
         return checkpoint
 
     def _row(
@@ -321,7 +337,8 @@ class AuditLog:
         )
         return checkpoint, row
 
-    def _write_anchor(self, checkpoint: Checkpoint) -> None:
+    def write_anchor(self, checkpoint: Checkpoint) -> None:
+        """Record ``checkpoint`` as the head anchor if it is newer than the one there."""
         if self._anchor_path is None:
             return
         with file_lock(self._anchor_path.with_name(self._anchor_path.name + ".lock")):

@@ -1,0 +1,74 @@
+"""``bastion project`` and ``bastion member``: projects and who holds which role in them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bastion.cli.context import out
+from bastion.cli.remote import client
+
+projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
+members = typer.Typer(
+    help="Manage project memberships (one role per project).", no_args_is_help=True
+)
+
+ROLES = "admin, data-steward, ml-engineer, reviewer or auditor"
+
+
+@projects.command()
+def create(
+    name: Annotated[str, typer.Argument(help="Lower-case project name.")],
+    description: Annotated[str, typer.Option(help="What the project is for.")] = "",
+) -> None:
+    """Create a project (administrators only)."""
+    with client() as remote:
+        project = remote.create_project(name, description=description)
+    out.print(f"created project {project['name']}")
+
+
+@projects.command("list")
+def list_projects() -> None:
+    """List the projects you belong to (all of them for administrators)."""
+    with client() as remote:
+        rows = remote.list_projects()
+    table = Table("name", "description", "created")
+    for row in rows:
+        table.add_row(row["name"], row["description"], row["created_at"][:19])
+    out.print(table)
+
+
+@members.command("add")
+def add(
+    project: Annotated[str, typer.Argument(help="Project name.")],
+    username: Annotated[str, typer.Argument(help="User to add or change.")],
+    role: Annotated[str, typer.Option(help=f"One of {ROLES}.")],
+) -> None:
+    """Give a user a role in a project (replaces any role they had there)."""
+    with client() as remote:
+        remote.set_member(project, username, role)
+    out.print(f"{username} is {role} in {project}")
+
+
+@members.command("list")
+def list_members(project: Annotated[str, typer.Argument(help="Project name.")]) -> None:
+    """List a project's members and roles."""
+    with client() as remote:
+        rows = remote.list_members(project)
+    table = Table("username", "role", "since")
+    for row in rows:
+        table.add_row(row["username"], row["role"], row["created_at"][:19])
+    out.print(table)
+
+
+@members.command("remove")
+def remove(
+    project: Annotated[str, typer.Argument(help="Project name.")],
+    username: Annotated[str, typer.Argument(help="User to remove.")],
+) -> None:
+    """Remove a user from a project."""
+    with client() as remote:
+        remote.remove_member(project, username)
+    out.print(f"removed {username} from {project}")

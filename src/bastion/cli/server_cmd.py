@@ -1,0 +1,120 @@
+"""``bastion server``: migrate, initialise and run the control plane."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.cli.context import err, out, settings
+from bastion.errors import ConfigurationError, InvalidInput
+
+app = typer.Typer(help="Run the control plane (API server).", no_args_is_help=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Database URL (default: SQLite in BASTION_HOME; postgresql+psycopg://...)."
+    ),
+]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def migrate(db: DbOption = None) -> None:
+    """Bring the control-plane database schema to the current version."""
+    from bastion.server.app import build_database
+    from bastion.server.db.migrate import upgrade
+
+    config = settings().model_copy(update={"server_database_url": db}) if db else settings()
+    revision = upgrade(build_database(config).engine)
+    out.print(f"control-plane database at revision {revision}")
+
+
+@app.command()
+def init(
+    db: DbOption = None,
+    admin: Annotated[str, typer.Option(help="Name of the first administrator.")] = "admin",
+    password: Annotated[
+        bool, typer.Option("--password", help="Also set a dashboard password (prompted).")
+    ] = False,
+) -> None:
+    """Migrate, create the first administrator and print its token (shown once)."""
+    from bastion.server.app import build_database
+    from bastion.server.services.bootstrap import initialise
+
+    config = settings().model_copy(update={"server_database_url": db}) if db else settings()
+    secret = (
+        typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+    )
+    result = initialise(build_database(config), username=admin, password=secret)
+    out.print(f"control-plane database at revision {result.revision}")
+    out.print(f"created administrator {result.username!r}; its token (shown once, store it now):")
+    out.print(result.token, markup=False)
+    out.print("log in with: bastion login --url http://127.0.0.1:8600 --token <token>")
+
+
+@app.command()
+def start(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8600,
+    db: DbOption = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for HTTPS.")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plain HTTP on a non-loopback address.")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API with uvicorn; refuses plain HTTP beyond loopback unless --insecure."""
+    import uvicorn
+
+    from bastion.server.app import build_database
+    from bastion.server.db.migrate import current_revision, head_revision
+
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidInput("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise InvalidInput(f"{path}: no such file")
+    tls = tls_cert is not None
+    if not tls and not _is_loopback(host):
+        if not insecure:
+            raise InvalidInput(
+                f"refusing plain HTTP on {host}: give --tls-cert and --tls-key, "
+                "or --insecure if a TLS proxy sits in front"
+            )
+        err.print(f"warning: serving plain HTTP on {host}; tokens cross the network in clear")
+    config = settings().model_copy(update={"server_database_url": db}) if db else settings()
+    engine = build_database(config).engine
+    if current_revision(engine) != head_revision():
+        raise ConfigurationError(
+            "the control-plane database is not at the current schema; run 'bastion server migrate'"
+        )
+    if db:
+        import os
+
+        os.environ["BASTION_SERVER_DATABASE_URL"] = db  # workers build their app from settings
+    scheme = "https" if tls else "http"
+    out.print(f"Bastion control plane on {scheme}://{host}:{port}")
+    uvicorn.run(
+        "bastion.server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_level="info",
+        server_header=False,
+    )

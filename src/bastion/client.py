@@ -1,0 +1,241 @@
+"""Python SDK for the control plane (used by the CLI and by users).
+
+    from bastion.client import Client
+    with Client("https://bastion.example:8600", token="bst_...") as bastion:
+        bastion.create_project("cardiology")
+
+HTTP errors come back as Bastion errors (401 ``NotAuthenticated``, 403
+``NotAuthorized``, 404 ``NotFound``, 409 ``Conflict``, 422 ``InvalidInput``, 429
+``RateLimited``, 503 ``ServiceUnavailable``) carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from bastion.config import Settings
+from bastion.errors import (
+    BastionError,
+    Conflict,
+    InsecureKeyFileError,
+    InvalidInput,
+    NotAuthenticated,
+    NotAuthorized,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
+from bastion.files import atomic_write_bytes
+
+__all__ = ["Client", "load_credentials", "save_credentials"]
+
+_ERRORS: dict[int, type[BastionError]] = {
+    401: NotAuthenticated,
+    403: NotAuthorized,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidInput,
+    422: InvalidInput,
+    503: ServiceUnavailable,
+}
+
+
+def _error(response: httpx.Response) -> BastionError:
+    try:
+        detail = str(response.json().get("detail", response.text))
+    except (ValueError, AttributeError):
+        detail = response.text[:500] or response.reason_phrase
+    if response.status_code == 429:
+        retry = int(response.headers.get("retry-after", "60"))
+        return RateLimited(detail, retry_after=retry)
+    return _ERRORS.get(response.status_code, BastionError)(
+        f"control plane refused ({response.status_code}): {detail}"
+    )
+
+
+class Client:
+    """A thin, typed wrapper over the control plane's REST API."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, verify=verify, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        """A client for the control plane saved by ``bastion login``."""
+        url, token, verify = load_credentials(settings)
+        return cls(url, token=token, verify=verify)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach the control plane at {self.url}: {type(exc).__name__}"
+            ) from None
+        if response.status_code >= 400:
+            raise _error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # -- identity --------------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/api/v1/auth/login", json={"username": username, "password": password}
+        )
+        self._http.headers["authorization"] = f"Bearer {result['token']}"
+        return result
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/v1/auth/whoami")
+        return result
+
+    def list_users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/users")
+        return result
+
+    def create_user(
+        self,
+        username: str,
+        *,
+        kind: str = "human",
+        is_admin: bool = False,
+        password: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"username": username, "kind": kind, "is_admin": is_admin}
+        if password is not None:
+            body["password"] = password
+        result: dict[str, Any] = self.request("POST", "/api/v1/users", json=body)
+        return result
+
+    def disable_user(self, username: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH", f"/api/v1/users/{username}", json={"disabled": True}
+        )
+        return result
+
+    def create_token(
+        self,
+        name: str,
+        *,
+        scopes: list[str] | None = None,
+        expires_in_days: int | None = 90,
+        username: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": name,
+            "scopes": scopes or ["*"],
+            "expires_in_days": expires_in_days,
+        }
+        if username is not None:
+            body["username"] = username
+        result: dict[str, Any] = self.request("POST", "/api/v1/tokens", json=body)
+        return result
+
+    def list_tokens(self, username: str | None = None) -> list[dict[str, Any]]:
+        params = {"username": username} if username else None
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/tokens", params=params)
+        return result
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/api/v1/tokens/{token_id}")
+        return result
+
+    # -- projects --------------------------------------------------------------------------
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/projects")
+        return result
+
+    def create_project(self, name: str, *, description: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/api/v1/projects", json={"name": name, "description": description}
+        )
+        return result
+
+    def set_member(self, project: str, username: str, role: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PUT", f"/api/v1/projects/{project}/members/{username}", json={"role": role}
+        )
+        return result
+
+    def list_members(self, project: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/members")
+        return result
+
+    def remove_member(self, project: str, username: str) -> None:
+        self.request("DELETE", f"/api/v1/projects/{project}/members/{username}")
+
+    # -- clusters and audit ----------------------------------------------------------------
+
+    def create_cluster(self, name: str, *, description: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/api/v1/clusters", json={"name": name, "description": description}
+        )
+        return result
+
+    def list_clusters(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/v1/clusters")
+        return result
+
+    def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", "/api/v1/audit/events", params={"limit": limit}
+        )
+        return result
+
+    def verify_audit(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/v1/audit/verify")
+        return result
+
+
+def save_credentials(settings: Settings, *, url: str, token: str, verify: bool | str) -> Path:
+    """Store the control plane URL and token in ``BASTION_HOME`` with mode 0600."""
+    path = settings.credentials_file
+    settings.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    payload = {"url": url, "token": token, "verify": verify}
+    atomic_write_bytes(path, json.dumps(payload).encode(), mode=0o600)
+    return path
+
+
+def load_credentials(settings: Settings) -> tuple[str, str, bool | str]:
+    path = settings.credentials_file
+    if not path.is_file():
+        raise NotAuthenticated("not logged in; run 'bastion login --url URL --token TOKEN'")
+    if os.stat(path).st_mode & 0o077:
+        raise InsecureKeyFileError(path, os.stat(path).st_mode & 0o777)
+    data = json.loads(path.read_text())
+    return str(data["url"]), str(data["token"]), data.get("verify", True)

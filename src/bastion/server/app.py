@@ -1,0 +1,81 @@
+"""The control plane's FastAPI application."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI
+
+from bastion import __version__
+from bastion.config import Settings
+from bastion.db import create_db_engine
+from bastion.security.audit import AuditLog, KeyringCheckpointSigner
+from bastion.security.keys import load_keyring
+from bastion.server.db.session import Database
+from bastion.server.deps import Principal, require
+from bastion.server.error_handlers import install_error_handlers
+from bastion.server.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from bastion.server.permissions import Permission
+from bastion.server.ratelimit import LoginThrottle
+from bastion.server.routes import audit, identity, projects, resources
+from bastion.server.schemas.common import ERROR_RESPONSES
+
+__all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
+
+API_PREFIX = "/api/v1"
+#: The only routes reachable without a token.
+PUBLIC_ROUTES = frozenset({("GET", "/healthz"), ("POST", "/api/v1/auth/login")})
+
+
+def build_database(settings: Settings, *, url: str | None = None) -> Database:
+    """The control-plane database, its audit log signing checkpoints with this home's keyring."""
+    engine = create_db_engine(url or settings.control_plane_database_url)
+    keyring = load_keyring(settings)
+    audit_log = AuditLog(
+        engine,
+        signer=KeyringCheckpointSigner(keyring),
+        trusted_keys=[key.public_pem for key in keyring.signing_keys()],
+        checkpoint_interval=settings.audit_checkpoint_interval,
+        anchor_path=settings.home_dir / "control-plane-audit-anchor.json",
+        create_schema=False,
+    )
+    return Database(engine, audit_log)
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Bastion control plane",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served behind authentication below
+    )
+    app.state.settings = settings
+    app.state.database = database or build_database(settings)
+    app.state.login_throttle = LoginThrottle(
+        max_failures=settings.login_max_failures, window_seconds=settings.login_window_seconds
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    for router in (
+        identity.router,
+        projects.router,
+        resources.clusters,
+        resources.runs,
+        resources.registry,
+        resources.governance,
+        audit.router,
+    ):
+        api.include_router(router)
+
+    @api.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Annotated[Principal, require(Permission.SELF_READ)]) -> dict[str, Any]:
+        return app.openapi()
+
+    app.include_router(identity.public, responses=ERROR_RESPONSES)
+    app.include_router(api)
+    return app

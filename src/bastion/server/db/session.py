@@ -1,0 +1,79 @@
+"""Units of work: one transaction per request, audited in that same transaction.
+
+A write unit begins with the database write lock (SQLite ``BEGIN IMMEDIATE``;
+the audit append takes PostgreSQL's advisory lock), collects audit events with
+:meth:`UnitOfWork.record`, and at the end flushes the change, appends the events
+and commits, all or nothing. A write unit that changed rows but recorded no
+event refuses to commit: no change without its event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from bastion.db import SQLITE_WRITE_OPTIONS
+from bastion.security.audit import AuditEvent, AuditLog
+
+__all__ = ["Database", "UnitOfWork"]
+
+
+@dataclass
+class UnitOfWork:
+    """A session plus the audit events its change must commit with."""
+
+    session: Session
+    actor: str
+    events: list[AuditEvent] = field(default_factory=list)
+
+    def record(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+        self.events.append(
+            AuditEvent(actor=self.actor, action=action, target=target, details=details or {})
+        )
+
+
+def _note_write(session: Session, _context: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        session.info["wrote"] = True
+
+
+class Database:
+    """The control plane's engine, sessions and audit log."""
+
+    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+        self.engine = engine
+        self.audit = audit
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(self._sessions, "after_flush", _note_write)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def write(self, *, actor: str) -> Iterator[UnitOfWork]:
+        with self._sessions() as session:
+            if self.engine.dialect.name == "sqlite":
+                session.connection(execution_options=SQLITE_WRITE_OPTIONS)
+            unit = UnitOfWork(session=session, actor=actor)
+            try:
+                yield unit
+                session.flush()
+                if not unit.events:
+                    if session.info.get("wrote"):
+                        raise RuntimeError("a change was about to commit without an audit event")
+                    session.rollback()
+                    return
+                _, checkpoint = self.audit.append_in(session.connection(), unit.events)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        if checkpoint is not None:
+            self.audit.write_anchor(checkpoint)

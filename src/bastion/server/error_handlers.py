@@ -1,0 +1,87 @@
+"""The one place where Bastion errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion.errors import (
+    BastionError,
+    CheckFailed,
+    Conflict,
+    InvalidInput,
+    InvalidSpec,
+    NotAuthenticated,
+    NotAuthorized,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
+
+__all__ = ["install_error_handlers"]
+
+log = logging.getLogger("bastion.server")
+
+_STATUS: tuple[tuple[type[BastionError], int], ...] = (
+    (RateLimited, 429),
+    (NotAuthenticated, 401),
+    (NotAuthorized, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (ServiceUnavailable, 503),
+    (InvalidInput, 422),
+    (InvalidSpec, 422),
+    (CheckFailed, 409),
+)
+
+
+def _status(exc: BastionError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def _field(loc: tuple[object, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BastionError)
+    async def _bastion(_request: Request, exc: BastionError) -> JSONResponse:
+        status = _status(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg", "invalid"))}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _database(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # The driver's message can quote SQL and parameters: log the class only.
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return JSONResponse(
+            {"detail": "the database is unavailable; nothing was changed, retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )

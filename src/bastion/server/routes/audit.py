@@ -1,0 +1,63 @@
+"""The control plane's audit log: read, verify, export."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from bastion.security.audit_chain import canonical_json
+from bastion.server.deps import DatabaseDep, Principal, require
+from bastion.server.permissions import Permission
+from bastion.server.schemas.resources import AuditEventOut, AuditVerifyOut
+
+router = APIRouter(tags=["audit"])
+Auditor = Annotated[Principal, require(Permission.AUDIT_READ)]
+
+
+@router.get("/audit/events", response_model=list[AuditEventOut])
+def list_events(
+    _: Auditor,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEventOut]:
+    """The most recent events, oldest first."""
+    return [
+        AuditEventOut(
+            seq=row.seq,
+            ts=row.ts,
+            actor=row.actor,
+            action=row.action,
+            target=row.target,
+            details=json.loads(row.details),
+            hash=row.hash,
+        )
+        for row in database.audit.tail(limit)
+    ]
+
+
+@router.get("/audit/verify", response_model=AuditVerifyOut)
+def verify(_: Auditor, database: DatabaseDep) -> AuditVerifyOut:
+    """Verify the whole chain; a broken chain is a 409 naming the first bad event."""
+    report = database.audit.verify()
+    return AuditVerifyOut(
+        events=report.events,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash,
+        checkpoints=report.checkpoints,
+        last_checkpoint_seq=report.last_checkpoint_seq,
+    )
+
+
+@router.get("/audit/export")
+def export(_: Auditor, database: DatabaseDep) -> StreamingResponse:
+    """Every event as canonical JSON lines, verifiable offline with the public key."""
+
+    def lines() -> Iterator[bytes]:
+        for row in database.audit.rows():
+            yield canonical_json(row.to_export()) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

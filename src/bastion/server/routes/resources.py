@@ -1,0 +1,432 @@
+"""Clusters, runs, datasets, models, approvals, policies: metadata only."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from bastion.server.db.models import (
+    Approval,
+    Cluster,
+    Dataset,
+    DatasetVersion,
+    Model,
+    ModelVersion,
+    Policy,
+    Run,
+    RunEvent,
+    RunMetric,
+)
+from bastion.server.deps import DatabaseDep, Principal, require
+from bastion.server.permissions import Permission
+from bastion.server.schemas.resources import (
+    ApprovalIn,
+    ApprovalOut,
+    ClusterIn,
+    ClusterOut,
+    DatasetIn,
+    DatasetOut,
+    DatasetVersionIn,
+    DatasetVersionOut,
+    DecisionIn,
+    HeartbeatIn,
+    MetricIn,
+    MetricOut,
+    ModelIn,
+    ModelOut,
+    ModelVersionIn,
+    ModelVersionOut,
+    NewClusterOut,
+    PolicyIn,
+    PolicyOut,
+    RunEventIn,
+    RunEventOut,
+    RunIn,
+    RunOut,
+)
+from bastion.server.services import resources as service
+
+clusters = APIRouter(tags=["clusters"])
+runs = APIRouter(tags=["runs"])
+registry = APIRouter(tags=["datasets and models"])
+governance = APIRouter(tags=["approvals and policies"])
+
+
+# -- clusters -------------------------------------------------------------------------------
+
+
+@clusters.get("/clusters", response_model=list[ClusterOut])
+def list_clusters(
+    _: Annotated[Principal, require(Permission.CLUSTERS_READ)], database: DatabaseDep
+) -> list[Cluster]:
+    with database.read() as session:
+        return list(session.scalars(select(Cluster).order_by(Cluster.name)))
+
+
+@clusters.post("/clusters", response_model=NewClusterOut, status_code=status.HTTP_201_CREATED)
+def create_cluster(
+    body: ClusterIn,
+    principal: Annotated[Principal, require(Permission.CLUSTERS_WRITE)],
+    database: DatabaseDep,
+) -> NewClusterOut:
+    """Register a compute plane; the one-time join token is in this response only."""
+    with database.write(actor=principal.actor) as unit:
+        cluster, token = service.create_cluster(
+            unit,
+            name=body.name,
+            description=body.description,
+            join_token_hours=body.join_token_hours,
+        )
+    return NewClusterOut.model_validate(
+        {**ClusterOut.model_validate(cluster).model_dump(), "join_token": token}
+    )
+
+
+@clusters.get("/clusters/{name}", response_model=ClusterOut)
+def get_cluster(
+    name: str, _: Annotated[Principal, require(Permission.CLUSTERS_READ)], database: DatabaseDep
+) -> Cluster:
+    with database.read() as session:
+        return service.get_cluster(session, name)
+
+
+@clusters.post("/clusters/{name}/heartbeat", response_model=ClusterOut)
+def heartbeat(
+    name: str,
+    body: HeartbeatIn,
+    principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
+    database: DatabaseDep,
+) -> Cluster:
+    with database.write(actor=principal.actor) as unit:
+        return service.heartbeat(unit, name=name, signing_public_key=body.signing_public_key)
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+@runs.get("/projects/{project}/runs", response_model=list[RunOut])
+def list_runs(
+    project: str,
+    principal: Annotated[Principal, require(Permission.RUNS_READ)],
+    database: DatabaseDep,
+) -> list[Run]:
+    with database.read() as session:
+        query = select(Run).where(Run.project_id == principal.require_project().id)
+        return list(session.scalars(query.order_by(Run.created_at.desc()).limit(1000)))
+
+
+@runs.post("/projects/{project}/runs", response_model=RunOut, status_code=status.HTTP_201_CREATED)
+def create_run(
+    project: str,
+    body: RunIn,
+    principal: Annotated[Principal, require(Permission.RUNS_WRITE)],
+    database: DatabaseDep,
+) -> Run:
+    with database.write(actor=principal.actor) as unit:
+        return service.create_run(
+            unit,
+            project=principal.require_project(),
+            name=body.name,
+            cluster=body.cluster,
+            spec=body.spec,
+            user_id=principal.identity.user_id,
+        )
+
+
+@runs.get("/projects/{project}/runs/{run_id}", response_model=RunOut)
+def get_run(
+    project: str,
+    run_id: str,
+    principal: Annotated[Principal, require(Permission.RUNS_READ)],
+    database: DatabaseDep,
+) -> Run:
+    with database.read() as session:
+        return service.get_run(session, project=principal.require_project(), run_id=run_id)
+
+
+@runs.get("/projects/{project}/runs/{run_id}/events", response_model=list[RunEventOut])
+def list_run_events(
+    project: str,
+    run_id: str,
+    principal: Annotated[Principal, require(Permission.RUNS_READ)],
+    database: DatabaseDep,
+) -> list[RunEvent]:
+    with database.read() as session:
+        run = service.get_run(session, project=principal.require_project(), run_id=run_id)
+        return list(
+            session.scalars(select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id))
+        )
+
+
+@runs.post(
+    "/projects/{project}/runs/{run_id}/events",
+    response_model=RunEventOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def add_run_event(
+    project: str,
+    run_id: str,
+    body: RunEventIn,
+    principal: Annotated[Principal, require(Permission.RUNS_REPORT)],
+    database: DatabaseDep,
+) -> RunEvent:
+    with database.write(actor=principal.actor) as unit:
+        return service.add_run_event(
+            unit,
+            project=principal.require_project(),
+            run_id=run_id,
+            stage=body.stage,
+            status=body.status,
+            message=body.message,
+        )
+
+
+@runs.get("/projects/{project}/runs/{run_id}/metrics", response_model=list[MetricOut])
+def list_metrics(
+    project: str,
+    run_id: str,
+    principal: Annotated[Principal, require(Permission.RUNS_READ)],
+    database: DatabaseDep,
+) -> list[RunMetric]:
+    with database.read() as session:
+        run = service.get_run(session, project=principal.require_project(), run_id=run_id)
+        query = select(RunMetric).where(RunMetric.run_id == run.id)
+        return list(session.scalars(query.order_by(RunMetric.name, RunMetric.step)))
+
+
+@runs.post(
+    "/projects/{project}/runs/{run_id}/metrics",
+    response_model=MetricOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def add_metric(
+    project: str,
+    run_id: str,
+    body: MetricIn,
+    principal: Annotated[Principal, require(Permission.RUNS_REPORT)],
+    database: DatabaseDep,
+) -> RunMetric:
+    with database.write(actor=principal.actor) as unit:
+        return service.add_metric(
+            unit,
+            project=principal.require_project(),
+            run_id=run_id,
+            name=body.name,
+            step=body.step,
+            value=body.value,
+        )
+
+
+# -- datasets and models --------------------------------------------------------------------
+
+
+@registry.get("/projects/{project}/datasets", response_model=list[DatasetOut])
+def list_datasets(
+    project: str,
+    principal: Annotated[Principal, require(Permission.DATASETS_READ)],
+    database: DatabaseDep,
+) -> list[Dataset]:
+    with database.read() as session:
+        query = select(Dataset).where(Dataset.project_id == principal.require_project().id)
+        return list(session.scalars(query.order_by(Dataset.name)))
+
+
+@registry.post(
+    "/projects/{project}/datasets", response_model=DatasetOut, status_code=status.HTTP_201_CREATED
+)
+def create_dataset(
+    project: str,
+    body: DatasetIn,
+    principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
+    database: DatabaseDep,
+) -> Dataset:
+    with database.write(actor=principal.actor) as unit:
+        return service.create_dataset(unit, project=principal.require_project(), name=body.name)
+
+
+@registry.get(
+    "/projects/{project}/datasets/{name}/versions", response_model=list[DatasetVersionOut]
+)
+def list_dataset_versions(
+    project: str,
+    name: str,
+    principal: Annotated[Principal, require(Permission.DATASETS_READ)],
+    database: DatabaseDep,
+) -> list[DatasetVersion]:
+    with database.read() as session:
+        dataset = service.get_dataset(session, project=principal.require_project(), name=name)
+        query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+        return list(session.scalars(query.order_by(DatasetVersion.version)))
+
+
+@registry.post(
+    "/projects/{project}/datasets/{name}/versions",
+    response_model=DatasetVersionOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def add_dataset_version(
+    project: str,
+    name: str,
+    body: DatasetVersionIn,
+    principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
+    database: DatabaseDep,
+) -> DatasetVersion:
+    with database.write(actor=principal.actor) as unit:
+        return service.add_dataset_version(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            user_id=principal.identity.user_id,
+            fields={
+                "schema_": body.schema_,
+                "row_count": body.row_count,
+                "manifest_hash": body.manifest_hash,
+                "signature": body.signature,
+                "summaries": body.summaries,
+                "purpose": body.purpose,
+            },
+        )
+
+
+@registry.get("/projects/{project}/models", response_model=list[ModelOut])
+def list_models(
+    project: str,
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> list[Model]:
+    with database.read() as session:
+        query = select(Model).where(Model.project_id == principal.require_project().id)
+        return list(session.scalars(query.order_by(Model.name)))
+
+
+@registry.post(
+    "/projects/{project}/models", response_model=ModelOut, status_code=status.HTTP_201_CREATED
+)
+def create_model(
+    project: str,
+    body: ModelIn,
+    principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
+    database: DatabaseDep,
+) -> Model:
+    with database.write(actor=principal.actor) as unit:
+        return service.create_model(unit, project=principal.require_project(), name=body.name)
+
+
+@registry.get("/projects/{project}/models/{name}/versions", response_model=list[ModelVersionOut])
+def list_model_versions(
+    project: str,
+    name: str,
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> list[ModelVersion]:
+    with database.read() as session:
+        model = service.get_model(session, project=principal.require_project(), name=name)
+        query = select(ModelVersion).where(ModelVersion.model_id == model.id)
+        return list(session.scalars(query.order_by(ModelVersion.version)))
+
+
+@registry.post(
+    "/projects/{project}/models/{name}/versions",
+    response_model=ModelVersionOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def add_model_version(
+    project: str,
+    name: str,
+    body: ModelVersionIn,
+    principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
+    database: DatabaseDep,
+) -> ModelVersion:
+    with database.write(actor=principal.actor) as unit:
+        return service.add_model_version(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            user_id=principal.identity.user_id,
+            run_id=body.run_id,
+            evidence=body.evidence,
+        )
+
+
+# -- approvals and policies -----------------------------------------------------------------
+
+
+@governance.get("/projects/{project}/approvals", response_model=list[ApprovalOut])
+def list_approvals(
+    project: str,
+    principal: Annotated[Principal, require(Permission.APPROVALS_READ)],
+    database: DatabaseDep,
+) -> list[Approval]:
+    with database.read() as session:
+        query = select(Approval).where(Approval.project_id == principal.require_project().id)
+        return list(session.scalars(query.order_by(Approval.created_at)))
+
+
+@governance.post(
+    "/projects/{project}/approvals", response_model=ApprovalOut, status_code=status.HTTP_201_CREATED
+)
+def request_approval(
+    project: str,
+    body: ApprovalIn,
+    principal: Annotated[Principal, require(Permission.APPROVALS_REQUEST)],
+    database: DatabaseDep,
+) -> Approval:
+    with database.write(actor=principal.actor) as unit:
+        return service.request_approval(
+            unit,
+            project=principal.require_project(),
+            model=body.model,
+            version=body.version,
+            target_stage=body.target_stage,
+            user_id=principal.identity.user_id,
+        )
+
+
+@governance.post("/projects/{project}/approvals/{approval_id}/decision", response_model=ApprovalOut)
+def decide_approval(
+    project: str,
+    approval_id: str,
+    body: DecisionIn,
+    principal: Annotated[Principal, require(Permission.APPROVALS_DECIDE)],
+    database: DatabaseDep,
+) -> Approval:
+    with database.write(actor=principal.actor) as unit:
+        return service.decide_approval(
+            unit,
+            project=principal.require_project(),
+            approval_id=approval_id,
+            decision=body.decision,
+            comment=body.comment,
+            user_id=principal.identity.user_id,
+        )
+
+
+@governance.get("/projects/{project}/policies", response_model=list[PolicyOut])
+def list_policies(
+    project: str,
+    principal: Annotated[Principal, require(Permission.POLICIES_READ)],
+    database: DatabaseDep,
+) -> list[Policy]:
+    with database.read() as session:
+        query = select(Policy).where(Policy.project_id == principal.require_project().id)
+        return list(session.scalars(query.order_by(Policy.name)))
+
+
+@governance.put("/projects/{project}/policies/{name}", response_model=PolicyOut)
+def put_policy(
+    project: str,
+    name: str,
+    body: PolicyIn,
+    principal: Annotated[Principal, require(Permission.POLICIES_WRITE)],
+    database: DatabaseDep,
+) -> Policy:
+    with database.write(actor=principal.actor) as unit:
+        return service.put_policy(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            document=body.document,
+            user_id=principal.identity.user_id,
+        )

@@ -1,0 +1,1 @@
+"""Request and response models of the API; every request model forbids unknown fields."""

@@ -1,0 +1,58 @@
+"""Shared pieces of the API schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = ["Name", "Page", "Request", "Response", "Text"]
+
+#: Lower-case names for users, projects, clusters, datasets, models, policies.
+Name = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", min_length=1, max_length=64)
+]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class Request(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Request):
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class FieldError(Response):
+    field: str
+    message: str
+
+
+class ErrorOut(Response):
+    """Every error response: what was wrong (and, for validation, which fields)."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+#: Documented on every API route so clients (and schemathesis) know the error shapes.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in (
+        (401, "No valid token."),
+        (403, "The token's roles or scopes do not allow this."),
+        (404, "The named thing does not exist."),
+        (409, "Conflicts with the current state."),
+        (413, "Request body too large."),
+        (422, "Invalid input; names the field."),
+        (429, "Too many attempts; see Retry-After."),
+        (503, "The database is unavailable; nothing was changed."),
+    )
+}

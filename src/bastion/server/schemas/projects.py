@@ -1,0 +1,32 @@
+"""Projects and memberships."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from bastion.server.schemas.common import Name, Request, Response, Text
+
+ProjectRole = Literal["admin", "data-steward", "ml-engineer", "reviewer", "auditor"]
+
+
+class ProjectIn(Request):
+    name: Name
+    description: Text = ""
+
+
+class ProjectOut(Response):
+    id: str
+    name: str
+    description: str
+    created_at: dt.datetime
+
+
+class MembershipIn(Request):
+    role: ProjectRole
+
+
+class MembershipOut(Response):
+    username: str
+    role: str
+    created_at: dt.datetime

@@ -1,0 +1,181 @@
+"""Clusters, runs, datasets, models, approvals, policies and audit events (metadata only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from bastion.server.schemas.common import Name, Request, Response, Text
+
+Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Pem = Annotated[str, StringConstraints(max_length=8000)]
+Stage = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+RunStatus = Literal["queued", "leased", "running", "succeeded", "failed", "cancelled"]
+JsonObject = Annotated[dict[str, Any], Field(max_length=200)]
+
+
+class ClusterIn(Request):
+    name: Name
+    description: Text = ""
+    join_token_hours: int = Field(default=24, ge=1, le=720)
+
+
+class ClusterOut(Response):
+    id: str
+    name: str
+    description: str
+    signing_public_key: str | None
+    last_heartbeat: dt.datetime | None
+    created_at: dt.datetime
+
+
+class NewClusterOut(ClusterOut):
+    join_token: str = Field(description="Shown once; hand it to the cluster's agent.")
+
+
+class HeartbeatIn(Request):
+    signing_public_key: Pem | None = None
+
+
+class RunIn(Request):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    cluster: Name | None = None
+    spec: JsonObject
+
+
+class RunOut(Response):
+    id: str
+    name: str
+    status: str
+    spec: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class RunEventIn(Request):
+    stage: Stage
+    status: RunStatus
+    message: Text = ""
+
+
+class RunEventOut(Response):
+    ts: dt.datetime
+    stage: str
+    status: str
+    message: str
+
+
+class MetricIn(Request):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./-]{1,100}$")]
+    step: int = Field(ge=0, le=10**9)
+    value: float = Field(allow_inf_nan=False)
+
+
+class MetricOut(Response):
+    name: str
+    step: int
+    value: float
+    ts: dt.datetime
+
+
+class DatasetIn(Request):
+    name: Name
+
+
+class DatasetOut(Response):
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+class DatasetVersionIn(Request):
+    schema_: JsonObject = Field(alias="schema")
+    row_count: int = Field(ge=0)
+    manifest_hash: Hash
+    signature: Annotated[str, StringConstraints(max_length=20000)] = ""
+    summaries: JsonObject = Field(default_factory=dict)
+    purpose: Text = ""
+
+
+class DatasetVersionOut(Response):
+    version: int
+    schema_: dict[str, Any] = Field(serialization_alias="schema")
+    row_count: int
+    manifest_hash: str
+    summaries: dict[str, Any]
+    purpose: str
+    created_at: dt.datetime
+
+
+class ModelIn(Request):
+    name: Name
+
+
+class ModelOut(Response):
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+class ModelVersionIn(Request):
+    run_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    evidence: JsonObject = Field(default_factory=dict)
+
+
+class ModelVersionOut(Response):
+    id: str
+    version: int
+    stage: str
+    evidence: dict[str, Any]
+    created_at: dt.datetime
+
+
+class ApprovalIn(Request):
+    model: Name
+    version: int = Field(ge=1)
+    target_stage: Literal["staging", "production"] = "production"
+
+
+class DecisionIn(Request):
+    decision: Literal["approved", "rejected"]
+    comment: Text = ""
+
+
+class ApprovalOut(Response):
+    id: str
+    model_version_id: str
+    target_stage: str
+    status: str
+    comment: str
+    created_at: dt.datetime
+    decided_at: dt.datetime | None
+
+
+class PolicyIn(Request):
+    document: JsonObject
+
+
+class PolicyOut(Response):
+    name: str
+    document: dict[str, Any]
+    updated_at: dt.datetime
+
+
+class AuditEventOut(Response):
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+    hash: str
+
+
+class AuditVerifyOut(Response):
+    events: int
+    head_seq: int
+    head_hash: str
+    checkpoints: int
+    last_checkpoint_seq: int

@@ -1,0 +1,302 @@
+"""Clusters, runs, datasets, models, approvals and policies: metadata and its rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bastion.errors import Conflict, InvalidSpec, NotAuthorized, NotFound
+from bastion.server.auth import new_token
+from bastion.server.db.models import (
+    Approval,
+    Cluster,
+    ClusterJoinToken,
+    Dataset,
+    DatasetVersion,
+    Model,
+    ModelVersion,
+    Policy,
+    Project,
+    Run,
+    RunEvent,
+    RunMetric,
+    utcnow,
+)
+from bastion.server.db.session import UnitOfWork
+
+JOIN_TOKEN_KIND = "bstjoin"  # noqa: S105 - a label, not a secret
+
+
+# -- clusters -------------------------------------------------------------------------------
+
+
+def get_cluster(session: Session, name: str) -> Cluster:
+    cluster = session.scalars(select(Cluster).where(Cluster.name == name)).first()
+    if cluster is None:
+        raise NotFound(f"cluster {name!r} does not exist")
+    return cluster
+
+
+def create_cluster(
+    unit: UnitOfWork, *, name: str, description: str, join_token_hours: int
+) -> tuple[Cluster, str]:
+    if unit.session.scalars(select(Cluster).where(Cluster.name == name)).first() is not None:
+        raise Conflict(f"cluster {name!r} already exists")
+    cluster = Cluster(name=name, description=description)
+    unit.session.add(cluster)
+    unit.session.flush()
+    minted = new_token(JOIN_TOKEN_KIND)
+    unit.session.add(
+        ClusterJoinToken(
+            id=minted.id,
+            cluster_id=cluster.id,
+            secret_hash=minted.secret_hash,
+            expires_at=utcnow() + dt.timedelta(hours=join_token_hours),
+        )
+    )
+    unit.record("cluster.create", f"cluster:{name}", {"join_token_hours": join_token_hours})
+    return cluster, minted.token
+
+
+def heartbeat(unit: UnitOfWork, *, name: str, signing_public_key: str | None) -> Cluster:
+    cluster = get_cluster(unit.session, name)
+    cluster.last_heartbeat = utcnow()
+    details: dict[str, Any] = {}
+    if signing_public_key and signing_public_key != cluster.signing_public_key:
+        cluster.signing_public_key = signing_public_key
+        details["signing_public_key_changed"] = True
+    unit.record("cluster.heartbeat", f"cluster:{name}", details)
+    return cluster
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def get_run(session: Session, *, project: Project, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None or run.project_id != project.id:
+        raise NotFound(f"run {run_id} does not exist in project {project.name!r}")
+    return run
+
+
+def create_run(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    name: str,
+    cluster: str | None,
+    spec: dict[str, Any],
+    user_id: str,
+) -> Run:
+    cluster_id = get_cluster(unit.session, cluster).id if cluster else None
+    run = Run(
+        project_id=project.id, cluster_id=cluster_id, name=name, spec=spec, created_by=user_id
+    )
+    unit.session.add(run)
+    unit.session.flush()
+    unit.record("run.create", f"run:{run.id}", {"project": project.name, "name": name})
+    return run
+
+
+_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def add_run_event(
+    unit: UnitOfWork, *, project: Project, run_id: str, stage: str, status: str, message: str
+) -> RunEvent:
+    run = get_run(unit.session, project=project, run_id=run_id)
+    if run.status in _TERMINAL:
+        raise Conflict(f"run {run_id} already ended ({run.status}); no more events")
+    event = RunEvent(run_id=run.id, stage=stage, status=status, message=message)
+    unit.session.add(event)
+    run.status, run.updated_at = status, utcnow()
+    unit.record("run.event", f"run:{run.id}", {"stage": stage, "status": status})
+    return event
+
+
+def add_metric(
+    unit: UnitOfWork, *, project: Project, run_id: str, name: str, step: int, value: float
+) -> RunMetric:
+    run = get_run(unit.session, project=project, run_id=run_id)
+    metric = RunMetric(run_id=run.id, name=name, step=step, value=value)
+    unit.session.add(metric)
+    unit.record("run.metric", f"run:{run.id}", {"name": name, "step": step})
+    return metric
+
+
+# -- datasets and models --------------------------------------------------------------------
+
+
+def get_dataset(session: Session, *, project: Project, name: str) -> Dataset:
+    dataset = session.scalars(
+        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+    ).first()
+    if dataset is None:
+        raise NotFound(f"dataset {name!r} does not exist in project {project.name!r}")
+    return dataset
+
+
+def create_dataset(unit: UnitOfWork, *, project: Project, name: str) -> Dataset:
+    exists = unit.session.scalars(
+        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+    ).first()
+    if exists is not None:
+        raise Conflict(f"dataset {name!r} already exists in project {project.name!r}")
+    dataset = Dataset(project_id=project.id, name=name)
+    unit.session.add(dataset)
+    unit.record("dataset.create", f"dataset:{project.name}/{name}")
+    return dataset
+
+
+def add_dataset_version(
+    unit: UnitOfWork, *, project: Project, name: str, user_id: str, fields: dict[str, Any]
+) -> DatasetVersion:
+    dataset = get_dataset(unit.session, project=project, name=name)
+    latest = unit.session.scalar(
+        select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
+    )
+    version = DatasetVersion(
+        dataset_id=dataset.id, version=(latest or 0) + 1, created_by=user_id, **fields
+    )
+    unit.session.add(version)
+    unit.record(
+        "dataset.version.create",
+        f"dataset:{project.name}/{name}@{version.version}",
+        {"manifest_hash": fields["manifest_hash"], "row_count": fields["row_count"]},
+    )
+    return version
+
+
+def get_model(session: Session, *, project: Project, name: str) -> Model:
+    model = session.scalars(
+        select(Model).where(Model.project_id == project.id, Model.name == name)
+    ).first()
+    if model is None:
+        raise NotFound(f"model {name!r} does not exist in project {project.name!r}")
+    return model
+
+
+def create_model(unit: UnitOfWork, *, project: Project, name: str) -> Model:
+    exists = unit.session.scalars(
+        select(Model).where(Model.project_id == project.id, Model.name == name)
+    ).first()
+    if exists is not None:
+        raise Conflict(f"model {name!r} already exists in project {project.name!r}")
+    model = Model(project_id=project.id, name=name)
+    unit.session.add(model)
+    unit.record("model.create", f"model:{project.name}/{name}")
+    return model
+
+
+def add_model_version(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    name: str,
+    user_id: str,
+    run_id: str | None,
+    evidence: dict[str, Any],
+) -> ModelVersion:
+    model = get_model(unit.session, project=project, name=name)
+    if run_id is not None:
+        get_run(unit.session, project=project, run_id=run_id)
+    latest = unit.session.scalar(
+        select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+    )
+    version = ModelVersion(
+        model_id=model.id,
+        version=(latest or 0) + 1,
+        run_id=run_id,
+        evidence=evidence,
+        created_by=user_id,
+    )
+    unit.session.add(version)
+    unit.record(
+        "model.version.create", f"model:{project.name}/{name}@{version.version}", {"run_id": run_id}
+    )
+    return version
+
+
+def get_model_version(
+    session: Session, *, project: Project, name: str, version: int
+) -> ModelVersion:
+    model = get_model(session, project=project, name=name)
+    found = session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.version == version
+        )
+    ).first()
+    if found is None:
+        raise NotFound(f"model {name!r} has no version {version}")
+    return found
+
+
+# -- approvals and policies -----------------------------------------------------------------
+
+
+def request_approval(
+    unit: UnitOfWork, *, project: Project, model: str, version: int, target_stage: str, user_id: str
+) -> Approval:
+    model_version = get_model_version(unit.session, project=project, name=model, version=version)
+    approval = Approval(
+        project_id=project.id,
+        model_version_id=model_version.id,
+        target_stage=target_stage,
+        requested_by=user_id,
+    )
+    unit.session.add(approval)
+    unit.session.flush()
+    unit.record(
+        "approval.request",
+        f"model:{project.name}/{model}@{version}",
+        {"approval_id": approval.id, "target_stage": target_stage},
+    )
+    return approval
+
+
+def decide_approval(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    approval_id: str,
+    decision: str,
+    comment: str,
+    user_id: str,
+) -> Approval:
+    approval = unit.session.get(Approval, approval_id)
+    if approval is None or approval.project_id != project.id:
+        raise NotFound(f"approval {approval_id} does not exist in project {project.name!r}")
+    if approval.status != "pending":
+        raise Conflict(f"approval {approval_id} was already {approval.status}")
+    model_version = unit.session.get(ModelVersion, approval.model_version_id)
+    # Separation of duties: neither the requester nor the version's creator may decide.
+    if user_id in {approval.requested_by, model_version.created_by if model_version else None}:
+        raise NotAuthorized("the creator or requester of a model version cannot approve it")
+    approval.status, approval.comment = decision, comment
+    approval.decided_by, approval.decided_at = user_id, utcnow()
+    unit.record(
+        f"approval.{decision}",
+        f"approval:{approval_id}",
+        {"comment": comment, "target_stage": approval.target_stage},
+    )
+    return approval
+
+
+def put_policy(
+    unit: UnitOfWork, *, project: Project, name: str, document: dict[str, Any], user_id: str
+) -> Policy:
+    if not document:
+        raise InvalidSpec("an empty policy admits everything; name at least one gate")
+    policy = unit.session.scalars(
+        select(Policy).where(Policy.project_id == project.id, Policy.name == name)
+    ).first()
+    if policy is None:
+        policy = Policy(project_id=project.id, name=name, document=document, updated_by=user_id)
+        unit.session.add(policy)
+    else:
+        policy.document, policy.updated_by, policy.updated_at = document, user_id, utcnow()
+    unit.record("policy.put", f"policy:{project.name}/{name}", {"gates": sorted(document)})
+    return policy

@@ -1,0 +1,111 @@
+"""Control-plane fixtures: one app per test on SQLite or on PostgreSQL, and a token per role."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from bastion.config import Settings
+from bastion.server.app import build_database, create_app
+from bastion.server.db.session import Database
+from bastion.server.services.bootstrap import initialise
+
+PG_URL = os.environ.get(
+    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+PASSWORD = "correct horse battery staple"
+
+
+def _postgres_schema() -> Iterator[str]:
+    admin = create_engine(PG_URL)
+    try:
+        with admin.connect():
+            pass
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}: {exc}")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_URL}")
+    schema = f"bastion_cp_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The control-plane suite runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'control-plane.db'}"
+    else:
+        yield from _postgres_schema()
+
+
+@dataclass
+class ControlPlane:
+    app: FastAPI
+    client: TestClient
+    database: Database
+    admin_token: str
+    settings: Settings
+
+    def as_(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@pytest.fixture
+def control_plane(db_url: str, home: Path) -> Iterator[ControlPlane]:
+    settings = Settings(home=home, server_database_url=db_url, audit_checkpoint_interval=50)
+    database = build_database(settings)
+    result = initialise(database, username="admin", password=PASSWORD)
+    app = create_app(settings, database=database)
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+        yield ControlPlane(app, client, database, result.token, settings)
+    database.engine.dispose()
+
+
+ROLE_USERS = {
+    "data-steward": "steward",
+    "ml-engineer": "engineer",
+    "reviewer": "reviewer",
+    "auditor": "auditor",
+    "agent": "agent-1",
+    "job": "job-1",
+    "serving": "serving-1",
+}
+
+
+@pytest.fixture
+def role_tokens(control_plane: ControlPlane) -> dict[str, str]:
+    """A token per role; project roles are held in project 'p1'."""
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    assert cp.client.post("/api/v1/projects", json={"name": "p1"}, headers=admin).status_code == 201
+    tokens = {"admin": cp.admin_token}
+    for role, username in ROLE_USERS.items():
+        kind = role if role in {"agent", "job", "serving"} else "human"
+        body = {"username": username, "kind": kind}
+        assert cp.client.post("/api/v1/users", json=body, headers=admin).status_code == 201
+        if kind == "human":
+            put = cp.client.put(
+                f"/api/v1/projects/p1/members/{username}", json={"role": role}, headers=admin
+            )
+            assert put.status_code == 200, put.text
+        minted = cp.client.post(
+            "/api/v1/tokens", json={"name": role, "username": username}, headers=admin
+        )
+        assert minted.status_code == 201, minted.text
+        tokens[role] = minted.json()["token"]
+    return tokens

@@ -1,0 +1,126 @@
+"""Every route is covered by the permission table, and enforces exactly what it says."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from bastion.server.app import PUBLIC_ROUTES
+from bastion.server.deps import route_permission
+from bastion.server.permissions import PERMISSIONS, Permission, Role
+from tests.server.conftest import ControlPlane
+
+PATH_VALUES = {
+    "project": "p1",
+    "username": "someone",
+    "token_id": "0" * 32,
+    "name": "thing",
+    "run_id": "0" * 32,
+    "approval_id": "0" * 32,
+}
+
+
+def _routes(cp: ControlPlane) -> list[tuple[str, str, Permission | None]]:
+    found = []
+    for context in iter_route_contexts(cp.app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        permissions = {
+            p for dep in route.dependant.dependencies if (p := route_permission(dep.call)) is not None
+        }
+        assert len(permissions) <= 1, f"{context.path} declares several permissions"
+        for method in context.methods or ():
+            found.append((method, str(context.path), next(iter(permissions), None)))
+    return found
+
+
+def _url(path: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: PATH_VALUES[m.group(1)], path)
+
+
+def test_every_route_is_public_or_in_the_table(control_plane: ControlPlane) -> None:
+    routes = _routes(control_plane)
+    assert len(routes) >= 35
+    for method, path, permission in routes:
+        if (method, path) in PUBLIC_ROUTES:
+            assert permission is None, f"{method} {path} is public but declares {permission}"
+        else:
+            assert permission is not None, f"{method} {path} has no entry in the permission table"
+            assert permission in PERMISSIONS
+
+
+def test_every_route_refuses_anonymous_callers(control_plane: ControlPlane) -> None:
+    cp = control_plane
+    for method, path, _ in _routes(cp):
+        if (method, path) in PUBLIC_ROUTES:
+            continue
+        response = cp.client.request(method, _url(path), json={})
+        assert response.status_code == 401, f"{method} {path} -> {response.status_code}"
+        assert response.headers["www-authenticate"] == "Bearer"
+        bogus = cp.client.request(method, _url(path), json={}, headers=cp.as_("bst_" + "0" * 32 + "_x"))
+        assert bogus.status_code == 401
+
+
+def test_each_role_gets_exactly_what_the_table_says(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    cp = control_plane
+    checked = 0
+    for method, path, permission in _routes(cp):
+        if permission is None:
+            continue
+        for role, token in role_tokens.items():
+            response = cp.client.request(method, _url(path), json={}, headers=cp.as_(token))
+            allowed = Role(role) in PERMISSIONS[permission]
+            if allowed:
+                assert response.status_code not in (401, 403), (
+                    f"{role} should be allowed {method} {path} ({permission}): {response.text}"
+                )
+            else:
+                assert response.status_code == 403, (
+                    f"{role} must be refused {method} {path} ({permission}): {response.status_code}"
+                )
+            checked += 1
+    assert checked >= 35 * len(role_tokens)
+
+
+def test_non_member_is_refused_project_routes(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    assert cp.client.post("/api/v1/projects", json={"name": "p2"}, headers=admin).status_code == 201
+    for role in ("data-steward", "ml-engineer", "reviewer", "auditor"):
+        response = cp.client.get("/api/v1/projects/p2/runs", headers=cp.as_(role_tokens[role]))
+        assert response.status_code == 403
+        assert "p2" in response.json()["detail"]
+
+
+def test_token_scopes_narrow_roles(control_plane: ControlPlane) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    narrow = cp.client.post(
+        "/api/v1/tokens", json={"name": "read users", "scopes": ["users:read"]}, headers=admin
+    ).json()["token"]
+    assert cp.client.get("/api/v1/users", headers=cp.as_(narrow)).status_code == 200
+    refused = cp.client.post("/api/v1/projects", json={"name": "x"}, headers=cp.as_(narrow))
+    assert refused.status_code == 403 and "scope projects:write" in refused.json()["detail"]
+    # A narrow token cannot mint a wider one.
+    wider = cp.client.post(
+        "/api/v1/tokens", json={"name": "escalate", "scopes": ["*"]}, headers=cp.as_(narrow)
+    )
+    assert wider.status_code == 403
+
+
+@pytest.mark.parametrize("role", ["reviewer", "auditor", "data-steward"])
+def test_roles_that_cannot_start_runs(
+    control_plane: ControlPlane, role_tokens: dict[str, str], role: str
+) -> None:
+    cp = control_plane
+    response = cp.client.post(
+        "/api/v1/projects/p1/runs", json={"name": "r", "spec": {}}, headers=cp.as_(role_tokens[role])
+    )
+    assert response.status_code == 403
