@@ -29,7 +29,9 @@ def _routes(cp: ControlPlane) -> list[tuple[str, str, Permission | None]]:
         if not isinstance(route, APIRoute):
             continue
         permissions = {
-            p for dep in route.dependant.dependencies if (p := route_permission(dep.call)) is not None
+            p
+            for dep in route.dependant.dependencies
+            if (p := route_permission(dep.call)) is not None
         }
         assert len(permissions) <= 1, f"{context.path} declares several permissions"
         for method in context.methods or ():
@@ -60,7 +62,9 @@ def test_every_route_refuses_anonymous_callers(control_plane: ControlPlane) -> N
         response = cp.client.request(method, _url(path), json={})
         assert response.status_code == 401, f"{method} {path} -> {response.status_code}"
         assert response.headers["www-authenticate"] == "Bearer"
-        bogus = cp.client.request(method, _url(path), json={}, headers=cp.as_("bst_" + "0" * 32 + "_x"))
+        bogus = cp.client.request(
+            method, _url(path), json={}, headers=cp.as_("bst_" + "0" * 32 + "_x")
+        )
         assert bogus.status_code == 401
 
 
@@ -121,6 +125,8 @@ def test_roles_that_cannot_start_runs(
 ) -> None:
     cp = control_plane
     response = cp.client.post(
-        "/api/v1/projects/p1/runs", json={"name": "r", "spec": {}}, headers=cp.as_(role_tokens[role])
+        "/api/v1/projects/p1/runs",
+        json={"name": "r", "spec": {}},
+        headers=cp.as_(role_tokens[role]),
     )
     assert response.status_code == 403

@@ -18,7 +18,7 @@ from bastion.errors import NotAuthenticated, NotAuthorized, NotFound
 from bastion.server.auth import parse_token, secrets_match
 from bastion.server.db.models import ApiToken, Membership, Project
 from bastion.server.db.session import Database
-from bastion.server.permissions import PERMISSIONS, PROJECT_SCOPED, Permission, Role
+from bastion.server.permissions import PROJECT_SCOPED, Permission, Role, allowed
 
 __all__ = ["DatabaseDep", "Identity", "Principal", "authenticate", "get_database", "require"]
 
@@ -140,7 +140,7 @@ def require(permission: Permission) -> Any:
                     )
                 )
         roles = _roles(identity, memberships)
-        if not PERMISSIONS[permission] & roles:
+        if not allowed(permission, roles):
             held = ", ".join(sorted(roles)) or "no role"
             where = f" in project {project.name!r}" if project is not None else ""
             raise NotAuthorized(f"{permission.value} is not allowed for {held}{where}")

@@ -116,5 +116,9 @@ PROJECT_SCOPED = frozenset(
 )
 
 
+#: Held by every authenticated identity, even a user with no project role yet.
+ANY_IDENTITY = frozenset(p for p, roles in PERMISSIONS.items() if roles == frozenset(Role))
+
+
 def allowed(permission: Permission, roles: frozenset[Role]) -> bool:
-    return bool(PERMISSIONS[permission] & roles)
+    return permission in ANY_IDENTITY or bool(PERMISSIONS[permission] & roles)
