@@ -251,7 +251,7 @@ def test_empty_policy_is_refused(control_plane: ControlPlane) -> None:
     empty = cp.client.put(
         "/api/v1/projects/gov/policies/production", json={"document": {}}, headers=admin
     )
-    assert empty.status_code == 422 and "empty policy" in empty.json()["detail"]
+    assert empty.status_code == 422 and "body.document" in empty.json()["detail"]
 
 
 def test_secrets_never_reach_logs_or_errors(

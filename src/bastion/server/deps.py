@@ -84,8 +84,6 @@ def authenticate(request: Request, database: DatabaseDep) -> Identity:
             raise refused
         now = dt.datetime.now(dt.UTC)
         expires = row.expires_at
-        if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=dt.UTC)
         if row.revoked_at is not None or (expires is not None and expires <= now):
             raise refused
         user = row.user
@@ -152,7 +150,7 @@ def require(permission: Permission) -> Any:
     return Depends(check)
 
 
-def route_permission(call: Callable[..., Any]) -> Permission | None:
+def route_permission(call: Callable[..., Any] | None) -> Permission | None:
     """The permission a dependency callable enforces (for the route-table test)."""
     value = getattr(call, "permission", None)
     return value if isinstance(value, Permission) else None

@@ -68,6 +68,7 @@ class Database:
                 if not unit.events:
                     if session.info.get("wrote"):
                         raise RuntimeError("a change was about to commit without an audit event")
+                    session.expunge_all()  # nothing changed: keep loaded objects readable
                     session.rollback()
                     return
                 _, checkpoint = self.audit.append_in(session.connection(), unit.events)

@@ -52,7 +52,16 @@ def verify(_: Auditor, database: DatabaseDep) -> AuditVerifyOut:
     )
 
 
-@router.get("/audit/export")
+@router.get(
+    "/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            "description": "One canonical JSON event per line.",
+        }
+    },
+)
 def export(_: Auditor, database: DatabaseDep) -> StreamingResponse:
     """Every event as canonical JSON lines, verifiable offline with the public key."""
 

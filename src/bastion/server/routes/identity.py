@@ -12,6 +12,7 @@ from bastion.server.db.models import ApiToken, User
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.schemas.identity import (
+    HumanUserIn,
     LoginIn,
     NewTokenOut,
     TokenIn,
@@ -93,12 +94,12 @@ def list_users(_: UsersRead, database: DatabaseDep) -> list[User]:
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserIn, principal: UsersWrite, database: DatabaseDep) -> User:
     with database.write(actor=principal.actor) as unit:
+        if isinstance(body, HumanUserIn):
+            is_admin, password = body.is_admin, body.password
+        else:
+            is_admin, password = False, None
         return service.create_user(
-            unit,
-            username=body.username,
-            kind=body.kind,
-            is_admin=body.is_admin,
-            password=body.password,
+            unit, username=body.username, kind=body.kind, is_admin=is_admin, password=password
         )
 
 

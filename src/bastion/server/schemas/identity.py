@@ -24,11 +24,21 @@ class LoginIn(Request):
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
-class UserIn(Request):
+class HumanUserIn(Request):
     username: Name
-    kind: UserKind = "human"
+    kind: Literal["human"] = "human"
     is_admin: bool = False
     password: Password | None = None
+
+
+class MachineUserIn(Request):
+    """Machine identities (agent, job, serving) never hold passwords or admin rights."""
+
+    username: Name
+    kind: Literal["agent", "job", "serving"]
+
+
+UserIn = HumanUserIn | MachineUserIn
 
 
 class UserPatch(Request):

@@ -154,7 +154,7 @@ class ApprovalOut(Response):
 
 
 class PolicyIn(Request):
-    document: JsonObject
+    document: Annotated[dict[str, Any], Field(min_length=1, max_length=200)]
 
 
 class PolicyOut(Response):
