@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +23,7 @@ import httpx
 from bastion.config import Settings
 from bastion.errors import (
     BastionError,
+    ConfigurationError,
     Conflict,
     InsecureKeyFileError,
     InvalidInput,
@@ -73,8 +75,11 @@ class Client:
     ) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        tls: bool | ssl.SSLContext = verify
+        if isinstance(verify, str):  # a PEM bundle of a private CA
+            tls = ssl.create_default_context(cafile=verify)
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, verify=verify, timeout=timeout, transport=transport
+            base_url=self.url, headers=headers, verify=tls, timeout=timeout, transport=transport
         )
 
     def __enter__(self) -> Client:
@@ -101,6 +106,11 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ConfigurationError(
+                    f"the TLS certificate of {self.url} is not trusted; pass --ca-cert with the "
+                    "CA that issued it"
+                ) from None
             raise ServiceUnavailable(
                 f"cannot reach the control plane at {self.url}: {type(exc).__name__}"
             ) from None
@@ -135,7 +145,9 @@ class Client:
         is_admin: bool = False,
         password: str | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"username": username, "kind": kind, "is_admin": is_admin}
+        body: dict[str, Any] = {"username": username, "kind": kind}
+        if is_admin:
+            body["is_admin"] = True
         if password is not None:
             body["password"] = password
         result: dict[str, Any] = self.request("POST", "/api/v1/users", json=body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from bastion.cli.context import out
 from bastion.cli.remote import client
@@ -41,7 +41,8 @@ def list_tokens(
     """List tokens (never their secrets)."""
     with client() as remote:
         rows = remote.list_tokens(user)
-    table = Table("id", "name", "user", "scopes", "expires", "revoked")
+    table = Table("name", "user", "scopes", "expires", "revoked")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=32))
     for row in rows:
         table.add_row(
             row["id"],
