@@ -75,9 +75,8 @@ class Client:
     ) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        tls: bool | ssl.SSLContext = verify
-        if isinstance(verify, str):  # a PEM bundle of a private CA
-            tls = ssl.create_default_context(cafile=verify)
+        # A string names a PEM bundle of a private CA to trust.
+        tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         self._http = httpx.Client(
             base_url=self.url, headers=headers, verify=tls, timeout=timeout, transport=transport
         )
