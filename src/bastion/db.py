@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from bastion.errors import ConfigurationError
 
 __all__ = [
+    "SINGLE_READ_OPTIONS",
     "SQLITE_WRITE_OPTIONS",
     "create_db_engine",
     "lock_for_append",
@@ -46,7 +47,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "AUTOCOMMIT":  # single-statement reads need no transaction
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -75,6 +77,8 @@ def _advisory_key(name: str) -> int:
 
 #: Execution options that make a SQLite transaction take the write lock at BEGIN.
 SQLITE_WRITE_OPTIONS = {_BEGIN_OPTION: "IMMEDIATE"}
+#: Execution options for a single-statement read: no BEGIN/ROLLBACK round trips on SQLite.
+SINGLE_READ_OPTIONS = {_BEGIN_OPTION: "AUTOCOMMIT"}
 
 
 def lock_for_append(conn: Connection, lock_name: str = "bastion.audit") -> None:

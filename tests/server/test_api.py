@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import pytest
 from sqlalchemy import event, select, text, update
@@ -95,6 +96,7 @@ def test_expired_token_and_disabled_user_are_refused(control_plane: ControlPlane
     with cp.database.engine.begin() as conn:
         past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         conn.execute(update(ApiToken).where(ApiToken.id == token["id"]).values(expires_at=past))
+    cp.database.auth_cache.clear()  # a change behind the API's back: see the next test
     assert cp.client.get("/api/v1/auth/whoami", headers=bob).status_code == 401
     fresh = cp.client.post("/api/v1/tokens", json={"name": "c", "username": "bob"}, headers=admin)
     assert (
@@ -270,3 +272,38 @@ def test_secrets_never_reach_logs_or_errors(
     with cp.database.engine.connect() as conn:
         dumped = " ".join(str(row) for row in conn.execute(text("SELECT * FROM users")))
     assert "s3cret-passw0rd!" not in dumped and "$argon2" in dumped
+
+
+def test_changes_by_other_workers_apply_within_the_cache_ttl(control_plane: ControlPlane) -> None:
+    """Another worker's revocation (simulated by a direct write) applies within the TTL."""
+    cp = control_plane
+    cp.database.auth_cache.ttl = 0.3
+    admin = cp.as_(cp.admin_token)
+    token = cp.client.post("/api/v1/tokens", json={"name": "w"}, headers=admin).json()
+    headers = cp.as_(token["token"])
+    assert cp.client.get("/api/v1/auth/whoami", headers=headers).status_code == 200
+    with cp.database.engine.begin() as conn:
+        now = dt.datetime.now(dt.UTC)
+        conn.execute(update(ApiToken).where(ApiToken.id == token["id"]).values(revoked_at=now))
+    time.sleep(0.4)
+    assert cp.client.get("/api/v1/auth/whoami", headers=headers).status_code == 401
+
+
+def test_role_changes_through_the_api_apply_at_once(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    cp = control_plane
+    engineer = cp.as_(role_tokens["ml-engineer"])
+    body = {"name": "r", "spec": {}}
+    assert (
+        cp.client.post("/api/v1/projects/p1/runs", json=body, headers=engineer).status_code == 201
+    )
+    demote = cp.client.put(
+        "/api/v1/projects/p1/members/engineer",
+        json={"role": "auditor"},
+        headers=cp.as_(cp.admin_token),
+    )
+    assert demote.status_code == 200
+    assert (
+        cp.client.post("/api/v1/projects/p1/runs", json=body, headers=engineer).status_code == 403
+    )

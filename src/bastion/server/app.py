@@ -39,7 +39,7 @@ def build_database(settings: Settings, *, url: str | None = None) -> Database:
         anchor_path=settings.home_dir / "control-plane-audit-anchor.json",
         create_schema=False,
     )
-    return Database(engine, audit_log)
+    return Database(engine, audit_log, auth_cache_seconds=settings.auth_cache_seconds)
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:

@@ -10,6 +10,8 @@ event refuses to commit: no change without its event.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.db import SQLITE_WRITE_OPTIONS
 from bastion.security.audit import AuditEvent, AuditLog
 
-__all__ = ["Database", "UnitOfWork"]
+__all__ = ["AuthCache", "Database", "UnitOfWork"]
 
 
 @dataclass
@@ -42,12 +44,51 @@ def _note_write(session: Session, _context: Any) -> None:
         session.info["wrote"] = True
 
 
-class Database:
-    """The control plane's engine, sessions and audit log."""
+class AuthCache:
+    """Recently resolved credentials, so repeated requests skip the database.
 
-    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+    Entries live ``ttl`` seconds. Any committed change to tokens, users or memberships
+    clears this process's cache at once; other worker processes see it within ``ttl``.
+    Secrets are never cached: each request's secret is still compared to the hash.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str | None], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str | None]) -> Any:
+        if self.ttl <= 0:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str | None], value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: Audit actions after which cached credentials may be stale.
+_AUTH_ACTIONS = ("token.", "user.", "member.", "project.")
+
+
+class Database:
+    """The control plane's engine, sessions, audit log and credential cache."""
+
+    def __init__(self, engine: Engine, audit: AuditLog, *, auth_cache_seconds: float = 2.0) -> None:
         self.engine = engine
         self.audit = audit
+        self.auth_cache = AuthCache(auth_cache_seconds)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         event.listen(self._sessions, "after_flush", _note_write)
 
@@ -76,5 +117,7 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+        if any(e.action.startswith(_AUTH_ACTIONS) for e in unit.events):
+            self.auth_cache.clear()
         if checkpoint is not None:
             self.audit.write_anchor(checkpoint)

@@ -1,0 +1,245 @@
+"""Control-plane throughput: an authenticated read and an audited write, SQLite and PostgreSQL,
+against a bare FastAPI endpoint returning the same JSON with no auth and no audit (the ceiling).
+
+Each server is a real uvicorn process on 127.0.0.1 (one worker); the load comes from
+``--threads`` keep-alive httpx clients in this process. The authenticated read is
+``GET /api/v1/projects/{project}`` (token check, role lookup, project row); the
+audited write is ``POST /api/v1/projects/{project}/runs/{id}/metrics`` (token
+check, role lookup, insert and its chained audit event in one transaction).
+
+    python benchmarks/bench_server.py [--requests 2000] [--threads 4] [--reps 3] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+PG_URL = os.environ.get(
+    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+BARE_APP = """
+from fastapi import FastAPI
+app = FastAPI()
+PAYLOAD = {payload!r}
+@app.get("/bare")
+def bare() -> dict:
+    return PAYLOAD
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], health: str) -> Iterator[None]:
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(health)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _load(
+    url: str,
+    *,
+    method: str,
+    body: Callable[[int], dict[str, object]] | None,
+    headers: dict[str, str],
+    requests: int,
+    threads: int,
+) -> float:
+    """Requests per second over ``requests`` calls spread across ``threads`` clients."""
+    per_thread = requests // threads
+    errors: list[str] = []
+
+    def worker(offset: int) -> None:
+        with httpx.Client(headers=headers, timeout=30) as client:
+            for i in range(per_thread):
+                payload = body(offset * per_thread + i) if body else None
+                response = client.request(method, url, json=payload)
+                if response.status_code >= 300:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+                    return
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{url}: {errors[0]}")
+    return per_thread * threads / elapsed
+
+
+def _bastion_env(home: Path, db: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    return {
+        **env,
+        "BASTION_HOME": str(home),
+        "BASTION_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "BASTION_SERVER_DATABASE_URL": db,
+    }
+
+
+def _measure_bastion(
+    db: str, args: argparse.Namespace, work: Path
+) -> tuple[list[float], list[float]]:
+    bastion = str(Path(sys.executable).with_name("bastion"))
+    env = _bastion_env(work / f"home-{uuid.uuid4().hex[:6]}", db)
+    init = subprocess.run(
+        [bastion, "server", "init"], env=env, capture_output=True, text=True, check=True
+    )
+    lines = init.stdout.splitlines()
+    token = next(lines[i + 1] for i, line in enumerate(lines) if "shown once" in line).strip()
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    auth = {"authorization": f"Bearer {token}"}
+    reads, writes = [], []
+    with _process([bastion, "server", "start", "--port", str(port)], env, f"{base}/healthz"):
+        httpx.post(
+            f"{base}/api/v1/projects", json={"name": "bench"}, headers=auth
+        ).raise_for_status()
+        run = httpx.post(
+            f"{base}/api/v1/projects/bench/runs", json={"name": "r", "spec": {}}, headers=auth
+        ).json()
+        # Metrics are reported by jobs: mint a job identity's token for the writes.
+        httpx.post(
+            f"{base}/api/v1/users", json={"username": "job-1", "kind": "job"}, headers=auth
+        ).raise_for_status()
+        job = httpx.post(
+            f"{base}/api/v1/tokens", json={"name": "job", "username": "job-1"}, headers=auth
+        ).json()["token"]
+        for _ in range(args.reps):
+            reads.append(
+                _load(
+                    f"{base}/api/v1/projects/bench",
+                    method="GET",
+                    body=None,
+                    headers=auth,
+                    requests=args.requests,
+                    threads=args.threads,
+                )
+            )
+            writes.append(
+                _load(
+                    f"{base}/api/v1/projects/bench/runs/{run['id']}/metrics",
+                    method="POST",
+                    body=lambda i: {"name": "loss", "step": i, "value": 1.0 / (i + 1)},
+                    headers={"authorization": f"Bearer {job}"},
+                    requests=args.requests // 2,
+                    threads=args.threads,
+                )
+            )
+        payload = httpx.get(f"{base}/api/v1/projects/bench", headers=auth).json()
+    return reads, writes, payload  # type: ignore[return-value]
+
+
+def _measure_bare(payload: dict[str, object], args: argparse.Namespace, work: Path) -> list[float]:
+    module = work / "bare_app.py"
+    module.write_text(BARE_APP.format(payload=payload))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(work)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bare_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-server-header",
+    ]
+    with _process(cmd, env, f"{base}/bare"):
+        return [
+            _load(
+                f"{base}/bare",
+                method="GET",
+                body=None,
+                headers={},
+                requests=args.requests,
+                threads=args.threads,
+            )
+            for _ in range(args.reps)
+        ]
+
+
+@contextlib.contextmanager
+def _postgres_schema() -> Iterator[str]:
+    admin = create_engine(PG_URL)
+    schema = f"bastion_bench_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-server-") as tmp:
+        work = Path(tmp)
+        reads, writes, payload = _measure_bastion(f"sqlite:///{work / 'cp.db'}", args, work)
+        results["sqlite"] = (statistics.median(reads), statistics.median(writes))
+        if not args.no_postgres:
+            with _postgres_schema() as url:
+                reads, writes, _ = _measure_bastion(url, args, work)
+                results["postgresql"] = (statistics.median(reads), statistics.median(writes))
+        bare = statistics.median(_measure_bare(payload, args, work))
+    print(
+        f"server: {args.requests} requests, {args.threads} keep-alive clients, median of {args.reps} runs"
+    )
+    print(f"  bare FastAPI endpoint, same JSON, no auth/audit: {bare:8.0f} req/s (ceiling)")
+    for db, (read, write) in results.items():
+        print(
+            f"  [{db}] authenticated read: {read:8.0f} req/s  ratio to bare {read / bare:.2f}  (target >= 0.70)"
+        )
+        print(f"  [{db}] audited write:      {write:8.0f} req/s  ratio to bare {write / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()
