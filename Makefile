@@ -33,6 +33,7 @@ test: lint typecheck unit
 bench: install
 	$(BIN)/python benchmarks/bench_envelope.py
 	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_server.py
 
 quickstart: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo

@@ -39,7 +39,7 @@ from fastapi import FastAPI
 app = FastAPI()
 PAYLOAD = {payload!r}
 @app.get("/bare")
-def bare() -> dict:
+async def bare() -> dict:
     return PAYLOAD
 """
 
@@ -115,9 +115,11 @@ def _bastion_env(home: Path, db: str) -> dict[str, str]:
     }
 
 
-def _measure_bastion(
-    db: str, args: argparse.Namespace, work: Path
-) -> tuple[list[float], list[float]]:
+@contextlib.contextmanager
+def _bastion_server(
+    db: str, work: Path
+) -> Iterator[tuple[str, dict[str, str], str, dict[str, str]]]:
+    """A running Bastion control plane with a project, a run and a job token."""
     bastion = str(Path(sys.executable).with_name("bastion"))
     env = _bastion_env(work / f"home-{uuid.uuid4().hex[:6]}", db)
     init = subprocess.run(
@@ -128,7 +130,6 @@ def _measure_bastion(
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"authorization": f"Bearer {token}"}
-    reads, writes = [], []
     with _process([bastion, "server", "start", "--port", str(port)], env, f"{base}/healthz"):
         httpx.post(
             f"{base}/api/v1/projects", json={"name": "bench"}, headers=auth
@@ -143,60 +144,20 @@ def _measure_bastion(
         job = httpx.post(
             f"{base}/api/v1/tokens", json={"name": "job", "username": "job-1"}, headers=auth
         ).json()["token"]
-        for _ in range(args.reps):
-            reads.append(
-                _load(
-                    f"{base}/api/v1/projects/bench",
-                    method="GET",
-                    body=None,
-                    headers=auth,
-                    requests=args.requests,
-                    threads=args.threads,
-                )
-            )
-            writes.append(
-                _load(
-                    f"{base}/api/v1/projects/bench/runs/{run['id']}/metrics",
-                    method="POST",
-                    body=lambda i: {"name": "loss", "step": i, "value": 1.0 / (i + 1)},
-                    headers={"authorization": f"Bearer {job}"},
-                    requests=args.requests // 2,
-                    threads=args.threads,
-                )
-            )
-        payload = httpx.get(f"{base}/api/v1/projects/bench", headers=auth).json()
-    return reads, writes, payload  # type: ignore[return-value]
+        yield base, auth, run["id"], {"authorization": f"Bearer {job}"}
 
 
-def _measure_bare(payload: dict[str, object], args: argparse.Namespace, work: Path) -> list[float]:
+@contextlib.contextmanager
+def _bare_server(payload: dict[str, object], work: Path) -> Iterator[str]:
     module = work / "bare_app.py"
     module.write_text(BARE_APP.format(payload=payload))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(work)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bare_app:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-server-header",
-    ]
+    cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port)]
+    cmd += ["--log-level", "warning", "--no-server-header"]
     with _process(cmd, env, f"{base}/bare"):
-        return [
-            _load(
-                f"{base}/bare",
-                method="GET",
-                body=None,
-                headers={},
-                requests=args.requests,
-                threads=args.threads,
-            )
-            for _ in range(args.reps)
-        ]
+        yield f"{base}/bare"
 
 
 @contextlib.contextmanager
@@ -217,28 +178,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    results: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="bastion-bench-server-") as tmp:
-        work = Path(tmp)
-        reads, writes, payload = _measure_bastion(f"sqlite:///{work / 'cp.db'}", args, work)
-        results["sqlite"] = (statistics.median(reads), statistics.median(writes))
+    load = {"requests": args.requests, "threads": args.threads}
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-bench-")))
+        databases = {"sqlite": f"sqlite:///{work / 'cp.db'}"}
         if not args.no_postgres:
-            with _postgres_schema() as url:
-                reads, writes, _ = _measure_bastion(url, args, work)
-                results["postgresql"] = (statistics.median(reads), statistics.median(writes))
-        bare = statistics.median(_measure_bare(payload, args, work))
-    print(
-        f"server: {args.requests} requests, {args.threads} keep-alive clients, median of {args.reps} runs"
-    )
-    print(f"  bare FastAPI endpoint, same JSON, no auth/audit: {bare:8.0f} req/s (ceiling)")
-    for db, (read, write) in results.items():
-        print(
-            f"  [{db}] authenticated read: {read:8.0f} req/s  ratio to bare {read / bare:.2f}  (target >= 0.70)"
-        )
-        print(f"  [{db}] audited write:      {write:8.0f} req/s  ratio to bare {write / bare:.2f}")
+            databases["postgresql"] = stack.enter_context(_postgres_schema())
+        servers = {
+            db: stack.enter_context(_bastion_server(url, work)) for db, url in databases.items()
+        }
+        base, auth, _, _ = servers["sqlite"]
+        payload = httpx.get(f"{base}/api/v1/projects/bench", headers=auth).json()
+        bare_url = stack.enter_context(_bare_server(payload, work))
+        # Interleave the measurements in every repetition so machine noise hits all alike.
+        bare: list[float] = []
+        reads: dict[str, list[float]] = {db: [] for db in servers}
+        writes: dict[str, list[float]] = {db: [] for db in servers}
+        ratios: dict[str, list[float]] = {db: [] for db in servers}
+        for _ in range(args.reps):
+            bare.append(_load(bare_url, method="GET", body=None, headers={}, **load))
+            for db, (base, auth, run_id, job) in servers.items():
+                reads[db].append(
+                    _load(
+                        f"{base}/api/v1/projects/bench",
+                        method="GET",
+                        body=None,
+                        headers=auth,
+                        **load,
+                    )
+                )
+                ratios[db].append(reads[db][-1] / bare[-1])
+                writes[db].append(
+                    _load(
+                        f"{base}/api/v1/projects/bench/runs/{run_id}/metrics",
+                        method="POST",
+                        body=lambda i: {"name": "loss", "step": i, "value": 1.0 / (i + 1)},
+                        headers=job,
+                        requests=args.requests // 2,
+                        threads=args.threads,
+                    )
+                )
+    ceiling = statistics.median(bare)
+    print(f"server: {args.requests} requests, {args.threads} clients, median of {args.reps} runs")
+    print(f"  bare FastAPI endpoint, same JSON, no auth/audit: {ceiling:8.0f} req/s (ceiling)")
+    for db in servers:
+        read, write = statistics.median(reads[db]), statistics.median(writes[db])
+        ratio = statistics.median(ratios[db])
+        print(f"  [{db}] authenticated read: {read:8.0f} req/s  ratio to bare {ratio:.2f}")
+        print(f"  [{db}] audited write:      {write:8.0f} req/s  ratio {write / ceiling:.2f}")
+    print("  target: authenticated read >= 0.70 of the bare endpoint")
 
 
 if __name__ == "__main__":

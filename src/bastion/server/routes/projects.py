@@ -34,9 +34,10 @@ def create_project(
 
 
 @router.get("/projects/{project}", response_model=ProjectOut)
-def get_project(
+async def get_project(
     project: str, principal: Annotated[Principal, require(Permission.PROJECT_READ)]
 ) -> Project:
+    # No I/O here (the project came with the authorisation query): stay on the event loop.
     return principal.require_project()
 
 
