@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bastion.client import Client
+from tests.server.conftest import _postgres_schema
 
 BASTION = str(Path(sys.executable).with_name("bastion"))
 
@@ -43,8 +44,8 @@ def _bastion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _init(home: Path) -> str:
-    result = _bastion(home, "server", "init")
+def _init(home: Path, *extra: str) -> str:
+    result = _bastion(home, "server", "init", *extra)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     token = lines[lines.index(next(line for line in lines if "shown once" in line)) + 1].strip()
@@ -88,13 +89,25 @@ def client_home(tmp_path: Path) -> Path:
     return tmp_path / "client-home"
 
 
-def test_init_start_and_manage_from_the_cli(server_home: Path, client_home: Path) -> None:
-    token = _init(server_home)
-    again = _bastion(server_home, "server", "init")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_option(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
+    """No option (SQLite in BASTION_HOME) or ``--db`` with a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield ()
+    else:
+        for url in _postgres_schema():
+            yield ("--db", url)
+
+
+def test_init_start_and_manage_from_the_cli(
+    server_home: Path, client_home: Path, db_option: tuple[str, ...]
+) -> None:
+    token = _init(server_home, *db_option)
+    again = _bastion(server_home, "server", "init", *db_option)
     assert again.returncode == 2 and "already has users" in again.stderr
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    for _ in _serve(server_home, port):
+    for _ in _serve(server_home, port, *db_option):
         _wait_healthy(url)
         login = _bastion(client_home, "login", "--url", url, "--token", token)
         assert login.returncode == 0, login.stderr
