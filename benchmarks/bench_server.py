@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
+
+from bastion.db import scratch_schema
 
 PG_URL = os.environ.get(
     "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -160,20 +161,6 @@ def _bare_server(payload: dict[str, object], work: Path) -> Iterator[str]:
         yield f"{base}/bare"
 
 
-@contextlib.contextmanager
-def _postgres_schema() -> Iterator[str]:
-    admin = create_engine(PG_URL)
-    schema = f"bastion_bench_{uuid.uuid4().hex[:8]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -186,7 +173,9 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-bench-")))
         databases = {"sqlite": f"sqlite:///{work / 'cp.db'}"}
         if not args.no_postgres:
-            databases["postgresql"] = stack.enter_context(_postgres_schema())
+            databases["postgresql"] = stack.enter_context(
+                scratch_schema(PG_URL, prefix="bastion_bench")
+            )
         servers = {
             db: stack.enter_context(_bastion_server(url, work)) for db, url in databases.items()
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from bastion.errors import ConfigurationError
+from bastion.errors import ConfigurationError, ServiceUnavailable
 
 __all__ = [
     "SINGLE_READ_OPTIONS",
@@ -25,6 +26,7 @@ __all__ = [
     "lock_for_append",
     "locked_transaction",
     "metadata",
+    "scratch_schema",
 ]
 
 metadata = MetaData()
@@ -69,6 +71,33 @@ def create_db_engine(url: str) -> Engine:
     raise ConfigurationError(
         f"unsupported database {backend!r}; use sqlite:///PATH or postgresql+psycopg://..."
     )
+
+
+@contextlib.contextmanager
+def scratch_schema(base_url: str, *, prefix: str = "bastion_scratch") -> Iterator[str]:
+    """A throwaway PostgreSQL schema for tests, benchmarks and trial runs.
+
+    Yields ``base_url`` with ``search_path`` set to a new schema, dropped afterwards.
+    Raises :class:`ServiceUnavailable` when the server cannot be reached.
+    """
+    admin = create_engine(base_url)
+    try:
+        with admin.connect():
+            pass
+    except Exception as exc:
+        admin.dispose()
+        raise ServiceUnavailable(
+            f"PostgreSQL at {make_url(base_url).host} is unreachable: {exc}"
+        ) from None
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def _advisory_key(name: str) -> int:

@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from bastion.config import Settings
 from bastion.db import create_db_engine
 from bastion.errors import AuditChainError
 from bastion.security.audit import open_local_audit_log
 from bastion.security.keys import load_keyring
+from tests.pg import postgres_schema
 from tests.security import audit_helpers as tamper
 from tests.security.test_audit import _concurrent_appends
 
 pytestmark = pytest.mark.postgres
 
-BASE_URL = os.environ.get(
-    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh schema in the test database; CI must have PostgreSQL running."""
-    admin = create_engine(BASE_URL)
-    try:
-        with admin.connect():
-            pass
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {BASE_URL}: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable at {BASE_URL}")
-    schema = f"bastion_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{BASE_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from postgres_schema()
 
 
 def test_append_verify_and_detect_tampering_on_postgres(pg_url: str, home: Path) -> None:

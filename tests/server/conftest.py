@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,37 +9,14 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from bastion.config import Settings
 from bastion.server.app import build_database, create_app
 from bastion.server.db.session import Database
 from bastion.server.services.bootstrap import initialise
+from tests.pg import postgres_schema
 
-PG_URL = os.environ.get(
-    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 PASSWORD = "correct horse battery staple"
-
-
-def _postgres_schema() -> Iterator[str]:
-    admin = create_engine(PG_URL)
-    try:
-        with admin.connect():
-            pass
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable at {PG_URL}")
-    schema = f"bastion_cp_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -50,7 +25,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'control-plane.db'}"
     else:
-        yield from _postgres_schema()
+        yield from postgres_schema()
 
 
 @dataclass

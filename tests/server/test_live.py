@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bastion.client import Client
-from tests.server.conftest import _postgres_schema
+from tests.pg import postgres_schema
 
 BASTION = str(Path(sys.executable).with_name("bastion"))
 
@@ -95,7 +95,7 @@ def db_option(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
     if request.param == "sqlite":
         yield ()
     else:
-        for url in _postgres_schema():
+        for url in postgres_schema():
             yield ("--db", url)
 
 
