@@ -68,6 +68,7 @@ def role_tokens(control_plane: ControlPlane) -> dict[str, str]:
     cp = control_plane
     admin = cp.as_(cp.admin_token)
     assert cp.client.post("/api/v1/projects", json={"name": "p1"}, headers=admin).status_code == 201
+    assert cp.client.post("/api/v1/clusters", json={"name": "c1"}, headers=admin).status_code == 201
     tokens = {"admin": cp.admin_token}
     for role, username in ROLE_USERS.items():
         kind = role if role in {"agent", "job", "serving"} else "human"
@@ -84,3 +85,13 @@ def role_tokens(control_plane: ControlPlane) -> dict[str, str]:
         assert minted.status_code == 201, minted.text
         tokens[role] = minted.json()["token"]
     return tokens
+
+
+def smoke_spec(project: str = "p1", cluster: str = "c1", **job: object) -> dict[str, object]:
+    """A valid run spec for the built-in smoke job."""
+    return {
+        "name": "smoke",
+        "project": project,
+        "cluster": cluster,
+        "job": {"type": "smoke", **job},
+    }

@@ -11,7 +11,7 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from bastion.server.db.models import ApiToken, Project
-from tests.server.conftest import PASSWORD, ControlPlane
+from tests.server.conftest import PASSWORD, ControlPlane, smoke_spec
 
 
 def _actions(cp: ControlPlane) -> list[str]:
@@ -294,7 +294,7 @@ def test_role_changes_through_the_api_apply_at_once(
 ) -> None:
     cp = control_plane
     engineer = cp.as_(role_tokens["ml-engineer"])
-    body = {"name": "r", "spec": {}}
+    body = smoke_spec()
     assert (
         cp.client.post("/api/v1/projects/p1/runs", json=body, headers=engineer).status_code == 201
     )

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from bastion.server.app import PUBLIC_ROUTES
 from bastion.server.deps import route_permission
 from bastion.server.permissions import PERMISSIONS, Permission, Role
-from tests.server.conftest import ControlPlane
+from tests.server.conftest import ControlPlane, smoke_spec
 
 PATH_VALUES = {
     "project": "p1",

@@ -17,14 +17,16 @@ from bastion.server.error_handlers import install_error_handlers
 from bastion.server.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from bastion.server.permissions import Permission
 from bastion.server.ratelimit import LoginThrottle
-from bastion.server.routes import audit, identity, projects, resources
+from bastion.server.routes import agents, audit, identity, projects, resources
 from bastion.server.schemas.common import ERROR_RESPONSES
 
 __all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
 
 API_PREFIX = "/api/v1"
 #: The only routes reachable without a token.
-PUBLIC_ROUTES = frozenset({("GET", "/healthz"), ("POST", "/api/v1/auth/login")})
+PUBLIC_ROUTES = frozenset(
+    {("GET", "/healthz"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/agents/join")}
+)
 
 
 def build_database(settings: Settings, *, url: str | None = None) -> Database:
@@ -77,5 +79,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         return app.openapi()
 
     app.include_router(identity.public, responses=ERROR_RESPONSES)
+    app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(api)
     return app

@@ -41,6 +41,7 @@ __all__ = [
     "Project",
     "Run",
     "RunEvent",
+    "RunLog",
     "RunMetric",
     "User",
     "new_id",
@@ -139,6 +140,7 @@ class Cluster(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     signing_public_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     hybrid_public_keyset: Mapped[str | None] = mapped_column(Text, nullable=True)
+    agent_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     last_heartbeat: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -162,6 +164,11 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(100))
     spec: Mapped[dict[str, object]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="queued")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    leased_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -176,6 +183,16 @@ class RunEvent(Base):
     stage: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class RunLog(Base):
+    __tablename__ = "run_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    line: Mapped[str] = mapped_column(Text)
 
 
 class RunMetric(Base):

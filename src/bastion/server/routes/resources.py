@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from bastion.server.db.models import (
@@ -17,8 +20,10 @@ from bastion.server.db.models import (
     Policy,
     Run,
     RunEvent,
+    RunLog,
     RunMetric,
 )
+from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.schemas.resources import (
@@ -32,6 +37,10 @@ from bastion.server.schemas.resources import (
     DatasetVersionOut,
     DecisionIn,
     HeartbeatIn,
+    HeartbeatOut,
+    LeaseOut,
+    LogLineOut,
+    LogsIn,
     MetricIn,
     MetricOut,
     ModelIn,
@@ -43,10 +52,11 @@ from bastion.server.schemas.resources import (
     PolicyOut,
     RunEventIn,
     RunEventOut,
-    RunIn,
     RunOut,
 )
+from bastion.server.services import agents
 from bastion.server.services import resources as service
+from bastion.spec import RunSpec
 
 clusters = APIRouter(tags=["clusters"])
 runs = APIRouter(tags=["runs"])
@@ -92,15 +102,49 @@ def get_cluster(
         return service.get_cluster(session, name)
 
 
-@clusters.post("/clusters/{name}/heartbeat", response_model=ClusterOut)
+@clusters.post("/clusters/{name}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(
     name: str,
     body: HeartbeatIn,
     principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
     database: DatabaseDep,
-) -> Cluster:
+) -> HeartbeatOut:
+    """The cluster's agent is alive; renew its leases and learn which runs to stop."""
     with database.write(actor=principal.actor) as unit:
-        return service.heartbeat(unit, name=name, signing_public_key=body.signing_public_key)
+        _, stop = agents.heartbeat(unit, caller=principal.identity, name=name, active=body.runs)
+    return HeartbeatOut(stop=stop)
+
+
+@clusters.post(
+    "/clusters/{name}/lease",
+    response_model=LeaseOut,
+    responses={204: {"description": "No work arrived while waiting."}},
+)
+async def lease(
+    name: str,
+    principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
+    database: DatabaseDep,
+    wait: Annotated[
+        float, Query(ge=0, le=30, description="Long-poll for up to this many seconds.")
+    ] = 0,
+) -> Any:
+    """Long-poll for the next queued run of this cluster; 204 when none arrived in time."""
+    deadline = time.monotonic() + wait
+    while True:
+        offered = await run_in_threadpool(_lease_once, database, principal, name)
+        if offered is not None:
+            return LeaseOut(**offered.__dict__)
+        if time.monotonic() >= deadline:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        await asyncio.sleep(min(LEASE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+LEASE_POLL_SECONDS = 0.25
+
+
+def _lease_once(database: Database, principal: Principal, name: str) -> agents.Lease | None:
+    with database.write(actor=principal.actor) as unit:
+        return agents.lease_next(unit, caller=principal.identity, name=name)
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -120,19 +164,60 @@ def list_runs(
 @runs.post("/projects/{project}/runs", response_model=RunOut, status_code=status.HTTP_201_CREATED)
 def create_run(
     project: str,
-    body: RunIn,
+    body: RunSpec,
+    principal: Annotated[Principal, require(Permission.RUNS_WRITE)],
+    database: DatabaseDep,
+) -> Run:
+    """Queue a run; the spec is validated in full before anything is stored."""
+    with database.write(actor=principal.actor) as unit:
+        return service.create_run(
+            unit, project=principal.require_project(), spec=body, user_id=principal.identity.user_id
+        )
+
+
+@runs.post("/projects/{project}/runs/{run_id}/cancel", response_model=RunOut)
+def cancel_run(
+    project: str,
+    run_id: str,
     principal: Annotated[Principal, require(Permission.RUNS_WRITE)],
     database: DatabaseDep,
 ) -> Run:
     with database.write(actor=principal.actor) as unit:
-        return service.create_run(
+        return service.cancel_run(unit, project=principal.require_project(), run_id=run_id)
+
+
+@runs.get("/projects/{project}/runs/{run_id}/logs", response_model=list[LogLineOut])
+def list_logs(
+    project: str,
+    run_id: str,
+    principal: Annotated[Principal, require(Permission.RUNS_READ)],
+    database: DatabaseDep,
+    after: Annotated[int, Query(ge=0, description="Only lines with a larger id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> list[RunLog]:
+    with database.read() as session:
+        run = service.get_run(session, project=principal.require_project(), run_id=run_id)
+        query = select(RunLog).where(RunLog.run_id == run.id, RunLog.id > after)
+        return list(session.scalars(query.order_by(RunLog.id).limit(limit)))
+
+
+@runs.post("/projects/{project}/runs/{run_id}/logs", status_code=status.HTTP_201_CREATED)
+def add_logs(
+    project: str,
+    run_id: str,
+    body: LogsIn,
+    principal: Annotated[Principal, require(Permission.RUNS_REPORT)],
+    database: DatabaseDep,
+) -> dict[str, int]:
+    with database.write(actor=principal.actor) as unit:
+        count = service.add_logs(
             unit,
             project=principal.require_project(),
-            name=body.name,
-            cluster=body.cluster,
-            spec=body.spec,
-            user_id=principal.identity.user_id,
+            run_id=run_id,
+            lines=body.lines,
+            caller=principal.identity,
         )
+    return {"lines": count}
 
 
 @runs.get("/projects/{project}/runs/{run_id}", response_model=RunOut)
@@ -180,6 +265,7 @@ def add_run_event(
             stage=body.stage,
             status=body.status,
             message=body.message,
+            caller=principal.identity,
         )
 
 
@@ -216,6 +302,7 @@ def add_metric(
             name=body.name,
             step=body.step,
             value=body.value,
+            caller=principal.identity,
         )
 
 

@@ -35,23 +35,64 @@ class NewClusterOut(ClusterOut):
     join_token: str = Field(description="Shown once; hand it to the cluster's agent.")
 
 
+RunId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+
 class HeartbeatIn(Request):
-    signing_public_key: Pem | None = None
+    runs: Annotated[dict[RunId, Annotated[int, Field(ge=1)]], Field(max_length=1000)] = Field(
+        default_factory=dict, description="The runs this agent is executing, with their attempt."
+    )
 
 
-class RunIn(Request):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    cluster: Name | None = None
-    spec: JsonObject
+class HeartbeatOut(Response):
+    stop: list[str] = Field(description="Runs the agent must stop: cancelled, lost or fenced off.")
+
+
+class JoinIn(Request):
+    cluster: Name
+    join_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    signing_public_key: Pem
+    hybrid_public_keyset: Annotated[str, StringConstraints(max_length=20000)]
+
+
+class JoinOut(Response):
+    cluster: str
+    token: str = Field(description="The agent's own credential, shown once.")
+
+
+class LeaseOut(Response):
+    run_id: str
+    project: str
+    attempt: int
+    spec: dict[str, Any]
+    job_token: str
+    lease_seconds: int
+    resume_from: int | None
 
 
 class RunOut(Response):
     id: str
     name: str
     status: str
+    status_reason: str
+    attempt: int
     spec: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class LogsIn(Request):
+    lines: Annotated[
+        list[Annotated[str, StringConstraints(max_length=10000)]],
+        Field(min_length=1, max_length=1000),
+    ]
+
+
+class LogLineOut(Response):
+    id: int
+    attempt: int
+    ts: dt.datetime
+    line: str
 
 
 class RunEventIn(Request):

@@ -22,10 +22,13 @@ from bastion.server.db.models import (
     Project,
     Run,
     RunEvent,
+    RunLog,
     RunMetric,
     utcnow,
 )
 from bastion.server.db.session import UnitOfWork
+from bastion.server.deps import Identity
+from bastion.spec import RunSpec
 
 JOIN_TOKEN_KIND = "bstjoin"  # noqa: S105 - a label, not a secret
 
@@ -82,45 +85,129 @@ def get_run(session: Session, *, project: Project, run_id: str) -> Run:
     return run
 
 
-def create_run(
-    unit: UnitOfWork,
-    *,
-    project: Project,
-    name: str,
-    cluster: str | None,
-    spec: dict[str, Any],
-    user_id: str,
-) -> Run:
-    cluster_id = get_cluster(unit.session, cluster).id if cluster else None
+def create_run(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str) -> Run:
+    """Queue a validated run spec for its cluster's agent."""
+    if spec.project != project.name:
+        raise InvalidSpec(
+            f"spec.project is {spec.project!r} but the run is submitted to project {project.name!r}"
+        )
+    cluster = get_cluster(unit.session, spec.cluster)
+    reason = (
+        f"waiting for the agent of cluster {cluster.name!r}"
+        if cluster.last_heartbeat is not None
+        else f"cluster {cluster.name!r} has no agent yet; start one with 'bastion agent start'"
+    )
     run = Run(
-        project_id=project.id, cluster_id=cluster_id, name=name, spec=spec, created_by=user_id
+        project_id=project.id,
+        cluster_id=cluster.id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        max_retries=spec.max_retries,
+        status_reason=reason,
+        created_by=user_id,
     )
     unit.session.add(run)
     unit.session.flush()
-    unit.record("run.create", f"run:{run.id}", {"project": project.name, "name": name})
+    unit.record(
+        "run.create",
+        f"run:{run.id}",
+        {"project": project.name, "name": spec.name, "cluster": cluster.name, "status": "queued"},
+    )
     return run
 
 
+def check_reporter(*, caller: Identity, run: Run) -> None:
+    """Only the current attempt's job (or the agent holding the lease) may report on a run."""
+    if caller.kind == "job":
+        bound = [s for s in caller.scopes if s.startswith("run:")]
+        if not bound:
+            raise NotAuthorized("this job token is not bound to a run")
+        _, run_id, attempt = bound[0].split(":")
+        if run_id != run.id:
+            raise NotAuthorized("a job token can only report on its own run")
+        if int(attempt) != run.attempt:
+            raise Conflict(f"attempt {attempt} was superseded by attempt {run.attempt} (fenced)")
+    elif caller.kind == "agent":
+        if run.leased_by != caller.user_id:
+            raise NotAuthorized("this agent does not hold the lease of the run")
+    else:  # pragma: no cover - the permission table admits only agents and jobs here
+        raise NotAuthorized("only jobs and agents report on runs")
+
+
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+_NEXT: dict[str, frozenset[str]] = {
+    "leased": frozenset({"running", "succeeded", "failed"}),
+    "running": frozenset({"running", "succeeded", "failed"}),
+}
 
 
 def add_run_event(
-    unit: UnitOfWork, *, project: Project, run_id: str, stage: str, status: str, message: str
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    run_id: str,
+    stage: str,
+    status: str,
+    message: str,
+    caller: Identity,
 ) -> RunEvent:
+    """Record a stage event from the run's current job (or its agent) and move the status."""
     run = get_run(unit.session, project=project, run_id=run_id)
+    check_reporter(caller=caller, run=run)
     if run.status in _TERMINAL:
         raise Conflict(f"run {run_id} already ended ({run.status}); no more events")
+    if status not in _NEXT.get(run.status, frozenset()):
+        raise Conflict(f"run {run_id} cannot go from {run.status} to {status}")
     event = RunEvent(run_id=run.id, stage=stage, status=status, message=message)
     unit.session.add(event)
+    if status != run.status:
+        unit.record(
+            "run.status",
+            f"run:{run.id}",
+            {"from": run.status, "to": status, "stage": stage, "attempt": run.attempt},
+        )
+    else:
+        unit.record("run.event", f"run:{run.id}", {"stage": stage, "attempt": run.attempt})
     run.status, run.updated_at = status, utcnow()
-    unit.record("run.event", f"run:{run.id}", {"stage": stage, "status": status})
+    run.status_reason = message[:500] if status in _TERMINAL else f"stage {stage}"
+    if status in _TERMINAL:
+        run.lease_expires_at = None
     return event
 
 
+def add_logs(
+    unit: UnitOfWork, *, project: Project, run_id: str, lines: list[str], caller: Identity
+) -> int:
+    run = get_run(unit.session, project=project, run_id=run_id)
+    check_reporter(caller=caller, run=run)
+    unit.session.add_all(RunLog(run_id=run.id, attempt=run.attempt, line=line) for line in lines)
+    unit.record("run.logs", f"run:{run.id}", {"lines": len(lines), "attempt": run.attempt})
+    return len(lines)
+
+
+def cancel_run(unit: UnitOfWork, *, project: Project, run_id: str) -> Run:
+    run = get_run(unit.session, project=project, run_id=run_id)
+    if run.status in _TERMINAL:
+        raise Conflict(f"run {run_id} already ended ({run.status})")
+    previous = run.status
+    run.status, run.status_reason, run.updated_at = "cancelled", "cancelled by request", utcnow()
+    run.lease_expires_at = None
+    unit.record("run.status", f"run:{run.id}", {"from": previous, "to": "cancelled"})
+    return run
+
+
 def add_metric(
-    unit: UnitOfWork, *, project: Project, run_id: str, name: str, step: int, value: float
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    run_id: str,
+    name: str,
+    step: int,
+    value: float,
+    caller: Identity,
 ) -> RunMetric:
     run = get_run(unit.session, project=project, run_id=run_id)
+    check_reporter(caller=caller, run=run)
     metric = RunMetric(run_id=run.id, name=name, step=step, value=value)
     unit.session.add(metric)
     unit.record("run.metric", f"run:{run.id}", {"name": name, "step": step})

@@ -1,0 +1,240 @@
+"""The agent protocol: join, heartbeat, leases with fencing, and lease expiry.
+
+A run's ``attempt`` is its fencing token: each lease increments it and mints a job
+token bound to ``run:<id>:<attempt>``. Reports carrying an older attempt are
+refused, so a stale process (an agent that lost its lease) cannot overwrite a
+newer attempt's progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from bastion.errors import NotAuthenticated, NotAuthorized
+from bastion.server.auth import new_token, parse_token, secrets_match
+from bastion.server.db.models import (
+    ApiToken,
+    Cluster,
+    ClusterJoinToken,
+    Project,
+    Run,
+    RunEvent,
+    User,
+    utcnow,
+)
+from bastion.server.db.session import UnitOfWork
+from bastion.server.deps import Identity
+from bastion.server.services.resources import JOIN_TOKEN_KIND, get_cluster
+
+__all__ = [
+    "LEASE_SECONDS",
+    "Lease",
+    "expire_leases",
+    "heartbeat",
+    "join",
+    "lease_next",
+]
+
+#: How long a lease lives without a heartbeat renewing it.
+LEASE_SECONDS = 30
+#: An agent is "live" if it heartbeated this recently.
+LIVE_SECONDS = 30
+_ACTIVE = ("leased", "running")
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: str
+    project: str
+    attempt: int
+    spec: dict[str, Any]
+    job_token: str
+    lease_seconds: int
+    resume_from: int | None
+
+
+def join(
+    unit: UnitOfWork,
+    *,
+    cluster: str,
+    join_token: str,
+    signing_public_key: str,
+    hybrid_public_keyset: str,
+) -> tuple[Cluster, str]:
+    """Exchange a one-time join token for the cluster agent's own credential."""
+    refused = NotAuthenticated("invalid, used or expired join token")
+    parsed = parse_token(join_token, kind=JOIN_TOKEN_KIND)
+    if parsed is None:
+        raise refused
+    token_id, secret = parsed
+    session = unit.session
+    row = session.get(ClusterJoinToken, token_id)
+    found = session.scalars(select(Cluster).where(Cluster.name == cluster)).first()
+    # (1) the token exists and matches, (2) it belongs to this cluster, (3) unused and live.
+    if row is None or found is None or not secrets_match(secret, row.secret_hash):
+        raise refused
+    expires = row.expires_at
+    if row.cluster_id != found.id or row.used_at is not None or expires <= utcnow():
+        raise refused
+    row.used_at = utcnow()
+    username = f"agent-{cluster}"
+    agent = session.scalars(select(User).where(User.username == username)).first()
+    if agent is None:
+        agent = User(username=username, kind="agent")
+        session.add(agent)
+        session.flush()
+    found.agent_user_id = agent.id
+    found.signing_public_key = signing_public_key
+    found.hybrid_public_keyset = hybrid_public_keyset
+    found.last_heartbeat = utcnow()
+    minted = new_token()
+    session.add(
+        ApiToken(
+            id=minted.id,
+            user_id=agent.id,
+            name=f"agent of {cluster}",
+            secret_hash=minted.secret_hash,
+            scopes=["*"],
+        )
+    )
+    unit.actor = f"agent:{username}"
+    unit.record("cluster.join", f"cluster:{cluster}", {"agent": username})
+    return found, minted.token
+
+
+def _own_cluster(unit: UnitOfWork, *, caller: Identity, name: str) -> Cluster:
+    cluster = get_cluster(unit.session, name)
+    if cluster.agent_user_id != caller.user_id:
+        raise NotAuthorized(f"this agent is not the agent of cluster {name!r}")
+    return cluster
+
+
+def expire_leases(unit: UnitOfWork) -> list[str]:
+    """Re-queue (or fail, when retries are spent) runs whose lease ran out."""
+    now = utcnow()
+    expired = unit.session.scalars(
+        select(Run).where(Run.status.in_(_ACTIVE), Run.lease_expires_at < now)
+    ).all()
+    for run in expired:
+        retries_used = run.attempt - 1
+        if retries_used < run.max_retries:
+            run.status, run.status_reason = (
+                "queued",
+                f"attempt {run.attempt} lost its agent; retrying",
+            )
+        else:
+            run.status, run.status_reason = (
+                "failed",
+                f"attempt {run.attempt} lost its agent; no retries left",
+            )
+        run.leased_by, run.lease_expires_at, run.updated_at = None, None, now
+        unit.record(
+            "run.lease_expired", f"run:{run.id}", {"attempt": run.attempt, "status": run.status}
+        )
+    return [run.id for run in expired]
+
+
+def heartbeat(
+    unit: UnitOfWork, *, caller: Identity, name: str, active: dict[str, int]
+) -> tuple[Cluster, list[str]]:
+    """Record liveness, renew the leases the agent still holds; return runs to stop."""
+    cluster = _own_cluster(unit, caller=caller, name=name)
+    cluster.last_heartbeat = utcnow()
+    stop: list[str] = []
+    for run_id, attempt in active.items():
+        run = unit.session.get(Run, run_id)
+        if run is None or run.cluster_id != cluster.id or run.attempt != attempt:
+            stop.append(run_id)  # unknown, foreign or fenced off: the agent must kill it
+        elif run.status not in _ACTIVE:
+            stop.append(run_id)
+        else:
+            run.lease_expires_at = utcnow() + dt.timedelta(seconds=LEASE_SECONDS)
+    expire_leases(unit)
+    unit.record("cluster.heartbeat", f"cluster:{name}", {"active": len(active), "stop": len(stop)})
+    return cluster, stop
+
+
+def lease_next(unit: UnitOfWork, *, caller: Identity, name: str) -> Lease | None:
+    """Lease the oldest queued run of this cluster to its agent, with a fresh job token."""
+    cluster = _own_cluster(unit, caller=caller, name=name)
+    expire_leases(unit)
+    run = unit.session.scalars(
+        select(Run)
+        .where(Run.cluster_id == cluster.id, Run.status == "queued")
+        .order_by(Run.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if run is None:
+        return None
+    run.attempt += 1
+    run.status, run.status_reason = "leased", f"leased by the agent of {name}"
+    run.leased_by, run.updated_at = caller.user_id, utcnow()
+    run.lease_expires_at = utcnow() + dt.timedelta(seconds=LEASE_SECONDS)
+    job_user = _job_user(unit, cluster=name)
+    minted = new_token()
+    unit.session.add(
+        ApiToken(
+            id=minted.id,
+            user_id=job_user.id,
+            name=f"job {run.id} attempt {run.attempt}",
+            secret_hash=minted.secret_hash,
+            scopes=["runs:report", f"run:{run.id}:{run.attempt}"],
+            expires_at=utcnow() + dt.timedelta(seconds=_timeout(run) + 3600),
+        )
+    )
+    project = unit.session.get(Project, run.project_id)
+    unit.record(
+        "run.leased", f"run:{run.id}", {"attempt": run.attempt, "cluster": name, "status": "leased"}
+    )
+    return Lease(
+        run_id=run.id,
+        project=project.name if project else "",
+        attempt=run.attempt,
+        spec=dict(run.spec),
+        job_token=minted.token,
+        lease_seconds=LEASE_SECONDS,
+        resume_from=_last_checkpoint(unit, run.id),
+    )
+
+
+def _timeout(run: Run) -> int:
+    resources = run.spec.get("resources")
+    value = resources.get("timeout_seconds", 3600) if isinstance(resources, dict) else 3600
+    return int(value)
+
+
+def _last_checkpoint(unit: UnitOfWork, run_id: str) -> int | None:
+    """The last step a previous attempt checkpointed, so the next attempt resumes there."""
+    message = unit.session.scalars(
+        select(RunEvent.message)
+        .where(RunEvent.run_id == run_id, RunEvent.stage == "checkpoint")
+        .order_by(RunEvent.id.desc())
+        .limit(1)
+    ).first()
+    if message is None:
+        return None
+    try:
+        return int(message.rsplit(" ", 1)[-1])
+    except ValueError:
+        return None
+
+
+def _job_user(unit: UnitOfWork, *, cluster: str) -> User:
+    username = f"jobs-{cluster}"
+    user = unit.session.scalars(select(User).where(User.username == username)).first()
+    if user is None:
+        user = User(username=username, kind="job")
+        unit.session.add(user)
+        unit.session.flush()
+    return user
+
+
+def agent_is_live(cluster: Cluster) -> bool:
+    if cluster.last_heartbeat is None:
+        return False
+    return utcnow() - cluster.last_heartbeat < dt.timedelta(seconds=LIVE_SECONDS)
