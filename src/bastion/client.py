@@ -222,6 +222,100 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", "/api/v1/clusters")
         return result
 
+    # -- agent protocol --------------------------------------------------------------------
+
+    def join_cluster(
+        self, cluster: str, *, join_token: str, signing_public_key: str, hybrid_public_keyset: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            "/api/v1/agents/join",
+            json={
+                "cluster": cluster,
+                "join_token": join_token,
+                "signing_public_key": signing_public_key,
+                "hybrid_public_keyset": hybrid_public_keyset,
+            },
+        )
+        return result
+
+    def heartbeat(self, cluster: str, runs: dict[str, int]) -> list[str]:
+        result = self.request("POST", f"/api/v1/clusters/{cluster}/heartbeat", json={"runs": runs})
+        return [str(run_id) for run_id in result["stop"]]
+
+    def lease(self, cluster: str, *, wait: float) -> dict[str, Any] | None:
+        """Long-poll for work; None when nothing arrived within ``wait`` seconds."""
+        result: dict[str, Any] | None = self.request(
+            "POST",
+            f"/api/v1/clusters/{cluster}/lease",
+            params={"wait": wait},
+            timeout=wait + 30,
+        )
+        return result
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def submit_run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/projects/{spec['project']}/runs", json=spec
+        )
+        return result
+
+    def list_runs(self, project: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/runs")
+        return result
+
+    def get_run(self, project: str, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/v1/projects/{project}/runs/{run_id}")
+        return result
+
+    def run_events(self, project: str, run_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/runs/{run_id}/events"
+        )
+        return result
+
+    def run_logs(self, project: str, run_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/runs/{run_id}/logs", params={"after": after}
+        )
+        return result
+
+    def run_metrics(self, project: str, run_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/runs/{run_id}/metrics"
+        )
+        return result
+
+    def cancel_run(self, project: str, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/projects/{project}/runs/{run_id}/cancel"
+        )
+        return result
+
+    def report_event(
+        self, project: str, run_id: str, *, stage: str, status: str, message: str = ""
+    ) -> None:
+        self.request(
+            "POST",
+            f"/api/v1/projects/{project}/runs/{run_id}/events",
+            json={"stage": stage, "status": status, "message": message[:2000]},
+        )
+
+    def report_logs(self, project: str, run_id: str, lines: list[str]) -> None:
+        self.request(
+            "POST", f"/api/v1/projects/{project}/runs/{run_id}/logs", json={"lines": lines}
+        )
+
+    def report_metric(
+        self, project: str, run_id: str, *, name: str, step: int, value: float
+    ) -> None:
+        self.request(
+            "POST",
+            f"/api/v1/projects/{project}/runs/{run_id}/metrics",
+            json={"name": name, "step": step, "value": value},
+        )
+
     def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request(
             "GET", "/api/v1/audit/events", params={"limit": limit}

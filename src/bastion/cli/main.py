@@ -15,11 +15,13 @@ import typer
 
 from bastion import __version__
 from bastion.cli import (
+    agent_cmd,
     audit_cmd,
     crypto_cmd,
     demo_cmd,
     keys_cmd,
     projects_cmd,
+    runs_cmd,
     scan_cmd,
     server_cmd,
     session_cmd,
@@ -70,6 +72,9 @@ app.add_typer(users_cmd.app, name="user")
 app.add_typer(projects_cmd.projects, name="project")
 app.add_typer(projects_cmd.members, name="member")
 app.add_typer(tokens_cmd.app, name="token")
+app.add_typer(agent_cmd.clusters, name="cluster")
+app.add_typer(agent_cmd.agents, name="agent")
+app.add_typer(runs_cmd.app, name="run")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -255,6 +255,11 @@ class Keyring:
     def hybrid_encrypt(self) -> hybrid.HybridEncrypt:
         return self.handle(KeyPurpose.HYBRID).public_keyset_handle().primitive(hybrid.HybridEncrypt)
 
+    def hybrid_public_keyset(self) -> str:
+        """The HPKE public keyset (Tink binary, base64): what others encrypt transfers to."""
+        public = self.handle(KeyPurpose.HYBRID).public_keyset_handle()
+        return base64.b64encode(tink.proto_keyset_format.serialize_without_secret(public)).decode()
+
     def signer(self) -> signature.PublicKeySign:
         return self.handle(KeyPurpose.SIGNING).primitive(signature.PublicKeySign)
 

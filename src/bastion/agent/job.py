@@ -1,0 +1,119 @@
+"""A job process: ``python -m bastion.agent.job WORKDIR``.
+
+The agent writes ``WORKDIR/job.json`` (what to run) and passes a job token bound to
+this run and attempt in ``BASTION_JOB_TOKEN``; the job holds no other credential and
+no keys. It reports stages, log lines, metrics and checkpoints, and ends the run
+with ``succeeded`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bastion.client import Client
+from bastion.config import Settings
+from bastion.errors import BastionError, Conflict
+from bastion.files import atomic_write_bytes
+from bastion.spec import RunSpec, SmokeJob
+
+__all__ = ["JobContext", "main", "run_smoke"]
+
+
+@dataclass
+class JobContext:
+    """What a job knows about itself, and its one channel to the control plane."""
+
+    client: Client
+    project: str
+    run_id: str
+    attempt: int
+    workdir: Path
+    resume_from: int | None
+
+    def event(self, stage: str, status: str, message: str = "") -> None:
+        self.client.report_event(
+            self.project, self.run_id, stage=stage, status=status, message=message
+        )
+
+    def log(self, *lines: str) -> None:
+        self.client.report_logs(self.project, self.run_id, list(lines))
+
+    def metric(self, name: str, step: int, value: float) -> None:
+        self.client.report_metric(self.project, self.run_id, name=name, step=step, value=value)
+
+    def checkpoint(self, step: int, state: dict[str, Any]) -> None:
+        """Write the state atomically, then tell the control plane where to resume."""
+        atomic_write_bytes(self.workdir.parent / "checkpoint.json", json.dumps(state).encode())
+        self.event("checkpoint", "running", f"step {step}")
+
+
+class JobFailed(Exception):
+    """The job's own work failed; the message becomes the run's failure reason."""
+
+
+def run_smoke(context: JobContext, job: SmokeJob) -> str:
+    """The built-in smoke job: steps with metrics, checkpoints and an optional failure."""
+    first = (context.resume_from or 0) + 1
+    if context.resume_from:
+        context.log(f"resuming after step {context.resume_from} (attempt {context.attempt})")
+    # Inputs stay here: only their count and sizes leave the compute plane.
+    sizes = {name: len(value) for name, value in job.inputs.items()}
+    for step in range(first, job.steps + 1):
+        if job.sleep_seconds:
+            time.sleep(job.sleep_seconds)
+        if job.fail_at_step == step:
+            raise JobFailed(f"smoke job failed at step {step} as its spec asked")
+        context.metric("loss", step, 1.0 / step)
+        context.log(f"step {step}/{job.steps}")
+        if step % job.checkpoint_every == 0:
+            context.checkpoint(step, {"step": step})
+    result = json.dumps({"steps": job.steps, "input_sizes": sizes}, sort_keys=True).encode()
+    atomic_write_bytes(context.workdir / "result.json", result)
+    return f"smoke job done; result.json sha256 {hashlib.sha256(result).hexdigest()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    workdir = Path((argv or sys.argv[1:])[0])
+    manifest = json.loads((workdir / "job.json").read_text())
+    settings = Settings()
+    if settings.job_token is None:
+        print("no job token in the environment", file=sys.stderr)
+        return 2
+    spec = RunSpec.model_validate(manifest["spec"])
+    with Client(
+        manifest["url"], token=settings.job_token.get_secret_value(), verify=manifest["verify"]
+    ) as client:
+        context = JobContext(
+            client=client,
+            project=manifest["project"],
+            run_id=manifest["run_id"],
+            attempt=int(manifest["attempt"]),
+            workdir=workdir,
+            resume_from=manifest.get("resume_from"),
+        )
+        try:
+            context.event(spec.job.type, "running", f"attempt {context.attempt} started")
+            summary = run_smoke(context, spec.job)
+        except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
+            print(f"stopping: {exc}", file=sys.stderr)
+            return 3
+        except (JobFailed, OSError) as exc:
+            reason = str(exc) if isinstance(exc, JobFailed) else f"storage error: {exc.strerror}"
+            context.log(f"failed: {reason}")
+            context.event(spec.job.type, "failed", reason)
+            return 1
+        except BastionError as exc:
+            print(f"control plane refused: {exc}", file=sys.stderr)
+            return 4
+        context.event(spec.job.type, "succeeded", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The agent: joins its cluster, heartbeats, leases work by long-polling, runs jobs.
+
+It only ever connects out to the control plane and listens on no socket. Its own
+credential and keys stay in its ``BASTION_HOME``; each job gets a fresh environment
+with nothing but a token bound to its run and attempt.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bastion.agent.executors import EXECUTORS, Executor, JobHandle, JobRequest
+from bastion.agent.storage import Storage
+from bastion.client import Client
+from bastion.config import Settings
+from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
+from bastion.files import atomic_write_bytes
+from bastion.security.keys import load_keyring
+
+__all__ = ["Agent", "AgentConfig", "check_transport"]
+
+log = logging.getLogger("bastion.agent")
+
+
+def check_transport(url: str) -> None:
+    """HTTPS everywhere; plain HTTP only to a control plane on this host."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http":
+        raise InvalidInput(f"{url}: the control plane URL must start with https://")
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInput(
+            f"{url}: plain HTTP is only allowed to a loopback control plane; use https"
+        )
+
+
+@dataclass
+class AgentConfig:
+    cluster: str
+    url: str
+    storage: Path
+    executor: str = "local"
+    max_parallel: int = 2
+    ca_cert: str | None = None
+    heartbeat_seconds: float = 5.0
+    long_poll_seconds: float = 10.0
+
+
+@dataclass
+class _Running:
+    handle: JobHandle
+    project: str
+    spec_type: str
+    stopped: bool = False
+
+
+@dataclass
+class _State:
+    jobs: dict[str, _Running] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def active(self) -> dict[str, int]:
+        with self.lock:
+            return {run_id: job.handle.request.attempt for run_id, job in self.jobs.items()}
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, settings: Settings) -> None:
+        check_transport(config.url)
+        if config.executor not in EXECUTORS:
+            raise InvalidInput(
+                f"unknown executor {config.executor!r}; use one of {sorted(EXECUTORS)}"
+            )
+        self.config = config
+        self.settings = settings
+        self.storage = Storage(config.storage)
+        self.storage.check()
+        self.executor: Executor = EXECUTORS[config.executor](max_parallel=config.max_parallel)
+        self.state = _State()
+        self._stop = threading.Event()
+        self._client: Client | None = None
+
+    # -- credentials -----------------------------------------------------------------------
+
+    @property
+    def _credential_file(self) -> Path:
+        return self.settings.home_dir / f"agent-{self.config.cluster}.json"
+
+    def join(self, join_token: str | None) -> None:
+        """Use the saved agent credential, or exchange the one-time join token for one."""
+        verify: bool | str = self.config.ca_cert or True
+        if self._credential_file.is_file():
+            saved = json.loads(self._credential_file.read_text())
+            self._client = Client(self.config.url, token=saved["token"], verify=verify)
+            return
+        if join_token is None:
+            raise ConfigurationError(
+                f"agent of {self.config.cluster!r} has not joined yet; pass --join-token "
+                "(from 'bastion cluster create')"
+            )
+        keyring = load_keyring(self.settings)
+        with Client(self.config.url, verify=verify) as anonymous:
+            joined = anonymous.join_cluster(
+                self.config.cluster,
+                join_token=join_token,
+                signing_public_key=keyring.primary_signing_key().public_pem.decode(),
+                hybrid_public_keyset=keyring.hybrid_public_keyset(),
+            )
+        atomic_write_bytes(
+            self._credential_file,
+            json.dumps({"url": self.config.url, "token": joined["token"]}).encode(),
+            mode=0o600,
+        )
+        self._client = Client(self.config.url, token=joined["token"], verify=verify)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise ConfigurationError("the agent has not joined its cluster")
+        return self._client
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        beat.start()
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                self._reap()
+                if self.executor.free_slots > 0:
+                    lease = self.client.lease(
+                        self.config.cluster, wait=self.config.long_poll_seconds
+                    )
+                    if lease is not None:
+                        self._start(lease)
+                else:
+                    self._stop.wait(0.2)
+                backoff = 1.0
+            except ServiceUnavailable as exc:
+                log.warning("control plane unreachable (%s); retrying in %.0fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        with self.state.lock:
+            for job in self.state.jobs.values():
+                job.handle.kill()
+
+    def _heartbeats(self) -> None:
+        while not self._stop.is_set():
+            try:
+                stop = self.client.heartbeat(self.config.cluster, self.state.active())
+                self._kill(stop)
+            except BastionError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self._stop.wait(self.config.heartbeat_seconds)
+
+    def _kill(self, run_ids: list[str]) -> None:
+        with self.state.lock:
+            for run_id in run_ids:
+                job = self.state.jobs.get(run_id)
+                if job is not None:
+                    job.stopped = True
+                    job.handle.kill()
+
+    def _start(self, lease: dict[str, Any]) -> None:
+        spec = lease["spec"]
+        workdir = self.storage.workdir(lease["run_id"], lease["attempt"])
+        manifest = {
+            "run_id": lease["run_id"],
+            "project": lease["project"],
+            "attempt": lease["attempt"],
+            "spec": spec,
+            "url": self.config.url,
+            "verify": self.config.ca_cert or True,
+            "resume_from": lease.get("resume_from"),
+        }
+        atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
+        resources = spec.get("resources", {})
+        request = JobRequest(
+            run_id=lease["run_id"],
+            attempt=int(lease["attempt"]),
+            workdir=workdir,
+            environment=_job_environment(workdir, lease["job_token"]),
+            timeout_seconds=int(resources.get("timeout_seconds", 3600)),
+            memory_mb=int(resources.get("memory_mb", 4096)),
+            cpu_seconds=resources.get("cpu_seconds"),
+        )
+        handle = self.executor.start(request)
+        with self.state.lock:
+            self.state.jobs[lease["run_id"]] = _Running(
+                handle=handle, project=lease["project"], spec_type=spec["job"]["type"]
+            )
+
+    def _reap(self) -> None:
+        """Collect finished jobs; fail runs whose process died or ran out of time."""
+        with self.state.lock:
+            items = list(self.state.jobs.items())
+        for run_id, job in items:
+            request = job.handle.request
+            code = job.handle.poll()
+            if code is None and job.handle.elapsed() > request.timeout_seconds:
+                job.handle.kill()
+                self._fail(run_id, job, f"timed out after {request.timeout_seconds} s")
+                code = -9
+            elif code is not None and code not in (0, 1, 3) and not job.stopped:
+                self._fail(run_id, job, f"job process exited with code {code}")
+            if code is not None:
+                with self.state.lock:
+                    self.state.jobs.pop(run_id, None)
+
+    def _fail(self, run_id: str, job: _Running, reason: str) -> None:
+        try:
+            self.client.report_event(
+                job.project, run_id, stage=job.spec_type, status="failed", message=reason
+            )
+        except BastionError as exc:  # already ended, cancelled or fenced off
+            log.info("run %s: could not report failure: %s", run_id, exc)
+
+
+def _job_environment(workdir: Path, job_token: str) -> dict[str, str]:
+    """A minimal environment: no agent credential, no master key, no inherited secrets."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(workdir),
+        "BASTION_HOME": str(workdir / ".bastion"),
+        "BASTION_JOB_TOKEN": job_token,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def run_agent(config: AgentConfig, settings: Settings, *, join_token: str | None) -> Agent:
+    agent = Agent(config, settings)
+    agent.join(join_token)
+    return agent

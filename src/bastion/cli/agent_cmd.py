@@ -1,0 +1,81 @@
+"""``bastion cluster`` and ``bastion agent``: register compute planes and run their agents."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from bastion.cli.context import out, settings
+from bastion.cli.remote import client
+
+clusters = typer.Typer(help="Register compute planes (clusters).", no_args_is_help=True)
+agents = typer.Typer(help="Run a cluster's agent next to the data.", no_args_is_help=True)
+
+
+@clusters.command("create")
+def create_cluster(
+    name: Annotated[str, typer.Argument(help="Cluster name.")],
+    description: Annotated[str, typer.Option(help="Where it runs.")] = "",
+) -> None:
+    """Register a cluster and print its one-time join token."""
+    with client() as remote:
+        cluster = remote.create_cluster(name, description=description)
+    out.print(f"created cluster {cluster['name']}; join token (shown once):")
+    out.print(cluster["join_token"], markup=False)
+
+
+@clusters.command("list")
+def list_clusters() -> None:
+    """List clusters with their agents' last heartbeat."""
+    with client() as remote:
+        rows = remote.list_clusters()
+    table = Table("name", "last heartbeat", "signing key")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            (row["last_heartbeat"] or "never")[:19],
+            "published" if row["signing_public_key"] else "",
+        )
+    out.print(table)
+
+
+@agents.command("start")
+def start(
+    cluster: Annotated[str, typer.Option(help="The cluster this agent serves.")],
+    control_plane: Annotated[str, typer.Option(help="Control plane URL (https://...).")],
+    join_token: Annotated[
+        str | None, typer.Option(help="One-time join token (first start only).")
+    ] = None,
+    storage: Annotated[Path | None, typer.Option(help="Storage root for runs.")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    max_parallel: Annotated[int, typer.Option(min=1, max=256, help="Jobs at once.")] = 2,
+    ca_cert: Annotated[
+        str | None, typer.Option(help="PEM bundle of a private CA to trust.")
+    ] = None,
+    heartbeat_seconds: Annotated[float, typer.Option(min=0.2, max=60)] = 5.0,
+) -> None:
+    """Join (once), then heartbeat and run leased jobs until interrupted."""
+    from bastion.agent.loop import AgentConfig, run_agent
+
+    config = AgentConfig(
+        cluster=cluster,
+        url=control_plane,
+        storage=storage or settings().storage_dir,
+        executor=executor,
+        max_parallel=max_parallel,
+        ca_cert=ca_cert,
+        heartbeat_seconds=heartbeat_seconds,
+    )
+    agent = run_agent(config, settings(), join_token=join_token)
+
+    def _stop(*_args: Any) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    out.print(f"agent of cluster {cluster} connected to {control_plane}; storage {config.storage}")
+    agent.run()

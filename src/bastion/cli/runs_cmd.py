@@ -1,0 +1,120 @@
+"""``bastion run``: submit, follow, inspect and cancel runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bastion.cli.context import out
+from bastion.cli.remote import client
+from bastion.client import Client
+from bastion.errors import CheckFailed
+
+app = typer.Typer(help="Submit and follow runs.", no_args_is_help=True)
+
+Project = Annotated[str, typer.Option("--project", "-p", help="Project of the run.")]
+_TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _follow(remote: Client, project: str, run_id: str, *, poll: float = 0.5) -> str:
+    """Print events and log lines as they arrive; return the final status."""
+    seen_events, last_log = 0, 0
+    while True:
+        run = remote.get_run(project, run_id)
+        events = remote.run_events(project, run_id)
+        for event in events[seen_events:]:
+            out.print(f"[bold]{event['stage']}[/bold] {event['status']}  {event['message']}")
+        seen_events = len(events)
+        for line in remote.run_logs(project, run_id, after=last_log):
+            out.print(f"  {line['line']}", markup=False)
+            last_log = line["id"]
+        if run["status"] in _TERMINAL:
+            return str(run["status"])
+        time.sleep(poll)
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Run spec (YAML).")],
+    follow: Annotated[bool, typer.Option("--follow", help="Stream stages and logs.")] = False,
+) -> None:
+    """Validate a spec and queue it; exit 1 if a followed run does not succeed."""
+    from bastion.spec import load_spec
+
+    parsed = load_spec(spec)  # refused here, before anything is queued
+    with client() as remote:
+        run = remote.submit_run(parsed.model_dump(mode="json"))
+        out.print(f"queued run {run['id']} ({run['status_reason']})")
+        if follow:
+            status = _follow(remote, parsed.project, run["id"])
+            out.print(f"run {run['id']} {status}")
+            if status != "succeeded":
+                raise CheckFailed(f"run {run['id']} {status}")
+
+
+@app.command("list")
+def list_runs(project: Project) -> None:
+    """List a project's runs, newest first."""
+    with client() as remote:
+        rows = remote.list_runs(project)
+    table = Table("id", "name", "status", "attempt", "reason", "created")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["name"],
+            row["status"],
+            str(row["attempt"]),
+            row["status_reason"],
+            row["created_at"][:19],
+        )
+    out.print(table)
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument()], project: Project) -> None:
+    """Show a run's status, events and latest metrics."""
+    with client() as remote:
+        run = remote.get_run(project, run_id)
+        events = remote.run_events(project, run_id)
+        metrics = remote.run_metrics(project, run_id)
+    out.print(f"run {run['id']} {run['name']}: {run['status']} (attempt {run['attempt']})")
+    out.print(f"  {run['status_reason']}", markup=False)
+    for event in events:
+        out.print(
+            f"  {event['ts'][:19]} {event['stage']} {event['status']} {event['message']}",
+            markup=False,
+        )
+    if metrics:
+        last = metrics[-1]
+        out.print(
+            f"  {len(metrics)} metric points; last {last['name']}={last['value']:.4g} at step {last['step']}"
+        )
+
+
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument()],
+    project: Project,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep printing until the run ends.")
+    ] = False,
+) -> None:
+    """Print a run's log lines."""
+    with client() as remote:
+        if follow:
+            _follow(remote, project, run_id)
+            return
+        for line in remote.run_logs(project, run_id):
+            out.print(line["line"], markup=False)
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument()], project: Project) -> None:
+    """Cancel a run; its agent stops the job at the next heartbeat."""
+    with client() as remote:
+        run = remote.cancel_run(project, run_id)
+    out.print(f"run {run['id']} {run['status']}")
