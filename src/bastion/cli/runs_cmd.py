@@ -90,9 +90,8 @@ def show(run_id: Annotated[str, typer.Argument()], project: Project) -> None:
         )
     if metrics:
         last = metrics[-1]
-        out.print(
-            f"  {len(metrics)} metric points; last {last['name']}={last['value']:.4g} at step {last['step']}"
-        )
+        latest = f"{last['name']}={last['value']:.4g} at step {last['step']}"
+        out.print(f"  {len(metrics)} metric points; last {latest}")
 
 
 @app.command()
