@@ -126,7 +126,7 @@ def test_roles_that_cannot_start_runs(
     cp = control_plane
     response = cp.client.post(
         "/api/v1/projects/p1/runs",
-        json={"name": "r", "spec": {}},
+        json=smoke_spec(),
         headers=cp.as_(role_tokens[role]),
     )
     assert response.status_code == 403

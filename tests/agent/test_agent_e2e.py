@@ -1,0 +1,237 @@
+"""The compute plane end to end: a real control plane, a real agent process, real jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from bastion.client import Client
+from tests.server.test_live import BASTION, _bastion, _env, _free_port, _init, _wait_healthy
+
+
+@dataclass
+class Plane:
+    url: str
+    admin: Client
+    client_home: Path
+    agent_home: Path
+    agent: subprocess.Popen[str]
+    storage: Path
+
+
+def _spec(path: Path, **job: object) -> Path:
+    spec = {"name": "smoke", "project": "p", "cluster": "c1", "job": {"type": "smoke", **job}}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    """One control plane and one agent shared by this module's tests (they take seconds)."""
+    tmp_path = tmp_path_factory.mktemp("plane")
+    server_home, client_home, agent_home = (tmp_path / n for n in ("server", "client", "agent"))
+    token = _init(server_home)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [BASTION, "server", "start", "--port", str(port)],
+        env=_env(server_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    agent: subprocess.Popen[str] | None = None
+    try:
+        _wait_healthy(url)
+        assert _bastion(client_home, "login", "--url", url, "--token", token).returncode == 0
+        assert _bastion(client_home, "project", "create", "p").returncode == 0
+        created = _bastion(client_home, "cluster", "create", "c1")
+        join_token = created.stdout.splitlines()[1].strip()
+        storage = tmp_path / "storage"
+        agent = subprocess.Popen(
+            [
+                BASTION,
+                "agent",
+                "start",
+                "--cluster",
+                "c1",
+                "--control-plane",
+                url,
+                "--join-token",
+                join_token,
+                "--storage",
+                str(storage),
+                "--heartbeat-seconds",
+                "0.5",
+            ],
+            env=_env(agent_home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        with Client(url, token=token) as admin:
+            deadline = time.monotonic() + 60
+            while not admin.list_clusters()[0]["last_heartbeat"]:
+                assert time.monotonic() < deadline, "agent never heartbeated"
+                assert agent.poll() is None, agent.stdout.read() if agent.stdout else ""
+                time.sleep(0.2)
+            yield Plane(url, admin, client_home, agent_home, agent, storage)
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_status(
+    admin: Client, run_id: str, statuses: set[str], timeout: float = 60
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = admin.get_run("p", run_id)
+        if run["status"] in statuses:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never reached {statuses}: {admin.get_run('p', run_id)}")
+
+
+def test_smoke_run_end_to_end(plane: Plane, tmp_path: Path) -> None:
+    spec = _spec(tmp_path / "smoke.yaml", steps=4)
+    result = _bastion(plane.client_home, "run", "submit", str(spec), "--follow")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "step 4/4" in result.stdout and "succeeded" in result.stdout
+    run_id = result.stdout.split()[2]
+    run = plane.admin.get_run("p", run_id)
+    assert run["status"] == "succeeded" and run["attempt"] == 1
+    assert [m["step"] for m in plane.admin.run_metrics("p", run["id"])] == [1, 2, 3, 4]
+    actions = [e["action"] for e in plane.admin.audit_events(limit=200)]
+    for action in ("cluster.join", "run.create", "run.leased", "run.status"):
+        assert action in actions
+    workdir = plane.storage / "runs" / run["id"] / "attempt-1"
+    assert json.loads((workdir / "result.json").read_text())["steps"] == 4
+
+
+def test_bad_spec_is_refused_before_queueing(plane: Plane, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "project": "p",
+                "cluster": "c1",
+                "job": {"type": "smoke", "steps": 0},
+                "gpu": True,
+            }
+        )
+    )
+    result = _bastion(plane.client_home, "run", "submit", str(bad))
+    assert result.returncode == 2
+    assert "job.steps" in result.stderr and "gpu" in result.stderr
+    assert all(run["name"] != "x" for run in plane.admin.list_runs("p"))
+
+
+def _listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def test_agent_listens_on_nothing_and_jobs_get_only_their_token(
+    plane: Plane, tmp_path: Path
+) -> None:
+    run = plane.admin.submit_run(
+        yaml.safe_load(_spec(tmp_path / "slow.yaml", steps=40, sleep_seconds=0.25).read_text())
+    )
+    _wait_status(plane.admin, run["id"], {"running"})
+    sockets = _socket_inodes(plane.agent.pid)
+    assert sockets, "the agent should hold outbound connections"
+    assert not sockets & _listening_inodes(), "the agent must not listen on any socket"
+    jobs = _children(plane.agent.pid)
+    assert len(jobs) == 1
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{jobs[0]}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    assert "BASTION_JOB_TOKEN" in environ and "BASTION_MASTER_KEY" not in environ
+    agent_token = json.loads((plane.agent_home / "agent-c1.json").read_text())["token"]
+    assert agent_token not in json.dumps(environ)
+    # The job token reports on its own run only.
+    other = plane.admin.submit_run({**run["spec"], "name": "other"})
+    with Client(plane.url, token=environ["BASTION_JOB_TOKEN"]) as job:
+        with pytest.raises(Exception, match="403"):
+            job.report_logs("p", other["id"], ["not mine"])
+        with pytest.raises(Exception, match="403"):
+            job.list_runs("p")
+    plane.admin.cancel_run("p", other["id"])
+    # Cancelling the running run stops its process at the next heartbeat.
+    plane.admin.cancel_run("p", run["id"])
+    deadline = time.monotonic() + 30
+    while (
+        Path(f"/proc/{jobs[0]}").exists()
+        and "Z" not in Path(f"/proc/{jobs[0]}/stat").read_text().split()[2]
+    ):
+        assert time.monotonic() < deadline, "the cancelled job is still running"
+        time.sleep(0.2)
+    assert plane.admin.get_run("p", run["id"])["status"] == "cancelled"
+
+
+def test_failed_job_reports_its_reason(plane: Plane, tmp_path: Path) -> None:
+    run = plane.admin.submit_run(
+        yaml.safe_load(_spec(tmp_path / "fail.yaml", steps=5, fail_at_step=3).read_text())
+    )
+    final = _wait_status(plane.admin, run["id"], {"failed", "succeeded"})
+    assert final["status"] == "failed" and "failed at step 3" in str(final["status_reason"])
+    logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
+    assert logs[:2] == ["step 1/5", "step 2/5"]
+
+
+def test_health_of_the_join_token(plane: Plane) -> None:
+    """The join token was consumed: a second join with it is refused."""
+    response = httpx.post(
+        f"{plane.url}/api/v1/agents/join",
+        json={
+            "cluster": "c1",
+            "join_token": "bstjoin_" + "0" * 32 + "_x",
+            "signing_public_key": "k",
+            "hybrid_public_keyset": "h",
+        },
+    )
+    assert response.status_code == 401
