@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     login_window_seconds: int = Field(default=900, ge=1)
     session_token_hours: int = Field(default=12, ge=1)
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    lease_seconds: int = Field(default=30, ge=2, le=3600)
     job_token: SecretStr | None = None  # set by the agent for a job process only
 
     @property

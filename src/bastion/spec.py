@@ -33,7 +33,14 @@ class SmokeJob(_Strict):
     sleep_seconds: float = Field(default=0.0, ge=0, le=3600)
     fail_at_step: int | None = Field(default=None, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
-    inputs: dict[str, str] = Field(default_factory=dict, max_length=100)
+    inputs: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+        Annotated[str, StringConstraints(min_length=1, max_length=1000)],
+    ] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="Input files, by name, as paths under the agent's storage root inputs/.",
+    )
 
 
 class Resources(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -34,17 +35,17 @@ def _spec(path: Path, **job: object) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
-    """One control plane and one agent shared by this module's tests (they take seconds)."""
-    tmp_path = tmp_path_factory.mktemp("plane")
+@contextlib.contextmanager
+def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]:
+    """A control plane process and one agent process (cluster c1), both on loopback."""
     server_home, client_home, agent_home = (tmp_path / n for n in ("server", "client", "agent"))
     token = _init(server_home)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    server_env = {**_env(server_home), "BASTION_LEASE_SECONDS": str(lease_seconds)}
     server = subprocess.Popen(
         [BASTION, "server", "start", "--port", str(port)],
-        env=_env(server_home),
+        env=server_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -56,40 +57,57 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         created = _bastion(client_home, "cluster", "create", "c1")
         join_token = created.stdout.splitlines()[1].strip()
         storage = tmp_path / "storage"
-        agent = subprocess.Popen(
-            [
-                BASTION,
-                "agent",
-                "start",
-                "--cluster",
-                "c1",
-                "--control-plane",
-                url,
-                "--join-token",
-                join_token,
-                "--storage",
-                str(storage),
-                "--heartbeat-seconds",
-                "0.5",
-            ],
-            env=_env(agent_home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        agent = start_agent(agent_home, url, "c1", storage, join_token)
         with Client(url, token=token) as admin:
-            deadline = time.monotonic() + 60
-            while not admin.list_clusters()[0]["last_heartbeat"]:
-                assert time.monotonic() < deadline, "agent never heartbeated"
-                assert agent.poll() is None, agent.stdout.read() if agent.stdout else ""
-                time.sleep(0.2)
+            wait_for_heartbeat(admin, agent, "c1")
             yield Plane(url, admin, client_home, agent_home, agent, storage)
     finally:
-        if agent is not None:
+        if agent is not None and agent.poll() is None:
             agent.terminate()
             agent.wait(timeout=30)
         server.terminate()
         server.wait(timeout=30)
+
+
+def start_agent(
+    home: Path, url: str, cluster: str, storage: Path, join_token: str | None = None
+) -> subprocess.Popen[str]:
+    args = [
+        BASTION,
+        "agent",
+        "start",
+        "--cluster",
+        cluster,
+        "--control-plane",
+        url,
+        "--storage",
+        str(storage),
+        "--heartbeat-seconds",
+        "0.5",
+    ]
+    if join_token:
+        args += ["--join-token", join_token]
+    return subprocess.Popen(
+        args, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_heartbeat(admin: Client, agent: subprocess.Popen[str], cluster: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        found = {c["name"]: c for c in admin.list_clusters()}
+        if found[cluster]["last_heartbeat"]:
+            return
+        assert time.monotonic() < deadline, "agent never heartbeated"
+        assert agent.poll() is None, agent.stdout.read() if agent.stdout else ""
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    """One control plane and one agent shared by this module's tests (they take seconds)."""
+    with running_plane(tmp_path_factory.mktemp("plane")) as started:
+        yield started
 
 
 def _wait_status(

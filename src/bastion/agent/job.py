@@ -35,6 +35,7 @@ class JobContext:
     attempt: int
     workdir: Path
     resume_from: int | None
+    inputs_root: Path
 
     def event(self, stage: str, status: str, message: str = "") -> None:
         self.client.report_event(
@@ -57,13 +58,26 @@ class JobFailed(Exception):
     """The job's own work failed; the message becomes the run's failure reason."""
 
 
+def _read_input(root: Path, relative: str) -> bytes:
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise JobFailed(f"input {relative!r} points outside the storage root's inputs/")
+    if not path.is_file():
+        raise JobFailed(f"input {relative!r} does not exist under the storage root's inputs/")
+    return path.read_bytes()
+
+
 def run_smoke(context: JobContext, job: SmokeJob) -> str:
     """The built-in smoke job: steps with metrics, checkpoints and an optional failure."""
     first = (context.resume_from or 0) + 1
     if context.resume_from:
         context.log(f"resuming after step {context.resume_from} (attempt {context.attempt})")
-    # Inputs stay here: only their count and sizes leave the compute plane.
-    sizes = {name: len(value) for name, value in job.inputs.items()}
+    # Inputs stay in the compute plane: only their sizes and hashes are reported.
+    sizes = {}
+    for name, relative in sorted(job.inputs.items()):
+        data = _read_input(context.inputs_root, relative)
+        sizes[name] = len(data)
+        context.log(f"input {name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
     for step in range(first, job.steps + 1):
         if job.sleep_seconds:
             time.sleep(job.sleep_seconds)
@@ -96,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             attempt=int(manifest["attempt"]),
             workdir=workdir,
             resume_from=manifest.get("resume_from"),
+            inputs_root=Path(manifest["inputs_root"]),
         )
         try:
             context.event(spec.job.type, "running", f"attempt {context.attempt} started")

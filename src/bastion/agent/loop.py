@@ -190,6 +190,7 @@ class Agent:
             "url": self.config.url,
             "verify": self.config.ca_cert or True,
             "resume_from": lease.get("resume_from"),
+            "inputs_root": str(self.storage.root / "inputs"),
         }
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
         resources = spec.get("resources", {})

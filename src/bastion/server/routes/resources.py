@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
@@ -106,12 +106,19 @@ def get_cluster(
 def heartbeat(
     name: str,
     body: HeartbeatIn,
+    request: Request,
     principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
     database: DatabaseDep,
 ) -> HeartbeatOut:
     """The cluster's agent is alive; renew its leases and learn which runs to stop."""
     with database.write(actor=principal.actor) as unit:
-        _, stop = agents.heartbeat(unit, caller=principal.identity, name=name, active=body.runs)
+        _, stop = agents.heartbeat(
+            unit,
+            caller=principal.identity,
+            name=name,
+            active=body.runs,
+            lease_seconds=request.app.state.settings.lease_seconds,
+        )
     return HeartbeatOut(stop=stop)
 
 
@@ -122,6 +129,7 @@ def heartbeat(
 )
 async def lease(
     name: str,
+    request: Request,
     principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
     database: DatabaseDep,
     wait: Annotated[
@@ -131,7 +139,11 @@ async def lease(
     """Long-poll for the next queued run of this cluster; 204 when none arrived in time."""
     deadline = time.monotonic() + wait
     while True:
-        offered = await run_in_threadpool(_lease_once, database, principal, name)
+        # An agent that died mid-poll must not be handed a run it will never start.
+        if await request.is_disconnected():
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        seconds = request.app.state.settings.lease_seconds
+        offered = await run_in_threadpool(_lease_once, database, principal, name, seconds)
         if offered is not None:
             return LeaseOut(**offered.__dict__)
         if time.monotonic() >= deadline:
@@ -142,9 +154,13 @@ async def lease(
 LEASE_POLL_SECONDS = 0.25
 
 
-def _lease_once(database: Database, principal: Principal, name: str) -> agents.Lease | None:
+def _lease_once(
+    database: Database, principal: Principal, name: str, lease_seconds: int
+) -> agents.Lease | None:
     with database.write(actor=principal.actor) as unit:
-        return agents.lease_next(unit, caller=principal.identity, name=name)
+        return agents.lease_next(
+            unit, caller=principal.identity, name=name, lease_seconds=lease_seconds
+        )
 
 
 # -- runs -----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ __all__ = [
     "lease_next",
 ]
 
-#: How long a lease lives without a heartbeat renewing it.
+#: How long a lease lives without a heartbeat renewing it (``BASTION_LEASE_SECONDS``).
 LEASE_SECONDS = 30
 #: An agent is "live" if it heartbeated this recently.
 LIVE_SECONDS = 30
@@ -139,7 +139,12 @@ def expire_leases(unit: UnitOfWork) -> list[str]:
 
 
 def heartbeat(
-    unit: UnitOfWork, *, caller: Identity, name: str, active: dict[str, int]
+    unit: UnitOfWork,
+    *,
+    caller: Identity,
+    name: str,
+    active: dict[str, int],
+    lease_seconds: int = LEASE_SECONDS,
 ) -> tuple[Cluster, list[str]]:
     """Record liveness, renew the leases the agent still holds; return runs to stop."""
     cluster = _own_cluster(unit, caller=caller, name=name)
@@ -152,13 +157,15 @@ def heartbeat(
         elif run.status not in _ACTIVE:
             stop.append(run_id)
         else:
-            run.lease_expires_at = utcnow() + dt.timedelta(seconds=LEASE_SECONDS)
+            run.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
     expire_leases(unit)
     unit.record("cluster.heartbeat", f"cluster:{name}", {"active": len(active), "stop": len(stop)})
     return cluster, stop
 
 
-def lease_next(unit: UnitOfWork, *, caller: Identity, name: str) -> Lease | None:
+def lease_next(
+    unit: UnitOfWork, *, caller: Identity, name: str, lease_seconds: int = LEASE_SECONDS
+) -> Lease | None:
     """Lease the oldest queued run of this cluster to its agent, with a fresh job token."""
     cluster = _own_cluster(unit, caller=caller, name=name)
     expire_leases(unit)
@@ -174,7 +181,7 @@ def lease_next(unit: UnitOfWork, *, caller: Identity, name: str) -> Lease | None
     run.attempt += 1
     run.status, run.status_reason = "leased", f"leased by the agent of {name}"
     run.leased_by, run.updated_at = caller.user_id, utcnow()
-    run.lease_expires_at = utcnow() + dt.timedelta(seconds=LEASE_SECONDS)
+    run.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
     job_user = _job_user(unit, cluster=name)
     minted = new_token()
     unit.session.add(
@@ -197,7 +204,7 @@ def lease_next(unit: UnitOfWork, *, caller: Identity, name: str) -> Lease | None
         attempt=run.attempt,
         spec=dict(run.spec),
         job_token=minted.token,
-        lease_seconds=LEASE_SECONDS,
+        lease_seconds=lease_seconds,
         resume_from=_last_checkpoint(unit, run.id),
     )
 

@@ -132,6 +132,8 @@ def check_reporter(*, caller: Identity, run: Run) -> None:
             raise NotAuthorized("this agent does not hold the lease of the run")
     else:  # pragma: no cover - the permission table admits only agents and jobs here
         raise NotAuthorized("only jobs and agents report on runs")
+    if run.status not in ("leased", "running"):
+        raise Conflict(f"run {run.id} is {run.status}; attempt {run.attempt} may not report")
 
 
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

@@ -1,0 +1,137 @@
+"""Faults: an agent killed mid-run, a stale attempt fenced off, a second cluster, canaries."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agent.test_agent_e2e import running_plane, start_agent, wait_for_heartbeat
+from tests.server.test_live import _bastion
+
+
+def _events(plane_admin: object, run_id: str) -> list[dict[str, object]]:
+    return plane_admin.run_events("p", run_id)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.slow
+def test_killed_agent_run_is_retried_from_its_checkpoint_and_the_stale_attempt_is_fenced(
+    tmp_path: Path,
+) -> None:
+    with running_plane(tmp_path, lease_seconds=3) as plane:
+        spec = {
+            "name": "long",
+            "project": "p",
+            "cluster": "c1",
+            "max_retries": 1,
+            "job": {"type": "smoke", "steps": 24, "sleep_seconds": 0.25},
+        }
+        run = plane.admin.submit_run(spec)
+        deadline = time.monotonic() + 60
+        while not any(
+            e["stage"] == "checkpoint" and e["message"] == "step 4"
+            for e in _events(plane.admin, run["id"])
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        plane.agent.send_signal(signal.SIGKILL)
+        plane.agent.wait(timeout=10)
+        # The orphaned job of attempt 1 goes on until the control plane fences it off.
+        restarted = start_agent(plane.agent_home, plane.url, "c1", plane.storage)
+        try:
+            wait_for_heartbeat(plane.admin, restarted, "c1")
+            deadline = time.monotonic() + 120
+            while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+                "succeeded",
+                "failed",
+            ):
+                assert time.monotonic() < deadline, current
+                time.sleep(0.3)
+            if current["status"] != "succeeded":
+                restarted.terminate()
+                out = restarted.communicate(timeout=30)[0]
+                events = _events(plane.admin, run["id"])
+                job_logs = [p.read_text()[-2000:] for p in plane.storage.rglob("job.log")]
+                raise AssertionError(f"{current}\n{events[-3:]}\n{out[-3000:]}\n{job_logs}")
+            assert current["attempt"] == 2
+            logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
+            resumed = [line for line in logs if line.startswith("resuming after step")]
+            assert len(resumed) == 1
+            resumed_at = int(resumed[0].split()[3])
+            assert resumed_at >= 4
+            # Attempt 2 started after the checkpoint: it never re-ran steps 1..resumed_at.
+            attempt2 = [row for row in plane.admin.run_logs("p", run["id"]) if row["attempt"] == 2]
+            steps = [
+                int(row["line"].split()[1].split("/")[0])
+                for row in attempt2
+                if row["line"].startswith("step ")
+            ]
+            assert steps and min(steps) == resumed_at + 1 and max(steps) == 24
+            # Attempt 1's process was fenced off: it exited instead of finishing.
+            attempt1_log = (
+                plane.storage / "runs" / run["id"] / "attempt-1" / "job.log"
+            ).read_text()
+            assert "superseded" in attempt1_log or "may not report" in attempt1_log
+            actions = [e["action"] for e in plane.admin.audit_events(limit=1000)]
+            assert "run.lease_expired" in actions
+        finally:
+            restarted.terminate()
+            restarted.wait(timeout=30)
+
+
+def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
+    tmp_path: Path,
+) -> None:
+    canary = "CANARY-7f3a9c-PATIENT-SSN-123-45-6789"
+    with running_plane(tmp_path) as plane:
+        created = _bastion(plane.client_home, "cluster", "create", "c2")
+        assert created.returncode == 0
+        second = start_agent(
+            tmp_path / "agent2",
+            plane.url,
+            "c2",
+            tmp_path / "storage2",
+            created.stdout.splitlines()[1].strip(),
+        )
+        try:
+            wait_for_heartbeat(plane.admin, second, "c2")
+            inputs = tmp_path / "storage2" / "inputs"
+            inputs.mkdir(parents=True)
+            (inputs / "patients.csv").write_text(f"ssn\\n{canary}\\n")
+            spec = {
+                "name": "c2-run",
+                "project": "p",
+                "cluster": "c2",
+                "job": {"type": "smoke", "steps": 2, "inputs": {"patients": "patients.csv"}},
+            }
+            run = plane.admin.submit_run(spec)
+            deadline = time.monotonic() + 60
+            while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+                "succeeded",
+                "failed",
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert current["status"] == "succeeded", current
+            assert (tmp_path / "storage2" / "runs" / run["id"]).is_dir()
+            assert not (plane.storage / "runs" / run["id"]).exists()
+            # The canary never reaches the control plane: database, API responses, audit log.
+            answers = json.dumps(
+                [
+                    plane.admin.get_run("p", run["id"]),
+                    plane.admin.run_events("p", run["id"]),
+                    plane.admin.run_logs("p", run["id"]),
+                    plane.admin.run_metrics("p", run["id"]),
+                    plane.admin.audit_events(limit=1000),
+                ]
+            )
+            assert "patients.csv" in answers or "patients" in answers
+            assert canary not in answers
+            for database in (tmp_path / "server").glob("*.db*"):
+                assert canary.encode() not in database.read_bytes()
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
