@@ -27,6 +27,7 @@ from bastion.cli import (
     session_cmd,
     sign_cmd,
     tokens_cmd,
+    up_cmd,
     users_cmd,
 )
 from bastion.cli.context import err, reset, state
@@ -65,6 +66,7 @@ sign_cmd.register(app)
 scan_cmd.register(app)
 demo_cmd.register(app)
 session_cmd.register(app)
+up_cmd.register(app)
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(server_cmd.app, name="server")
