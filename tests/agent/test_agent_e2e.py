@@ -27,6 +27,22 @@ class Plane:
     agent_home: Path
     agent: subprocess.Popen[str]
     storage: Path
+    server: subprocess.Popen[bytes]
+    server_args: list[str]
+    server_env: dict[str, str]
+
+    def restart_server(self, *, down_seconds: float) -> None:
+        """Stop the control plane, wait, start it again on the same port and database."""
+        self.server.terminate()
+        self.server.wait(timeout=30)
+        time.sleep(down_seconds)
+        self.server = subprocess.Popen(
+            self.server_args,
+            env=self.server_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_healthy(self.url)
 
 
 def _spec(path: Path, **job: object) -> Path:
@@ -43,12 +59,11 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server_env = {**_env(server_home), "BASTION_LEASE_SECONDS": str(lease_seconds)}
+    server_args = [BASTION, "server", "start", "--port", str(port)]
     server = subprocess.Popen(
-        [BASTION, "server", "start", "--port", str(port)],
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        server_args, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    plane: Plane | None = None
     agent: subprocess.Popen[str] | None = None
     try:
         _wait_healthy(url)
@@ -60,13 +75,17 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
         agent = start_agent(agent_home, url, "c1", storage, join_token)
         with Client(url, token=token) as admin:
             wait_for_heartbeat(admin, agent, "c1")
-            yield Plane(url, admin, client_home, agent_home, agent, storage)
+            plane = Plane(
+                url, admin, client_home, agent_home, agent, storage, server, server_args, server_env
+            )
+            yield plane
     finally:
         if agent is not None and agent.poll() is None:
             agent.terminate()
             agent.wait(timeout=30)
-        server.terminate()
-        server.wait(timeout=30)
+        current = plane.server if plane is not None else server
+        current.terminate()
+        current.wait(timeout=30)
 
 
 def start_agent(

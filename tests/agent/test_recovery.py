@@ -135,3 +135,36 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
         finally:
             second.terminate()
             second.wait(timeout=30)
+
+
+def test_control_plane_restart_mid_run_finishes_the_run_once(tmp_path: Path) -> None:
+    with running_plane(tmp_path) as plane:
+        spec = {
+            "name": "through-restart",
+            "project": "p",
+            "cluster": "c1",
+            "job": {"type": "smoke", "steps": 30, "sleep_seconds": 0.2},
+        }
+        run = plane.admin.submit_run(spec)
+        deadline = time.monotonic() + 60
+        while plane.admin.get_run("p", run["id"])["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        plane.restart_server(down_seconds=3)
+        deadline = time.monotonic() + 120
+        while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+            "succeeded",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, current
+            time.sleep(0.3)
+        job_logs = [p.read_text()[-1500:] for p in plane.storage.rglob("job.log")]
+        assert current["status"] == "succeeded", (current, job_logs)
+        assert current["attempt"] == 1  # reconnected, not re-run
+        steps = [
+            int(row["line"].split()[1].split("/")[0])
+            for row in plane.admin.run_logs("p", run["id"])
+            if row["line"].startswith("step ")
+        ]
+        assert steps == list(range(1, 31))
+        assert plane.agent.poll() is None  # the agent rode it out

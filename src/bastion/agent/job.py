@@ -12,13 +12,14 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bastion.client import Client
 from bastion.config import Settings
-from bastion.errors import BastionError, Conflict
+from bastion.errors import BastionError, Conflict, ServiceUnavailable
 from bastion.files import atomic_write_bytes
 from bastion.spec import RunSpec, SmokeJob
 
@@ -37,16 +38,38 @@ class JobContext:
     resume_from: int | None
     inputs_root: Path
 
+    retry_seconds: float = 300.0
+
+    def _send(self, call: Callable[[], None]) -> None:
+        """Report, riding out a control-plane restart with backoff (refusals are final)."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                call()
+                return
+            except ServiceUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     def event(self, stage: str, status: str, message: str = "") -> None:
-        self.client.report_event(
-            self.project, self.run_id, stage=stage, status=status, message=message
+        self._send(
+            lambda: self.client.report_event(
+                self.project, self.run_id, stage=stage, status=status, message=message
+            )
         )
 
     def log(self, *lines: str) -> None:
-        self.client.report_logs(self.project, self.run_id, list(lines))
+        self._send(lambda: self.client.report_logs(self.project, self.run_id, list(lines)))
 
     def metric(self, name: str, step: int, value: float) -> None:
-        self.client.report_metric(self.project, self.run_id, name=name, step=step, value=value)
+        self._send(
+            lambda: self.client.report_metric(
+                self.project, self.run_id, name=name, step=step, value=value
+            )
+        )
 
     def checkpoint(self, step: int, state: dict[str, Any]) -> None:
         """Write the state atomically, then tell the control plane where to resume."""

@@ -150,7 +150,7 @@ class Agent:
                         self.config.cluster, wait=self.config.long_poll_seconds
                     )
                     if lease is not None:
-                        self._start(lease)
+                        self._start_or_fail(lease)
                 else:
                     self._stop.wait(0.2)
                 backoff = 1.0
@@ -178,6 +178,24 @@ class Agent:
                 if job is not None:
                     job.stopped = True
                     job.handle.kill()
+
+    def _start_or_fail(self, lease: dict[str, Any]) -> None:
+        """Start the job; if the storage cannot take it, fail the run with the reason."""
+        try:
+            self._start(lease)
+        except OSError as exc:
+            reason = f"storage {self.storage.root} cannot hold the run: {exc.strerror or exc}"
+            log.error("run %s: %s", lease["run_id"], reason)
+            try:
+                self.client.report_event(
+                    lease["project"],
+                    lease["run_id"],
+                    stage="setup",
+                    status="failed",
+                    message=reason,
+                )
+            except BastionError as report_error:
+                log.warning("run %s: could not report: %s", lease["run_id"], report_error)
 
     def _start(self, lease: dict[str, Any]) -> None:
         spec = lease["spec"]
