@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_envelope.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_server.py
+	$(BIN)/python benchmarks/bench_dispatch.py
 
 quickstart: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo
