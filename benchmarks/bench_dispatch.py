@@ -114,9 +114,8 @@ def main() -> None:
     floor = _baseline(args.runs, 2)
     failed = sum(outcome != "succeeded" for outcome in outcomes)
     print(f"dispatch: {args.runs} smoke runs, local executor, 2 jobs at once")
-    print(
-        f"  submit -> running (median of {args.latency_samples}): {statistics.median(latencies) * 1000:.0f} ms"
-    )
+    latency_ms = statistics.median(latencies) * 1000
+    print(f"  submit -> running (median of {args.latency_samples}): {latency_ms:.0f} ms")
     print(f"  bastion: {per_minute:.0f} runs/minute ({failed} not succeeded)")
     print(f"  bare `python -c pass` processes, 2 at a time: {floor:.0f} /minute")
     print(f"  ratio bastion/bare processes: {per_minute / floor:.2f}")
