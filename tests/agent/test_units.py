@@ -1,0 +1,97 @@
+"""Agent pieces that need no processes: transport rules, storage checks, spec parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.agent.loop import check_transport
+from bastion.agent.storage import Storage
+from bastion.errors import ConfigurationError, InvalidInput, InvalidSpec
+from bastion.spec import load_spec, parse_spec
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "smoke.yaml"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cp.example:8600",
+        "http://127.0.0.1:8600",
+        "http://localhost:8600",
+        "http://[::1]:8600",
+    ],
+)
+def test_allowed_control_plane_urls(url: str) -> None:
+    check_transport(url)
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8600", "http://cp.example", "ftp://cp.example"])
+def test_plain_http_beyond_loopback_is_refused(url: str) -> None:
+    with pytest.raises(InvalidInput):
+        check_transport(url)
+
+
+def test_storage_root_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigurationError, match="cannot create the storage root"):
+        Storage(blocker / "storage").check()
+
+
+def test_storage_workdirs_are_private(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "s")
+    storage.check()
+    workdir = storage.workdir("a" * 32, 2)
+    assert workdir == tmp_path / "s" / "runs" / ("a" * 32) / "attempt-2"
+    assert workdir.stat().st_mode & 0o077 == 0
+
+
+def test_example_spec_is_valid() -> None:
+    spec = load_spec(EXAMPLE)
+    assert (spec.project, spec.cluster, spec.job.type) == ("demo", "local", "smoke")
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"name": "x", "project": "p", "cluster": "c", "job": {"type": "train"}}, "job.type"),
+        ({"name": "x", "project": "P!", "cluster": "c", "job": {"type": "smoke"}}, "project"),
+        (
+            {"name": "x", "project": "p", "cluster": "c", "job": {"type": "smoke"}, "extra": 1},
+            "extra",
+        ),
+        (
+            {
+                "name": "x",
+                "project": "p",
+                "cluster": "c",
+                "job": {"type": "smoke"},
+                "max_retries": 99,
+            },
+            "max_retries",
+        ),
+        (
+            {
+                "name": "x",
+                "project": "p",
+                "cluster": "c",
+                "job": {"type": "smoke", "inputs": {"a b": "f"}},
+            },
+            "job.inputs",
+        ),
+    ],
+)
+def test_bad_specs_name_the_field(document: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidSpec, match=field.replace(".", r"\.")):
+        parse_spec(document)
+
+
+def test_non_mapping_and_invalid_yaml_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSpec, match="mapping"):
+        parse_spec(["not", "a", "mapping"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    with pytest.raises(InvalidSpec, match="not valid YAML"):
+        load_spec(broken)
