@@ -307,3 +307,25 @@ def test_role_changes_through_the_api_apply_at_once(
     assert (
         cp.client.post("/api/v1/projects/p1/runs", json=body, headers=engineer).status_code == 403
     )
+
+
+def test_run_for_a_cluster_without_agent_stays_queued_and_says_why(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    cp = control_plane
+    engineer = cp.as_(role_tokens["ml-engineer"])
+    created = cp.client.post("/api/v1/projects/p1/runs", json=smoke_spec(), headers=engineer)
+    assert created.status_code == 201
+    run = created.json()
+    assert run["status"] == "queued"
+    assert (
+        "has no agent yet" in run["status_reason"] and "bastion agent start" in run["status_reason"]
+    )
+    wrong_project = cp.client.post(
+        "/api/v1/projects/p1/runs", json=smoke_spec(project="elsewhere"), headers=engineer
+    )
+    assert wrong_project.status_code == 422 and "spec.project" in wrong_project.json()["detail"]
+    unknown_cluster = cp.client.post(
+        "/api/v1/projects/p1/runs", json=smoke_spec(cluster="nowhere"), headers=engineer
+    )
+    assert unknown_cluster.status_code == 404 and "nowhere" in unknown_cluster.json()["detail"]
