@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.agent.executors import EXECUTORS, Executor, JobHandle, JobRequest
+from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
 from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
@@ -56,6 +56,7 @@ class AgentConfig:
     executor: str = "local"
     max_parallel: int = 2
     ca_cert: str | None = None
+    ray_address: str | None = None
     heartbeat_seconds: float = 5.0
     long_poll_seconds: float = 10.0
 
@@ -81,15 +82,13 @@ class _State:
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings) -> None:
         check_transport(config.url)
-        if config.executor not in EXECUTORS:
-            raise InvalidInput(
-                f"unknown executor {config.executor!r}; use one of {sorted(EXECUTORS)}"
-            )
         self.config = config
         self.settings = settings
         self.storage = Storage(config.storage)
         self.storage.check()
-        self.executor: Executor = EXECUTORS[config.executor](max_parallel=config.max_parallel)
+        self.executor: Executor = make_executor(
+            config.executor, max_parallel=config.max_parallel, ray_address=config.ray_address
+        )
         self.state = _State()
         self._stop = threading.Event()
         self._client: Client | None = None

@@ -56,6 +56,9 @@ def start(
     ca_cert: Annotated[
         str | None, typer.Option(help="PEM bundle of a private CA to trust.")
     ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the Ray cluster (with --executor ray).")
+    ] = None,
     heartbeat_seconds: Annotated[float, typer.Option(min=0.2, max=60)] = 5.0,
 ) -> None:
     """Join (once), then heartbeat and run leased jobs until interrupted."""
@@ -68,6 +71,7 @@ def start(
         executor=executor,
         max_parallel=max_parallel,
         ca_cert=ca_cert,
+        ray_address=ray_address,
         heartbeat_seconds=heartbeat_seconds,
     )
     agent = run_agent(config, settings(), join_token=join_token)

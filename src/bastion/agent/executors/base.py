@@ -35,8 +35,6 @@ class JobHandle(Protocol):
 
 
 class Executor(Protocol):
-    def __init__(self, *, max_parallel: int) -> None: ...
-
     @property
     def free_slots(self) -> int: ...
 

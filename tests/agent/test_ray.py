@@ -1,0 +1,189 @@
+"""The Ray executor and fan-out against a real Ray head with token authentication.
+
+Ray advertises the host's primary address even when told 127.0.0.1, so the head, the
+control plane, the agent and the client all run in a private network namespace whose
+only interface is loopback: nothing leaves it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ray
+
+BIN = Path(sys.executable).parent
+RAY_PORT = 6399
+CP_PORT = 8600
+
+
+@dataclass
+class Namespace:
+    name: str
+    ray_token: str
+    tmp: Path
+
+    def env(self, home: Path, *, ray_token: str | None = None) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("BASTION_", "RAY_"))}
+        return {
+            **base,
+            "BASTION_HOME": str(home),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": ray_token or self.ray_token,
+        }
+
+    def run(
+        self, home: Path, *args: str, ray_token: str | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *args],
+            env=self.env(home, ray_token=ray_token),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, home: Path, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *args],
+            env=self.env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[Namespace]:
+    if shutil.which("ip") is None or importlib_missing("ray"):
+        reason = "the Ray tests need iproute2 and the 'ray' extra"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"bastion-{uuid.uuid4().hex[:8]}"
+    created = subprocess.run(
+        ["ip", "netns", "add", name], capture_output=True, text=True, check=False
+    )
+    if created.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot create a network namespace: {created.stderr}")
+        pytest.skip(f"cannot create a network namespace: {created.stderr}")
+    tmp = Path(tempfile.mkdtemp(prefix="bray", dir="/tmp"))  # short: Ray's socket paths are limited
+    space = Namespace(name, secrets.token_hex(32), tmp)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        head = space.run(
+            tmp / "ray-home",
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={RAY_PORT}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp / 'r'}",
+        )
+        assert head.returncode == 0, head.stdout + head.stderr
+        yield space
+    finally:
+        space.run(tmp / "ray-home", str(BIN / "ray"), "stop", "--force")
+        subprocess.run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def importlib_missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+def test_ray_refuses_a_wrong_token_and_fans_out_with_the_right_one(namespace: Namespace) -> None:
+    probe = (
+        "from bastion.agent.fanout import RayFanOut; "
+        f"print(RayFanOut(address='127.0.0.1:{RAY_PORT}').map(abs, [-1, -2, 3]))"
+    )
+    ok = namespace.run(namespace.tmp / "h1", sys.executable, "-c", probe)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip().splitlines()[-1] == "[1, 2, 3]"
+    bad = namespace.run(
+        namespace.tmp / "h2", sys.executable, "-c", probe, ray_token="0" * 64, timeout=120
+    )
+    assert bad.returncode != 0
+
+
+def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> None:
+    server_home, client_home, agent_home = (tmp_path / n for n in ("server", "client", "agent"))
+    bastion = str(BIN / "bastion")
+    init = namespace.run(server_home, bastion, "server", "init")
+    assert init.returncode == 0, init.stderr
+    lines = init.stdout.splitlines()
+    token = next(lines[i + 1] for i, line in enumerate(lines) if "shown once" in line).strip()
+    server = namespace.start(server_home, bastion, "server", "start", "--port", str(CP_PORT))
+    agent: subprocess.Popen[str] | None = None
+    url = f"http://127.0.0.1:{CP_PORT}"
+    try:
+        deadline = time.monotonic() + 60
+        while namespace.run(
+            client_home, bastion, "login", "--url", url, "--token", token
+        ).returncode:
+            assert time.monotonic() < deadline, "control plane did not come up"
+            time.sleep(0.5)
+        assert namespace.run(client_home, bastion, "project", "create", "p").returncode == 0
+        created = namespace.run(client_home, bastion, "cluster", "create", "ray1")
+        join_token = created.stdout.splitlines()[1].strip()
+        agent = namespace.start(
+            agent_home,
+            bastion,
+            "agent",
+            "start",
+            "--cluster",
+            "ray1",
+            "--control-plane",
+            url,
+            "--join-token",
+            join_token,
+            "--storage",
+            str(tmp_path / "storage"),
+            "--executor",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{RAY_PORT}",
+            "--heartbeat-seconds",
+            "0.5",
+        )
+        spec = tmp_path / "ray.yaml"
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "on-ray",
+                    "project": "p",
+                    "cluster": "ray1",
+                    "job": {"type": "smoke", "steps": 3},
+                }
+            )
+        )
+        result = namespace.run(client_home, bastion, "run", "submit", str(spec), "--follow")
+        assert result.returncode == 0, (
+            result.stdout
+            + result.stderr
+            + (agent.stdout.read() if agent.poll() is not None and agent.stdout else "")
+        )
+        assert "step 3/3" in result.stdout and "succeeded" in result.stdout
+    finally:
+        for process in (agent, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
