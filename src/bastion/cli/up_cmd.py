@@ -37,6 +37,10 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
 def up(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the control plane.")] = 8600,
     max_parallel: Annotated[int, typer.Option(min=1, max=64, help="Jobs at once.")] = 2,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT of a Ray cluster (with --executor ray).")
+    ] = None,
 ) -> None:
     """Start the control plane and a local agent (cluster 'local'); log the local admin in."""
     from bastion.agent.loop import AgentConfig, run_agent
