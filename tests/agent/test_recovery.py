@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -168,3 +169,58 @@ def test_control_plane_restart_mid_run_finishes_the_run_once(tmp_path: Path) -> 
         ]
         assert steps == list(range(1, 31))
         assert plane.agent.poll() is None  # the agent rode it out
+
+
+def test_full_storage_fails_the_run_with_the_reason_and_no_partial_files(tmp_path: Path) -> None:
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip()}")
+    try:
+        with running_plane(tmp_path / "plane") as plane:
+            agent2 = tmp_path / "agent2"
+            created = _bastion(plane.client_home, "cluster", "create", "small")
+            second = start_agent(
+                agent2, plane.url, "small", mount, created.stdout.splitlines()[1].strip()
+            )
+            try:
+                wait_for_heartbeat(plane.admin, second, "small")
+                filler = mount / "filler.bin"
+                subprocess.run(
+                    ["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=200"],
+                    capture_output=True,
+                    check=False,
+                )
+                run = plane.admin.submit_run(
+                    {
+                        "name": "no-space",
+                        "project": "p",
+                        "cluster": "small",
+                        "job": {"type": "smoke", "steps": 2},
+                    }
+                )
+                deadline = time.monotonic() + 60
+                while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+                    "succeeded",
+                    "failed",
+                ):
+                    assert time.monotonic() < deadline, current
+                    time.sleep(0.2)
+                assert current["status"] == "failed"
+                assert "No space left" in str(current["status_reason"]), current
+                leftovers = [p for p in mount.rglob("*") if p.is_file() and p != filler]
+                assert all(not p.name.startswith(".") for p in leftovers), (
+                    leftovers
+                )  # no temp files
+                assert not any(p.name == "job.json" for p in leftovers)
+            finally:
+                second.terminate()
+                second.wait(timeout=30)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
