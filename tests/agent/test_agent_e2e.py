@@ -272,3 +272,99 @@ def test_health_of_the_join_token(plane: Plane) -> None:
         },
     )
     assert response.status_code == 401
+
+
+def test_agent_over_https_with_a_private_ca(tmp_path: Path) -> None:
+    from tests.server.test_live import _certificates
+
+    ca, cert, key = _certificates(tmp_path / "pki")
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    token = _init(server_home)
+    port = _free_port()
+    url = f"https://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            BASTION,
+            "server",
+            "start",
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        env=_env(server_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _bastion(
+            client_home, "login", "--url", url, "--token", token, "--ca-cert", str(ca)
+        ).returncode:
+            assert time.monotonic() < deadline, "the TLS control plane did not come up"
+            time.sleep(0.3)
+        join_token = (
+            _bastion(client_home, "cluster", "create", "tls1").stdout.splitlines()[1].strip()
+        )
+        untrusting = _bastion(
+            tmp_path / "agent-a",
+            "agent",
+            "start",
+            "--cluster",
+            "tls1",
+            "--control-plane",
+            url,
+            "--join-token",
+            join_token,
+            "--storage",
+            str(tmp_path / "sa"),
+        )
+        assert untrusting.returncode == 2 and "--ca-cert" in untrusting.stderr
+        agent = subprocess.Popen(
+            [
+                BASTION,
+                "agent",
+                "start",
+                "--cluster",
+                "tls1",
+                "--control-plane",
+                url,
+                "--join-token",
+                join_token,
+                "--storage",
+                str(tmp_path / "sb"),
+                "--ca-cert",
+                str(ca),
+                "--heartbeat-seconds",
+                "0.5",
+            ],
+            env=_env(tmp_path / "agent-b"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            with Client(url, token=token, verify=str(ca)) as admin:
+                wait_for_heartbeat(admin, agent, "tls1")
+                run = (
+                    admin.submit_run(
+                        {
+                            "name": "tls",
+                            "project": "p",
+                            "cluster": "tls1",
+                            "job": {"type": "smoke", "steps": 1},
+                        }
+                    )
+                    if admin.create_project("p")
+                    else None
+                )
+                assert run is not None
+                _wait_status(admin, run["id"], {"succeeded"})
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
