@@ -60,9 +60,8 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
     url = f"http://127.0.0.1:{port}"
     server_env = {**_env(server_home), "BASTION_LEASE_SECONDS": str(lease_seconds)}
     server_args = [BASTION, "server", "start", "--port", str(port)]
-    server = subprocess.Popen(
-        server_args, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server_log = (tmp_path / "server.log").open("ab")  # the control plane's log file
+    server = subprocess.Popen(server_args, env=server_env, stdout=server_log, stderr=server_log)
     plane: Plane | None = None
     agent: subprocess.Popen[str] | None = None
     try:
@@ -86,6 +85,7 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
         current = plane.server if plane is not None else server
         current.terminate()
         current.wait(timeout=30)
+        server_log.close()
 
 
 def start_agent(

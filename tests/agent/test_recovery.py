@@ -133,6 +133,9 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
             assert canary not in answers
             for database in (tmp_path / "server").glob("*.db*"):
                 assert canary.encode() not in database.read_bytes()
+            server_log = (tmp_path / "server.log").read_bytes()
+            assert b"POST /api/v1/projects/p/runs" in server_log  # the log is really written
+            assert canary.encode() not in server_log
         finally:
             second.terminate()
             second.wait(timeout=30)
