@@ -33,6 +33,9 @@ class SmokeJob(_Strict):
     sleep_seconds: float = Field(default=0.0, ge=0, le=3600)
     fail_at_step: int | None = Field(default=None, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
+    allocate_mb: int = Field(
+        default=0, ge=0, le=1 << 20, description="Memory to hold (tests limits)."
+    )
     inputs: dict[
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
         Annotated[str, StringConstraints(min_length=1, max_length=1000)],

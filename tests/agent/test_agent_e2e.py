@@ -368,3 +368,21 @@ def test_agent_over_https_with_a_private_ca(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_resource_limits_from_the_spec_apply_and_a_crash_is_reported(plane: Plane) -> None:
+    spec = {
+        "name": "tiny",
+        "project": "p",
+        "cluster": "c1",
+        "job": {"type": "smoke", "steps": 2, "allocate_mb": 1024},
+        "resources": {"memory_mb": 256},
+    }
+    run = plane.admin.submit_run(spec)
+    final = _wait_status(plane.admin, run["id"], {"failed", "succeeded"})
+    assert final["status"] == "failed"
+    assert "before reporting" in str(final["status_reason"]) or "killed by" in str(
+        final["status_reason"]
+    )
+    job_log = (plane.storage / "runs" / run["id"] / "attempt-1" / "job.log").read_text()
+    assert "MemoryError" in job_log

@@ -23,7 +23,21 @@ from bastion.errors import BastionError, Conflict, ServiceUnavailable
 from bastion.files import atomic_write_bytes
 from bastion.spec import RunSpec, SmokeJob
 
-__all__ = ["JobContext", "main", "run_smoke"]
+__all__ = [
+    "EXIT_FENCED",
+    "EXIT_REFUSED",
+    "EXIT_REPORTED_FAILURE",
+    "JobContext",
+    "main",
+    "run_smoke",
+]
+
+#: Exit codes the agent reads: the job reported its own failure / was stopped by a newer
+#: attempt or a cancel / was refused by the control plane. Any other non-zero code means
+#: the job died without reporting (crash, limit, signal) and the agent reports for it.
+EXIT_REPORTED_FAILURE = 10
+EXIT_FENCED = 11
+EXIT_REFUSED = 12
 
 
 @dataclass
@@ -92,6 +106,7 @@ def _read_input(root: Path, relative: str) -> bytes:
 
 def run_smoke(context: JobContext, job: SmokeJob) -> str:
     """The built-in smoke job: steps with metrics, checkpoints and an optional failure."""
+    ballast = bytearray(job.allocate_mb << 20)  # held until the job ends
     first = (context.resume_from or 0) + 1
     if context.resume_from:
         context.log(f"resuming after step {context.resume_from} (attempt {context.attempt})")
@@ -112,6 +127,7 @@ def run_smoke(context: JobContext, job: SmokeJob) -> str:
             context.checkpoint(step, {"step": step})
     result = json.dumps({"steps": job.steps, "input_sizes": sizes}, sort_keys=True).encode()
     atomic_write_bytes(context.workdir / "result.json", result)
+    del ballast
     return f"smoke job done; result.json sha256 {hashlib.sha256(result).hexdigest()}"
 
 
@@ -140,15 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_smoke(context, spec.job)
         except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
             print(f"stopping: {exc}", file=sys.stderr)
-            return 3
+            return EXIT_FENCED
         except (JobFailed, OSError) as exc:
             reason = str(exc) if isinstance(exc, JobFailed) else f"storage error: {exc.strerror}"
             context.log(f"failed: {reason}")
             context.event(spec.job.type, "failed", reason)
-            return 1
+            return EXIT_REPORTED_FAILURE
         except BastionError as exc:
             print(f"control plane refused: {exc}", file=sys.stderr)
-            return 4
+            return EXIT_REFUSED
         context.event(spec.job.type, "succeeded", summary)
     return 0
 

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
+from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE
 from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
@@ -237,8 +239,8 @@ class Agent:
                 job.handle.kill()
                 self._fail(run_id, job, f"timed out after {request.timeout_seconds} s")
                 code = -9
-            elif code is not None and code not in (0, 1, 3) and not job.stopped:
-                self._fail(run_id, job, f"job process exited with code {code}")
+            elif code is not None and code not in _REPORTED and not job.stopped:
+                self._fail(run_id, job, _exit_reason(code))
             if code is not None:
                 with self.state.lock:
                     self.state.jobs.pop(run_id, None)
@@ -250,6 +252,19 @@ class Agent:
             )
         except BastionError as exc:  # already ended, cancelled or fenced off
             log.info("run %s: could not report failure: %s", run_id, exc)
+
+
+#: Exit codes after which the job has already told the control plane how it ended.
+_REPORTED = frozenset({0, EXIT_REPORTED_FAILURE, EXIT_FENCED})
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        name = (
+            signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        )
+        return f"job process killed by {name} (a resource limit, or the system's OOM killer)"
+    return f"job process died with exit code {code} before reporting (see job.log; memory limit?)"
 
 
 def _job_environment(workdir: Path, job_token: str) -> dict[str, str]:
