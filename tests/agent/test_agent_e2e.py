@@ -155,6 +155,17 @@ def test_smoke_run_end_to_end(plane: Plane, tmp_path: Path) -> None:
         assert action in actions
     workdir = plane.storage / "runs" / run["id"] / "attempt-1"
     assert json.loads((workdir / "result.json").read_text())["steps"] == 4
+    # The other run verbs, as a person would use them.
+    listed = _bastion(plane.client_home, "run", "list", "-p", "p")
+    assert listed.returncode == 0 and run_id[:8] in listed.stdout and "succeeded" in listed.stdout
+    shown = _bastion(plane.client_home, "run", "show", run_id, "-p", "p")
+    assert (
+        shown.returncode == 0 and "succeeded" in shown.stdout and "4 metric points" in shown.stdout
+    )
+    logs = _bastion(plane.client_home, "run", "logs", run_id, "-p", "p")
+    assert logs.stdout.splitlines()[:4] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    ended = _bastion(plane.client_home, "run", "cancel", run_id, "-p", "p")
+    assert ended.returncode == 2 and "already ended" in ended.stderr
 
 
 def test_bad_spec_is_refused_before_queueing(plane: Plane, tmp_path: Path) -> None:
