@@ -18,6 +18,7 @@ from bastion.cli import (
     agent_cmd,
     audit_cmd,
     crypto_cmd,
+    data_cmd,
     demo_cmd,
     keys_cmd,
     projects_cmd,
@@ -77,6 +78,7 @@ app.add_typer(tokens_cmd.app, name="token")
 app.add_typer(agent_cmd.clusters, name="cluster")
 app.add_typer(agent_cmd.agents, name="agent")
 app.add_typer(runs_cmd.app, name="run")
+app.add_typer(data_cmd.app, name="data")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

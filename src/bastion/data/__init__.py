@@ -1,0 +1,1 @@
+"""Datasets in the compute plane: reference workloads, schemas, scans."""
