@@ -1,0 +1,78 @@
+"""PII detection against the reference generators' ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from bastion.data.pii import Entity, scan_frame, scan_series
+from bastion.data.reference import PATIENT_PII_COLUMNS, TABLE_PII_COLUMNS, patients, table
+
+
+def test_every_identifier_column_of_the_patients_table_is_found() -> None:
+    frame = patients(seed=0)
+    report = scan_frame(frame)
+    expected = {c: e for c, e in PATIENT_PII_COLUMNS.items() if c != "subject_id"}
+    assert report.entities() == expected
+    assert all(f.confidence >= 0.8 for f in report.columns)
+
+
+def test_the_large_table_is_classified_exactly() -> None:
+    report = scan_frame(table(rows=50_000, seed=1))
+    assert report.entities() == TABLE_PII_COLUMNS
+
+
+def test_the_report_never_contains_values() -> None:
+    frame = patients(seed=0).head(200)
+    summary = json.dumps(scan_frame(frame).summary())
+    for column in PATIENT_PII_COLUMNS:
+        for value in frame[column].astype(str).head(50):
+            assert value not in summary
+
+
+def test_checksums_separate_real_identifiers_from_look_alikes() -> None:
+    valid_cards = pd.Series(["4111 1111 1111 1111", "5500-0000-0000-0004", "340000000000009"] * 20)
+    assert [f.entity for f in scan_series("c", valid_cards)] == [Entity.CARD_NUMBER]
+    invalid_cards = pd.Series(
+        ["4111 1111 1111 1112", "5500-0000-0000-0005", "340000000000001"] * 20
+    )
+    assert scan_series("c", invalid_cards) == []
+    ibans = pd.Series(
+        ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "FR1420041010050500013M02606"]
+        * 20
+    )
+    assert [f.entity for f in scan_series("i", ibans)] == [Entity.IBAN]
+    broken = pd.Series(["GB82 WEST 1234 5698 7654 33", "DE89370400440532013001"] * 20)
+    assert scan_series("i", broken) == []
+
+
+def test_free_text_columns_are_searched_inside() -> None:
+    notes = pd.Series(
+        [
+            f"Patient called about the invoice; reach them at person{i}@example.org after lunch."
+            if i % 3 == 0
+            else "Follow-up visit scheduled, no changes to the medication plan this week at all."
+            for i in range(300)
+        ]
+    )
+    findings = scan_series("notes", notes)
+    assert [(f.entity, f.free_text) for f in findings] == [(Entity.EMAIL, True)]
+    assert findings[0].matched == 100
+
+
+def test_ordinary_columns_are_not_flagged() -> None:
+    frame = pd.DataFrame(
+        {
+            "diagnosis": ["benign", "malignant"] * 50,
+            "ward": [f"Ward {i % 7}" for i in range(100)],
+            "score": range(100),
+            "comment": ["stable"] * 100,
+        }
+    )
+    assert scan_frame(frame).columns == []
+
+
+def test_mixed_columns_below_the_threshold_are_not_classified() -> None:
+    mixed = pd.Series([f"user{i}@example.com" if i % 2 else f"code-{i}" for i in range(400)])
+    assert scan_series("mixed", mixed) == []
