@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.config import Settings
 from bastion.errors import ConfigurationError, InsecureKeyFileError
-from bastion.security.keys import KeyPurpose, Keyring, load_keyring
+from bastion.security.keys import ROTATED_BY_DEFAULT, KeyPurpose, Keyring, load_keyring
 from tests.conftest import Cli
 
 
@@ -101,9 +101,12 @@ def test_rotation_adds_primary_and_keeps_old_keys(keyring: Keyring, settings: Se
     before = {purpose: keyring.primary_id(purpose) for purpose in KeyPurpose}
     new_ids = keyring.rotate()
     reopened = load_keyring(settings)
-    for purpose in KeyPurpose:
+    for purpose in ROTATED_BY_DEFAULT:
         assert reopened.primary_id(purpose) == new_ids[purpose] != before[purpose]
         assert set(reopened.key_ids(purpose)) == {before[purpose], new_ids[purpose]}
+    # Pseudonyms must stay stable: that key only rotates when asked by name.
+    assert KeyPurpose.PSEUDONYM not in new_ids
+    assert reopened.primary_id(KeyPurpose.PSEUDONYM) == before[KeyPurpose.PSEUDONYM]
 
 
 def test_rotate_one_purpose_only(keyring: Keyring) -> None:

@@ -1,10 +1,11 @@
 """The compute plane's keyring: Google Tink keysets stored encrypted under a master key.
 
-Three keysets live in ``BASTION_HOME/keys``:
+Four keysets live in ``BASTION_HOME/keys``:
 
 * ``kek``     AES-256-GCM AEAD that wraps each artifact's own data key;
 * ``hybrid``  HPKE (X25519, HKDF-SHA256, AES-256-GCM) pair for cross-cluster transfer;
-* ``signing`` ECDSA P-256 / SHA-256 (DER) for model-signing and audit checkpoints.
+* ``signing`` ECDSA P-256 / SHA-256 (DER) for model-signing and audit checkpoints;
+* ``pseudonym`` HMAC-SHA256 PRF for keyed pseudonyms of identifiers.
 
 Each file is a Tink ``EncryptedKeyset`` sealed by the master key with the
 associated data ``bastion/keyring/v1/<purpose>``. The master key is 32 random
@@ -30,7 +31,7 @@ from typing import Any
 import tink
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tink import aead, hybrid, secret_key_access, signature, streaming_aead
+from tink import aead, hybrid, prf, secret_key_access, signature, streaming_aead
 from tink.proto import aes_gcm_pb2, ecdsa_pb2, tink_pb2
 
 from bastion.config import Settings
@@ -45,9 +46,11 @@ __all__ = [
 ]
 
 aead.register()
+prf.register()
 hybrid.register()
 signature.register()
 streaming_aead.register()
+prf.register()
 
 MASTER_KEY_BYTES = 32
 _KEYSET_AD_PREFIX = b"bastion/keyring/v1/"
@@ -60,6 +63,11 @@ class KeyPurpose(enum.StrEnum):
     KEK = "kek"
     HYBRID = "hybrid"
     SIGNING = "signing"
+    PSEUDONYM = "pseudonym"
+
+
+#: Rotated by default. The pseudonym key is not: rotating it changes every pseudonym.
+ROTATED_BY_DEFAULT = (KeyPurpose.KEK, KeyPurpose.HYBRID, KeyPurpose.SIGNING)
 
 
 def _signing_template() -> tink_pb2.KeyTemplate:
@@ -75,6 +83,7 @@ _TEMPLATES: dict[KeyPurpose, Any] = {
     KeyPurpose.KEK: aead.aead_key_templates.AES256_GCM,
     KeyPurpose.HYBRID: hybrid.hybrid_key_templates.DHKEM_X25519_HKDF_SHA256_HKDF_SHA256_AES_256_GCM,
     KeyPurpose.SIGNING: _signing_template(),
+    KeyPurpose.PSEUDONYM: prf.prf_key_templates.HMAC_SHA256,
 }
 
 
@@ -236,7 +245,7 @@ class Keyring:
         """Add a new primary key to each keyset; return the new key ids."""
         new_ids: dict[KeyPurpose, int] = {}
         with _keys_lock(self._keys_dir):
-            for purpose in purposes or list(KeyPurpose):
+            for purpose in purposes or ROTATED_BY_DEFAULT:
                 self._load(purpose)  # re-read under the lock: another process may have rotated
                 handle, key_id = _add_primary(self.handle(purpose), _TEMPLATES[purpose])
                 self._write(purpose, handle)
@@ -259,6 +268,10 @@ class Keyring:
         """The HPKE public keyset (Tink binary, base64): what others encrypt transfers to."""
         public = self.handle(KeyPurpose.HYBRID).public_keyset_handle()
         return base64.b64encode(tink.proto_keyset_format.serialize_without_secret(public)).decode()
+
+    def pseudonym_prf(self) -> prf.Prf:
+        """HMAC-SHA256 PRF of the primary pseudonym key (stable across datasets)."""
+        return self.handle(KeyPurpose.PSEUDONYM).primitive(prf.PrfSet).primary()
 
     def signer(self) -> signature.PublicKeySign:
         return self.handle(KeyPurpose.SIGNING).primitive(signature.PublicKeySign)
