@@ -21,20 +21,35 @@ _TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def _follow(remote: Client, project: str, run_id: str, *, poll: float = 0.5) -> str:
-    """Print events and log lines as they arrive; return the final status."""
+    """Print events and log lines as they arrive, with a live status line; return the status."""
     seen_events, last_log = 0, 0
-    while True:
-        run = remote.get_run(project, run_id)
-        events = remote.run_events(project, run_id)
-        for event in events[seen_events:]:
-            out.print(f"[bold]{event['stage']}[/bold] {event['status']}  {event['message']}")
-        seen_events = len(events)
-        for line in remote.run_logs(project, run_id, after=last_log):
-            out.print(f"  {line['line']}", markup=False)
-            last_log = line["id"]
-        if run["status"] in _TERMINAL:
-            return str(run["status"])
-        time.sleep(poll)
+    with out.status(f"run {run_id}: waiting for its agent") as status:
+        while True:
+            run = remote.get_run(project, run_id)
+            events = remote.run_events(project, run_id)
+            lines = remote.run_logs(project, run_id, after=last_log)
+            # Print events and log lines together, in the order they happened.
+            merged = [(e["ts"], 0, e) for e in events[seen_events:]]
+            merged += [(line["ts"], 1, line) for line in lines]
+            for _, is_log, item in sorted(merged, key=lambda entry: (entry[0], entry[1])):
+                if is_log:
+                    out.print(f"  {item['line']}", markup=False)
+                else:
+                    out.print(
+                        f"[bold]{item['stage']}[/bold] {item['status']}  {item['message']}",
+                        highlight=False,
+                    )
+            seen_events = len(events)
+            if lines:
+                last_log = lines[-1]["id"]
+            stage = events[-1]["stage"] if events else "-"
+            status.update(
+                f"run {run_id}: {run['status']} (attempt {run['attempt']}, stage {stage}) "
+                f"- {run['status_reason']}"
+            )
+            if run["status"] in _TERMINAL:
+                return str(run["status"])
+            time.sleep(poll)
 
 
 @app.command()
