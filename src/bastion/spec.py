@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bastion.errors import InvalidSpec
 
-__all__ = ["Resources", "RunSpec", "SmokeJob", "load_spec", "parse_spec"]
+__all__ = ["NAME_PATTERN", "Resources", "RunSpec", "SmokeJob", "load_spec", "parse_spec"]
 
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+#: Lower-case names of projects, clusters, users, datasets, models, policies.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class _Strict(BaseModel):

@@ -286,7 +286,6 @@ def verify_chain(
     signed_heads: dict[int, str] = {}
     events = 0
     expected_seq, prev_hash = 1, GENESIS_HASH
-    sha256, quote = hashlib.sha256, _quote
     for row in iterator:
         events += 1
         seq, ts, actor, action, target, details, row_prev, row_hash = row
@@ -300,12 +299,8 @@ def verify_chain(
                 TamperKind.REORDERED, seq, f"seq {seq} appears after seq {expected_seq - 1}"
             )
         # (2) Each event names the previous event's hash; (3) its own hash matches its content.
-        record = (
-            f'{{"action":{quote(action)},"actor":{quote(actor)},"details":{details},'
-            f'"prev_hash":{quote(row_prev)},"seq":{seq},"target":{quote(target)},'
-            f'"ts":{quote(ts)}}}'
-        )
-        if row_prev != prev_hash or sha256(record.encode()).hexdigest() != row_hash:
+        digest = record_hash(seq, ts, actor, action, target, details, row_prev)
+        if row_prev != prev_hash or digest != row_hash:
             raise _classify_break(
                 row=row,
                 prev=prev,

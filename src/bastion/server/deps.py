@@ -22,7 +22,7 @@ from bastion.server.db.models import ApiToken, Membership, Project, User
 from bastion.server.db.session import Database
 from bastion.server.permissions import PROJECT_SCOPED, Permission, Role, allowed
 
-__all__ = ["DatabaseDep", "Identity", "Principal", "authenticate", "get_database", "require"]
+__all__ = ["DatabaseDep", "Identity", "Principal", "get_database", "require"]
 
 WILDCARD_SCOPE = "*"
 
@@ -119,18 +119,6 @@ _TOKEN_COLUMNS = (
     User.is_admin,
     User.disabled,
 )
-
-
-def authenticate(request: Request, database: DatabaseDep) -> Identity:
-    """Resolve ``Authorization: Bearer <token>`` to an identity, or refuse with 401."""
-    token_id, secret = _bearer(request)
-    query = select(*_TOKEN_COLUMNS).join(User, User.id == ApiToken.user_id)
-    with database.engine.connect().execution_options(**SINGLE_READ_OPTIONS) as conn:
-        row = conn.execute(query.where(ApiToken.id == token_id)).first()
-    return _identity(row, secret)
-
-
-CurrentIdentity = Annotated[Identity, Depends(authenticate)]
 
 
 def _roles(identity: Identity, membership_roles: list[str]) -> frozenset[Role]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -25,18 +24,7 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEventOut]:
     """The most recent events, oldest first."""
-    return [
-        AuditEventOut(
-            seq=row.seq,
-            ts=row.ts,
-            actor=row.actor,
-            action=row.action,
-            target=row.target,
-            details=json.loads(row.details),
-            hash=row.hash,
-        )
-        for row in database.audit.tail(limit)
-    ]
+    return [AuditEventOut.model_validate(row.to_export()) for row in database.audit.tail(limit)]
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut)

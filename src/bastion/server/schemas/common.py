@@ -6,12 +6,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bastion.spec import NAME_PATTERN
+
 __all__ = ["Name", "Page", "Request", "Response", "Text"]
 
 #: Lower-case names for users, projects, clusters, datasets, models, policies.
-Name = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", min_length=1, max_length=64)
-]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=2000)]
 
 

@@ -28,7 +28,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
-from bastion.server.services.resources import JOIN_TOKEN_KIND, get_cluster
+from bastion.server.services.resources import ACTIVE_STATUSES, JOIN_TOKEN_KIND, get_cluster
 
 __all__ = [
     "LEASE_SECONDS",
@@ -43,7 +43,6 @@ __all__ = [
 LEASE_SECONDS = 30
 #: An agent is "live" if it heartbeated this recently.
 LIVE_SECONDS = 30
-_ACTIVE = ("leased", "running")
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def expire_leases(unit: UnitOfWork) -> list[str]:
     """Re-queue (or fail, when retries are spent) runs whose lease ran out."""
     now = utcnow()
     expired = unit.session.scalars(
-        select(Run).where(Run.status.in_(_ACTIVE), Run.lease_expires_at < now)
+        select(Run).where(Run.status.in_(ACTIVE_STATUSES), Run.lease_expires_at < now)
     ).all()
     for run in expired:
         retries_used = run.attempt - 1
@@ -154,7 +153,7 @@ def heartbeat(
         run = unit.session.get(Run, run_id)
         if run is None or run.cluster_id != cluster.id or run.attempt != attempt:
             stop.append(run_id)  # unknown, foreign or fenced off: the agent must kill it
-        elif run.status not in _ACTIVE:
+        elif run.status not in ACTIVE_STATUSES:
             stop.append(run_id)
         else:
             run.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)

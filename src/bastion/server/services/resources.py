@@ -116,6 +116,10 @@ def create_run(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: st
     return run
 
 
+#: A run whose attempt is executing: its lease can be renewed and its job may report.
+ACTIVE_STATUSES = ("leased", "running")
+
+
 def check_reporter(*, caller: Identity, run: Run) -> None:
     """Only the current attempt's job (or the agent holding the lease) may report on a run."""
     if caller.kind == "job":
@@ -132,7 +136,7 @@ def check_reporter(*, caller: Identity, run: Run) -> None:
             raise NotAuthorized("this agent does not hold the lease of the run")
     else:  # pragma: no cover - the permission table admits only agents and jobs here
         raise NotAuthorized("only jobs and agents report on runs")
-    if run.status not in ("leased", "running"):
+    if run.status not in ACTIVE_STATUSES:
         raise Conflict(f"run {run.id} is {run.status}; attempt {run.attempt} may not report")
 
 
