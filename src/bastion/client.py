@@ -316,6 +316,84 @@ class Client:
             json={"name": name, "step": step, "value": value},
         )
 
+    def report_result(self, project: str, run_id: str, result: dict[str, Any]) -> None:
+        self.request(
+            "POST", f"/api/v1/projects/{project}/runs/{run_id}/result", json={"result": result}
+        )
+
+    # -- datasets --------------------------------------------------------------------------
+
+    def _datasets(self, project: str) -> str:
+        return f"/api/v1/projects/{project}/datasets"
+
+    def list_datasets(self, project: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", self._datasets(project))
+        return result
+
+    def dataset_versions(self, project: str, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"{self._datasets(project)}/{name}/versions"
+        )
+        return result
+
+    def dataset_version(self, project: str, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"{self._datasets(project)}/{name}/versions/{version}"
+        )
+        return result
+
+    def register_dataset(
+        self,
+        project: str,
+        name: str,
+        *,
+        cluster: str,
+        source: str,
+        target: str | None = None,
+        subject_id_column: str | None = None,
+        purpose: str = "",
+    ) -> dict[str, Any]:
+        """Queue the registration; returns the run that performs it on the cluster."""
+        body = {
+            "cluster": cluster,
+            "source": source,
+            "target": target,
+            "subject_id_column": subject_id_column,
+            "purpose": purpose,
+        }
+        result: dict[str, Any] = self.request(
+            "POST", f"{self._datasets(project)}/{name}/register", json=body
+        )
+        return result
+
+    def dataset_job(
+        self, project: str, name: str, version: int, kind: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Queue ``verify``, ``scan`` or ``pseudonymize`` on a version; returns the run."""
+        result: dict[str, Any] = self.request(
+            "POST", f"{self._datasets(project)}/{name}/versions/{version}/{kind}", json=body or {}
+        )
+        return result
+
+    def edit_dataset_schema(
+        self, project: str, name: str, version: int, schema: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PUT",
+            f"{self._datasets(project)}/{name}/versions/{version}/schema",
+            json={"schema": schema},
+        )
+        return result
+
+    def record_dataset_version(
+        self, project: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """(Agent) record the version sealed for a run."""
+        result: dict[str, Any] = self.request(
+            "POST", f"{self._datasets(project)}/{name}/versions", json=body
+        )
+        return result
+
     def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request(
             "GET", "/api/v1/audit/events", params={"limit": limit}

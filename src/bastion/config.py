@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     lease_seconds: int = Field(default=30, ge=2, le=3600)
     job_token: SecretStr | None = None  # set by the agent for a job process only
+    pseudonym_key: SecretStr | None = None  # set by the agent for pseudonymisation jobs only
 
     @property
     def home_dir(self) -> Path:

@@ -1,12 +1,15 @@
 """The run spec: the YAML document a user submits, validated before anything is queued.
 
-A run names its project and cluster and what to do. This version knows the built-in
-``smoke`` job (for testing the machinery end to end); the training and evaluation
-stages of DESIGN §2 join the union as they land. Unknown fields are refused.
+A run names its project and cluster and what to do: the built-in ``smoke`` job (for
+testing the machinery end to end) or one of the dataset jobs (``ingest``, ``verify``,
+``scan``, ``pseudonymize``), which the control plane queues for ``bastion data``
+verbs. The training and evaluation stages of DESIGN §2 join the union as they land.
+Unknown fields are refused.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,11 +19,40 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bastion.errors import InvalidSpec
 
-__all__ = ["NAME_PATTERN", "Resources", "RunSpec", "SmokeJob", "load_spec", "parse_spec"]
+__all__ = [
+    "DATASET_JOB_TYPES",
+    "DATASET_REF_PATTERN",
+    "NAME_PATTERN",
+    "DatasetRef",
+    "IngestJob",
+    "Job",
+    "PseudonymizeJob",
+    "Resources",
+    "RunSpec",
+    "ScanJob",
+    "SmokeJob",
+    "VerifyJob",
+    "load_spec",
+    "parse_dataset_ref",
+    "parse_spec",
+]
 
 #: Lower-case names of projects, clusters, users, datasets, models, policies.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+#: ``name@version`` of a registered dataset version.
+DATASET_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}@[1-9][0-9]{0,8}$"
+DatasetRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+
+
+def parse_dataset_ref(ref: str) -> tuple[str, int]:
+    """``"patients@3"`` -> ``("patients", 3)``; :class:`InvalidSpec` for anything else."""
+    if not re.fullmatch(DATASET_REF_PATTERN, ref):
+        raise InvalidSpec(f"{ref!r} is not a dataset version; write NAME@VERSION, e.g. patients@1")
+    name, version = ref.split("@")
+    return name, int(version)
 
 
 class _Strict(BaseModel):
@@ -48,6 +80,53 @@ class SmokeJob(_Strict):
     )
 
 
+class IngestJob(_Strict):
+    """Register a file that lives in the compute plane as a new dataset version."""
+
+    type: Literal["ingest"]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="Path of a .csv, .parquet or .npz file on the agent's host."
+    )
+    dataset: Name
+    target: ColumnName | None = None
+    subject_id_column: ColumnName | None = None
+    purpose: Text = ""
+
+
+class VerifyJob(_Strict):
+    """Re-hash a stored version and check its signature."""
+
+    type: Literal["verify"]
+    dataset: DatasetRef
+
+
+class ScanJob(_Strict):
+    """Re-run the PII and poisoning scans over a stored version."""
+
+    type: Literal["scan"]
+    dataset: DatasetRef
+
+
+class PseudonymizeJob(_Strict):
+    """Make a new version with identifiers replaced by keyed pseudonyms, coarsened or dropped."""
+
+    type: Literal["pseudonymize"]
+    dataset: DatasetRef
+    pseudonymize: list[ColumnName] = Field(default_factory=list, max_length=500)
+    generalize: dict[ColumnName, Literal["age-band", "zip3"]] = Field(
+        default_factory=dict, max_length=500
+    )
+    drop: list[ColumnName] = Field(default_factory=list, max_length=500)
+
+
+#: Job types the control plane queues only through the ``datasets`` routes.
+DATASET_JOB_TYPES = frozenset({"ingest", "verify", "scan", "pseudonymize"})
+
+Job = Annotated[
+    SmokeJob | IngestJob | VerifyJob | ScanJob | PseudonymizeJob, Field(discriminator="type")
+]
+
+
 class Resources(_Strict):
     """Limits applied to the job's process."""
 
@@ -60,13 +139,21 @@ class RunSpec(_Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     project: Name
     cluster: Name
-    job: SmokeJob
+    job: Job
     max_retries: int = Field(default=0, ge=0, le=10)
     resources: Resources = Field(default_factory=Resources)
 
 
+_JOB_TYPES = frozenset({"smoke", *DATASET_JOB_TYPES})
+
+
 def _where(error: Mapping[str, Any]) -> str:
-    return ".".join(str(part) for part in error.get("loc", ())) or "spec"
+    parts = [str(part) for part in error.get("loc", ())]
+    if parts[:1] == ["job"] and len(parts) > 1 and parts[1] in _JOB_TYPES:
+        del parts[1]  # the union's tag: "job.steps", not "job.smoke.steps"
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("type")
+    return ".".join(parts) or "spec"
 
 
 def parse_spec(data: Any, *, source: str = "spec") -> RunSpec:

@@ -71,7 +71,9 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
         created = _bastion(client_home, "cluster", "create", "c1")
         join_token = created.stdout.splitlines()[1].strip()
         storage = tmp_path / "storage"
-        agent = start_agent(agent_home, url, "c1", storage, join_token)
+        incoming = tmp_path / "incoming"
+        incoming.mkdir()
+        agent = start_agent(agent_home, url, "c1", storage, join_token, import_root=incoming)
         with Client(url, token=token) as admin:
             wait_for_heartbeat(admin, agent, "c1")
             plane = Plane(
@@ -89,7 +91,13 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
 
 
 def start_agent(
-    home: Path, url: str, cluster: str, storage: Path, join_token: str | None = None
+    home: Path,
+    url: str,
+    cluster: str,
+    storage: Path,
+    join_token: str | None = None,
+    *,
+    import_root: Path | None = None,
 ) -> subprocess.Popen[str]:
     args = [
         BASTION,
@@ -106,6 +114,8 @@ def start_agent(
     ]
     if join_token:
         args += ["--join-token", join_token]
+    if import_root is not None:
+        args += ["--import-root", str(import_root)]
     return subprocess.Popen(
         args, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
@@ -76,3 +77,15 @@ def test_ordinary_columns_are_not_flagged() -> None:
 def test_mixed_columns_below_the_threshold_are_not_classified() -> None:
     mixed = pd.Series([f"user{i}@example.com" if i % 2 else f"code-{i}" for i in range(400)])
     assert scan_series("mixed", mixed) == []
+
+
+def test_identifiers_read_back_as_integers_are_still_found() -> None:
+    frame = patients(seed=0)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    buffer.seek(0)
+    reread = pd.read_csv(buffer)
+    assert pd.api.types.is_integer_dtype(reread["card_number"])
+    assert scan_frame(reread).entities()["card_number"] == "card_number"
+    # Small integers (counts, codes) are not mistaken for identifiers.
+    assert scan_frame(pd.DataFrame({"visits": range(1000)})).columns == []

@@ -10,15 +10,17 @@ import pytest
 
 from bastion.data.pseudonymize import Generalization, pseudonymize_frame
 from bastion.data.reference import patients
-from bastion.errors import InvalidInput
+from bastion.errors import ConfigurationError, InvalidInput
 from bastion.security.keys import Keyring
 from tests.conftest import other_keyring
 
 
 def test_pseudonyms_are_stable_across_datasets_and_keyed(keyring: Keyring, tmp_path: Path) -> None:
     frame = patients(seed=0).head(100)
-    first = pseudonymize_frame(frame, keyring=keyring, pseudonymize=["ssn", "email"])
-    subset = pseudonymize_frame(frame.iloc[::-1].head(10), keyring=keyring, pseudonymize=["ssn"])
+    first = pseudonymize_frame(frame, prf=keyring.pseudonym_prf(), pseudonymize=["ssn", "email"])
+    subset = pseudonymize_frame(
+        frame.iloc[::-1].head(10), prf=keyring.pseudonym_prf(), pseudonymize=["ssn"]
+    )
     mapping = dict(zip(frame["ssn"], first["ssn"], strict=True))
     assert all(
         mapping[raw] == pseudo
@@ -29,7 +31,7 @@ def test_pseudonyms_are_stable_across_datasets_and_keyed(keyring: Keyring, tmp_p
     assert not set(frame["ssn"]) & set(first["ssn"])
     assert not set(frame["email"]) & set(first["email"])
     elsewhere = pseudonymize_frame(
-        frame, keyring=other_keyring(tmp_path / "other"), pseudonymize=["ssn"]
+        frame, prf=other_keyring(tmp_path / "other").pseudonym_prf(), pseudonymize=["ssn"]
     )
     assert not set(first["ssn"]) & set(elsewhere["ssn"])
     pd.testing.assert_frame_equal(frame, patients(seed=0).head(100))  # input untouched
@@ -50,7 +52,7 @@ def test_generalisation_and_dropping(keyring: Keyring) -> None:
     )
     result = pseudonymize_frame(
         frame,
-        keyring=keyring,
+        prf=keyring.pseudonym_prf(),
         generalize={"date_of_birth": Generalization.AGE_BAND, "address": Generalization.ZIP3},
         drop=["name"],
         today=dt.date(2026, 11, 25),
@@ -70,4 +72,18 @@ def test_generalisation_and_dropping(keyring: Keyring) -> None:
 )
 def test_refusals(keyring: Keyring, kwargs: dict[str, list[str]], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        pseudonymize_frame(patients(seed=0).head(5), keyring=keyring, **kwargs)  # type: ignore[arg-type]
+        pseudonymize_frame(patients(seed=0).head(5), prf=keyring.pseudonym_prf(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_capability_computes_the_same_pseudonyms_and_nothing_else(keyring: Keyring) -> None:
+    from bastion.security.keys import prf_from_capability
+
+    frame = patients(seed=0).head(20)
+    capability = prf_from_capability(keyring.pseudonym_capability())
+    direct = pseudonymize_frame(frame, prf=keyring.pseudonym_prf(), pseudonymize=["ssn"])
+    handed = pseudonymize_frame(frame, prf=capability, pseudonymize=["ssn"])
+    assert direct["ssn"].tolist() == handed["ssn"].tolist()
+    text = keyring.pseudonym_capability()
+    assert "HmacPrfKey" in text and "AesGcm" not in text and "Ecdsa" not in text
+    with pytest.raises(ConfigurationError, match="pseudonym key"):
+        prf_from_capability('{"primaryKeyId": 1, "key": []}')

@@ -19,14 +19,22 @@ from typing import Any
 
 from bastion.client import Client
 from bastion.config import Settings
-from bastion.errors import BastionError, Conflict, ServiceUnavailable
+from bastion.errors import (
+    BastionError,
+    ConfigurationError,
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    ServiceUnavailable,
+)
 from bastion.files import atomic_write_bytes
-from bastion.spec import RunSpec, SmokeJob
+from bastion.spec import IngestJob, PseudonymizeJob, RunSpec, SmokeJob, VerifyJob
 
 __all__ = [
     "EXIT_FENCED",
     "EXIT_REFUSED",
     "EXIT_REPORTED_FAILURE",
+    "EXIT_SEAL",
     "JobContext",
     "main",
     "run_smoke",
@@ -38,6 +46,8 @@ __all__ = [
 EXIT_REPORTED_FAILURE = 10
 EXIT_FENCED = 11
 EXIT_REFUSED = 12
+#: The job left ``outputs/`` for the agent to seal as a dataset version; the agent ends the run.
+EXIT_SEAL = 13
 
 
 @dataclass
@@ -85,6 +95,9 @@ class JobContext:
             )
         )
 
+    def result(self, result: dict[str, Any]) -> None:
+        self._send(lambda: self.client.report_result(self.project, self.run_id, result))
+
     def checkpoint(self, step: int, state: dict[str, Any]) -> None:
         """Write the state atomically, then tell the control plane where to resume."""
         atomic_write_bytes(self.workdir.parent / "checkpoint.json", json.dumps(state).encode())
@@ -131,6 +144,24 @@ def run_smoke(context: JobContext, job: SmokeJob) -> str:
     return f"smoke job done; result.json sha256 {hashlib.sha256(result).hexdigest()}"
 
 
+def _run(context: JobContext, spec: RunSpec, settings: Settings) -> str | None:
+    """Run the spec's job: its summary, or None when it left a version for the agent to seal."""
+    from bastion.agent import data_jobs  # noqa: PLC0415 - pandas and scans only when needed
+
+    job = spec.job
+    if isinstance(job, SmokeJob):
+        return run_smoke(context, job)
+    if isinstance(job, IngestJob):
+        data_jobs.run_ingest(context, job)
+        return None
+    if isinstance(job, PseudonymizeJob):
+        data_jobs.run_pseudonymize(context, job, settings)
+        return None
+    if isinstance(job, VerifyJob):
+        return data_jobs.run_verify(context, job)
+    return data_jobs.run_scan(context, job)
+
+
 def main(argv: list[str] | None = None) -> int:
     workdir = Path((argv or sys.argv[1:])[0])
     manifest = json.loads((workdir / "job.json").read_text())
@@ -153,18 +184,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             context.event(spec.job.type, "running", f"attempt {context.attempt} started")
-            summary = run_smoke(context, spec.job)
+            summary = _run(context, spec, settings)
         except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
             print(f"stopping: {exc}", file=sys.stderr)
             return EXIT_FENCED
-        except (JobFailed, OSError) as exc:
-            reason = str(exc) if isinstance(exc, JobFailed) else f"storage error: {exc.strerror}"
+        except (JobFailed, InvalidInput, IntegrityError, ConfigurationError, OSError) as exc:
+            reason = f"storage error: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
             context.log(f"failed: {reason}")
             context.event(spec.job.type, "failed", reason)
             return EXIT_REPORTED_FAILURE
         except BastionError as exc:
             print(f"control plane refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+        if summary is None:
+            context.log("data ready; the agent seals it (encrypt, sign, record the version)")
+            return EXIT_SEAL
         context.event(spec.job.type, "succeeded", summary)
     return 0
 

@@ -19,13 +19,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
-from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE
+from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
+from bastion.agent.staging import check_source, seal_outputs, stage_inputs, wipe
 from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes
 from bastion.security.keys import load_keyring
+from bastion.spec import IngestJob
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -61,14 +63,23 @@ class AgentConfig:
     ray_address: str | None = None
     heartbeat_seconds: float = 5.0
     long_poll_seconds: float = 10.0
+    #: Directories whose files may be registered as datasets (none: registration refused).
+    import_roots: tuple[Path, ...] = ()
 
 
 @dataclass
 class _Running:
     handle: JobHandle
-    project: str
-    spec_type: str
+    lease: dict[str, Any]
     stopped: bool = False
+
+    @property
+    def project(self) -> str:
+        return str(self.lease["project"])
+
+    @property
+    def spec_type(self) -> str:
+        return str(self.lease["spec"]["job"]["type"])
 
 
 @dataclass
@@ -91,6 +102,7 @@ class Agent:
         self.executor: Executor = make_executor(
             config.executor, max_parallel=config.max_parallel, ray_address=config.ray_address
         )
+        self.keyring = load_keyring(settings)
         self.state = _State()
         self._stop = threading.Event()
         self._client: Client | None = None
@@ -113,13 +125,12 @@ class Agent:
                 f"agent of {self.config.cluster!r} has not joined yet; pass --join-token "
                 "(from 'bastion cluster create')"
             )
-        keyring = load_keyring(self.settings)
         with Client(self.config.url, verify=verify) as anonymous:
             joined = anonymous.join_cluster(
                 self.config.cluster,
                 join_token=join_token,
-                signing_public_key=keyring.primary_signing_key().public_pem.decode(),
-                hybrid_public_keyset=keyring.hybrid_public_keyset(),
+                signing_public_key=self.keyring.primary_signing_key().public_pem.decode(),
+                hybrid_public_keyset=self.keyring.hybrid_public_keyset(),
             )
         atomic_write_bytes(
             self._credential_file,
@@ -181,22 +192,26 @@ class Agent:
                     job.handle.kill()
 
     def _start_or_fail(self, lease: dict[str, Any]) -> None:
-        """Start the job; if the storage cannot take it, fail the run with the reason."""
+        """Start the job; if its data does not verify or storage cannot take it, fail the run."""
         try:
             self._start(lease)
         except OSError as exc:
             reason = f"storage {self.storage.root} cannot hold the run: {exc.strerror or exc}"
-            log.error("run %s: %s", lease["run_id"], reason)
-            try:
-                self.client.report_event(
-                    lease["project"],
-                    lease["run_id"],
-                    stage="setup",
-                    status="failed",
-                    message=reason,
-                )
-            except BastionError as report_error:
-                log.warning("run %s: could not report: %s", lease["run_id"], report_error)
+            self._report_end(lease, stage="setup", status="failed", message=reason)
+        except BastionError as exc:  # a tampered or missing version, a refused source
+            self._report_end(lease, stage="verify", status="failed", message=str(exc))
+
+    def _report_end(self, lease: dict[str, Any], *, stage: str, status: str, message: str) -> None:
+        """End a run on the job's behalf (the agent holds its lease)."""
+        if status == "failed":
+            log.error("run %s: %s", lease["run_id"], message)
+        wipe(self.storage.workdir(lease["run_id"], lease["attempt"]))
+        try:
+            self.client.report_event(
+                lease["project"], lease["run_id"], stage=stage, status=status, message=message
+            )
+        except BastionError as report_error:
+            log.warning("run %s: could not report: %s", lease["run_id"], report_error)
 
     def _start(self, lease: dict[str, Any]) -> None:
         spec = lease["spec"]
@@ -211,22 +226,36 @@ class Agent:
             "resume_from": lease.get("resume_from"),
             "inputs_root": str(self.storage.root / "inputs"),
         }
+        job = spec["job"]
+        # Data jobs: the source must be importable and every input must verify first.
+        if job["type"] == "ingest":
+            check_source(
+                IngestJob.model_validate(job),
+                import_roots=self.config.import_roots,
+                private=(self.settings.home_dir, self.storage.root),
+            )
+        staged = stage_inputs(
+            lease, workdir=workdir, storage=self.storage.root, keyring=self.keyring
+        )
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
+        environment = _job_environment(workdir, lease["job_token"])
+        if job["type"] == "pseudonymize":  # this key alone; it opens no data and signs nothing
+            environment["BASTION_PSEUDONYM_KEY"] = self.keyring.pseudonym_capability()
         resources = spec.get("resources", {})
         request = JobRequest(
             run_id=lease["run_id"],
             attempt=int(lease["attempt"]),
             workdir=workdir,
-            environment=_job_environment(workdir, lease["job_token"]),
+            environment=environment,
             timeout_seconds=int(resources.get("timeout_seconds", 3600)),
             memory_mb=int(resources.get("memory_mb", 4096)),
             cpu_seconds=resources.get("cpu_seconds"),
         )
         handle = self.executor.start(request)
+        if staged:
+            log.info("run %s: verified and staged %s", lease["run_id"], ", ".join(staged))
         with self.state.lock:
-            self.state.jobs[lease["run_id"]] = _Running(
-                handle=handle, project=lease["project"], spec_type=spec["job"]["type"]
-            )
+            self.state.jobs[lease["run_id"]] = _Running(handle=handle, lease=lease)
 
     def _reap(self) -> None:
         """Collect finished jobs; fail runs whose process died or ran out of time."""
@@ -239,11 +268,39 @@ class Agent:
                 job.handle.kill()
                 self._fail(run_id, job, f"timed out after {request.timeout_seconds} s")
                 code = -9
+            elif code == EXIT_SEAL and not job.stopped:
+                self._seal(job)
             elif code is not None and code not in _REPORTED and not job.stopped:
                 self._fail(run_id, job, _exit_reason(code))
             if code is not None:
+                wipe(request.workdir)
                 with self.state.lock:
                     self.state.jobs.pop(run_id, None)
+
+    def _seal(self, job: _Running) -> None:
+        """Encrypt, sign and record the version the job left; then end the run."""
+        lease = job.lease
+        try:
+            version = seal_outputs(
+                lease,
+                workdir=job.handle.request.workdir,
+                storage=self.storage.root,
+                keyring=self.keyring,
+                client=self.client,
+            )
+        except (BastionError, OSError) as exc:
+            self._report_end(lease, stage="seal", status="failed", message=f"sealing failed: {exc}")
+            return
+        name = lease["spec"]["job"]["dataset"].split("@")[0]
+        self._report_end(
+            lease,
+            stage="seal",
+            status="succeeded",
+            message=(
+                f"registered {name}@{version['version']}: {version['row_count']} rows, "
+                f"manifest {version['manifest_hash'][:16]}, encrypted and signed"
+            ),
+        )
 
     def _fail(self, run_id: str, job: _Running, reason: str) -> None:
         try:

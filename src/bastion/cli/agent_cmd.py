@@ -60,6 +60,10 @@ def start(
         str | None, typer.Option(help="HOST:PORT of the Ray cluster (with --executor ray).")
     ] = None,
     heartbeat_seconds: Annotated[float, typer.Option(min=0.2, max=60)] = 5.0,
+    import_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A directory whose files may be registered as datasets (repeatable)."),
+    ] = None,
 ) -> None:
     """Join (once), then heartbeat and run leased jobs until interrupted."""
     from bastion.agent.loop import AgentConfig, run_agent
@@ -73,6 +77,7 @@ def start(
         ca_cert=ca_cert,
         ray_address=ray_address,
         heartbeat_seconds=heartbeat_seconds,
+        import_roots=tuple(path.resolve() for path in import_root or ()),
     )
     agent = run_agent(config, settings(), join_token=join_token)
 

@@ -1,15 +1,111 @@
-"""``bastion data``: datasets in the compute plane (reference workloads so far)."""
+"""``bastion data``: datasets registered, verified, scanned and pseudonymised where they live.
+
+Every verb but ``reference`` and ``list``/``show`` queues a job on the cluster that
+holds the data and follows it; the control plane only ever sees metadata.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from bastion.cli.context import out
+from bastion.cli.remote import client
+from bastion.cli.runs_cmd import follow_run
+from bastion.client import Client
+from bastion.errors import CheckFailed, InvalidInput
 
 app = typer.Typer(help="Datasets in the compute plane.", no_args_is_help=True)
+
+Project = Annotated[str, typer.Option("--project", "-p", help="Project of the dataset.")]
+Ref = Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION (e.g. patients@1).")]
+NoFollow = Annotated[
+    bool, typer.Option("--no-follow", help="Queue the job and return without waiting.")
+]
+
+
+def _ref(ref: str) -> tuple[str, int]:
+    from bastion.spec import parse_dataset_ref
+
+    try:
+        return parse_dataset_ref(ref)
+    except Exception as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _pick_cluster(remote: Client, cluster: str | None) -> str:
+    if cluster is not None:
+        return cluster
+    names = [row["name"] for row in remote.list_clusters()]
+    if len(names) == 1:
+        return str(names[0])
+    raise InvalidInput(
+        f"name the cluster that holds the file with --cluster ({', '.join(names) or 'none exist'})"
+    )
+
+
+def _run_job(
+    remote: Client, project: str, run: dict[str, Any], *, no_follow: bool
+) -> dict[str, Any]:
+    """Follow a queued dataset job; exit 1 (CheckFailed) unless it succeeded."""
+    out.print(f"queued run {run['id']} on its cluster ({run['status_reason']})")
+    if no_follow:
+        return run
+    status = follow_run(remote, project, run["id"])
+    finished = remote.get_run(project, run["id"])
+    if status != "succeeded":
+        raise CheckFailed(f"run {run['id']} {status}: {finished['status_reason']}")
+    return finished
+
+
+def _version_made_by(remote: Client, project: str, name: str, run_id: str) -> dict[str, Any]:
+    for version in remote.dataset_versions(project, name):
+        if version["run_id"] == run_id:
+            return version
+    raise CheckFailed(f"run {run_id} succeeded but recorded no version of {name!r}")
+
+
+def _print_version(name: str, version: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]{name}@{version['version']}[/bold]  {version['row_count']} rows  "
+        f"on cluster {version['cluster']}  manifest {version['manifest_hash']}"
+    )
+    if version["purpose"]:
+        out.print(f"  purpose: {version['purpose']}", markup=False)
+    for label, key in (("target", "target"), ("subject id column", "subject_id_column")):
+        if version[key]:
+            out.print(f"  {label}: {version[key]}", markup=False)
+    if version["parent_version"]:
+        out.print(f"  made from {name}@{version['parent_version']}")
+    _print_summaries(version["summaries"])
+
+
+def _print_summaries(summaries: dict[str, Any]) -> None:
+    pii = summaries.get("pii", {}).get("columns", [])
+    if pii:
+        table = Table("column", "entity", "confidence", "matched rows", title="PII scan")
+        for row in pii:
+            table.add_row(
+                row["column"], row["entity"], f"{row['confidence']:.2f}", str(row["matched"])
+            )
+        out.print(table)
+    elif "pii" in summaries:
+        out.print("  PII scan: no identifier columns found")
+    poisoning = summaries.get("poisoning", {})
+    labels = poisoning.get("label_issues", {})
+    if "count" in labels:
+        out.print(
+            f"  poisoning scan: {labels['count']} suspected label issue(s) "
+            f"({labels['rate']:.1%}), {poisoning.get('outliers', 0)} outlier(s), "
+            f"{poisoning.get('conflicting_duplicate_groups', 0)} conflicting duplicate group(s)"
+        )
+    if "drift" in summaries:
+        drifted = [c["column"] for c in summaries["drift"]["columns"] if c["drifted"]]
+        out.print(f"  drift against the previous version: {', '.join(drifted) or 'none'}")
 
 
 @app.command()
@@ -23,7 +119,6 @@ def reference(
 ) -> None:
     """Generate a reference workload offline, under a fixed seed."""
     from bastion.data.reference import Reference, write_reference
-    from bastion.errors import InvalidInput
 
     try:
         chosen = Reference(kind)
@@ -31,3 +126,145 @@ def reference(
         raise InvalidInput(f"unknown reference {kind!r}; use patients, digits or table") from None
     path = write_reference(chosen, out=out_path, rows=rows, seed=seed)
     out.print(f"wrote {chosen.value} reference data to {path} (seed {seed})")
+
+
+@app.command()
+def register(
+    path: Annotated[Path, typer.Argument(help="CSV, Parquet or NPZ file on the cluster's host.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name.")],
+    project: Project,
+    cluster: Annotated[
+        str | None, typer.Option(help="Cluster whose host holds the file (default: the only one).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Label column.")] = None,
+    purpose: Annotated[str, typer.Option(help="Why this data is processed (GDPR Art. 30).")] = "",
+    subject_id_column: Annotated[
+        str | None, typer.Option(help="Column identifying the data subject (lineage, erasure).")
+    ] = None,
+    no_follow: NoFollow = False,
+) -> None:
+    """Register a file as a new encrypted, signed version; its agent scans it first."""
+    with client() as remote:
+        run = remote.register_dataset(
+            project,
+            name,
+            cluster=_pick_cluster(remote, cluster),
+            source=str(path.expanduser().absolute()),
+            target=target,
+            subject_id_column=subject_id_column,
+            purpose=purpose,
+        )
+        if _run_job(remote, project, run, no_follow=no_follow) is run:
+            return
+        _print_version(name, _version_made_by(remote, project, name, run["id"]))
+
+
+@app.command("list")
+def list_datasets(project: Project) -> None:
+    """List a project's datasets and their versions."""
+    with client() as remote:
+        table = Table("version", "rows", "cluster", "manifest", "purpose", "created")
+        for dataset in remote.list_datasets(project):
+            for version in remote.dataset_versions(project, dataset["name"]):
+                table.add_row(
+                    f"{dataset['name']}@{version['version']}",
+                    str(version["row_count"]),
+                    version["cluster"] or "",
+                    version["manifest_hash"][:16],
+                    version["purpose"][:40],
+                    version["created_at"][:19],
+                )
+    out.print(table)
+
+
+@app.command()
+def show(
+    ref: Ref,
+    project: Project,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the schema as JSON.")] = False,
+) -> None:
+    """Show a version: rows, cluster, manifest hash, scan summaries (and schema)."""
+    name, number = _ref(ref)
+    with client() as remote:
+        version = remote.dataset_version(project, name, number)
+    if schema:
+        out.print_json(json.dumps(version["schema"]))
+        return
+    _print_version(name, version)
+
+
+@app.command()
+def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
+    """Re-hash a version where it is stored and check its signature; exit 1 on any change."""
+    name, number = _ref(ref)
+    with client() as remote:
+        run = remote.dataset_job(project, name, number, "verify")
+        finished = _run_job(remote, project, run, no_follow=no_follow)
+    if finished is not run:
+        out.print(f"{ref}: verified ({finished['status_reason']})", markup=False)
+
+
+@app.command()
+def scan(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
+    """Run the PII and poisoning scans again over a stored version."""
+    name, number = _ref(ref)
+    with client() as remote:
+        run = remote.dataset_job(project, name, number, "scan")
+        finished = _run_job(remote, project, run, no_follow=no_follow)
+    if finished is not run:
+        _print_summaries(finished["result"] or {})
+
+
+@app.command()
+def pseudonymize(
+    ref: Ref,
+    project: Project,
+    columns: Annotated[
+        str,
+        typer.Option("--columns", help="Comma-separated columns to replace with keyed pseudonyms."),
+    ] = "",
+    drop: Annotated[str, typer.Option("--drop", help="Comma-separated columns to remove.")] = "",
+    age_band: Annotated[
+        str, typer.Option("--age-band", help="Date-of-birth columns to turn into age bands.")
+    ] = "",
+    zip3: Annotated[
+        str, typer.Option("--zip3", help="ZIP or address columns to cut to three digits.")
+    ] = "",
+    no_follow: NoFollow = False,
+) -> None:
+    """Make a new version with identifiers pseudonymised, generalised or dropped."""
+
+    def split(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    name, number = _ref(ref)
+    body = {
+        "pseudonymize": split(columns),
+        "drop": split(drop),
+        "generalize": {
+            **{column: "age-band" for column in split(age_band)},
+            **{column: "zip3" for column in split(zip3)},
+        },
+    }
+    with client() as remote:
+        run = remote.dataset_job(project, name, number, "pseudonymize", body)
+        if _run_job(remote, project, run, no_follow=no_follow) is run:
+            return
+        _print_version(name, _version_made_by(remote, project, name, run["id"]))
+
+
+@app.command("schema")
+def edit_schema(
+    ref: Ref,
+    project: Project,
+    file: Annotated[Path, typer.Option("--file", help="The corrected schema (JSON).")],
+) -> None:
+    """Replace a version's schema with a data steward's correction (print it with show --schema)."""
+    name, number = _ref(ref)
+    try:
+        schema = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{file}: not a readable JSON schema ({exc})") from None
+    with client() as remote:
+        remote.edit_dataset_schema(project, name, number, schema)
+    out.print(f"{ref}: schema replaced (audited)")

@@ -20,7 +20,7 @@ Project = Annotated[str, typer.Option("--project", "-p", help="Project of the ru
 _TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-def _follow(remote: Client, project: str, run_id: str, *, poll: float = 0.5) -> str:
+def follow_run(remote: Client, project: str, run_id: str, *, poll: float = 0.5) -> str:
     """Print events and log lines as they arrive, with a live status line; return the status."""
     seen_events, last_log = 0, 0
     with out.status(f"run {run_id}: waiting for its agent") as status:
@@ -65,7 +65,7 @@ def submit(
         run = remote.submit_run(parsed.model_dump(mode="json"))
         out.print(f"queued run {run['id']} ({run['status_reason']})")
         if follow:
-            status = _follow(remote, parsed.project, run["id"])
+            status = follow_run(remote, parsed.project, run["id"])
             out.print(f"run {run['id']} {status}")
             if status != "succeeded":
                 raise CheckFailed(f"run {run['id']} {status}")
@@ -120,7 +120,7 @@ def logs(
     """Print a run's log lines."""
     with client() as remote:
         if follow:
-            _follow(remote, project, run_id)
+            follow_run(remote, project, run_id)
             return
         for line in remote.run_logs(project, run_id):
             out.print(line["line"], markup=False)

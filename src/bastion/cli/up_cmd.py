@@ -78,7 +78,12 @@ def up(
         _wait_healthy(url, server)
         agent = run_agent(
             AgentConfig(
-                cluster=CLUSTER, url=url, storage=config.storage_dir, max_parallel=max_parallel
+                cluster=CLUSTER,
+                url=url,
+                storage=config.storage_dir,
+                max_parallel=max_parallel,
+                # On one host, files under the directory 'bastion up' started in may be registered.
+                import_roots=(Path.cwd(),),
             ),
             config,
             join_token=join_token,

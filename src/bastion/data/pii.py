@@ -218,7 +218,12 @@ def scan_series(
     name: str, series: pd.Series, *, sample: int = 1000, seed: int = 0
 ) -> list[ColumnFinding]:
     """Findings for one column (empty when it holds no recognised identifiers)."""
-    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+    if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        # Card numbers, SSNs and phone numbers read from CSV arrive as integers.
+        if series.dropna().abs().max() < 10**8:
+            return []
+        series = series.astype("Int64").astype("string")
+    elif not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
         return []
     values = pa.array(series.dropna().astype(str), type=pa.string())
     if len(values) == 0:

@@ -12,9 +12,9 @@ import datetime as dt
 import enum
 
 import pandas as pd
+from tink.prf import Prf
 
 from bastion.errors import InvalidInput
-from bastion.security.keys import Keyring
 
 __all__ = ["Generalization", "pseudonymize_frame"]
 
@@ -29,8 +29,7 @@ class Generalization(enum.StrEnum):
     ZIP3 = "zip3"  # a ZIP code (or an address ending in one) becomes its first three digits
 
 
-def _pseudonyms(series: pd.Series, keyring: Keyring) -> pd.Series:
-    prf = keyring.pseudonym_prf()
+def _pseudonyms(series: pd.Series, prf: Prf) -> pd.Series:
     values = series.astype("string").str.strip()
     unique = values.dropna().unique()
     mapping = {value: PREFIX + prf.compute(value.encode(), _BYTES).hex() for value in unique}
@@ -53,7 +52,7 @@ def _zip3(series: pd.Series) -> pd.Series:
 def pseudonymize_frame(
     frame: pd.DataFrame,
     *,
-    keyring: Keyring,
+    prf: Prf,
     pseudonymize: list[str] | None = None,
     generalize: dict[str, Generalization] | None = None,
     drop: list[str] | None = None,
@@ -72,7 +71,7 @@ def pseudonymize_frame(
         raise InvalidInput("name at least one column to pseudonymise, generalise or drop")
     result = frame.drop(columns=drop).copy()
     for column in pseudonymize:
-        result[column] = _pseudonyms(frame[column], keyring)
+        result[column] = _pseudonyms(frame[column], prf)
     for column, how in generalize.items():
         if how is Generalization.AGE_BAND:
             result[column] = _age_band(frame[column], today or dt.date.today())

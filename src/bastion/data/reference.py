@@ -16,7 +16,6 @@ Nothing is downloaded: scikit-learn ships both datasets inside the package.
 from __future__ import annotations
 
 import enum
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import pandas as pd
 from faker import Faker
 from sklearn.datasets import load_breast_cancer, load_digits
 
+from bastion.data.ingest import write_table
 from bastion.errors import InvalidInput
 from bastion.files import atomic_output
 
@@ -169,22 +169,6 @@ def _emails(users: np.ndarray, domains: np.ndarray) -> pd.Series:
     return "user" + pd.Series(users.astype(str)) + "@" + pd.Series(domains)
 
 
-def _write_table(frame: pd.DataFrame, out: Path) -> None:
-    """Write CSV or Parquet to a temp file beside ``out``, fsync, then rename."""
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        if out.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_reference(kind: Reference, *, out: Path, rows: int | None = None, seed: int = 0) -> Path:
     """Generate a reference workload and write it atomically (CSV, Parquet or NPZ)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,5 +185,5 @@ def write_reference(kind: Reference, *, out: Path, rows: int | None = None, seed
         frame = patients(rows=rows, seed=seed)
     else:
         frame = table(rows=rows or 100_000, seed=seed)
-    _write_table(frame, out)
+    write_table(frame, out)
     return out

@@ -9,7 +9,7 @@ returns every violation with the column and the rule, never the offending values
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ class ColumnSchema(_Strict):
 
 
 class TableSchema(_Strict):
-    kind: str = "table"
+    kind: Literal["table"] = "table"
     columns: list[ColumnSchema]
 
     def column(self, name: str) -> ColumnSchema | None:
@@ -63,7 +63,7 @@ class TableSchema(_Strict):
 
 
 class ImageSchema(_Strict):
-    kind: str = "images"
+    kind: Literal["images"] = "images"
     shape: list[int]
     dtype: str
     minimum: float

@@ -42,6 +42,7 @@ __all__ = [
     "KeyPurpose",
     "Keyring",
     "load_keyring",
+    "prf_from_capability",
     "public_key_fingerprint",
 ]
 
@@ -194,6 +195,17 @@ class SigningKeyInfo:
     primary: bool
 
 
+def prf_from_capability(capability: str) -> prf.Prf:
+    """The pseudonym PRF from :meth:`Keyring.pseudonym_capability`."""
+    try:
+        handle = tink.json_proto_keyset_format.parse(capability, secret_key_access.TOKEN)
+        return handle.primitive(prf.PrfSet).primary()
+    except tink.TinkError as exc:
+        raise ConfigurationError(
+            f"the pseudonym key handed to this job is unusable: {exc}"
+        ) from None
+
+
 class Keyring:
     """The keysets of one compute plane, opened with its master key."""
 
@@ -272,6 +284,18 @@ class Keyring:
     def pseudonym_prf(self) -> prf.Prf:
         """HMAC-SHA256 PRF of the primary pseudonym key (stable across datasets)."""
         return self.handle(KeyPurpose.PSEUDONYM).primitive(prf.PrfSet).primary()
+
+    def pseudonym_capability(self) -> str:
+        """The pseudonym keyset alone, serialised for one job that must compute pseudonyms.
+
+        It opens nothing (no data key, no signing key): a pseudonymisation job gets this
+        and nothing else from the keyring. See :func:`prf_from_capability`.
+        """
+        return str(
+            tink.json_proto_keyset_format.serialize(
+                self.handle(KeyPurpose.PSEUDONYM), secret_key_access.TOKEN
+            )
+        )
 
     def signer(self) -> signature.PublicKeySign:
         return self.handle(KeyPurpose.SIGNING).primitive(signature.PublicKeySign)

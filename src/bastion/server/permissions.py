@@ -52,6 +52,7 @@ class Permission(enum.StrEnum):
     RUNS_REPORT = "runs:report"
     DATASETS_READ = "datasets:read"
     DATASETS_WRITE = "datasets:write"
+    DATASETS_RECORD = "datasets:record"
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
     APPROVALS_READ = "approvals:read"
@@ -83,7 +84,9 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.RUNS_WRITE: frozenset({_A, _E}),
     Permission.RUNS_REPORT: frozenset({Role.AGENT, Role.JOB}),
     Permission.DATASETS_READ: _READERS,
-    Permission.DATASETS_WRITE: frozenset({_A, _S, Role.AGENT}),
+    Permission.DATASETS_WRITE: frozenset({_A, _S}),
+    # Only the agent that sealed the data records a version (DESIGN §1: data stays put).
+    Permission.DATASETS_RECORD: frozenset({Role.AGENT}),
     Permission.MODELS_READ: _READERS | {Role.SERVING},
     Permission.MODELS_WRITE: frozenset({_A, _E, Role.AGENT}),
     Permission.APPROVALS_READ: _READERS,
@@ -105,6 +108,7 @@ PROJECT_SCOPED = frozenset(
         Permission.RUNS_REPORT,
         Permission.DATASETS_READ,
         Permission.DATASETS_WRITE,
+        Permission.DATASETS_RECORD,
         Permission.MODELS_READ,
         Permission.MODELS_WRITE,
         Permission.APPROVALS_READ,

@@ -172,6 +172,8 @@ class Run(Base):
     created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: What the job reported as its outcome (aggregate summaries only).
+    result: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
 
 
 class RunEvent(Base):
@@ -231,6 +233,13 @@ class DatasetVersion(Base):
     purpose: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Where the data lives and how it came to be (the run that sealed it).
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    subject_id_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    schema_edited_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
 
 
 class Model(Base):

@@ -13,8 +13,6 @@ from sqlalchemy import select
 from bastion.server.db.models import (
     Approval,
     Cluster,
-    Dataset,
-    DatasetVersion,
     Model,
     ModelVersion,
     Policy,
@@ -31,10 +29,6 @@ from bastion.server.schemas.resources import (
     ApprovalOut,
     ClusterIn,
     ClusterOut,
-    DatasetIn,
-    DatasetOut,
-    DatasetVersionIn,
-    DatasetVersionOut,
     DecisionIn,
     HeartbeatIn,
     HeartbeatOut,
@@ -50,6 +44,7 @@ from bastion.server.schemas.resources import (
     NewClusterOut,
     PolicyIn,
     PolicyOut,
+    ResultIn,
     RunEventIn,
     RunEventOut,
     RunOut,
@@ -60,7 +55,7 @@ from bastion.spec import RunSpec
 
 clusters = APIRouter(tags=["clusters"])
 runs = APIRouter(tags=["runs"])
-registry = APIRouter(tags=["datasets and models"])
+registry = APIRouter(tags=["models"])
 governance = APIRouter(tags=["approvals and policies"])
 
 
@@ -285,6 +280,25 @@ def add_run_event(
         )
 
 
+@runs.post("/projects/{project}/runs/{run_id}/result", response_model=RunOut)
+def set_result(
+    project: str,
+    run_id: str,
+    body: ResultIn,
+    principal: Annotated[Principal, require(Permission.RUNS_REPORT)],
+    database: DatabaseDep,
+) -> Run:
+    """The job's outcome summary (aggregate numbers only), shown with the run."""
+    with database.write(actor=principal.actor) as unit:
+        return service.set_result(
+            unit,
+            project=principal.require_project(),
+            run_id=run_id,
+            result=body.result,
+            caller=principal.identity,
+        )
+
+
 @runs.get("/projects/{project}/runs/{run_id}/metrics", response_model=list[MetricOut])
 def list_metrics(
     project: str,
@@ -322,75 +336,7 @@ def add_metric(
         )
 
 
-# -- datasets and models --------------------------------------------------------------------
-
-
-@registry.get("/projects/{project}/datasets", response_model=list[DatasetOut])
-def list_datasets(
-    project: str,
-    principal: Annotated[Principal, require(Permission.DATASETS_READ)],
-    database: DatabaseDep,
-) -> list[Dataset]:
-    with database.read() as session:
-        query = select(Dataset).where(Dataset.project_id == principal.require_project().id)
-        return list(session.scalars(query.order_by(Dataset.name)))
-
-
-@registry.post(
-    "/projects/{project}/datasets", response_model=DatasetOut, status_code=status.HTTP_201_CREATED
-)
-def create_dataset(
-    project: str,
-    body: DatasetIn,
-    principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
-    database: DatabaseDep,
-) -> Dataset:
-    with database.write(actor=principal.actor) as unit:
-        return service.create_dataset(unit, project=principal.require_project(), name=body.name)
-
-
-@registry.get(
-    "/projects/{project}/datasets/{name}/versions", response_model=list[DatasetVersionOut]
-)
-def list_dataset_versions(
-    project: str,
-    name: str,
-    principal: Annotated[Principal, require(Permission.DATASETS_READ)],
-    database: DatabaseDep,
-) -> list[DatasetVersion]:
-    with database.read() as session:
-        dataset = service.get_dataset(session, project=principal.require_project(), name=name)
-        query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
-        return list(session.scalars(query.order_by(DatasetVersion.version)))
-
-
-@registry.post(
-    "/projects/{project}/datasets/{name}/versions",
-    response_model=DatasetVersionOut,
-    status_code=status.HTTP_201_CREATED,
-)
-def add_dataset_version(
-    project: str,
-    name: str,
-    body: DatasetVersionIn,
-    principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
-    database: DatabaseDep,
-) -> DatasetVersion:
-    with database.write(actor=principal.actor) as unit:
-        return service.add_dataset_version(
-            unit,
-            project=principal.require_project(),
-            name=name,
-            user_id=principal.identity.user_id,
-            fields={
-                "schema_": body.schema_,
-                "row_count": body.row_count,
-                "manifest_hash": body.manifest_hash,
-                "signature": body.signature,
-                "summaries": body.summaries,
-                "purpose": body.purpose,
-            },
-        )
+# -- models --------------------------------------------------------------------------
 
 
 @registry.get("/projects/{project}/models", response_model=list[ModelOut])

@@ -9,7 +9,6 @@ from pydantic import Field, StringConstraints
 
 from bastion.server.schemas.common import Name, Request, Response, Text
 
-Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Pem = Annotated[str, StringConstraints(max_length=8000)]
 Stage = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 RunStatus = Literal["queued", "leased", "running", "succeeded", "failed", "cancelled"]
@@ -68,6 +67,9 @@ class LeaseOut(Response):
     job_token: str
     lease_seconds: int
     resume_from: int | None
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Dataset versions the job reads (verified first)."
+    )
 
 
 class RunOut(Response):
@@ -77,6 +79,7 @@ class RunOut(Response):
     status_reason: str
     attempt: int
     spec: dict[str, Any]
+    result: dict[str, Any] | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -121,33 +124,8 @@ class MetricOut(Response):
     ts: dt.datetime
 
 
-class DatasetIn(Request):
-    name: Name
-
-
-class DatasetOut(Response):
-    id: str
-    name: str
-    created_at: dt.datetime
-
-
-class DatasetVersionIn(Request):
-    schema_: JsonObject = Field(alias="schema")
-    row_count: int = Field(ge=0)
-    manifest_hash: Hash
-    signature: Annotated[str, StringConstraints(max_length=20000)] = ""
-    summaries: JsonObject = Field(default_factory=dict)
-    purpose: Text = ""
-
-
-class DatasetVersionOut(Response):
-    version: int
-    schema_: dict[str, Any] = Field(serialization_alias="schema")
-    row_count: int
-    manifest_hash: str
-    summaries: dict[str, Any]
-    purpose: str
-    created_at: dt.datetime
+class ResultIn(Request):
+    result: JsonObject
 
 
 class ModelIn(Request):

@@ -28,6 +28,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
+from bastion.server.services.datasets import lease_inputs
 from bastion.server.services.resources import ACTIVE_STATUSES, JOIN_TOKEN_KIND, get_cluster
 
 __all__ = [
@@ -54,6 +55,7 @@ class Lease:
     job_token: str
     lease_seconds: int
     resume_from: int | None
+    inputs: dict[str, Any]
 
 
 def join(
@@ -205,6 +207,7 @@ def lease_next(
         job_token=minted.token,
         lease_seconds=lease_seconds,
         resume_from=_last_checkpoint(unit, run.id),
+        inputs=lease_inputs(unit.session, run=run, project=project) if project else {},
     )
 
 

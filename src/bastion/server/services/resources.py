@@ -14,8 +14,6 @@ from bastion.server.db.models import (
     Approval,
     Cluster,
     ClusterJoinToken,
-    Dataset,
-    DatasetVersion,
     Model,
     ModelVersion,
     Policy,
@@ -28,7 +26,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
-from bastion.spec import RunSpec
+from bastion.spec import DATASET_JOB_TYPES, RunSpec
 
 JOIN_TOKEN_KIND = "bstjoin"  # noqa: S105 - a label, not a secret
 
@@ -85,8 +83,18 @@ def get_run(session: Session, *, project: Project, run_id: str) -> Run:
     return run
 
 
-def create_run(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str) -> Run:
-    """Queue a validated run spec for its cluster's agent."""
+def create_run(
+    unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str, data_job: bool = False
+) -> Run:
+    """Queue a validated run spec for its cluster's agent.
+
+    Dataset jobs come only through the dataset routes (``data_job=True``), which check
+    the data steward's permissions and that the version lives on the run's cluster.
+    """
+    if spec.job.type in DATASET_JOB_TYPES and not data_job:
+        raise InvalidSpec(
+            f"job.type {spec.job.type!r} is queued by 'bastion data' verbs, not as a run spec"
+        )
     if spec.project != project.name:
         raise InvalidSpec(
             f"spec.project is {spec.project!r} but the run is submitted to project {project.name!r}"
@@ -181,6 +189,19 @@ def add_run_event(
     return event
 
 
+def set_result(
+    unit: UnitOfWork, *, project: Project, run_id: str, result: dict[str, Any], caller: Identity
+) -> Run:
+    """Store the job's outcome summary (aggregates only; the job decides what it reports)."""
+    run = get_run(unit.session, project=project, run_id=run_id)
+    check_reporter(caller=caller, run=run)
+    run.result, run.updated_at = result, utcnow()
+    unit.record(
+        "run.result", f"run:{run.id}", {"keys": sorted(result)[:20], "attempt": run.attempt}
+    )
+    return run
+
+
 def add_logs(
     unit: UnitOfWork, *, project: Project, run_id: str, lines: list[str], caller: Identity
 ) -> int:
@@ -220,47 +241,7 @@ def add_metric(
     return metric
 
 
-# -- datasets and models --------------------------------------------------------------------
-
-
-def get_dataset(session: Session, *, project: Project, name: str) -> Dataset:
-    dataset = session.scalars(
-        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
-    ).first()
-    if dataset is None:
-        raise NotFound(f"dataset {name!r} does not exist in project {project.name!r}")
-    return dataset
-
-
-def create_dataset(unit: UnitOfWork, *, project: Project, name: str) -> Dataset:
-    exists = unit.session.scalars(
-        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
-    ).first()
-    if exists is not None:
-        raise Conflict(f"dataset {name!r} already exists in project {project.name!r}")
-    dataset = Dataset(project_id=project.id, name=name)
-    unit.session.add(dataset)
-    unit.record("dataset.create", f"dataset:{project.name}/{name}")
-    return dataset
-
-
-def add_dataset_version(
-    unit: UnitOfWork, *, project: Project, name: str, user_id: str, fields: dict[str, Any]
-) -> DatasetVersion:
-    dataset = get_dataset(unit.session, project=project, name=name)
-    latest = unit.session.scalar(
-        select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
-    )
-    version = DatasetVersion(
-        dataset_id=dataset.id, version=(latest or 0) + 1, created_by=user_id, **fields
-    )
-    unit.session.add(version)
-    unit.record(
-        "dataset.version.create",
-        f"dataset:{project.name}/{name}@{version.version}",
-        {"manifest_hash": fields["manifest_hash"], "row_count": fields["row_count"]},
-    )
-    return version
+# -- models --------------------------------------------------------------------------
 
 
 def get_model(session: Session, *, project: Project, name: str) -> Model:

@@ -1,0 +1,172 @@
+"""The dataset jobs, as they run in a job process (no keys, plaintext in a private workdir).
+
+``ingest`` reads the file to register, ``pseudonymize`` transforms a staged version;
+both describe the result (schema, scans) and leave it in ``outputs/`` for the agent
+to seal. ``verify`` and ``scan`` report on a version the agent has already verified
+and staged in ``inputs/``. What they report is aggregates: never a value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bastion.agent.staging import INPUTS, OUTPUTS, REQUEST
+from bastion.config import Settings
+from bastion.data.ingest import Loaded, describe, read_canonical, read_source, write_canonical
+from bastion.data.pseudonymize import Generalization, pseudonymize_frame
+from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
+from bastion.data.store import DATA_FILES
+from bastion.errors import ConfigurationError
+from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.security.keys import prf_from_capability
+from bastion.spec import IngestJob, PseudonymizeJob, ScanJob, VerifyJob
+
+if TYPE_CHECKING:
+    from bastion.agent.job import JobContext
+
+__all__ = ["run_ingest", "run_pseudonymize", "run_scan", "run_verify"]
+
+
+def _staged(workdir: Path, role: str) -> tuple[Loaded, dict[str, Any]] | None:
+    folder = workdir / INPUTS / role
+    info_file = folder / "version.json"
+    if not info_file.is_file():
+        return None
+    info = json.loads(info_file.read_text())
+    return read_canonical(folder / DATA_FILES[info["kind"]]), info
+
+
+def _staged_input(workdir: Path) -> tuple[Loaded, dict[str, Any]]:
+    staged = _staged(workdir, "input")
+    if staged is None:
+        raise ConfigurationError("the agent staged no input dataset for this job")
+    return staged
+
+
+def _log_description(context: JobContext, described: dict[str, Any]) -> None:
+    summaries = described["summaries"]
+    context.log(f"{described['rows']} rows ({described['kind']})")
+    pii = summaries.get("pii", {}).get("columns", [])
+    if pii:
+        found = ", ".join(f"{c['column']}: {c['entity']}" for c in pii)
+        context.log(f"PII scan: {len(pii)} identifier column(s) - {found}")
+    elif described["kind"] == "table":
+        context.log("PII scan: no identifier columns found")
+    poisoning = summaries.get("poisoning", {})
+    labels = poisoning.get("label_issues", {})
+    if "count" in labels:
+        context.log(
+            f"poisoning scan: {labels['count']} suspected label issue(s) in "
+            f"{labels['rows_scanned']} rows, {poisoning.get('outliers', 0)} outlier(s)"
+        )
+    if "drift" in summaries:
+        context.log(
+            f"drift against the previous version: {summaries['drift']['drifted']} column(s)"
+        )
+
+
+def _leave_for_sealing(
+    workdir: Path, *, dataset: str, data: Loaded, described: dict[str, Any]
+) -> None:
+    outputs = workdir / OUTPUTS
+    ensure_private_dir(outputs)
+    write_canonical(data, outputs)
+    request = {
+        "dataset": dataset,
+        "kind": described["kind"],
+        "rows": described["rows"],
+        "schema": described["schema"],
+        "summaries": {
+            **described["summaries"],
+            "identifier_columns": described.get("identifier_columns", []),
+        },
+    }
+    atomic_write_bytes(outputs / REQUEST, json.dumps(request).encode())
+
+
+def run_ingest(context: JobContext, job: IngestJob) -> None:
+    """Read, describe and leave the file for sealing."""
+    context.log(f"reading {Path(job.source).name}")
+    data = read_source(Path(job.source))
+    baseline = _staged(context.workdir, "baseline")
+    if baseline is not None:
+        context.log(
+            f"comparing with the previous version {baseline[1]['name']}@{baseline[1]['version']}"
+        )
+    described = describe(
+        data,
+        target=job.target,
+        subject_id_column=job.subject_id_column,
+        baseline=baseline[0] if baseline else None,
+    )
+    _log_description(context, described)
+    _leave_for_sealing(context.workdir, dataset=job.dataset, data=data, described=described)
+
+
+def run_pseudonymize(context: JobContext, job: PseudonymizeJob, settings: Settings) -> None:
+    """Transform the staged version with the pseudonym key the agent handed over."""
+    if settings.pseudonym_key is None:
+        raise ConfigurationError("the agent handed this job no pseudonym key")
+    prf = prf_from_capability(settings.pseudonym_key.get_secret_value())
+    data, info = _staged_input(context.workdir)
+    transformed = pseudonymize_frame(
+        data.table(),
+        prf=prf,
+        pseudonymize=list(job.pseudonymize),
+        generalize={c: Generalization(how) for c, how in job.generalize.items()},
+        drop=list(job.drop),
+    )
+    context.log(
+        f"pseudonymised {len(job.pseudonymize)}, generalised {len(job.generalize)}, "
+        f"dropped {len(job.drop)} column(s)"
+    )
+    target = info.get("target")
+    subject = info.get("subject_id_column")
+    result = Loaded(kind="table", frame=transformed)
+    described = describe(
+        result,
+        target=target if target in transformed.columns else None,
+        subject_id_column=subject if subject in transformed.columns else None,
+        baseline=data,
+    )
+    _log_description(context, described)
+    name = job.dataset.split("@")[0]
+    _leave_for_sealing(context.workdir, dataset=name, data=result, described=described)
+
+
+def run_verify(context: JobContext, job: VerifyJob) -> str:
+    """The agent verified hashes and signature before staging; check the schema too."""
+    data, info = _staged_input(context.workdir)
+    if info["kind"] == "images":
+        images, labels = data.arrays()
+        violations = validate_images(images, ImageSchema.model_validate(info["schema"]), labels)
+    else:
+        violations = validate_table(data.table(), TableSchema.model_validate(info["schema"]))
+    for violation in violations:
+        context.log(f"schema: {violation.column}: {violation.rule} ({violation.rows} rows)")
+    context.result(
+        {
+            "verified": True,
+            "manifest_hash": info["manifest_hash"],
+            "rows": data.rows,
+            "schema_violations": [v.model_dump() for v in violations],
+        }
+    )
+    return (
+        f"{job.dataset}: manifest {info['manifest_hash'][:12]}, signature and content verified; "
+        f"{len(violations)} schema violation(s)"
+    )
+
+
+def run_scan(context: JobContext, job: ScanJob) -> str:
+    data, info = _staged_input(context.workdir)
+    described = describe(
+        data, target=info.get("target"), subject_id_column=info.get("subject_id_column")
+    )
+    _log_description(context, described)
+    context.result(
+        {**described["summaries"], "identifier_columns": described.get("identifier_columns", [])}
+    )
+    return f"{job.dataset}: scanned {described['rows']} rows"

@@ -1,0 +1,154 @@
+"""What the agent does around a job that touches data: stage in, seal out, wipe.
+
+The agent holds the keyring; jobs do not. Before a job that reads a dataset version
+starts, the agent verifies the version (manifest hash, signature, every file's
+content) and decrypts it into the job's private ``inputs/``. A job that makes a
+version writes plaintext to ``outputs/`` with a ``version.json`` request and exits
+with :data:`EXIT_SEAL`; the agent then encrypts and signs it, records the version in
+the control plane and ends the run. Plaintext is removed when the job ends.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bastion.client import Client
+from bastion.data.store import DATA_FILES, open_version, seal_version
+from bastion.errors import IntegrityError, InvalidInput
+from bastion.security.keys import Keyring
+from bastion.security.signing import signature_path_for
+from bastion.spec import IngestJob
+
+__all__ = [
+    "INPUTS",
+    "OUTPUTS",
+    "SealRequest",
+    "check_source",
+    "seal_outputs",
+    "stage_inputs",
+    "wipe",
+]
+
+INPUTS = "inputs"
+OUTPUTS = "outputs"
+REQUEST = "version.json"
+
+
+class SealRequest(BaseModel):
+    """A job's request to seal ``outputs/`` as a new version (metadata only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    kind: Literal["table", "images"]
+    rows: int = Field(ge=0)
+    schema_: dict[str, Any] = Field(alias="schema")
+    summaries: dict[str, Any]
+
+
+def check_source(
+    job: IngestJob, *, import_roots: tuple[Path, ...], private: tuple[Path, ...]
+) -> Path:
+    """The file a registration reads: inside an import root, outside the agent's own files."""
+    source = Path(job.source)
+    if not source.is_absolute():
+        raise InvalidInput(f"{job.source}: give an absolute path on the agent's host")
+    resolved = source.resolve()
+    for inner in private:
+        if resolved.is_relative_to(inner.resolve()):
+            raise InvalidInput(
+                f"{job.source}: lies in the agent's own files; it cannot be registered"
+            )
+    if not import_roots:
+        raise InvalidInput("this agent accepts no registrations; start it with --import-root DIR")
+    if not any(resolved.is_relative_to(root.resolve()) for root in import_roots):
+        allowed = ", ".join(str(root) for root in import_roots)
+        raise InvalidInput(f"{job.source}: outside the agent's import roots ({allowed})")
+    if not resolved.is_file():
+        raise InvalidInput(f"{job.source}: no such file on the agent's host")
+    return resolved
+
+
+def stage_inputs(
+    lease: dict[str, Any], *, workdir: Path, storage: Path, keyring: Keyring
+) -> list[str]:
+    """Verify and decrypt every dataset version the run reads; return what was staged.
+
+    Raises :class:`IntegrityError` / :class:`SignatureError` for a tampered version:
+    the job never starts on data that does not verify.
+    """
+    staged = []
+    for role, info in sorted(lease.get("inputs", {}).items()):
+        open_version(
+            storage,
+            keyring=keyring,
+            project=lease["project"],
+            name=info["name"],
+            manifest_hash=info["manifest_hash"],
+            into=workdir / INPUTS / role,
+        )
+        (workdir / INPUTS / role / "version.json").write_text(json.dumps(info))
+        staged.append(f"{role} {info['name']}@{info['version']}")
+    return staged
+
+
+def _request(workdir: Path) -> SealRequest:
+    try:
+        return SealRequest.model_validate_json((workdir / OUTPUTS / REQUEST).read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise IntegrityError(f"the job left no valid {OUTPUTS}/{REQUEST} ({exc})") from None
+
+
+def seal_outputs(
+    lease: dict[str, Any],
+    *,
+    workdir: Path,
+    storage: Path,
+    keyring: Keyring,
+    client: Client,
+) -> dict[str, Any]:
+    """Seal the job's outputs as a new version and record it; return the recorded version."""
+    request = _request(workdir)
+    spec_job = lease["spec"]["job"]
+    expected = spec_job["dataset"].split("@")[0]
+    if request.dataset != expected:
+        raise IntegrityError(
+            f"the job asked to seal {request.dataset!r}, but the run makes {expected!r}"
+        )
+    data = workdir / OUTPUTS / DATA_FILES[request.kind]
+    if not data.is_file():
+        raise IntegrityError(f"the job left no {OUTPUTS}/{data.name} to seal")
+    sealed = seal_version(
+        data,
+        root=storage,
+        keyring=keyring,
+        project=lease["project"],
+        name=request.dataset,
+        kind=request.kind,
+        rows=request.rows,
+        run_id=lease["run_id"],
+    )
+    signature = signature_path_for(sealed.directory / "manifest.json").read_text()
+    return client.record_dataset_version(
+        lease["project"],
+        request.dataset,
+        {
+            "run_id": lease["run_id"],
+            "schema": request.schema_,
+            "row_count": request.rows,
+            "manifest_hash": sealed.manifest_hash,
+            "signature": signature,
+            "summaries": request.summaries,
+        },
+    )
+
+
+def wipe(workdir: Path) -> None:
+    """Remove the plaintext a job saw or made (its inputs and outputs)."""
+    for name in (INPUTS, OUTPUTS):
+        shutil.rmtree(workdir / name, ignore_errors=True)

@@ -1,0 +1,261 @@
+"""Reading data at registration, and describing it for the control plane.
+
+Tables come from CSV or Parquet, images from NPZ (``images`` and ``labels`` arrays;
+pickled objects are refused). Each is written in one canonical form (Parquet or NPZ)
+before it is sealed. :func:`describe` computes what the control plane may learn: the
+schema, the row count and aggregate scan summaries, never the values.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from bastion.data.pii import scan_frame
+from bastion.data.poisoning import conflicting_duplicates, drift, label_issues, outliers
+from bastion.data.schema import infer_image_schema, infer_table_schema
+from bastion.errors import InvalidInput
+from bastion.files import atomic_output
+
+__all__ = [
+    "Loaded",
+    "describe",
+    "read_canonical",
+    "read_source",
+    "write_canonical",
+    "write_table",
+]
+
+#: Label scans cross-validate two models; above this many rows they run on a sample.
+LABEL_SCAN_ROWS = 20_000
+#: Outlier and duplicate scans run on at most this many rows.
+SCAN_ROWS = 200_000
+
+
+@dataclass
+class Loaded:
+    """Data read from a source: a table, or images with labels."""
+
+    kind: Literal["table", "images"]
+    frame: pd.DataFrame | None = None
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        if self.frame is not None:
+            return len(self.frame)
+        return 0 if self.images is None else len(self.images)
+
+    def table(self) -> pd.DataFrame:
+        if self.frame is None:
+            raise InvalidInput("this dataset holds images, not a table")
+        return self.frame
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.images is None or self.labels is None:
+            raise InvalidInput("this dataset holds a table, not images and labels")
+        return self.images, self.labels
+
+
+def _read_npz(path: Path) -> Loaded:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            if not {"images", "labels"} <= names:
+                raise InvalidInput(
+                    f"{path}: an image dataset is an .npz with 'images' and 'labels' arrays "
+                    f"(found: {', '.join(sorted(names)) or 'none'})"
+                )
+            images, labels = archive["images"], archive["labels"]
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InvalidInput(f"{path}: not a readable .npz without pickled objects ({exc})") from None
+    if images.ndim < 2 or len(images) != len(labels) or labels.ndim != 1:
+        raise InvalidInput(
+            f"{path}: need images of shape (n, ...) and n labels; got {images.shape} "
+            f"and {labels.shape}"
+        )
+    if not (np.issubdtype(images.dtype, np.number) and np.issubdtype(labels.dtype, np.integer)):
+        raise InvalidInput(f"{path}: images must be numeric and labels integers")
+    return Loaded(kind="images", images=images, labels=labels)
+
+
+def read_source(path: Path) -> Loaded:
+    """Read a CSV, Parquet or NPZ file; a clear :class:`InvalidInput` for anything else."""
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, low_memory=False)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix == ".npz":
+            return _read_npz(path)
+        else:
+            raise InvalidInput(f"{path}: unsupported format {suffix!r}; use .csv, .parquet or .npz")
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InvalidInput(f"{path}: cannot read it as {suffix[1:]} ({exc})") from None
+    if frame.empty:
+        raise InvalidInput(f"{path}: holds no rows")
+    frame.columns = [str(c) for c in frame.columns]
+    if frame.columns.duplicated().any():
+        raise InvalidInput(f"{path}: column names repeat")
+    return Loaded(kind="table", frame=frame)
+
+
+def write_table(frame: pd.DataFrame, out: Path) -> None:
+    """Write CSV or Parquet atomically (temp file, fsync, rename), mode 0600."""
+    with atomic_output(out, mode=0o600) as handle:
+        if out.suffix == ".csv":
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            frame.to_csv(text, index=False)
+            text.flush()
+            text.detach()
+        else:
+            frame.to_parquet(handle, index=False)
+
+
+def write_canonical(data: Loaded, directory: Path) -> Path:
+    """Write the canonical data file (``data.parquet`` or ``data.npz``) into ``directory``."""
+    if data.kind == "table":
+        out = directory / "data.parquet"
+        write_table(data.table(), out)
+        return out
+    out = directory / "data.npz"
+    with atomic_output(out, mode=0o600) as handle:
+        images, labels = data.arrays()
+        np.savez(handle, images=images, labels=labels)
+    return out
+
+
+def read_canonical(path: Path) -> Loaded:
+    """Read a canonical data file written by :func:`write_canonical`."""
+    if path.name == "data.npz":
+        return _read_npz(path)
+    return Loaded(kind="table", frame=pd.read_parquet(path))
+
+
+def _sample(count: int, limit: int, seed: int) -> np.ndarray:
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def _numeric_features(
+    frame: pd.DataFrame, labels: np.ndarray | None, *, exclude: set[str]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Numeric, non-identifier columns as floats; rows with missing values left out."""
+    columns = [
+        c
+        for c in frame.columns
+        if c not in exclude
+        and pd.api.types.is_numeric_dtype(frame[c])
+        and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    if not columns:
+        return None, labels
+    values = frame[columns].to_numpy(dtype=float)
+    complete = np.isfinite(values).all(axis=1)
+    if labels is not None:
+        complete &= pd.notna(labels)
+        labels = labels[complete]
+    return values[complete], labels
+
+
+def _poisoning(
+    features: np.ndarray | None, labels: np.ndarray | None, *, seed: int
+) -> dict[str, Any]:
+    """Counts and rates of suspicious rows (their indices stay in the compute plane)."""
+    if features is None or len(features) < 10:
+        return {"skipped": "no numeric features to scan"}
+    rows = _sample(len(features), SCAN_ROWS, seed)
+    x = features[rows]
+    found: dict[str, Any] = {"rows_scanned": len(x)}
+    found["outliers"] = len(outliers(x, seed=seed))
+    if labels is None:
+        found["label_issues"] = {"skipped": "no target column named"}
+        return found
+    y = labels[rows]
+    found["conflicting_duplicate_groups"] = len(conflicting_duplicates(x, y))
+    subset = _sample(len(x), LABEL_SCAN_ROWS, seed)
+    try:
+        issues = label_issues(x[subset], y[subset], seed=seed)
+        found["label_issues"] = {
+            "rows_scanned": len(subset),
+            "count": issues.count,
+            "rate": round(issues.count / len(subset), 4),
+        }
+    except InvalidInput as exc:
+        found["label_issues"] = {"skipped": str(exc)}
+    return found
+
+
+def describe(
+    data: Loaded,
+    *,
+    target: str | None = None,
+    subject_id_column: str | None = None,
+    baseline: Loaded | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Schema, row count and scan summaries: everything registration reports."""
+    if data.kind == "images":
+        if target is not None or subject_id_column is not None:
+            raise InvalidInput("image datasets take no --target or --subject-id-column")
+        images, labels = data.arrays()
+        flat = images.reshape(len(images), -1).astype(float)
+        return {
+            "kind": "images",
+            "rows": len(images),
+            "schema": infer_image_schema(images, labels).model_dump(mode="json"),
+            "summaries": {"poisoning": _poisoning(flat, labels, seed=seed)},
+        }
+    frame = data.table()
+    for label, column in (("target", target), ("subject id column", subject_id_column)):
+        if column is not None and column not in frame.columns:
+            raise InvalidInput(f"{label} {column!r} is not a column of this table")
+    pii = scan_frame(frame, seed=seed)
+    identifiers = set(pii.entities()) | {c for c in (subject_id_column,) if c}
+    features, target_labels = _numeric_features(
+        frame,
+        frame[target].to_numpy() if target is not None else None,
+        exclude=identifiers | {target or ""},
+    )
+    summaries: dict[str, Any] = {
+        "pii": pii.summary(),
+        "poisoning": _poisoning(features, target_labels, seed=seed),
+    }
+    if baseline is not None and baseline.kind == "table":
+        previous = baseline.table()
+        shared = [c for c in frame.columns if c in previous.columns and c not in identifiers]
+        results = drift(previous[shared], frame[shared])
+        summaries["drift"] = {
+            "columns": [
+                {
+                    "column": r.column,
+                    "test": r.test,
+                    "statistic": round(r.statistic, 6),
+                    "p_value": round(r.p_value, 6),
+                    "psi": round(r.psi, 6),
+                    "drifted": r.drifted,
+                }
+                for r in results
+            ],
+            "drifted": sum(r.drifted for r in results),
+        }
+    return {
+        "kind": "table",
+        "rows": len(frame),
+        "schema": infer_table_schema(frame).model_dump(mode="json"),
+        "summaries": summaries,
+        "target": target,
+        "subject_id_column": subject_id_column,
+        "identifier_columns": sorted(identifiers),
+    }

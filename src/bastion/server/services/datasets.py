@@ -1,0 +1,299 @@
+"""Datasets in the control plane: names, versions the compute plane sealed, data jobs.
+
+The control plane never sees rows. It queues dataset jobs (register, verify, scan,
+pseudonymise) for the cluster that holds the data, and records the version the
+agent reports after sealing: schema, row count, manifest hash, signature, scan
+summaries. A version is immutable except for its schema, which a data steward may
+correct (audited).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bastion.data.schema import ImageSchema, TableSchema
+from bastion.errors import Conflict, InvalidInput, NotAuthorized, NotFound
+from bastion.server.db.models import Cluster, Dataset, DatasetVersion, Project, Run
+from bastion.server.db.session import UnitOfWork
+from bastion.server.deps import Identity
+from bastion.server.services.resources import ACTIVE_STATUSES, create_run, get_cluster
+from bastion.spec import RunSpec, parse_dataset_ref, parse_spec
+
+__all__ = [
+    "create_dataset",
+    "edit_schema",
+    "get_dataset",
+    "get_version",
+    "lease_inputs",
+    "record_version",
+    "submit_job",
+    "version_view",
+]
+
+
+def get_dataset(session: Session, *, project: Project, name: str) -> Dataset:
+    dataset = session.scalars(
+        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+    ).first()
+    if dataset is None:
+        raise NotFound(f"dataset {name!r} does not exist in project {project.name!r}")
+    return dataset
+
+
+def create_dataset(unit: UnitOfWork, *, project: Project, name: str) -> Dataset:
+    exists = unit.session.scalars(
+        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+    ).first()
+    if exists is not None:
+        raise Conflict(f"dataset {name!r} already exists in project {project.name!r}")
+    dataset = Dataset(project_id=project.id, name=name)
+    unit.session.add(dataset)
+    unit.session.flush()
+    unit.record("dataset.create", f"dataset:{project.name}/{name}")
+    return dataset
+
+
+def get_version(session: Session, *, project: Project, name: str, version: int) -> DatasetVersion:
+    dataset = get_dataset(session, project=project, name=name)
+    row = session.scalars(
+        select(DatasetVersion).where(
+            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"dataset version {name}@{version} does not exist in {project.name!r}")
+    return row
+
+
+def version_view(session: Session, row: DatasetVersion) -> dict[str, Any]:
+    """A version as the API shows it (with its cluster's name)."""
+    cluster = session.get(Cluster, row.cluster_id) if row.cluster_id else None
+    return {
+        "version": row.version,
+        "schema_": row.schema_,
+        "row_count": row.row_count,
+        "manifest_hash": row.manifest_hash,
+        "signature": row.signature,
+        "summaries": row.summaries,
+        "purpose": row.purpose,
+        "target": row.target,
+        "subject_id_column": row.subject_id_column,
+        "parent_version": row.parent_version,
+        "cluster": cluster.name if cluster else None,
+        "run_id": row.run_id,
+        "schema_edited": row.schema_edited_by is not None,
+        "created_at": row.created_at,
+    }
+
+
+# -- data jobs ------------------------------------------------------------------------------
+
+
+def submit_job(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    name: str,
+    user_id: str,
+    job: dict[str, Any],
+    cluster: str | None = None,
+) -> Run:
+    """Queue a dataset job on the cluster that holds the data (or, to register, the one named).
+
+    Registering creates the dataset name on first use; jobs on a version check that
+    the version exists and run where it lives.
+    """
+    if job["type"] == "ingest":
+        if cluster is None:  # pragma: no cover - the register route always names one
+            raise InvalidInput("name the cluster whose host holds the file")
+        exists = unit.session.scalars(
+            select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+        ).first()
+        if exists is None:
+            create_dataset(unit, project=project, name=name)
+        label = f"register {name}"
+    else:
+        ref_name, number = parse_dataset_ref(job["dataset"])
+        row = get_version(unit.session, project=project, name=ref_name, version=number)
+        holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
+        if holder is None:
+            raise Conflict(f"dataset version {job['dataset']} is not held by any cluster")
+        cluster = holder.name
+        label = f"{job['type']} {job['dataset']}"
+    get_cluster(unit.session, cluster)
+    spec = parse_spec(
+        {"name": label, "project": project.name, "cluster": cluster, "job": job},
+        source="dataset job",
+    )
+    return create_run(unit, project=project, spec=spec, user_id=user_id, data_job=True)
+
+
+def _version_info(session: Session, dataset: Dataset, row: DatasetVersion) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "version": row.version,
+        "manifest_hash": row.manifest_hash,
+        "schema": row.schema_,
+        "target": row.target,
+        "subject_id_column": row.subject_id_column,
+        "kind": row.schema_.get("kind", "table"),
+    }
+
+
+def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, Any]:
+    """The dataset versions a leased run reads, so the agent can verify and stage them.
+
+    A job on a version gets it as ``input``; a registration gets the dataset's latest
+    version on the same cluster as ``baseline`` (for the drift comparison).
+    """
+    job = run.spec.get("job", {})
+    if not isinstance(job, dict) or job.get("type") not in (
+        "ingest",
+        "verify",
+        "scan",
+        "pseudonymize",
+    ):
+        return {}
+    if job["type"] == "ingest":
+        dataset = session.scalars(
+            select(Dataset).where(Dataset.project_id == project.id, Dataset.name == job["dataset"])
+        ).first()
+        if dataset is None:
+            return {}
+        latest = session.scalars(
+            select(DatasetVersion)
+            .where(
+                DatasetVersion.dataset_id == dataset.id,
+                DatasetVersion.cluster_id == run.cluster_id,
+            )
+            .order_by(DatasetVersion.version.desc())
+            .limit(1)
+        ).first()
+        return {"baseline": _version_info(session, dataset, latest)} if latest else {}
+    name, number = parse_dataset_ref(str(job["dataset"]))
+    row = get_version(session, project=project, name=name, version=number)
+    dataset = get_dataset(session, project=project, name=name)
+    return {"input": _version_info(session, dataset, row)}
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def record_version(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    name: str,
+    caller: Identity,
+    fields: dict[str, Any],
+) -> DatasetVersion:
+    """Record the version an agent sealed for a registration or pseudonymisation run.
+
+    (1) The run must exist in this project, be active, and be leased by this agent.
+    (2) It must be a job that makes a version of this dataset.
+    (3) One run makes one version: a repeated report returns the recorded one.
+    """
+    run = unit.session.get(Run, fields["run_id"])
+    # (1) ...
+    if run is None or run.project_id != project.id:
+        raise NotFound(f"run {fields['run_id']} does not exist in project {project.name!r}")
+    if run.leased_by != caller.user_id:
+        raise NotAuthorized("only the agent holding the run's lease records its dataset version")
+    # (2) ...
+    spec = RunSpec.model_validate(run.spec)
+    job = spec.job
+    if job.type == "ingest":
+        made_from = None
+        target_name = job.dataset
+    elif job.type == "pseudonymize":
+        target_name, made_from = parse_dataset_ref(job.dataset)
+    else:
+        raise Conflict(f"run {run.id} is a {job.type} job; it makes no dataset version")
+    if target_name != name:
+        raise Conflict(f"run {run.id} makes a version of {target_name!r}, not {name!r}")
+    dataset = get_dataset(unit.session, project=project, name=name)
+    # (3) ...
+    existing = unit.session.scalars(
+        select(DatasetVersion).where(DatasetVersion.run_id == run.id)
+    ).first()
+    if existing is not None:
+        return existing
+    if run.status not in ACTIVE_STATUSES:
+        raise Conflict(f"run {run.id} is {run.status}; it can no longer record a version")
+    parent = (
+        get_version(unit.session, project=project, name=name, version=made_from)
+        if made_from is not None
+        else None
+    )
+    latest = unit.session.scalar(
+        select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
+    )
+    row = DatasetVersion(
+        dataset_id=dataset.id,
+        version=(latest or 0) + 1,
+        schema_=fields["schema_"],
+        row_count=fields["row_count"],
+        manifest_hash=fields["manifest_hash"],
+        signature=fields["signature"],
+        summaries=fields["summaries"],
+        purpose=job.purpose if job.type == "ingest" else (parent.purpose if parent else ""),
+        target=job.target if job.type == "ingest" else (parent.target if parent else None),
+        subject_id_column=(
+            job.subject_id_column
+            if job.type == "ingest"
+            else (parent.subject_id_column if parent else None)
+        ),
+        parent_version=made_from,
+        cluster_id=run.cluster_id,
+        run_id=run.id,
+        created_by=run.created_by,
+    )
+    unit.session.add(row)
+    unit.session.flush()
+    unit.record(
+        "dataset.version.create",
+        f"dataset:{project.name}/{name}@{row.version}",
+        {
+            "manifest_hash": row.manifest_hash,
+            "row_count": row.row_count,
+            "run": run.id,
+            "parent_version": made_from,
+        },
+    )
+    return row
+
+
+def edit_schema(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    name: str,
+    version: int,
+    schema: dict[str, Any],
+    user_id: str,
+) -> DatasetVersion:
+    """Replace a version's schema with a steward's correction (same kind, validated)."""
+    row = get_version(unit.session, project=project, name=name, version=version)
+    kind = row.schema_.get("kind", "table")
+    model = ImageSchema if kind == "images" else TableSchema
+    try:
+        checked = model.model_validate(schema)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "schema"
+        raise InvalidInput(f"schema.{where}: {first['msg']}") from None
+    if checked.kind != kind:
+        raise InvalidInput(f"schema.kind must stay {kind!r}")
+    before = row.schema_
+    row.schema_ = checked.model_dump(mode="json")
+    row.schema_edited_by = user_id
+    unit.record(
+        "dataset.schema.edit",
+        f"dataset:{project.name}/{name}@{version}",
+        {"changed": before != row.schema_},
+    )
+    return row
