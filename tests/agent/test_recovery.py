@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bastion.data.reference import patients
 from tests.agent.test_agent_e2e import running_plane, start_agent, wait_for_heartbeat
 from tests.server.test_live import _bastion
 
@@ -87,15 +88,20 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
     tmp_path: Path,
 ) -> None:
     canary = "CANARY-7f3a9c-PATIENT-SSN-123-45-6789"
+    canary_name, canary_email = "Zebulon Canaryfield", "zebulon.canary7f3a9c@example.org"
+    canary_ssn = "778-62-4417"
     with running_plane(tmp_path) as plane:
         created = _bastion(plane.client_home, "cluster", "create", "c2")
         assert created.returncode == 0
+        incoming = tmp_path / "incoming2"
+        incoming.mkdir()
         second = start_agent(
             tmp_path / "agent2",
             plane.url,
             "c2",
             tmp_path / "storage2",
             created.stdout.splitlines()[1].strip(),
+            import_root=incoming,
         )
         try:
             wait_for_heartbeat(plane.admin, second, "c2")
@@ -131,11 +137,55 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
             )
             assert "patients.csv" in answers or "patients" in answers
             assert canary not in answers
+            # Registration, scans and pseudonymisation on c2 report only metadata.
+            planted = patients(rows=120, seed=5)
+            planted.loc[7, ["name", "email", "ssn"]] = [canary_name, canary_email, canary_ssn]
+            planted.to_csv(incoming / "planted.csv", index=False)
+            for args in (
+                [
+                    "register",
+                    str(incoming / "planted.csv"),
+                    "--name",
+                    "planted",
+                    "-p",
+                    "p",
+                    "--cluster",
+                    "c2",
+                ],
+                ["scan", "planted@1", "-p", "p"],
+                ["pseudonymize", "planted@1", "-p", "p", "--columns", "ssn,email,name"],
+                ["verify", "planted@2", "-p", "p"],
+            ):
+                done = _bastion(plane.client_home, "data", *args)
+                assert done.returncode == 0, done.stdout + done.stderr
+                for value in (canary_name, canary_email, canary_ssn):
+                    assert value not in done.stdout + done.stderr
+            versions = plane.admin.dataset_versions("p", "planted")
+            assert [v["cluster"] for v in versions] == ["c2", "c2"]
+            found = {c["column"] for c in versions[0]["summaries"]["pii"]["columns"]}
+            assert {"name", "email", "ssn"} <= found
+            answers += json.dumps(
+                [
+                    versions,
+                    [plane.admin.get_run("p", r["id"]) for r in plane.admin.list_runs("p")],
+                    plane.admin.audit_events(limit=1000),
+                ]
+            )
+            secrets = [canary, canary_name, canary_email, canary_ssn]
+            for value in secrets:
+                assert value not in answers
             for database in (tmp_path / "server").glob("*.db*"):
-                assert canary.encode() not in database.read_bytes()
+                for value in secrets:
+                    assert value.encode() not in database.read_bytes()
             server_log = (tmp_path / "server.log").read_bytes()
             assert b"POST /api/v1/projects/p/runs" in server_log  # the log is really written
-            assert canary.encode() not in server_log
+            for value in secrets:
+                assert value.encode() not in server_log
+            # At rest in the compute plane the planted rows exist only encrypted.
+            for stored in (tmp_path / "storage2" / "datasets").rglob("*"):
+                if stored.is_file():
+                    assert canary_ssn.encode() not in stored.read_bytes()
+                    assert canary_email.encode() not in stored.read_bytes()
         finally:
             second.terminate()
             second.wait(timeout=30)
