@@ -30,11 +30,16 @@ unit: install
 
 test: lint typecheck unit
 
-bench: install
+$(VENV)/.bench-installed: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,bench]'
+	touch $@
+
+bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_envelope.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_server.py
 	$(BIN)/python benchmarks/bench_dispatch.py
+	$(BIN)/python benchmarks/bench_pii.py
 
 quickstart: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo

@@ -8,7 +8,8 @@
   0..16) and ``labels``.
 * ``table``: a large synthetic table (10^5 to 10^7 rows) for scale benchmarks, generated
   with vectorised numpy: numeric and categorical features, a binary target, and PII
-  columns (email, SSN, phone, Luhn-valid card number, IPv4) whose values are known.
+  columns (email, SSN, phone, Luhn-valid card number, IPv4, checksum-valid German IBAN)
+  whose values are known.
 
 Nothing is downloaded: scikit-learn ships both datasets inside the package.
 """
@@ -54,6 +55,7 @@ TABLE_PII_COLUMNS = {
     "phone": "phone",
     "card_number": "card_number",
     "ip": "ip_address",
+    "iban": "iban",
 }
 
 
@@ -158,7 +160,21 @@ def table(*, rows: int, seed: int = 0) -> pd.DataFrame:
     frame["ip"] = pd.Series(octets[:, 0].astype(str))
     for column in range(1, 4):
         frame["ip"] = frame["ip"] + "." + octets[:, column].astype(str)
+    frame["iban"] = _german_ibans(rng.integers(0, 10, (rows, 18)))
     return frame
+
+
+def _german_ibans(bban: np.ndarray) -> np.ndarray:
+    """``DE`` + ISO 7064 mod-97 check digits + the 18-digit BBAN, vectorised."""
+    # The check is computed over BBAN + "DE00" with letters as numbers (D=13, E=14).
+    rearranged = np.concatenate([bban, np.tile([1, 3, 1, 4, 0, 0], (len(bban), 1))], axis=1)
+    remainder = np.zeros(len(bban), dtype=np.int64)
+    for column in rearranged.T:
+        remainder = (remainder * 10 + column) % 97
+    check = 98 - remainder
+    return np.char.add(
+        np.char.add("DE", np.char.zfill(check.astype(str), 2)), _join(bban)
+    )
 
 
 def _digits_text(values: np.ndarray, width: int) -> pd.Series:
