@@ -172,9 +172,7 @@ def _german_ibans(bban: np.ndarray) -> np.ndarray:
     for column in rearranged.T:
         remainder = (remainder * 10 + column) % 97
     check = 98 - remainder
-    return np.char.add(
-        np.char.add("DE", np.char.zfill(check.astype(str), 2)), _join(bban)
-    )
+    return np.char.add(np.char.add("DE", np.char.zfill(check.astype(str), 2)), _join(bban))
 
 
 def _digits_text(values: np.ndarray, width: int) -> pd.Series:
