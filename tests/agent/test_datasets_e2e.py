@@ -208,3 +208,29 @@ def test_image_datasets_register_with_an_image_schema(plane: Plane) -> None:
     assert version["schema"]["kind"] == "images" and version["schema"]["shape"] == [8, 8]
     assert version["row_count"] == 1797
     assert _data(plane, "verify", "digits@1", "-p", "p")[0] == 0
+
+
+def test_a_steward_edits_the_schema_and_verify_enforces_it(
+    plane: Plane, registered: dict[str, object], tmp_path: Path
+) -> None:
+    schema = plane.admin.dataset_version("p", "patients", 1)["schema"]
+    radius = next(c for c in schema["columns"] if c["name"] == "mean_radius")
+    radius["maximum"] = 20.0  # tighter than the data: some rows now break the rule
+    edited = tmp_path / "schema.json"
+    edited.write_text(json.dumps(schema))
+    code, output = _data(plane, "schema", "patients@1", "-p", "p", "--file", str(edited))
+    assert code == 0, output
+    version = plane.admin.dataset_version("p", "patients", 1)
+    assert version["schema_edited"] is True
+    code, output = _data(plane, "verify", "patients@1", "-p", "p")
+    assert code == 0 and "mean_radius" in output and "1 schema violation" in output, output
+    # Refusals: a schema of the wrong kind, an unknown field; both leave the schema alone.
+    edited.write_text(json.dumps({"kind": "images", "shape": [8, 8]}))
+    code, output = _data(plane, "schema", "patients@1", "-p", "p", "--file", str(edited))
+    assert code == 2 and "schema" in output, output
+    edited.write_text(json.dumps({**schema, "colour": "blue"}))
+    code, output = _data(plane, "schema", "patients@1", "-p", "p", "--file", str(edited))
+    assert code == 2 and "colour" in output, output
+    assert plane.admin.dataset_version("p", "patients", 1)["schema"] == schema
+    actions = [e["action"] for e in plane.admin.audit_events(limit=1000)]
+    assert "dataset.schema.edit" in actions
