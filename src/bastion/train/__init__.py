@@ -1,0 +1,2 @@
+"""The train stage: an event-driven PyTorch trainer with privacy, adversarial and
+checkpoint hooks."""

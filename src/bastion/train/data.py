@@ -1,0 +1,121 @@
+"""From a verified dataset version to tensors, and the preprocessing that goes with the model.
+
+Tables: the chosen numeric columns are standardised with the training mean and standard
+deviation; categorical columns become one-hot indicators of the schema's categories;
+the target's classes are sorted and indexed. Images are scaled to [0, 1] from the
+schema's value range and given a channel axis. The :class:`Preprocessing` record is
+saved with the model so inference applies exactly the same transformation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from bastion.data.ingest import Loaded
+from bastion.errors import InvalidInput
+
+__all__ = ["Preprocessing", "TensorData", "fit_preprocessing"]
+
+
+class Preprocessing(BaseModel):
+    """How raw rows become model inputs (fitted on the training data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["table", "images"]
+    classes: list[str]
+    numeric: list[str] = []
+    mean: list[float] = []
+    std: list[float] = []
+    categorical: dict[str, list[str]] = {}
+    target: str | None = None
+    image_shape: list[int] = []
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        if self.kind == "images":
+            return (1, *self.image_shape)
+        return (len(self.numeric) + sum(len(c) for c in self.categorical.values()),)
+
+    def features(self, data: Loaded) -> torch.Tensor:
+        """Model inputs for ``data`` (float32), transformed exactly as in training."""
+        if self.kind == "images":
+            images, _ = data.arrays()
+            low, high = self.value_range
+            scaled = (images.astype(np.float32) - low) / max(high - low, 1e-12)
+            return torch.from_numpy(np.ascontiguousarray(scaled[:, None]))
+        frame = data.table()
+        parts = []
+        if self.numeric:
+            values = frame[self.numeric].to_numpy(dtype=np.float64)
+            parts.append((values - np.array(self.mean)) / np.array(self.std))
+        for column, categories in self.categorical.items():
+            codes = pd.Categorical(frame[column].astype(str), categories=categories).codes
+            parts.append(np.eye(len(categories))[codes] * (codes >= 0)[:, None])
+        matrix = np.concatenate(parts, axis=1).astype(np.float32)
+        if not np.isfinite(matrix).all():
+            raise InvalidInput("missing or infinite values in the feature columns")
+        return torch.from_numpy(matrix)
+
+    def labels(self, data: Loaded) -> torch.Tensor:
+        raw = data.arrays()[1] if self.kind == "images" else data.table()[self.target].to_numpy()
+        index = {label: i for i, label in enumerate(self.classes)}
+        try:
+            return torch.tensor([index[str(v)] for v in raw], dtype=torch.long)
+        except KeyError as exc:
+            raise InvalidInput(f"label {exc.args[0]!r} is not one of the classes") from None
+
+
+class TensorData(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    x: torch.Tensor
+    y: torch.Tensor
+    preprocessing: Preprocessing
+
+
+def fit_preprocessing(
+    data: Loaded, *, target: str | None, features: list[str] | None = None
+) -> Preprocessing:
+    """Fit the transformation on training data; ``features`` defaults to every other column."""
+    if data.kind == "images":
+        images, labels = data.arrays()
+        return Preprocessing(
+            kind="images",
+            classes=[str(c) for c in sorted(np.unique(labels).tolist())],
+            image_shape=list(images.shape[1:]),
+            value_range=(float(images.min()), float(images.max())),
+        )
+    frame = data.table()
+    if target is None or target not in frame.columns:
+        raise InvalidInput(f"the target column {target!r} is not in the dataset")
+    chosen = features if features is not None else [c for c in frame.columns if c != target]
+    missing = sorted(set(chosen) - set(frame.columns))
+    if missing:
+        raise InvalidInput(f"feature column(s) not in the dataset: {', '.join(missing)}")
+    numeric = [c for c in chosen if pd.api.types.is_numeric_dtype(frame[c])]
+    categorical = {
+        c: sorted(frame[c].astype(str).unique().tolist()) for c in chosen if c not in numeric
+    }
+    too_many = [c for c, values in categorical.items() if len(values) > 50]
+    if too_many:
+        raise InvalidInput(
+            f"{', '.join(too_many)}: more than 50 distinct values; not a categorical feature "
+            "(an identifier or free text?); leave it out of the features"
+        )
+    values = frame[numeric].to_numpy(dtype=np.float64)
+    return Preprocessing(
+        kind="table",
+        classes=[str(c) for c in sorted(frame[target].unique().tolist())],
+        numeric=numeric,
+        mean=values.mean(axis=0).tolist() if numeric else [],
+        std=np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0).tolist() if numeric else [],
+        categorical=categorical,
+        target=target,
+    )

@@ -1,0 +1,124 @@
+"""The model zoo (logistic regression, MLP, small CNN) and user entrypoints.
+
+A model spec is ``{builtin: logreg|mlp|cnn, ...}`` or ``{entrypoint: "pkg.module:build"}``;
+an entrypoint is called as ``build(input_shape=..., classes=...)`` and must return an
+``nn.Module``. Every model exposes its penultimate layer as ``model.features`` (the
+backdoor scan and the OOD detector read it); for entrypoint models it is optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Annotated, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from torch import nn
+
+from bastion.errors import InvalidSpec
+
+__all__ = ["BuiltinModel", "EntrypointModel", "ModelSpec", "build_model", "penultimate"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuiltinModel(_Strict):
+    builtin: Literal["logreg", "mlp", "cnn"]
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [128, 64], max_length=8, description="MLP layer widths."
+    )
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=4, description="CNN widths."
+    )
+
+
+class EntrypointModel(_Strict):
+    entrypoint: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=200)
+    ]
+
+
+ModelSpec = BuiltinModel | EntrypointModel
+
+
+class _Classifier(nn.Module):
+    """A feature extractor and a linear head; ``features(x)`` is the penultimate layer."""
+
+    def __init__(self, body: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.body(x))
+        return out
+
+
+def _mlp(inputs: int, hidden: list[int], classes: int) -> _Classifier:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = inputs
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return _Classifier(nn.Sequential(*layers), nn.Linear(width, classes))
+
+
+def _cnn(shape: tuple[int, ...], channels: list[int], classes: int) -> _Classifier:
+    if len(shape) != 3:
+        raise InvalidSpec(f"model.builtin cnn needs images (channels, height, width), got {shape}")
+    layers: list[nn.Module] = []
+    width = shape[0]
+    for size in channels:
+        layers += [nn.Conv2d(width, size, 3, padding=1), nn.ReLU()]
+        width = size
+    layers += [nn.MaxPool2d(2), nn.Flatten()]
+    flat = width * (shape[1] // 2) * (shape[2] // 2)
+    body = nn.Sequential(*layers, nn.Linear(flat, 64), nn.ReLU())
+    return _Classifier(body, nn.Linear(64, classes))
+
+
+def build_model(spec: ModelSpec, *, input_shape: tuple[int, ...], classes: int) -> nn.Module:
+    """Build the spec's model for inputs of ``input_shape`` (no batch axis) and ``classes``."""
+    if isinstance(spec, EntrypointModel):
+        module_name, function = spec.entrypoint.split(":")
+        try:
+            build = getattr(importlib.import_module(module_name), function)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidSpec(f"model.entrypoint {spec.entrypoint!r}: {exc}") from None
+        try:
+            built = build(input_shape=input_shape, classes=classes)
+        except TypeError as exc:
+            raise InvalidSpec(
+                f"model.entrypoint {spec.entrypoint!r} must accept build(input_shape=..., "
+                f"classes=...): {exc}"
+            ) from None
+        if not isinstance(built, nn.Module):
+            raise InvalidSpec(
+                f"model.entrypoint {spec.entrypoint!r} returned {type(built).__name__}, "
+                "not a torch.nn.Module"
+            )
+        return built
+    inputs = math.prod(input_shape)
+    if spec.builtin == "logreg":
+        return _Classifier(nn.Flatten(), nn.Linear(inputs, classes))
+    if spec.builtin == "mlp":
+        return _mlp(inputs, list(spec.hidden), classes)
+    return _cnn(input_shape, list(spec.channels), classes)
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's penultimate-layer activations (for models that expose ``features``)."""
+    inner = getattr(model, "_module", model)  # under Opacus the model is wrapped
+    extract = getattr(inner, "features", None)
+    if extract is None:
+        raise InvalidSpec("this model exposes no penultimate layer (define model.features(x))")
+    with torch.no_grad():
+        out: torch.Tensor = extract(x)
+    return out.flatten(1)

@@ -1,0 +1,103 @@
+"""DP-SGD through Opacus, as a trainer hook.
+
+On ``FIT_START`` the hook checks the model with Opacus's validator (replacing what it
+can fix, such as BatchNorm -> GroupNorm, and refusing what it cannot), then wraps model,
+optimizer, loss and loader: per-sample clipping in the configured mode (ghost clipping or
+hooks), Poisson sampling, calibrated Gaussian noise, and the PRV or RDP accountant.
+After every epoch the epsilon spent so far is recorded; the accountant's history rides in
+checkpoints so a resumed run accounts for the epochs before the interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+from opacus import PrivacyEngine
+from opacus.validators import ModuleValidator
+
+from bastion.errors import InvalidSpec
+from bastion.train.config import PrivacyConfig
+from bastion.train.trainer import Event, TrainState
+
+__all__ = ["PrivacyHook", "make_private_compatible"]
+
+log = logging.getLogger("bastion.train")
+
+
+def make_private_compatible(model: Any) -> tuple[Any, list[str]]:
+    """The model with Opacus's fixes applied (and what was replaced), or InvalidSpec."""
+    problems = ModuleValidator.validate(model, strict=False)
+    if not problems:
+        return model, []
+    fixed = ModuleValidator.fix(model)
+    remaining = ModuleValidator.validate(fixed, strict=False)
+    if remaining:
+        reasons = "; ".join(str(p) for p in remaining[:5])
+        raise InvalidSpec(f"this model cannot be trained with DP-SGD: {reasons}")
+    return fixed, sorted({type(p).__name__ + ": " + str(p).split("\n")[0] for p in problems})
+
+
+class PrivacyHook:
+    """Wraps the training objects with Opacus and tracks the privacy budget."""
+
+    def __init__(self, config: PrivacyConfig) -> None:
+        self.config = config
+        # Opacus asks for secure_mode in production (a config switch here) and its hooks make
+        # torch warn on every backward pass; neither is news to the person reading the logs.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        self.engine = PrivacyEngine(accountant=config.accountant, secure_mode=config.secure_mode)
+        self.noise_multiplier: float | None = None
+
+    def __call__(self, event: Event, state: TrainState) -> None:
+        if event is Event.FIT_START:
+            self._wrap(state)
+        elif (
+            event is Event.EPOCH_START
+            and "privacy" in state.extra
+            and not self.engine.accountant.history
+        ):
+            # Resumed: account for the epochs the interrupted attempt already ran.
+            self.engine.accountant.history = [tuple(h) for h in state.extra["privacy"]["history"]]
+        elif event is Event.EPOCH_END:
+            state.epsilon = float(self.engine.get_epsilon(self.config.delta))
+            state.extra["privacy"] = {
+                "history": [list(h) for h in self.engine.accountant.history],
+                "noise_multiplier": self.noise_multiplier,
+            }
+
+    def _wrap(self, state: TrainState) -> None:
+        config = self.config
+        common: dict[str, Any] = {
+            "module": state.model,
+            "optimizer": state.optimizer,
+            "data_loader": state.loader,
+            "criterion": state.criterion,
+            "max_grad_norm": config.max_grad_norm,
+            "poisson_sampling": True,
+            "grad_sample_mode": config.mode,
+            "noise_generator": None if config.secure_mode else state.generators["noise"],
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Opacus warns about secure_mode being off
+            if config.target_epsilon is not None:
+                wrapped = self.engine.make_private_with_epsilon(
+                    **common,
+                    target_epsilon=config.target_epsilon,
+                    target_delta=config.delta,
+                    epochs=state.config.epochs,
+                )
+            else:
+                wrapped = self.engine.make_private(
+                    **common, noise_multiplier=config.noise_multiplier
+                )
+        if config.mode == "ghost":
+            state.model, state.optimizer, state.criterion, state.loader = wrapped
+        else:
+            state.model, state.optimizer, state.loader = wrapped
+        self.noise_multiplier = float(getattr(state.optimizer, "noise_multiplier", 0.0))
+        log.info(
+            "DP-SGD: noise multiplier %.4f, clip %.3g", self.noise_multiplier, config.max_grad_norm
+        )

@@ -1,0 +1,202 @@
+"""The event-driven training loop; privacy, adversarial training, checkpoints and metrics hook in.
+
+The loop, as :class:`Event` fires them::
+
+    FIT_START                         privacy: wrap model/optimizer/loader with Opacus
+    for epoch in range(start, epochs):
+        EPOCH_START
+        for x, y in loader:
+            BATCH_START               adversarial: replace part of (x, y) with attacked copies
+            loss = criterion(model(x), y); loss.backward(); optimizer.step()
+            BATCH_END                 running loss and accuracy
+        EPOCH_END                     epsilon spent, metrics reported, checkpoint written
+    FIT_END
+
+Everything random draws from generators seeded by ``train.seed`` and saved in each
+checkpoint, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bastion.train.checkpoint import load_checkpoint, save_checkpoint
+from bastion.train.config import TrainConfig
+
+__all__ = ["Event", "Hook", "TrainResult", "TrainState", "Trainer"]
+
+
+class Event(enum.StrEnum):
+    FIT_START = "fit_start"
+    EPOCH_START = "epoch_start"
+    BATCH_START = "batch_start"
+    BATCH_END = "batch_end"
+    EPOCH_END = "epoch_end"
+    FIT_END = "fit_end"
+
+
+@dataclass
+class TrainState:
+    """What hooks see and may change."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader[tuple[torch.Tensor, ...]]
+    criterion: Callable[[torch.Tensor, torch.Tensor], Any]
+    config: TrainConfig
+    generators: dict[str, torch.Generator]
+    epoch: int = 0
+    step: int = 0
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    epsilon: float | None = None
+    #: Per-epoch metrics, e.g. {"loss": 0.3, "accuracy": 0.9, "epsilon": 1.2}.
+    history: list[dict[str, float]] = field(default_factory=list)
+    #: State a hook wants saved in checkpoints (JSON-able), by hook name.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Hook(Protocol):
+    def __call__(self, event: Event, state: TrainState) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]]
+    epsilon: float | None
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+
+
+class Trainer:
+    """Runs the loop for one model; hooks do everything but forward, backward and step."""
+
+    def __init__(self, config: TrainConfig, hooks: Sequence[Hook] = ()) -> None:
+        self.config = config
+        self.hooks = list(hooks)
+
+    def _fire(self, event: Event, state: TrainState) -> None:
+        for hook in self.hooks:
+            hook(event, state)
+
+    def fit(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        resume: Path | None = None,
+        checkpoints: Path | None = None,
+        on_checkpoint: Callable[[Path, int], None] | None = None,
+    ) -> TrainResult:
+        """Train ``model`` on ``(x, y)``; resume from a checkpoint directory when given.
+
+        With ``checkpoints``, a checkpoint is written there every ``checkpoint_every``
+        epochs (and after the last) and handed to ``on_checkpoint`` (the job passes it
+        to the agent, which seals it).
+        """
+        config = self.config
+        torch.manual_seed(config.seed)
+        generators = {
+            "loader": torch.Generator().manual_seed(config.seed),
+            "noise": torch.Generator().manual_seed(config.seed + 1),
+            "attack": torch.Generator().manual_seed(config.seed + 2),
+        }
+        loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
+            TensorDataset(x, y),
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=generators["loader"],
+        )
+        state = TrainState(
+            model=model,
+            optimizer=_optimizer(model, config),
+            loader=loader,
+            criterion=nn.CrossEntropyLoss(),
+            config=config,
+            generators=generators,
+        )
+        self._fire(Event.FIT_START, state)
+        if resume is not None:
+            saved = load_checkpoint(
+                resume,
+                model=getattr(state.model, "_module", state.model),
+                optimizer=state.optimizer,
+                generators=generators,
+            )
+            state.epoch, state.step = saved["epoch"], saved["step"]
+            state.history, state.extra = saved["history"], saved["extra"]
+            state.epsilon = saved.get("epsilon")
+        for epoch in range(state.epoch, config.epochs):
+            state.epoch = epoch
+            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+            self._fire(Event.EPOCH_START, state)
+            state.model.train()
+            for batch_x, batch_y in state.loader:
+                if len(batch_y) == 0:  # Poisson sampling may draw an empty batch
+                    continue
+                state.x, state.y = batch_x, batch_y
+                self._fire(Event.BATCH_START, state)
+                state.optimizer.zero_grad()
+                logits = state.model(state.x)
+                loss = state.criterion(logits, state.y)
+                loss.backward()
+                state.optimizer.step()
+                state.step += 1
+                with torch.no_grad():
+                    state.loss_sum += float(
+                        nn.functional.cross_entropy(logits, state.y, reduction="sum")
+                    )
+                    state.correct += int((logits.argmax(1) == state.y).sum())
+                    state.seen += len(state.y)
+                self._fire(Event.BATCH_END, state)
+            state.history.append(
+                {
+                    "epoch": float(epoch + 1),
+                    "loss": state.loss_sum / max(state.seen, 1),
+                    "accuracy": state.correct / max(state.seen, 1),
+                }
+            )
+            state.epoch = epoch + 1
+            self._fire(Event.EPOCH_END, state)
+            if state.epsilon is not None:
+                state.history[-1]["epsilon"] = state.epsilon
+            last = epoch + 1 == config.epochs
+            if checkpoints is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
+                written = save_checkpoint(
+                    checkpoints / f"epoch-{epoch + 1}",
+                    model=getattr(state.model, "_module", state.model),
+                    optimizer=state.optimizer,
+                    generators=generators,
+                    trainer={
+                        "epoch": state.epoch,
+                        "step": state.step,
+                        "history": state.history,
+                        "extra": state.extra,
+                        "epsilon": state.epsilon,
+                    },
+                )
+                if on_checkpoint is not None:
+                    on_checkpoint(written, epoch + 1)
+        self._fire(Event.FIT_END, state)
+        return TrainResult(
+            model=getattr(state.model, "_module", state.model),
+            history=state.history,
+            epsilon=state.epsilon,
+        )
