@@ -14,10 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.agent.staging import INPUTS, OUTPUTS, REQUEST
 from bastion.config import Settings
-from bastion.data.ingest import Loaded, describe, read_canonical, read_source, write_canonical
+from bastion.data.ingest import (
+    DATA_FILES,
+    Loaded,
+    describe,
+    read_canonical,
+    read_source,
+    write_canonical,
+)
 from bastion.data.pseudonymize import Generalization, pseudonymize_frame
 from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
-from bastion.data.store import DATA_FILES
 from bastion.errors import ConfigurationError
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import prf_from_capability

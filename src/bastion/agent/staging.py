@@ -18,9 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bastion.client import Client
-from bastion.data.store import DATA_FILES, open_version, seal_version
+from bastion.data.ingest import DATA_FILES
 from bastion.errors import IntegrityError, InvalidInput
 from bastion.security.keys import Keyring
+from bastion.security.sealed import open_sealed, seal
 from bastion.security.signing import signature_path_for
 from bastion.spec import IngestJob
 
@@ -84,9 +85,10 @@ def stage_inputs(
     """
     staged = []
     for role, info in sorted(lease.get("inputs", {}).items()):
-        open_version(
+        open_sealed(
             storage,
             keyring=keyring,
+            artifact="dataset",
             project=lease["project"],
             name=info["name"],
             manifest_hash=info["manifest_hash"],
@@ -123,10 +125,11 @@ def seal_outputs(
     data = workdir / OUTPUTS / DATA_FILES[request.kind]
     if not data.is_file():
         raise IntegrityError(f"the job left no {OUTPUTS}/{data.name} to seal")
-    sealed = seal_version(
-        data,
+    sealed = seal(
+        {data.name: data},
         root=storage,
         keyring=keyring,
+        artifact="dataset",
         project=lease["project"],
         name=request.dataset,
         kind=request.kind,

@@ -24,6 +24,7 @@ from bastion.errors import InvalidInput
 from bastion.files import atomic_output
 
 __all__ = [
+    "DATA_FILES",
     "Loaded",
     "describe",
     "read_canonical",
@@ -32,6 +33,8 @@ __all__ = [
     "write_table",
 ]
 
+#: The canonical data file of a dataset version, by kind.
+DATA_FILES = {"table": "data.parquet", "images": "data.npz"}
 #: Label scans cross-validate two models; above this many rows they run on a sample.
 LABEL_SCAN_ROWS = 20_000
 #: Outlier and duplicate scans run on at most this many rows.
@@ -124,11 +127,10 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
 
 def write_canonical(data: Loaded, directory: Path) -> Path:
     """Write the canonical data file (``data.parquet`` or ``data.npz``) into ``directory``."""
+    out = directory / DATA_FILES[data.kind]
     if data.kind == "table":
-        out = directory / "data.parquet"
         write_table(data.table(), out)
         return out
-    out = directory / "data.npz"
     with atomic_output(out, mode=0o600) as handle:
         images, labels = data.arrays()
         np.savez(handle, images=images, labels=labels)
@@ -137,7 +139,7 @@ def write_canonical(data: Loaded, directory: Path) -> Path:
 
 def read_canonical(path: Path) -> Loaded:
     """Read a canonical data file written by :func:`write_canonical`."""
-    if path.name == "data.npz":
+    if path.name == DATA_FILES["images"]:
         return _read_npz(path)
     return Loaded(kind="table", frame=pd.read_parquet(path))
 

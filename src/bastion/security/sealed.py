@@ -1,16 +1,16 @@
-"""The compute plane's dataset store: encrypted data files under a signed manifest.
+"""Sealed artifacts in the compute plane: encrypted files under a signed manifest.
 
-A dataset version lives in ``STORAGE/datasets/<project>/<name>/<manifest hash>/``::
+Dataset versions, model versions and training checkpoints are stored the same way, in
+``STORAGE/<artifact>s/<project>/<name>/<manifest hash>/``::
 
-    data.parquet.bst   (or data.npz.bst)  the data, envelope-encrypted (kind "dataset")
-    manifest.json      what the version holds: each file's plaintext SHA-256 and size,
-                       the row count, project and name
+    <file>.bst         each file, envelope-encrypted (its kind: dataset, model, checkpoint)
+    manifest.json      what the directory holds: each file's plaintext SHA-256, size and
+                       artifact id; the artifact, project, name, kind, rows, run
     manifest.json.sig  the manifest signed with the cluster's key (OpenSSF model-signing)
 
-The manifest hash (SHA-256 of ``manifest.json``) is what the control plane records
-as the version's root hash. Only the agent, which holds the keyring, seals and opens
-versions; the hashes are over plaintext so key rotation (which rewrites headers) never
-invalidates a signature.
+The manifest hash (SHA-256 of ``manifest.json``) is what the control plane records.
+Only the agent, which holds the keyring, seals and opens them; the hashes are over
+plaintext so key rotation (which rewrites headers) never invalidates a signature.
 """
 
 from __future__ import annotations
@@ -34,19 +34,23 @@ from bastion.security.keys import Keyring
 from bastion.security.signing import sign_path, signature_path_for, verify_path
 
 __all__ = [
-    "DATA_FILES",
     "MANIFEST",
-    "DatasetManifest",
-    "SealedVersion",
-    "open_version",
-    "seal_version",
-    "version_dir",
+    "Artifact",
+    "Manifest",
+    "Sealed",
+    "open_sealed",
+    "seal",
+    "sealed_dir",
 ]
 
 MANIFEST = "manifest.json"
 ENCRYPTED_SUFFIX = ".bst"
-#: The data file names a version may hold (one of them), by kind.
-DATA_FILES = {"table": "data.parquet", "images": "data.npz"}
+Artifact = Literal["dataset", "model", "checkpoint"]
+_KINDS: dict[str, ArtifactKind] = {
+    "dataset": ArtifactKind.DATASET,
+    "model": ArtifactKind.MODEL,
+    "checkpoint": ArtifactKind.CHECKPOINT,
+}
 _HASH_CHUNK = 1 << 20
 
 
@@ -58,34 +62,41 @@ class FileEntry(BaseModel):
     artifact_id: str
 
 
-class DatasetManifest(BaseModel):
-    """The signed description of one stored version."""
+class Manifest(BaseModel):
+    """The signed description of one sealed directory."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["bastion-dataset/1"] = "bastion-dataset/1"
+    format: Literal["bastion-sealed/1"] = "bastion-sealed/1"
+    artifact: Artifact
     project: str
     name: str
-    kind: Literal["table", "images"]
-    rows: int = Field(ge=0)
+    kind: str = Field(max_length=64)
+    rows: int = Field(default=0, ge=0)
     files: dict[str, FileEntry]
     run_id: str = ""
 
 
 @dataclass(frozen=True)
-class SealedVersion:
-    manifest: DatasetManifest
+class Sealed:
+    manifest: Manifest
     manifest_hash: str
     directory: Path
 
 
-def version_dir(root: Path, *, project: str, name: str, manifest_hash: str) -> Path:
-    for part, label in ((project, "project"), (name, "dataset name")):
+def _parent(root: Path, artifact: Artifact, project: str, name: str) -> Path:
+    for part, label in ((project, "project"), (name, f"{artifact} name")):
         if not part or "/" in part or part.startswith("."):
             raise InvalidInput(f"{label} {part!r} cannot name a storage directory")
+    return root / f"{artifact}s" / project / name
+
+
+def sealed_dir(
+    root: Path, *, artifact: Artifact, project: str, name: str, manifest_hash: str
+) -> Path:
     if len(manifest_hash) != 64 or not all(c in "0123456789abcdef" for c in manifest_hash):
         raise InvalidInput(f"{manifest_hash!r} is not a manifest hash")
-    return root / "datasets" / project / name / manifest_hash
+    return _parent(root, artifact, project, name) / manifest_hash
 
 
 def _sha256_file(path: Path) -> str:
@@ -96,65 +107,70 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def seal_version(
-    source: Path,
+def seal(
+    files: dict[str, Path],
     *,
     root: Path,
     keyring: Keyring,
+    artifact: Artifact,
     project: str,
     name: str,
-    kind: Literal["table", "images"],
-    rows: int,
+    kind: str,
+    rows: int = 0,
     run_id: str = "",
-) -> SealedVersion:
-    """Encrypt ``source`` (a plaintext data file) into a new signed version directory.
+) -> Sealed:
+    """Encrypt ``files`` (stored name -> plaintext path) into a new signed directory.
 
     The directory is built under a temporary name and renamed into place only when the
-    data, the manifest and its signature are all written, so a crash leaves nothing
+    files, the manifest and its signature are all written, so a crash leaves nothing
     half-sealed behind a real hash.
     """
-    data_name = DATA_FILES[kind]
-    datasets = root / "datasets" / project / name
-    ensure_private_dir(datasets)
-    staging = datasets / f".sealing-{uuid.uuid4().hex}"
+    for stored in files:
+        if "/" in stored or stored.startswith(".") or stored in (MANIFEST, MANIFEST + ".sig"):
+            raise InvalidInput(f"{stored!r} cannot be the name of a sealed file")
+    parent = _parent(root, artifact, project, name)
+    ensure_private_dir(parent)
+    staging = parent / f".sealing-{uuid.uuid4().hex}"
     ensure_private_dir(staging)
     try:
-        artifact_id = uuid.uuid4()
-        encrypt_file(
-            source,
-            staging / (data_name + ENCRYPTED_SUFFIX),
-            keyring=keyring,
-            kind=ArtifactKind.DATASET,
-            artifact_id=artifact_id,
-        )
-        manifest = DatasetManifest(
+        entries = {}
+        for stored, source in sorted(files.items()):
+            artifact_id = uuid.uuid4()
+            encrypt_file(
+                source,
+                staging / (stored + ENCRYPTED_SUFFIX),
+                keyring=keyring,
+                kind=_KINDS[artifact],
+                artifact_id=artifact_id,
+            )
+            entries[stored] = FileEntry(
+                sha256=_sha256_file(source),
+                bytes=source.stat().st_size,
+                artifact_id=str(artifact_id),
+            )
+        manifest = Manifest(
+            artifact=artifact,
             project=project,
             name=name,
             kind=kind,
             rows=rows,
             run_id=run_id,
-            files={
-                data_name: FileEntry(
-                    sha256=_sha256_file(source),
-                    bytes=source.stat().st_size,
-                    artifact_id=str(artifact_id),
-                )
-            },
+            files=entries,
         )
         body = canonical_json(manifest.model_dump(mode="json"))
         atomic_write_bytes(staging / MANIFEST, body)
         sign_path(staging / MANIFEST, keyring=keyring)
         manifest_hash = hashlib.sha256(body).hexdigest()
-        final = version_dir(root, project=project, name=name, manifest_hash=manifest_hash)
+        final = parent / manifest_hash
         os.replace(staging, final)
-        fsync_dir(datasets)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return SealedVersion(manifest=manifest, manifest_hash=manifest_hash, directory=final)
+    return Sealed(manifest=manifest, manifest_hash=manifest_hash, directory=final)
 
 
-def _load_manifest(directory: Path, manifest_hash: str) -> DatasetManifest:
+def _load_manifest(directory: Path, manifest_hash: str) -> Manifest:
     body = (directory / MANIFEST).read_bytes()
     if hashlib.sha256(body).hexdigest() != manifest_hash:
         raise IntegrityError(
@@ -162,38 +178,41 @@ def _load_manifest(directory: Path, manifest_hash: str) -> DatasetManifest:
             "recorded for this version (manifest replaced or edited)"
         )
     try:
-        return DatasetManifest.model_validate(json.loads(body))
+        return Manifest.model_validate(json.loads(body))
     except (ValueError, ValidationError):
-        raise IntegrityError(f"{directory / MANIFEST}: not a dataset manifest") from None
+        raise IntegrityError(f"{directory / MANIFEST}: not a Bastion manifest") from None
 
 
-def open_version(
+def open_sealed(
     root: Path,
     *,
     keyring: Keyring,
+    artifact: Artifact,
     project: str,
     name: str,
     manifest_hash: str,
     into: Path | None = None,
-) -> DatasetManifest:
-    """Verify a stored version completely; with ``into``, decrypt its data file there.
+) -> Manifest:
+    """Verify a sealed directory completely; with ``into``, decrypt its files there.
 
     Raises :class:`IntegrityError` or :class:`SignatureError` naming the first check
     that failed; nothing is written to ``into`` unless every check passes.
     """
-    directory = version_dir(root, project=project, name=name, manifest_hash=manifest_hash)
-    # (1) The version must be held here.
+    directory = sealed_dir(
+        root, artifact=artifact, project=project, name=name, manifest_hash=manifest_hash
+    )
+    # (1) It must be held here.
     if not (directory / MANIFEST).is_file():
-        raise NotFound(f"dataset {name} ({manifest_hash[:12]}) is not stored on this cluster")
+        raise NotFound(f"{artifact} {name} ({manifest_hash[:12]}) is not stored on this cluster")
     # (2) The manifest must be the one the control plane recorded.
     manifest = _load_manifest(directory, manifest_hash)
     # (3) Its signature must verify under this cluster's keys.
     verify_path(directory / MANIFEST, keyring=keyring)
-    # (4) It must describe this version, and the directory must hold exactly its files.
-    if (manifest.project, manifest.name) != (project, name):
+    # (4) It must describe this artifact, and the directory must hold exactly its files.
+    if (manifest.artifact, manifest.project, manifest.name) != (artifact, project, name):
         raise IntegrityError(
-            f"{directory}: manifest belongs to {manifest.project}/{manifest.name}, "
-            f"not {project}/{name}"
+            f"{directory}: manifest belongs to {manifest.artifact} "
+            f"{manifest.project}/{manifest.name}, not {artifact} {project}/{name}"
         )
     expected = {MANIFEST, signature_path_for(directory / MANIFEST).name} | {
         file + ENCRYPTED_SUFFIX for file in manifest.files
@@ -215,7 +234,7 @@ def open_version(
                 directory / (file + ENCRYPTED_SUFFIX),
                 target,
                 keyring=keyring,
-                expected_kind=ArtifactKind.DATASET,
+                expected_kind=_KINDS[artifact],
             )
             if str(header.artifact_id) != entry.artifact_id:
                 raise IntegrityError(f"{directory / file}: encrypted file was swapped")
