@@ -394,6 +394,25 @@ class Client:
         )
         return result
 
+    # -- models ----------------------------------------------------------------------------
+
+    def list_models(self, project: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/models")
+        return result
+
+    def model_versions(self, project: str, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/models/{name}/versions"
+        )
+        return result
+
+    def record_model_version(self, project: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """(Agent) record the model version sealed for a training run."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/projects/{project}/models/{name}/versions", json=body
+        )
+        return result
+
     def audit_events(self, limit: int = 100) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request(
             "GET", "/api/v1/audit/events", params={"limit": limit}

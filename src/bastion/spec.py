@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from bastion.errors import InvalidSpec
+from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
 
 __all__ = [
     "DATASET_JOB_TYPES",
@@ -31,6 +39,7 @@ __all__ = [
     "RunSpec",
     "ScanJob",
     "SmokeJob",
+    "TrainJob",
     "VerifyJob",
     "load_spec",
     "parse_dataset_ref",
@@ -119,12 +128,40 @@ class PseudonymizeJob(_Strict):
     drop: list[ColumnName] = Field(default_factory=list, max_length=500)
 
 
+class TrainJob(_Strict):
+    """Train a model on a registered dataset version and register it (DESIGN §2)."""
+
+    type: Literal["train"]
+    dataset: DatasetRef
+    model_name: Name = Field(description="The registered model the trained version joins.")
+    target: ColumnName | None = Field(default=None, description="Default: the version's.")
+    features: list[ColumnName] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Default: every column but the target and the identifier columns.",
+    )
+    sensitive_features: list[ColumnName] = Field(default_factory=list, max_length=50)
+    model: BuiltinModel | EntrypointModel
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
 #: Job types the control plane queues only through the ``datasets`` routes.
 DATASET_JOB_TYPES = frozenset({"ingest", "verify", "scan", "pseudonymize"})
 
 Job = Annotated[
-    SmokeJob | IngestJob | VerifyJob | ScanJob | PseudonymizeJob, Field(discriminator="type")
+    SmokeJob | IngestJob | VerifyJob | ScanJob | PseudonymizeJob | TrainJob,
+    Field(discriminator="type"),
 ]
+#: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.
+_TRAIN_KEYS = (
+    "dataset",
+    "target",
+    "features",
+    "sensitive_features",
+    "model",
+    "train",
+    "model_name",
+)
 
 
 class Resources(_Strict):
@@ -136,6 +173,10 @@ class Resources(_Strict):
 
 
 class RunSpec(_Strict):
+    """A run: ``job`` says what to do. A training run may also be written as DESIGN §2
+    shows it, with ``dataset``, ``model``, ``train`` ... at the top level (the model is
+    registered under ``model_name``, by default the run's name)."""
+
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     project: Name
     cluster: Name
@@ -143,8 +184,20 @@ class RunSpec(_Strict):
     max_retries: int = Field(default=0, ge=0, le=10)
     resources: Resources = Field(default_factory=Resources)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _training_at_top_level(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "job" in data:
+            return data
+        if not any(key in data for key in _TRAIN_KEYS):
+            return data
+        rest = {k: v for k, v in data.items() if k not in _TRAIN_KEYS}
+        job = {"type": "train", **{k: data[k] for k in _TRAIN_KEYS if k in data}}
+        job.setdefault("model_name", data.get("name"))
+        return {**rest, "job": job}
 
-_JOB_TYPES = frozenset({"smoke", *DATASET_JOB_TYPES})
+
+_JOB_TYPES = frozenset({"smoke", "train", *DATASET_JOB_TYPES})
 
 
 def _where(error: Mapping[str, Any]) -> str:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import OperationalError
 
-from bastion.server.db.models import ApiToken, Project
+from bastion.server.db.models import ApiToken, Model, ModelVersion, Project, User
 from tests.server.conftest import PASSWORD, ControlPlane, smoke_spec
 
 
@@ -217,8 +217,18 @@ def test_separation_of_duties_on_approvals(
         ).status_code
         == 201
     )
-    version = cp.client.post("/api/v1/projects/p1/models/m/versions", json={}, headers=engineer)
-    assert version.status_code == 201 and version.json()["version"] == 1
+    # Humans cannot record model versions; only an agent sealing a training run can.
+    forged = {"run_id": "0" * 32, "manifest_hash": "0" * 64, "signature": ""}
+    refused = cp.client.post("/api/v1/projects/p1/models/m/versions", json=forged, headers=engineer)
+    assert refused.status_code == 403
+    # The version a training run by the engineer would have made.
+    with cp.database.write(actor="agent:test") as unit:
+        model = unit.session.scalars(select(Model).where(Model.name == "m")).one()
+        engineer_id = unit.session.scalars(select(User.id).where(User.username == "engineer")).one()
+        unit.session.add(
+            ModelVersion(model_id=model.id, version=1, evidence={}, created_by=engineer_id)
+        )
+        unit.record("model.version.create", "model:p1/m@1")
     approval = cp.client.post(
         "/api/v1/projects/p1/approvals", json={"model": "m", "version": 1}, headers=engineer
     ).json()

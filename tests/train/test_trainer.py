@@ -20,6 +20,7 @@ Tensors = tuple[torch.Tensor, torch.Tensor]
 
 
 def _mlp() -> nn.Module:
+    torch.manual_seed(0)  # initial weights under the seed, as the train job does
     return build_model(BuiltinModel(builtin="mlp"), input_shape=(32,), classes=2)
 
 
@@ -55,6 +56,13 @@ CONFIGS = {
     ),
     "adversarial": TrainConfig(
         epochs=4, lr=0.05, checkpoint_every=2, adversarial=AdversarialConfig(eps=0.2, steps=3)
+    ),
+    "dp+adversarial": TrainConfig(
+        epochs=4,
+        lr=0.5,
+        checkpoint_every=2,
+        privacy=PrivacyConfig(target_epsilon=3.0, mode="ghost"),
+        adversarial=AdversarialConfig(eps=0.2, steps=2),
     ),
 }
 

@@ -44,7 +44,7 @@ def _staged(workdir: Path, role: str) -> tuple[Loaded, dict[str, Any]] | None:
     return read_canonical(folder / DATA_FILES[info["kind"]]), info
 
 
-def _staged_input(workdir: Path) -> tuple[Loaded, dict[str, Any]]:
+def staged_input(workdir: Path) -> tuple[Loaded, dict[str, Any]]:
     staged = _staged(workdir, "input")
     if staged is None:
         raise ConfigurationError("the agent staged no input dataset for this job")
@@ -116,7 +116,7 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob, settings: Settin
     if settings.pseudonym_key is None:
         raise ConfigurationError("the agent handed this job no pseudonym key")
     prf = prf_from_capability(settings.pseudonym_key.get_secret_value())
-    data, info = _staged_input(context.workdir)
+    data, info = staged_input(context.workdir)
     transformed = pseudonymize_frame(
         data.table(),
         prf=prf,
@@ -144,7 +144,7 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob, settings: Settin
 
 def run_verify(context: JobContext, job: VerifyJob) -> str:
     """The agent verified hashes and signature before staging; check the schema too."""
-    data, info = _staged_input(context.workdir)
+    data, info = staged_input(context.workdir)
     if info["kind"] == "images":
         images, labels = data.arrays()
         violations = validate_images(images, ImageSchema.model_validate(info["schema"]), labels)
@@ -167,7 +167,7 @@ def run_verify(context: JobContext, job: VerifyJob) -> str:
 
 
 def run_scan(context: JobContext, job: ScanJob) -> str:
-    data, info = _staged_input(context.workdir)
+    data, info = staged_input(context.workdir)
     described = describe(
         data, target=info.get("target"), subject_id_column=info.get("subject_id_column")
     )

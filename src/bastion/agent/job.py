@@ -25,10 +25,12 @@ from bastion.errors import (
     Conflict,
     IntegrityError,
     InvalidInput,
+    InvalidSpec,
+    PolicyViolation,
     ServiceUnavailable,
 )
 from bastion.files import atomic_write_bytes
-from bastion.spec import IngestJob, PseudonymizeJob, RunSpec, SmokeJob, VerifyJob
+from bastion.spec import IngestJob, PseudonymizeJob, RunSpec, SmokeJob, TrainJob, VerifyJob
 
 __all__ = [
     "EXIT_FENCED",
@@ -159,6 +161,11 @@ def _run(context: JobContext, spec: RunSpec, settings: Settings) -> str | None:
         return None
     if isinstance(job, VerifyJob):
         return data_jobs.run_verify(context, job)
+    if isinstance(job, TrainJob):
+        from bastion.agent.train_job import run_train  # noqa: PLC0415 - torch only when needed
+
+        run_train(context, job)
+        return None
     return data_jobs.run_scan(context, job)
 
 
@@ -188,7 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
             print(f"stopping: {exc}", file=sys.stderr)
             return EXIT_FENCED
-        except (JobFailed, InvalidInput, IntegrityError, ConfigurationError, OSError) as exc:
+        except (
+            JobFailed,
+            InvalidInput,
+            InvalidSpec,
+            IntegrityError,
+            PolicyViolation,
+            ConfigurationError,
+            OSError,
+        ) as exc:
             reason = f"storage error: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
             context.log(f"failed: {reason}")
             context.event(spec.job.type, "failed", reason)

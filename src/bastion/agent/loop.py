@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
-from bastion.agent.staging import check_source, seal_outputs, stage_inputs, wipe
+from bastion.agent.staging import (
+    check_source,
+    seal_checkpoints,
+    seal_outputs,
+    stage_inputs,
+    wipe,
+)
 from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
@@ -72,6 +78,8 @@ class _Running:
     handle: JobHandle
     lease: dict[str, Any]
     stopped: bool = False
+    #: Held while the agent seals this job's checkpoints (sealer thread or reaper).
+    sealing: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def project(self) -> str:
@@ -153,6 +161,8 @@ class Agent:
     def run(self) -> None:
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
+        sealer = threading.Thread(target=self._sealer, name="sealer", daemon=True)
+        sealer.start()
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -182,6 +192,40 @@ class Agent:
             except BastionError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(self.config.heartbeat_seconds)
+
+    def _sealer(self) -> None:
+        """Seal training checkpoints as jobs hand them over (jobs hold no keys)."""
+        while not self._stop.is_set():
+            with self.state.lock:
+                training = [j for j in self.state.jobs.values() if j.spec_type == "train"]
+            for job in training:
+                self._seal_checkpoints(job)
+            self._stop.wait(0.5)
+
+    def _seal_checkpoints(self, job: _Running) -> None:
+        """Encrypt and sign handed-over checkpoints, then tell the control plane (resume point)."""
+        with job.sealing:
+            try:
+                done = seal_checkpoints(
+                    job.lease,
+                    workdir=job.handle.request.workdir,
+                    storage=self.storage.root,
+                    keyring=self.keyring,
+                )
+            except (BastionError, OSError) as exc:
+                log.error("run %s: cannot seal a checkpoint: %s", job.lease["run_id"], exc)
+                return
+            for epoch, manifest_hash in done:
+                try:
+                    self.client.report_event(
+                        job.project,
+                        job.lease["run_id"],
+                        stage="checkpoint",
+                        status="running",
+                        message=f"step {epoch} sealed {manifest_hash}",
+                    )
+                except BastionError as exc:
+                    log.warning("run %s: checkpoint not reported: %s", job.lease["run_id"], exc)
 
     def _kill(self, run_ids: list[str]) -> None:
         with self.state.lock:
@@ -264,6 +308,8 @@ class Agent:
         for run_id, job in items:
             request = job.handle.request
             code = job.handle.poll()
+            if code is not None and job.spec_type == "train":
+                self._seal_checkpoints(job)  # what the job handed over before it ended
             if code is None and job.handle.elapsed() > request.timeout_seconds:
                 job.handle.kill()
                 self._fail(run_id, job, f"timed out after {request.timeout_seconds} s")
@@ -291,13 +337,13 @@ class Agent:
         except (BastionError, OSError) as exc:
             self._report_end(lease, stage="seal", status="failed", message=f"sealing failed: {exc}")
             return
-        name = lease["spec"]["job"]["dataset"].split("@")[0]
+        size = f"{version['row_count']} rows, " if version["kind"] == "dataset" else ""
         self._report_end(
             lease,
             stage="seal",
             status="succeeded",
             message=(
-                f"registered {name}@{version['version']}: {version['row_count']} rows, "
+                f"registered {version['kind']} {version['name']}@{version['version']}: {size}"
                 f"manifest {version['manifest_hash'][:16]}, encrypted and signed"
             ),
         )

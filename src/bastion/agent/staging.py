@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.client import Client
 from bastion.data.ingest import DATA_FILES
@@ -28,8 +28,10 @@ from bastion.spec import IngestJob
 __all__ = [
     "INPUTS",
     "OUTPUTS",
+    "SEALING",
     "SealRequest",
     "check_source",
+    "seal_checkpoints",
     "seal_outputs",
     "stage_inputs",
     "wipe",
@@ -37,11 +39,13 @@ __all__ = [
 
 INPUTS = "inputs"
 OUTPUTS = "outputs"
+#: Where a training job moves each finished checkpoint for the agent to seal.
+SEALING = "sealing"
 REQUEST = "version.json"
 
 
 class SealRequest(BaseModel):
-    """A job's request to seal ``outputs/`` as a new version (metadata only)."""
+    """A job's request to seal ``outputs/`` as a new dataset version (metadata only)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +54,16 @@ class SealRequest(BaseModel):
     rows: int = Field(ge=0)
     schema_: dict[str, Any] = Field(alias="schema")
     summaries: dict[str, Any]
+
+
+class ModelRequest(BaseModel):
+    """A training job's request to seal ``outputs/model/`` as a new model version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: Literal["model"]
+    name: str
+    evidence: dict[str, Any]
 
 
 def check_source(
@@ -88,7 +102,7 @@ def stage_inputs(
         open_sealed(
             storage,
             keyring=keyring,
-            artifact="dataset",
+            artifact="checkpoint" if role == "checkpoint" else "dataset",
             project=lease["project"],
             name=info["name"],
             manifest_hash=info["manifest_hash"],
@@ -99,11 +113,85 @@ def stage_inputs(
     return staged
 
 
-def _request(workdir: Path) -> SealRequest:
+def _request(workdir: Path) -> SealRequest | ModelRequest:
     try:
-        return SealRequest.model_validate_json((workdir / OUTPUTS / REQUEST).read_bytes())
-    except (OSError, ValidationError) as exc:
+        body = (workdir / OUTPUTS / REQUEST).read_bytes()
+        if json.loads(body).get("artifact") == "model":
+            return ModelRequest.model_validate_json(body)
+        return SealRequest.model_validate_json(body)
+    except (OSError, ValueError, AttributeError) as exc:
         raise IntegrityError(f"the job left no valid {OUTPUTS}/{REQUEST} ({exc})") from None
+
+
+def seal_checkpoints(
+    lease: dict[str, Any], *, workdir: Path, storage: Path, keyring: Keyring
+) -> list[tuple[int, str]]:
+    """Seal every checkpoint the job handed over; return (epoch, manifest hash) in order.
+
+    The plaintext is removed once sealed. The caller reports each one to the control
+    plane, which is what a later attempt resumes from.
+    """
+    pending = workdir / SEALING
+    if not pending.is_dir():
+        return []
+    done = []
+    ready = sorted(
+        (int(d.name.split("-")[1]), d) for d in pending.iterdir() if d.name.startswith("epoch-")
+    )
+    for epoch, directory in ready:
+        sealed = seal(
+            {f.name: f for f in sorted(directory.iterdir()) if f.is_file()},
+            root=storage,
+            keyring=keyring,
+            artifact="checkpoint",
+            project=lease["project"],
+            name=lease["run_id"],
+            kind="checkpoint",
+            rows=epoch,
+            run_id=lease["run_id"],
+        )
+        shutil.rmtree(directory)
+        done.append((epoch, sealed.manifest_hash))
+    return done
+
+
+def _seal_model(
+    lease: dict[str, Any],
+    request: ModelRequest,
+    *,
+    workdir: Path,
+    storage: Path,
+    keyring: Keyring,
+    client: Client,
+) -> dict[str, Any]:
+    if request.name != lease["spec"]["job"]["model_name"]:
+        raise IntegrityError(f"the job asked to seal model {request.name!r}, not the run's model")
+    folder = workdir / OUTPUTS / "model"
+    files = {f.name: f for f in sorted(folder.iterdir()) if f.is_file()} if folder.is_dir() else {}
+    if "weights.safetensors" not in files:
+        raise IntegrityError(f"the job left no {OUTPUTS}/model/weights.safetensors to seal")
+    sealed = seal(
+        files,
+        root=storage,
+        keyring=keyring,
+        artifact="model",
+        project=lease["project"],
+        name=request.name,
+        kind="pytorch",
+        run_id=lease["run_id"],
+    )
+    signature = signature_path_for(sealed.directory / "manifest.json").read_text()
+    recorded = client.record_model_version(
+        lease["project"],
+        request.name,
+        {
+            "run_id": lease["run_id"],
+            "manifest_hash": sealed.manifest_hash,
+            "signature": signature,
+            "evidence": request.evidence,
+        },
+    )
+    return {**recorded, "kind": "model", "name": request.name}
 
 
 def seal_outputs(
@@ -116,6 +204,10 @@ def seal_outputs(
 ) -> dict[str, Any]:
     """Seal the job's outputs as a new version and record it; return the recorded version."""
     request = _request(workdir)
+    if isinstance(request, ModelRequest):
+        return _seal_model(
+            lease, request, workdir=workdir, storage=storage, keyring=keyring, client=client
+        )
     spec_job = lease["spec"]["job"]
     expected = spec_job["dataset"].split("@")[0]
     if request.dataset != expected:
@@ -137,7 +229,7 @@ def seal_outputs(
         run_id=lease["run_id"],
     )
     signature = signature_path_for(sealed.directory / "manifest.json").read_text()
-    return client.record_dataset_version(
+    recorded = client.record_dataset_version(
         lease["project"],
         request.dataset,
         {
@@ -149,9 +241,10 @@ def seal_outputs(
             "summaries": request.summaries,
         },
     )
+    return {**recorded, "kind": "dataset", "name": request.dataset}
 
 
 def wipe(workdir: Path) -> None:
-    """Remove the plaintext a job saw or made (its inputs and outputs)."""
-    for name in (INPUTS, OUTPUTS):
+    """Remove the plaintext a job saw or made (inputs, outputs, checkpoints)."""
+    for name in (INPUTS, OUTPUTS, SEALING, "checkpoints"):
         shutil.rmtree(workdir / name, ignore_errors=True)

@@ -32,13 +32,22 @@ class Attack(enum.StrEnum):
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
-    """Gradients w.r.t. the input only: parameters neither need nor keep gradients."""
+    """Gradients w.r.t. the input only: parameters neither need nor keep gradients.
+
+    A model wrapped for DP-SGD (Opacus's GradSampleModule) also has its per-sample
+    gradient hooks switched off meanwhile: an attack's backward pass is not a training step.
+    """
     flags = [p.requires_grad for p in model.parameters()]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    hooked = callable(getattr(model, "disable_hooks", None))
+    if hooked:
+        model.disable_hooks()  # type: ignore[operator]
     try:
         yield
     finally:
+        if hooked:
+            model.enable_hooks()  # type: ignore[operator]
         for parameter, flag in zip(model.parameters(), flags, strict=True):
             parameter.requires_grad_(flag)
 

@@ -19,6 +19,7 @@ from bastion.errors import (
     NotAuthenticated,
     NotAuthorized,
     NotFound,
+    PolicyViolation,
     RateLimited,
     ServiceUnavailable,
 )
@@ -31,6 +32,7 @@ _STATUS: tuple[tuple[type[BastionError], int], ...] = (
     (RateLimited, 429),
     (NotAuthenticated, 401),
     (NotAuthorized, 403),
+    (PolicyViolation, 403),  # refused by a policy gate: a check failed, not bad input
     (NotFound, 404),
     (Conflict, 409),
     (ServiceUnavailable, 503),

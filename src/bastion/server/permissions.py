@@ -55,6 +55,7 @@ class Permission(enum.StrEnum):
     DATASETS_RECORD = "datasets:record"
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
+    MODELS_RECORD = "models:record"
     APPROVALS_READ = "approvals:read"
     APPROVALS_REQUEST = "approvals:request"
     APPROVALS_DECIDE = "approvals:decide"
@@ -88,7 +89,9 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     # Only the agent that sealed the data records a version (DESIGN §1: data stays put).
     Permission.DATASETS_RECORD: frozenset({Role.AGENT}),
     Permission.MODELS_READ: _READERS | {Role.SERVING},
-    Permission.MODELS_WRITE: frozenset({_A, _E, Role.AGENT}),
+    Permission.MODELS_WRITE: frozenset({_A, _E}),
+    # A model version exists only as the agent sealed it after a training run.
+    Permission.MODELS_RECORD: frozenset({Role.AGENT}),
     Permission.APPROVALS_READ: _READERS,
     Permission.APPROVALS_REQUEST: frozenset({_A, _E}),
     Permission.APPROVALS_DECIDE: frozenset({_A, _R}),
@@ -111,6 +114,7 @@ PROJECT_SCOPED = frozenset(
         Permission.DATASETS_RECORD,
         Permission.MODELS_READ,
         Permission.MODELS_WRITE,
+        Permission.MODELS_RECORD,
         Permission.APPROVALS_READ,
         Permission.APPROVALS_REQUEST,
         Permission.APPROVALS_DECIDE,

@@ -1,16 +1,42 @@
-"""The ``train`` block of a run spec: epochs, optimiser, privacy and adversarial training."""
+"""The ``model`` and ``train`` blocks of a run spec (plain pydantic; no torch import)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-__all__ = ["AdversarialConfig", "PrivacyConfig", "TrainConfig"]
+__all__ = [
+    "AdversarialConfig",
+    "BuiltinModel",
+    "EntrypointModel",
+    "ModelSpec",
+    "PrivacyConfig",
+    "TrainConfig",
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuiltinModel(_Strict):
+    builtin: Literal["logreg", "mlp", "cnn"]
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [128, 64], max_length=8, description="MLP layer widths."
+    )
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=4, description="CNN widths."
+    )
+
+
+class EntrypointModel(_Strict):
+    entrypoint: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=200)
+    ]
+
+
+ModelSpec = BuiltinModel | EntrypointModel
 
 
 class PrivacyConfig(_Strict):

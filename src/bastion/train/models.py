@@ -10,38 +10,14 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from torch import nn
 
 from bastion.errors import InvalidSpec
+from bastion.train.config import BuiltinModel, EntrypointModel, ModelSpec
 
 __all__ = ["BuiltinModel", "EntrypointModel", "ModelSpec", "build_model", "penultimate"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BuiltinModel(_Strict):
-    builtin: Literal["logreg", "mlp", "cnn"]
-    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
-        default_factory=lambda: [128, 64], max_length=8, description="MLP layer widths."
-    )
-    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
-        default_factory=lambda: [16, 32], min_length=1, max_length=4, description="CNN widths."
-    )
-
-
-class EntrypointModel(_Strict):
-    entrypoint: Annotated[
-        str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=200)
-    ]
-
-
-ModelSpec = BuiltinModel | EntrypointModel
 
 
 class _Classifier(nn.Module):

@@ -264,6 +264,10 @@ class ModelVersion(Base):
     evidence: Mapped[dict[str, object]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The sealed model directory in the compute plane that made it.
+    manifest_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signature: Mapped[str] = mapped_column(Text, default="")
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), nullable=True)
 
 
 class Approval(Base):

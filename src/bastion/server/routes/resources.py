@@ -49,7 +49,7 @@ from bastion.server.schemas.resources import (
     RunEventOut,
     RunOut,
 )
-from bastion.server.services import agents
+from bastion.server.services import agents, datasets
 from bastion.server.services import resources as service
 from bastion.spec import RunSpec
 
@@ -181,7 +181,8 @@ def create_run(
 ) -> Run:
     """Queue a run; the spec is validated in full before anything is stored."""
     with database.write(actor=principal.actor) as unit:
-        return service.create_run(
+        submit = datasets.submit_training if body.job.type == "train" else service.create_run
+        return submit(
             unit, project=principal.require_project(), spec=body, user_id=principal.identity.user_id
         )
 
@@ -381,21 +382,21 @@ def list_model_versions(
     response_model=ModelVersionOut,
     status_code=status.HTTP_201_CREATED,
 )
-def add_model_version(
+def record_model_version(
     project: str,
     name: str,
     body: ModelVersionIn,
-    principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
+    principal: Annotated[Principal, require(Permission.MODELS_RECORD)],
     database: DatabaseDep,
 ) -> ModelVersion:
+    """The agent records the model version it sealed for a training run."""
     with database.write(actor=principal.actor) as unit:
-        return service.add_model_version(
+        return service.record_model_version(
             unit,
             project=principal.require_project(),
             name=name,
-            user_id=principal.identity.user_id,
-            run_id=body.run_id,
-            evidence=body.evidence,
+            caller=principal.identity,
+            fields=body.model_dump(),
         )
 
 

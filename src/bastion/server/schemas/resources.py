@@ -139,7 +139,11 @@ class ModelOut(Response):
 
 
 class ModelVersionIn(Request):
-    run_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+    """What the agent reports after sealing a trained model: metadata, never weights."""
+
+    run_id: RunId
+    manifest_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    signature: Annotated[str, StringConstraints(max_length=20000)]
     evidence: JsonObject = Field(default_factory=dict)
 
 
@@ -148,6 +152,8 @@ class ModelVersionOut(Response):
     version: int
     stage: str
     evidence: dict[str, Any]
+    run_id: str | None = None
+    manifest_hash: str | None = None
     created_at: dt.datetime
 
 

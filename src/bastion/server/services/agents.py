@@ -9,6 +9,7 @@ newer attempt's progress.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,6 +197,14 @@ def lease_next(
         )
     )
     project = unit.session.get(Project, run.project_id)
+    checkpoint = _last_checkpoint(unit, run.id)
+    inputs = lease_inputs(unit.session, run=run, project=project) if project else {}
+    if checkpoint is not None and checkpoint[1] is not None:
+        inputs["checkpoint"] = {
+            "name": run.id,
+            "version": checkpoint[0],
+            "manifest_hash": checkpoint[1],
+        }
     unit.record(
         "run.leased", f"run:{run.id}", {"attempt": run.attempt, "cluster": name, "status": "leased"}
     )
@@ -206,8 +215,8 @@ def lease_next(
         spec=dict(run.spec),
         job_token=minted.token,
         lease_seconds=lease_seconds,
-        resume_from=_last_checkpoint(unit, run.id),
-        inputs=lease_inputs(unit.session, run=run, project=project) if project else {},
+        resume_from=checkpoint[0] if checkpoint else None,
+        inputs=inputs,
     )
 
 
@@ -217,20 +226,22 @@ def _timeout(run: Run) -> int:
     return int(value)
 
 
-def _last_checkpoint(unit: UnitOfWork, run_id: str) -> int | None:
-    """The last step a previous attempt checkpointed, so the next attempt resumes there."""
+_CHECKPOINT = re.compile(r"^step (\d+)(?: sealed ([0-9a-f]{64}))?$")
+
+
+def _last_checkpoint(unit: UnitOfWork, run_id: str) -> tuple[int, str | None] | None:
+    """The last step a previous attempt checkpointed (and, when the agent sealed it, the
+    sealed checkpoint's manifest hash), so the next attempt resumes there."""
     message = unit.session.scalars(
         select(RunEvent.message)
         .where(RunEvent.run_id == run_id, RunEvent.stage == "checkpoint")
         .order_by(RunEvent.id.desc())
         .limit(1)
     ).first()
-    if message is None:
+    found = _CHECKPOINT.match(message or "")
+    if found is None:
         return None
-    try:
-        return int(message.rsplit(" ", 1)[-1])
-    except ValueError:
-        return None
+    return int(found.group(1)), found.group(2)
 
 
 def _job_user(unit: UnitOfWork, *, cluster: str) -> User:

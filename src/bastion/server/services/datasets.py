@@ -15,13 +15,14 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bastion.data.privacy import check_features
 from bastion.data.schema import ImageSchema, TableSchema
-from bastion.errors import Conflict, InvalidInput, NotAuthorized, NotFound
+from bastion.errors import Conflict, InvalidInput, InvalidSpec, NotAuthorized, NotFound
 from bastion.server.db.models import Cluster, Dataset, DatasetVersion, Project, Run
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
 from bastion.server.services.resources import ACTIVE_STATUSES, create_run, get_cluster
-from bastion.spec import RunSpec, parse_dataset_ref, parse_spec
+from bastion.spec import DATASET_JOB_TYPES, RunSpec, parse_dataset_ref, parse_spec
 
 __all__ = [
     "create_dataset",
@@ -31,6 +32,7 @@ __all__ = [
     "lease_inputs",
     "record_version",
     "submit_job",
+    "submit_training",
     "version_view",
 ]
 
@@ -141,6 +143,7 @@ def _version_info(session: Session, dataset: Dataset, row: DatasetVersion) -> di
         "target": row.target,
         "subject_id_column": row.subject_id_column,
         "kind": row.schema_.get("kind", "table"),
+        "identifier_columns": row.summaries.get("identifier_columns", []),
     }
 
 
@@ -151,12 +154,7 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
     version on the same cluster as ``baseline`` (for the drift comparison).
     """
     job = run.spec.get("job", {})
-    if not isinstance(job, dict) or job.get("type") not in (
-        "ingest",
-        "verify",
-        "scan",
-        "pseudonymize",
-    ):
+    if not isinstance(job, dict) or job.get("type") not in {*DATASET_JOB_TYPES, "train"}:
         return {}
     if job["type"] == "ingest":
         dataset = session.scalars(
@@ -178,6 +176,57 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
     row = get_version(session, project=project, name=name, version=number)
     dataset = get_dataset(session, project=project, name=name)
     return {"input": _version_info(session, dataset, row)}
+
+
+def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str) -> Run:
+    """Queue a training run after the checks the control plane can make from metadata.
+
+    (1) The dataset version exists and lives on the run's cluster.
+    (2) A target is known (the spec's or the version's) and every named column exists.
+    (3) The privacy gate: identifier columns are no features unless explicitly overridden,
+        and each override is recorded in the audit log.
+    """
+    job = spec.job
+    if job.type != "train":  # pragma: no cover - the route sends only training runs here
+        raise InvalidInput("not a training run")
+    name, number = parse_dataset_ref(job.dataset)
+    # (1) ...
+    row = get_version(unit.session, project=project, name=name, version=number)
+    holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
+    if holder is None or holder.name != spec.cluster:
+        where = holder.name if holder else "no cluster"
+        raise Conflict(f"{job.dataset} lives on {where!r}; submit the run to that cluster")
+    # (2) ...
+    target = job.target or row.target
+    if target is None:
+        raise InvalidSpec(f"job.target: {job.dataset} has no target column; name one")
+    declared = row.schema_.get("columns", [])
+    columns = {c.get("name") for c in declared} if isinstance(declared, list) else set()
+    named = {target, *(job.features or []), *job.sensitive_features} if columns else set()
+    unknown = sorted(c for c in named if c not in columns)
+    if unknown:
+        raise InvalidSpec(f"job: column(s) not in {job.dataset}: {', '.join(unknown)}")
+    # (3) ...
+    listed = row.summaries.get("identifier_columns", [])
+    identifiers = [str(c) for c in listed] if isinstance(listed, list) else []
+    overridden = check_features(
+        job.features or [],
+        identifier_columns=identifiers,
+        allowed=job.train.allow_identifier_features,
+        dataset=job.dataset,
+    )
+    run = create_run(unit, project=project, spec=spec, user_id=user_id)
+    if job.train.allow_identifier_features:
+        unit.record(
+            "run.privacy_override",
+            f"run:{run.id}",
+            {
+                "dataset": job.dataset,
+                "identifier_features": sorted(job.train.allow_identifier_features),
+                "used": overridden,
+            },
+        )
+    return run
 
 
 # -- versions -------------------------------------------------------------------------------

@@ -265,31 +265,63 @@ def create_model(unit: UnitOfWork, *, project: Project, name: str) -> Model:
     return model
 
 
-def add_model_version(
+def record_model_version(
     unit: UnitOfWork,
     *,
     project: Project,
     name: str,
-    user_id: str,
-    run_id: str | None,
-    evidence: dict[str, Any],
+    caller: Identity,
+    fields: dict[str, Any],
 ) -> ModelVersion:
-    model = get_model(unit.session, project=project, name=name)
-    if run_id is not None:
-        get_run(unit.session, project=project, run_id=run_id)
+    """Record the model version an agent sealed at the end of a training run.
+
+    (1) The run must exist in this project and be leased by this agent.
+    (2) It must be a training run that registers this model.
+    (3) One run makes one version: a repeated report returns the recorded one.
+    """
+    run = unit.session.get(Run, fields["run_id"])
+    # (1) ...
+    if run is None or run.project_id != project.id:
+        raise NotFound(f"run {fields['run_id']} does not exist in project {project.name!r}")
+    if run.leased_by != caller.user_id:
+        raise NotAuthorized("only the agent holding the run's lease records its model version")
+    # (2) ...
+    job = RunSpec.model_validate(run.spec).job
+    if job.type != "train" or job.model_name != name:
+        raise Conflict(f"run {run.id} does not train model {name!r}")
+    # (3) ...
+    existing = unit.session.scalars(
+        select(ModelVersion).where(ModelVersion.run_id == run.id)
+    ).first()
+    if existing is not None:
+        return existing
+    if run.status not in ACTIVE_STATUSES:
+        raise Conflict(f"run {run.id} is {run.status}; it can no longer record a version")
+    model = unit.session.scalars(
+        select(Model).where(Model.project_id == project.id, Model.name == name)
+    ).first()
+    if model is None:
+        model = create_model(unit, project=project, name=name)
+        unit.session.flush()
     latest = unit.session.scalar(
         select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
     )
     version = ModelVersion(
         model_id=model.id,
         version=(latest or 0) + 1,
-        run_id=run_id,
-        evidence=evidence,
-        created_by=user_id,
+        run_id=run.id,
+        evidence=fields["evidence"],
+        manifest_hash=fields["manifest_hash"],
+        signature=fields["signature"],
+        cluster_id=run.cluster_id,
+        created_by=run.created_by,
     )
     unit.session.add(version)
+    unit.session.flush()
     unit.record(
-        "model.version.create", f"model:{project.name}/{name}@{version.version}", {"run_id": run_id}
+        "model.version.create",
+        f"model:{project.name}/{name}@{version.version}",
+        {"run": run.id, "manifest_hash": version.manifest_hash},
     )
     return version
 

@@ -1,0 +1,186 @@
+"""The ``train`` job as it runs in a job process: verified data in, a model directory out.
+
+The agent has verified and decrypted the dataset version (and, on a resume, the last
+sealed checkpoint) into ``inputs/``. The job validates the rows against the version's
+schema, applies the privacy gate, trains with the spec's hooks, hands each checkpoint to
+the agent for sealing (``sealing/epoch-N``), scans image models for backdoors, and leaves
+the packaged model in ``outputs/model/`` for the agent to seal and register.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+
+from bastion.agent.data_jobs import staged_input
+from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
+from bastion.data.backdoor import spectral_scan
+from bastion.data.privacy import check_features
+from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
+from bastion.errors import InvalidInput
+from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.spec import TrainJob
+from bastion.train.adversarial import AdversarialHook
+from bastion.train.data import fit_preprocessing
+from bastion.train.models import build_model, penultimate
+from bastion.train.privacy import PrivacyHook, make_private_compatible
+from bastion.train.trainer import Event, Hook, Trainer, TrainState
+
+if TYPE_CHECKING:
+    from bastion.agent.job import JobContext
+
+__all__ = ["run_train"]
+
+
+class _Reporter:
+    """Per-epoch metrics to the control plane, and a progress line in the run's log."""
+
+    def __init__(self, context: JobContext) -> None:
+        self.context = context
+
+    def __call__(self, event: Event, state: TrainState) -> None:
+        if event is not Event.EPOCH_END:
+            return
+        latest = state.history[-1]
+        for name in ("loss", "accuracy"):
+            self.context.metric(name, state.epoch, latest[name])
+        line = (
+            f"epoch {state.epoch}/{state.config.epochs}: loss {latest['loss']:.4f}, "
+            f"accuracy {latest['accuracy']:.4f}"
+        )
+        if state.epsilon is not None:
+            self.context.metric("epsilon", state.epoch, state.epsilon)
+            line += f", epsilon {state.epsilon:.3f}"
+        self.context.log(line)
+
+
+def _validate(data: Any, info: dict[str, Any]) -> None:
+    if info["kind"] == "images":
+        images, labels = data.arrays()
+        found = validate_images(images, ImageSchema.model_validate(info["schema"]), labels)
+    else:
+        found = validate_table(data.table(), TableSchema.model_validate(info["schema"]))
+    if found:
+        listed = "; ".join(f"{v.column}: {v.rule} ({v.rows} rows)" for v in found[:10])
+        raise InvalidInput(f"{info['name']}@{info['version']} breaks its schema: {listed}")
+
+
+def _features(job: TrainJob, info: dict[str, Any], columns: list[str], target: str) -> list[str]:
+    identifiers = list(info.get("identifier_columns", []))
+    allowed = set(job.train.allow_identifier_features)
+    chosen = job.features or [
+        c for c in columns if c != target and (c not in identifiers or c in allowed)
+    ]
+    check_features(
+        chosen,
+        identifier_columns=identifiers,
+        allowed=job.train.allow_identifier_features,
+        dataset=f"{info['name']}@{info['version']}",
+    )
+    return chosen
+
+
+def _hand_over(workdir: Path) -> Any:
+    """Move a finished checkpoint where the agent seals it (a rename: all or nothing)."""
+
+    def hand_over(path: Path, epoch: int) -> None:
+        ensure_private_dir(workdir / SEALING)
+        os.replace(path, workdir / SEALING / f"epoch-{epoch}")
+
+    return hand_over
+
+
+def run_train(context: JobContext, job: TrainJob) -> None:
+    workdir = context.workdir
+    data, info = staged_input(workdir)
+    _validate(data, info)
+    target = job.target or info.get("target")
+    if data.kind == "table":
+        if target is None:
+            raise InvalidInput(f"{job.dataset} has no target column; name one in the spec")
+        features = _features(job, info, list(data.table().columns), target)
+    else:
+        features = []
+    prep = fit_preprocessing(data, target=target, features=features or None)
+    x, y = prep.features(data), prep.labels(data)
+    context.log(f"{len(y)} rows, {x.shape[1:].numel()} inputs, classes {prep.classes}")
+    config = job.train
+    torch.manual_seed(config.seed)  # the initial weights are part of "deterministic under a seed"
+    model = build_model(job.model, input_shape=prep.input_shape, classes=len(prep.classes))
+    hooks: list[Hook] = [_Reporter(context)]
+    replaced: list[str] = []
+    if config.privacy is not None:
+        model, replaced = make_private_compatible(model)
+        for what in replaced:
+            context.log(f"replaced for DP-SGD: {what}")
+        hooks.insert(0, PrivacyHook(config.privacy))
+    if config.adversarial is not None:
+        hooks.append(
+            AdversarialHook(config.adversarial, lower=float(x.min()), upper=float(x.max()))
+        )
+    resume = workdir / "inputs" / "checkpoint"
+    if resume.is_dir():
+        context.log(f"resuming from the sealed checkpoint of epoch {context.resume_from}")
+    result = Trainer(config, hooks).fit(
+        model,
+        x,
+        y,
+        resume=resume if resume.is_dir() else None,
+        checkpoints=workdir / "checkpoints",
+        on_checkpoint=_hand_over(workdir),
+    )
+    evidence: dict[str, Any] = {
+        "dataset": job.dataset,
+        "dataset_manifest_hash": info["manifest_hash"],
+        "target": target,
+        "features": features,
+        "sensitive_features": list(job.sensitive_features),
+        "classes": prep.classes,
+        "model": job.model.model_dump(mode="json"),
+        "train": config.model_dump(mode="json"),
+        "epsilon": result.epsilon,
+        "delta": config.privacy.delta if config.privacy else None,
+        "history": result.history,
+        "train_accuracy": result.history[-1]["accuracy"] if result.history else None,
+        "identifier_overrides": sorted(set(features) & set(config.allow_identifier_features)),
+        "replaced_modules": replaced,
+    }
+    if data.kind == "images":
+        activations = penultimate(result.model, x).numpy()
+        scan = spectral_scan(activations, y.numpy(), x.numpy())
+        evidence["backdoor_scan"] = scan.summary()
+        context.log(
+            f"backdoor scan: {len(scan.flagged)} suspicious training images; "
+            f"classes {scan.summary()['poisoned_classes'] or 'none'} flagged"
+        )
+    _package(workdir, job=job, model=result.model, prep=prep, info=info, evidence=evidence)
+
+
+def _package(
+    workdir: Path,
+    *,
+    job: TrainJob,
+    model: torch.nn.Module,
+    prep: Any,
+    info: dict[str, Any],
+    evidence: dict[str, Any],
+) -> None:
+    """outputs/model/: weights, config, schema, metadata; and the request to seal it."""
+    folder = workdir / OUTPUTS / "model"
+    ensure_private_dir(folder)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(folder / "weights.safetensors"))
+    digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+    evidence["weights_sha256"] = digest
+    config = {"model": job.model.model_dump(mode="json"), "preprocessing": prep.model_dump()}
+    atomic_write_bytes(folder / "model.json", json.dumps(config, indent=2).encode())
+    atomic_write_bytes(folder / "schema.json", json.dumps(info["schema"], indent=2).encode())
+    atomic_write_bytes(folder / "metadata.json", json.dumps(evidence, indent=2).encode())
+    request = {"artifact": "model", "name": job.model_name, "evidence": evidence}
+    atomic_write_bytes(workdir / OUTPUTS / REQUEST, json.dumps(request).encode())

@@ -1,0 +1,207 @@
+"""Training through the agent: DP-SGD and adversarial training, sealed checkpoints and models,
+the privacy gate, and a run killed mid-training that resumes to the same model."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bastion.data.reference import patients
+from tests.agent.test_agent_e2e import Plane, running_plane, start_agent, wait_for_heartbeat
+from tests.server.test_live import _bastion
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    with running_plane(tmp_path_factory.mktemp("train-plane"), lease_seconds=3) as started:
+        incoming = started.storage.parent / "incoming"
+        patients(seed=0).to_csv(incoming / "patients.csv", index=False)
+        home = started.client_home
+        made = _bastion(home, "data", "reference", "digits", "--out", str(incoming / "d.npz"))
+        assert made.returncode == 0, made.stderr
+        for source, name, extra in (
+            (
+                "patients.csv",
+                "patients",
+                ["--target", "diagnosis", "--subject-id-column", "subject_id"],
+            ),
+            ("d.npz", "digits", []),
+        ):
+            done = _bastion(
+                home, "data", "register", str(incoming / source), "--name", name, "-p", "p", *extra
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        try:
+            yield started
+        finally:  # tests restart the agent; stop whichever one is running now
+            if started.agent.poll() is None:
+                started.agent.terminate()
+                started.agent.wait(timeout=30)
+
+
+def _submit(plane: Plane, tmp_path: Path, spec: dict[str, Any], *extra: str) -> tuple[int, str]:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = _bastion(plane.client_home, "run", "submit", str(path), *extra)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _model_version(plane: Plane, name: str) -> dict[str, Any]:
+    versions: list[dict[str, Any]] = plane.admin.model_versions("p", name)
+    assert len(versions) == 1, versions
+    return versions[0]
+
+
+PATIENTS_SPEC: dict[str, Any] = {
+    "name": "readmission",
+    "project": "p",
+    "cluster": "c1",
+    "dataset": "patients@1",
+    "sensitive_features": ["sex"],
+    "model": {"builtin": "mlp", "hidden": [32]},
+    "train": {
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.5,
+        "privacy": {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0},
+        "adversarial": {"attack": "pgd", "eps": 0.05, "steps": 2},
+    },
+}
+
+
+def test_a_private_robust_model_is_trained_sealed_and_registered(
+    plane: Plane, tmp_path: Path
+) -> None:
+    code, output = _submit(plane, tmp_path, PATIENTS_SPEC, "--follow")
+    assert code == 0, output
+    assert "epoch 3/3" in output and "registered model readmission@1" in output
+    version = _model_version(plane, "readmission")
+    evidence = version["evidence"]
+    assert 0 < evidence["epsilon"] <= 3.0 + 1e-6 and evidence["delta"] == 1e-5
+    assert evidence["dataset"] == "patients@1" and evidence["target"] == "diagnosis"
+    # Identifier columns were left out of the features by default.
+    assert not set(evidence["features"]) & {"ssn", "email", "name", "subject_id", "card_number"}
+    assert "mean_radius" in evidence["features"] and "sex" in evidence["features"]
+    assert len(evidence["weights_sha256"]) == 64 and evidence["train_accuracy"] > 0.5
+    run_id = version["run_id"]
+    metrics = {m["name"] for m in plane.admin.run_metrics("p", run_id)}
+    assert metrics == {"loss", "accuracy", "epsilon"}
+    # In the compute plane: an encrypted, signed model and sealed checkpoints; no plaintext.
+    stored = plane.storage / "models" / "p" / "readmission" / version["manifest_hash"]
+    assert sorted(p.name for p in stored.iterdir()) == [
+        "manifest.json",
+        "manifest.json.sig",
+        "metadata.json.bst",
+        "model.json.bst",
+        "schema.json.bst",
+        "weights.safetensors.bst",
+    ]
+    checkpoints = list((plane.storage / "checkpoints" / "p" / run_id).iterdir())
+    assert len(checkpoints) == 3
+    workdir = plane.storage / "runs" / run_id / "attempt-1"
+    assert not any((workdir / name).exists() for name in ("inputs", "outputs", "sealing"))
+    assert not list(workdir.rglob("*.safetensors"))
+    events = [e["message"] for e in plane.admin.run_events("p", run_id)]
+    assert any(m.startswith("step 3 sealed ") for m in events)
+
+
+def test_identifier_features_are_refused_unless_overridden_and_audited(
+    plane: Plane, tmp_path: Path
+) -> None:
+    spec = {**PATIENTS_SPEC, "name": "leaky", "features": ["mean_radius", "ssn"]}
+    code, output = _submit(plane, tmp_path, spec)
+    assert code == 1 and "ssn in patients@1 identify people" in output, output
+    assert all(run["name"] != "leaky" for run in plane.admin.list_runs("p"))
+    allowed = {**spec, "train": {**spec["train"], "allow_identifier_features": ["ssn"]}}
+    code, output = _submit(plane, tmp_path, allowed)
+    assert code == 0, output
+    run_id = output.split()[2]
+    plane.admin.cancel_run("p", run_id)
+    overrides = [
+        e for e in plane.admin.audit_events(limit=500) if e["action"] == "run.privacy_override"
+    ]
+    assert overrides and overrides[-1]["details"]["identifier_features"] == ["ssn"]
+    unknown = {**PATIENTS_SPEC, "name": "typo", "features": ["mean_radiuss"]}
+    code, output = _submit(plane, tmp_path, unknown)
+    assert code == 2 and "mean_radiuss" in output
+
+
+def _digits_spec(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "project": "p",
+        "cluster": "c1",
+        "max_retries": 1,
+        "dataset": "digits@1",
+        "model": {"builtin": "cnn"},
+        "train": {
+            "epochs": 10,
+            "lr": 0.05,
+            "seed": 3,
+            "adversarial": {"attack": "pgd", "eps": 0.1, "steps": 5},
+        },
+    }
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_path: Path) -> None:
+    code, output = _submit(plane, tmp_path, _digits_spec("digits-whole"), "--follow")
+    assert code == 0, output
+    whole = _model_version(plane, "digits-whole")["evidence"]
+    assert whole["backdoor_scan"]["poisoned_classes"] == []
+    run = plane.admin.submit_run(_digits_spec("digits-killed"))
+    deadline = time.monotonic() + 120
+    while not any(
+        e["message"].startswith(("step 2 sealed", "step 3 sealed"))
+        for e in plane.admin.run_events("p", run["id"])
+    ):
+        assert time.monotonic() < deadline, plane.admin.get_run("p", run["id"])
+        time.sleep(0.05)
+    plane.agent.send_signal(signal.SIGKILL)
+    plane.agent.wait(timeout=10)
+    assert plane.admin.get_run("p", run["id"])["status"] == "running"
+    plane.agent = start_agent(plane.agent_home, plane.url, "c1", plane.storage)
+    wait_for_heartbeat(plane.admin, plane.agent, "c1")
+    deadline = time.monotonic() + 180
+    while (current := plane.admin.get_run("p", run["id"]))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, current
+        time.sleep(0.3)
+    assert current["status"] == "succeeded" and current["attempt"] == 2, current
+    logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
+    assert any(line.startswith("resuming from the sealed checkpoint") for line in logs), logs
+    resumed = _model_version(plane, "digits-killed")["evidence"]
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    assert resumed["history"] == whole["history"]
+
+
+def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
+    """Resuming verifies the sealed checkpoint first (flip one byte: the attempt fails)."""
+    run = plane.admin.submit_run({**_digits_spec("digits-tampered"), "max_retries": 1})
+    deadline = time.monotonic() + 120
+    while not any(
+        e["message"].startswith("step 1 sealed") for e in plane.admin.run_events("p", run["id"])
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    plane.agent.send_signal(signal.SIGKILL)
+    plane.agent.wait(timeout=10)
+    for sealed in (plane.storage / "checkpoints" / "p" / run["id"]).glob(
+        "*/weights.safetensors.bst"
+    ):
+        blob = bytearray(sealed.read_bytes())
+        blob[-50] ^= 1
+        sealed.write_bytes(bytes(blob))
+    plane.agent = start_agent(plane.agent_home, plane.url, "c1", plane.storage)
+    wait_for_heartbeat(plane.admin, plane.agent, "c1")
+    deadline = time.monotonic() + 120
+    while (current := plane.admin.get_run("p", run["id"]))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, current
+        time.sleep(0.3)
+    assert current["status"] == "failed" and current["attempt"] == 2, current
+    assert "weights.safetensors" in current["status_reason"], current
