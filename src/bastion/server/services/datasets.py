@@ -197,13 +197,16 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
         where = holder.name if holder else "no cluster"
         raise Conflict(f"{job.dataset} lives on {where!r}; submit the run to that cluster")
     # (2) ...
+    images = row.schema_.get("kind") == "images"
     target = job.target or row.target
-    if target is None:
+    if target is None and not images:
         raise InvalidSpec(f"job.target: {job.dataset} has no target column; name one")
+    if images and (job.target or job.features):
+        raise InvalidSpec(f"job: {job.dataset} holds images; it takes no target or features")
     declared = row.schema_.get("columns", [])
     columns = {c.get("name") for c in declared} if isinstance(declared, list) else set()
-    named = {target, *(job.features or []), *job.sensitive_features} if columns else set()
-    unknown = sorted(c for c in named if c not in columns)
+    named = {*(job.features or []), *job.sensitive_features, *([target] if target else [])}
+    unknown = sorted(c for c in named if c not in columns) if columns else []
     if unknown:
         raise InvalidSpec(f"job: column(s) not in {job.dataset}: {', '.join(unknown)}")
     # (3) ...
