@@ -406,6 +406,19 @@ class Client:
         )
         return result
 
+    def model_version(self, project: str, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/projects/{project}/models/{name}/versions/{version}"
+        )
+        return result
+
+    def verify_model(self, project: str, name: str, version: int) -> dict[str, Any]:
+        """Queue the check of a sealed model on its cluster; returns the run."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/projects/{project}/models/{name}/versions/{version}/verify"
+        )
+        return result
+
     def record_model_version(self, project: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """(Agent) record the model version sealed for a training run."""
         result: dict[str, Any] = self.request(

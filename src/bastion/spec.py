@@ -41,6 +41,7 @@ __all__ = [
     "SmokeJob",
     "TrainJob",
     "VerifyJob",
+    "VerifyModelJob",
     "load_spec",
     "parse_dataset_ref",
     "parse_spec",
@@ -145,11 +146,18 @@ class TrainJob(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-#: Job types the control plane queues only through the ``datasets`` routes.
-DATASET_JOB_TYPES = frozenset({"ingest", "verify", "scan", "pseudonymize"})
+class VerifyModelJob(_Strict):
+    """Verify a sealed model version where it is stored (signature, every file's hash)."""
+
+    type: Literal["verify-model"]
+    model: Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
+
+
+#: Job types the control plane queues only through the ``datasets`` and ``models`` routes.
+DATASET_JOB_TYPES = frozenset({"ingest", "verify", "scan", "pseudonymize", "verify-model"})
 
 Job = Annotated[
-    SmokeJob | IngestJob | VerifyJob | ScanJob | PseudonymizeJob | TrainJob,
+    SmokeJob | IngestJob | VerifyJob | ScanJob | PseudonymizeJob | TrainJob | VerifyModelJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.

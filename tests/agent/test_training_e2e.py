@@ -109,6 +109,24 @@ def test_a_private_robust_model_is_trained_sealed_and_registered(
     assert not list(workdir.rglob("*.safetensors"))
     events = [e["message"] for e in plane.admin.run_events("p", run_id)]
     assert any(m.startswith("step 3 sealed ") for m in events)
+    # The model verbs.
+    listed = _bastion(plane.client_home, "model", "list", "-p", "p")
+    assert (
+        listed.returncode == 0
+        and "readmission@1" in listed.stdout
+        and "patients@1" in listed.stdout
+    )
+    shown = _bastion(plane.client_home, "model", "show", "readmission@1", "-p", "p")
+    assert shown.returncode == 0 and evidence["weights_sha256"] in shown.stdout
+    verified = _bastion(plane.client_home, "model", "verify", "readmission@1", "-p", "p")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "weights load" in verified.stdout
+    weights = stored / "weights.safetensors.bst"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
+    tampered = _bastion(plane.client_home, "model", "verify", "readmission@1", "-p", "p")
+    assert tampered.returncode == 1 and "weights.safetensors" in tampered.stdout + tampered.stderr
+    weights.write_bytes(original)
 
 
 def test_identifier_features_are_refused_unless_overridden_and_audited(

@@ -111,8 +111,9 @@ def run_ingest(context: JobContext, job: IngestJob) -> None:
     _leave_for_sealing(context.workdir, dataset=job.dataset, data=data, described=described)
 
 
-def run_pseudonymize(context: JobContext, job: PseudonymizeJob, settings: Settings) -> None:
+def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
     """Transform the staged version with the pseudonym key the agent handed over."""
+    settings = Settings()
     if settings.pseudonym_key is None:
         raise ConfigurationError("the agent handed this job no pseudonym key")
     prf = prf_from_capability(settings.pseudonym_key.get_secret_value())

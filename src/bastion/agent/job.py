@@ -9,6 +9,7 @@ with ``succeeded`` or ``failed``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ from bastion.errors import (
     ServiceUnavailable,
 )
 from bastion.files import atomic_write_bytes
-from bastion.spec import IngestJob, PseudonymizeJob, RunSpec, SmokeJob, TrainJob, VerifyJob
+from bastion.spec import RunSpec, SmokeJob
 
 __all__ = [
     "EXIT_FENCED",
@@ -146,27 +147,28 @@ def run_smoke(context: JobContext, job: SmokeJob) -> str:
     return f"smoke job done; result.json sha256 {hashlib.sha256(result).hexdigest()}"
 
 
-def _run(context: JobContext, spec: RunSpec, settings: Settings) -> str | None:
-    """Run the spec's job: its summary, or None when it left a version for the agent to seal."""
-    from bastion.agent import data_jobs  # noqa: PLC0415 - pandas and scans only when needed
+#: Where each job type's runner lives, imported only when a job of that type runs (the
+#: data jobs pull in pandas and the scanners, training pulls in torch). A runner returns
+#: its summary, or None when it left a version in ``outputs/`` for the agent to seal.
+_RUNNERS = {
+    "smoke": "bastion.agent.job:run_smoke",
+    "ingest": "bastion.agent.data_jobs:run_ingest",
+    "pseudonymize": "bastion.agent.data_jobs:run_pseudonymize",
+    "verify": "bastion.agent.data_jobs:run_verify",
+    "scan": "bastion.agent.data_jobs:run_scan",
+    "train": "bastion.agent.train_job:run_train",
+    "verify-model": "bastion.agent.train_job:run_verify_model",
+}
 
-    job = spec.job
-    if isinstance(job, SmokeJob):
-        return run_smoke(context, job)
-    if isinstance(job, IngestJob):
-        data_jobs.run_ingest(context, job)
-        return None
-    if isinstance(job, PseudonymizeJob):
-        data_jobs.run_pseudonymize(context, job, settings)
-        return None
-    if isinstance(job, VerifyJob):
-        return data_jobs.run_verify(context, job)
-    if isinstance(job, TrainJob):
-        from bastion.agent.train_job import run_train  # noqa: PLC0415 - torch only when needed
 
-        run_train(context, job)
-        return None
-    return data_jobs.run_scan(context, job)
+def _run(context: JobContext, spec: RunSpec) -> str | None:
+    module, function = _RUNNERS[spec.job.type].split(":")
+    if module == "bastion.agent.job":  # this module (run as __main__: no second import)
+        runner = globals()[function]
+    else:
+        runner = getattr(importlib.import_module(module), function)
+    summary: str | None = runner(context, spec.job)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             context.event(spec.job.type, "running", f"attempt {context.attempt} started")
-            summary = _run(context, spec, settings)
+            summary = _run(context, spec)
         except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
             print(f"stopping: {exc}", file=sys.stderr)
             return EXIT_FENCED

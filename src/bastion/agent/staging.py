@@ -21,7 +21,7 @@ from bastion.client import Client
 from bastion.data.ingest import DATA_FILES
 from bastion.errors import IntegrityError, InvalidInput
 from bastion.security.keys import Keyring
-from bastion.security.sealed import open_sealed, seal
+from bastion.security.sealed import Artifact, open_sealed, seal
 from bastion.security.signing import signature_path_for
 from bastion.spec import IngestJob
 
@@ -37,6 +37,8 @@ __all__ = [
     "wipe",
 ]
 
+#: What each staged input role is (anything else is a dataset version).
+_ARTIFACTS: dict[str, Artifact] = {"checkpoint": "checkpoint", "model": "model"}
 INPUTS = "inputs"
 OUTPUTS = "outputs"
 #: Where a training job moves each finished checkpoint for the agent to seal.
@@ -102,7 +104,7 @@ def stage_inputs(
         open_sealed(
             storage,
             keyring=keyring,
-            artifact="checkpoint" if role == "checkpoint" else "dataset",
+            artifact=_ARTIFACTS.get(role, "dataset"),
             project=lease["project"],
             name=info["name"],
             manifest_hash=info["manifest_hash"],

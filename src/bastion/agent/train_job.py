@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from bastion.agent.data_jobs import staged_input
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
@@ -25,9 +25,10 @@ from bastion.data.privacy import check_features
 from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
 from bastion.errors import InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
-from bastion.spec import TrainJob
+from bastion.spec import TrainJob, VerifyModelJob
 from bastion.train.adversarial import AdversarialHook
-from bastion.train.data import fit_preprocessing
+from bastion.train.config import BuiltinModel, EntrypointModel
+from bastion.train.data import Preprocessing, fit_preprocessing
 from bastion.train.models import build_model, penultimate
 from bastion.train.privacy import PrivacyHook, make_private_compatible
 from bastion.train.trainer import Event, Hook, Trainer, TrainState
@@ -35,7 +36,7 @@ from bastion.train.trainer import Event, Hook, Trainer, TrainState
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
 
-__all__ = ["run_train"]
+__all__ = ["run_train", "run_verify_model"]
 
 
 class _Reporter:
@@ -184,3 +185,29 @@ def _package(
     atomic_write_bytes(folder / "metadata.json", json.dumps(evidence, indent=2).encode())
     request = {"artifact": "model", "name": job.model_name, "evidence": evidence}
     atomic_write_bytes(workdir / OUTPUTS / REQUEST, json.dumps(request).encode())
+
+
+def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
+    """The agent verified signature and hashes while staging; the weights must also load."""
+    folder = context.workdir / "inputs" / "model"
+    info = json.loads((folder / "version.json").read_text())
+    config = json.loads((folder / "model.json").read_text())
+    prep = Preprocessing.model_validate(config["preprocessing"])
+    model_spec = (
+        EntrypointModel.model_validate(config["model"])
+        if "entrypoint" in config["model"]
+        else BuiltinModel.model_validate(config["model"])
+    )
+    model = build_model(model_spec, input_shape=prep.input_shape, classes=len(prep.classes))
+    try:
+        model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    except RuntimeError as exc:
+        raise InvalidInput(f"{job.model}: weights do not fit the model config ({exc})") from None
+    digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+    context.result(
+        {"verified": True, "manifest_hash": info["manifest_hash"], "weights_sha256": digest}
+    )
+    return (
+        f"{job.model}: manifest {info['manifest_hash'][:12]}, signature and every file "
+        f"verified; weights load into the {model_spec.model_dump(exclude_defaults=True)} model"
+    )

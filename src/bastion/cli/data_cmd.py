@@ -28,7 +28,7 @@ NoFollow = Annotated[
 ]
 
 
-def _ref(ref: str) -> tuple[str, int]:
+def parse_ref(ref: str) -> tuple[str, int]:
     from bastion.spec import parse_dataset_ref
 
     try:
@@ -48,7 +48,7 @@ def _pick_cluster(remote: Client, cluster: str | None) -> str:
     )
 
 
-def _run_job(
+def follow_job(
     remote: Client, project: str, run: dict[str, Any], *, no_follow: bool
 ) -> dict[str, Any]:
     """Follow a queued dataset job; exit 1 (CheckFailed) unless it succeeded."""
@@ -154,7 +154,7 @@ def register(
             subject_id_column=subject_id_column,
             purpose=purpose,
         )
-        if _run_job(remote, project, run, no_follow=no_follow) is run:
+        if follow_job(remote, project, run, no_follow=no_follow) is run:
             return
         _print_version(name, _version_made_by(remote, project, name, run["id"]))
 
@@ -184,7 +184,7 @@ def show(
     schema: Annotated[bool, typer.Option("--schema", help="Print the schema as JSON.")] = False,
 ) -> None:
     """Show a version: rows, cluster, manifest hash, scan summaries (and schema)."""
-    name, number = _ref(ref)
+    name, number = parse_ref(ref)
     with client() as remote:
         version = remote.dataset_version(project, name, number)
     if schema:
@@ -196,10 +196,10 @@ def show(
 @app.command()
 def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
     """Re-hash a version where it is stored and check its signature; exit 1 on any change."""
-    name, number = _ref(ref)
+    name, number = parse_ref(ref)
     with client() as remote:
         run = remote.dataset_job(project, name, number, "verify")
-        finished = _run_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
         out.print(f"{ref}: verified ({finished['status_reason']})", markup=False)
 
@@ -207,10 +207,10 @@ def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
 @app.command()
 def scan(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
     """Run the PII and poisoning scans again over a stored version."""
-    name, number = _ref(ref)
+    name, number = parse_ref(ref)
     with client() as remote:
         run = remote.dataset_job(project, name, number, "scan")
-        finished = _run_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
         _print_summaries(finished["result"] or {})
 
@@ -237,7 +237,7 @@ def pseudonymize(
     def split(text: str) -> list[str]:
         return [part.strip() for part in text.split(",") if part.strip()]
 
-    name, number = _ref(ref)
+    name, number = parse_ref(ref)
     body = {
         "pseudonymize": split(columns),
         "drop": split(drop),
@@ -248,7 +248,7 @@ def pseudonymize(
     }
     with client() as remote:
         run = remote.dataset_job(project, name, number, "pseudonymize", body)
-        if _run_job(remote, project, run, no_follow=no_follow) is run:
+        if follow_job(remote, project, run, no_follow=no_follow) is run:
             return
         _print_version(name, _version_made_by(remote, project, name, run["id"]))
 
@@ -260,7 +260,7 @@ def edit_schema(
     file: Annotated[Path, typer.Option("--file", help="The corrected schema (JSON).")],
 ) -> None:
     """Replace a version's schema with a data steward's correction (print it with show --schema)."""
-    name, number = _ref(ref)
+    name, number = parse_ref(ref)
     try:
         schema = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -21,6 +21,7 @@ from bastion.cli import (
     data_cmd,
     demo_cmd,
     keys_cmd,
+    models_cmd,
     projects_cmd,
     runs_cmd,
     scan_cmd,
@@ -79,6 +80,7 @@ app.add_typer(agent_cmd.clusters, name="cluster")
 app.add_typer(agent_cmd.agents, name="agent")
 app.add_typer(runs_cmd.app, name="run")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(models_cmd.app, name="model")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

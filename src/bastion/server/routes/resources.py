@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
@@ -375,6 +375,45 @@ def list_model_versions(
         model = service.get_model(session, project=principal.require_project(), name=name)
         query = select(ModelVersion).where(ModelVersion.model_id == model.id)
         return list(session.scalars(query.order_by(ModelVersion.version)))
+
+
+@registry.get(
+    "/projects/{project}/models/{name}/versions/{version}", response_model=ModelVersionOut
+)
+def get_model_version(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> ModelVersion:
+    with database.read() as session:
+        return service.get_model_version(
+            session, project=principal.require_project(), name=name, version=version
+        )
+
+
+@registry.post(
+    "/projects/{project}/models/{name}/versions/{version}/verify",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def verify_model_version(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> Run:
+    """Queue a check of the sealed model (signature, every file) on the cluster holding it."""
+    with database.write(actor=principal.actor) as unit:
+        return datasets.submit_job(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            user_id=principal.identity.user_id,
+            job={"type": "verify-model", "model": f"{name}@{version}"},
+        )
 
 
 @registry.post(

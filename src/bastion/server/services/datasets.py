@@ -18,10 +18,15 @@ from sqlalchemy.orm import Session
 from bastion.data.privacy import check_features
 from bastion.data.schema import ImageSchema, TableSchema
 from bastion.errors import Conflict, InvalidInput, InvalidSpec, NotAuthorized, NotFound
-from bastion.server.db.models import Cluster, Dataset, DatasetVersion, Project, Run
+from bastion.server.db.models import Cluster, Dataset, DatasetVersion, ModelVersion, Project, Run
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
-from bastion.server.services.resources import ACTIVE_STATUSES, create_run, get_cluster
+from bastion.server.services.resources import (
+    ACTIVE_STATUSES,
+    create_run,
+    get_cluster,
+    get_model_version,
+)
 from bastion.spec import DATASET_JOB_TYPES, RunSpec, parse_dataset_ref, parse_spec
 
 __all__ = [
@@ -119,13 +124,18 @@ def submit_job(
             create_dataset(unit, project=project, name=name)
         label = f"register {name}"
     else:
-        ref_name, number = parse_dataset_ref(job["dataset"])
-        row = get_version(unit.session, project=project, name=ref_name, version=number)
+        ref = job.get("dataset") or job["model"]
+        ref_name, number = parse_dataset_ref(ref)
+        row: DatasetVersion | ModelVersion = (
+            get_model_version(unit.session, project=project, name=ref_name, version=number)
+            if job["type"] == "verify-model"
+            else get_version(unit.session, project=project, name=ref_name, version=number)
+        )
         holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
         if holder is None:
-            raise Conflict(f"dataset version {job['dataset']} is not held by any cluster")
+            raise Conflict(f"{ref} is not held by any cluster")
         cluster = holder.name
-        label = f"{job['type']} {job['dataset']}"
+        label = f"{job['type']} {ref}"
     get_cluster(unit.session, cluster)
     spec = parse_spec(
         {"name": label, "project": project.name, "cluster": cluster, "job": job},
@@ -172,6 +182,10 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
             .limit(1)
         ).first()
         return {"baseline": _version_info(session, dataset, latest)} if latest else {}
+    if job["type"] == "verify-model":
+        name, number = parse_dataset_ref(str(job["model"]))
+        model = get_model_version(session, project=project, name=name, version=number)
+        return {"model": {"name": name, "version": number, "manifest_hash": model.manifest_hash}}
     name, number = parse_dataset_ref(str(job["dataset"]))
     row = get_version(session, project=project, name=name, version=number)
     dataset = get_dataset(session, project=project, name=name)

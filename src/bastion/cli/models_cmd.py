@@ -1,0 +1,81 @@
+"""``bastion model``: trained model versions, their evidence, and verification where stored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Column, Table
+
+from bastion.cli.context import out
+from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref
+from bastion.cli.remote import client
+
+app = typer.Typer(help="Trained models: versions, evidence, verification.", no_args_is_help=True)
+
+Project = Annotated[str, typer.Option("--project", "-p", help="Project of the model.")]
+Ref = Annotated[str, typer.Argument(help="Model version, NAME@VERSION (e.g. readmission@1).")]
+
+
+def _epsilon(evidence: dict[str, Any]) -> str:
+    epsilon = evidence.get("epsilon")
+    return "not private" if epsilon is None else f"{epsilon:.3f} (delta {evidence.get('delta')})"
+
+
+@app.command("list")
+def list_models(project: Project) -> None:
+    """List a project's model versions with their dataset, epsilon and accuracy."""
+    with client() as remote:
+        table = Table(
+            Column("version", no_wrap=True), "stage", "dataset", "epsilon", "accuracy", "created"
+        )
+        for model in remote.list_models(project):
+            for version in remote.model_versions(project, model["name"]):
+                evidence = version["evidence"]
+                accuracy = evidence.get("train_accuracy")
+                table.add_row(
+                    f"{model['name']}@{version['version']}",
+                    version["stage"],
+                    str(evidence.get("dataset", "")),
+                    _epsilon(evidence),
+                    "" if accuracy is None else f"{accuracy:.4f}",
+                    version["created_at"][:19],
+                )
+    out.print(table)
+
+
+@app.command()
+def show(ref: Ref, project: Project) -> None:
+    """Show a version: data it was trained on (with hashes), config, epsilon, signature."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        version = remote.model_version(project, name, number)
+    evidence = version["evidence"]
+    out.print(f"[bold]{name}@{number}[/bold]  stage {version['stage']}  run {version['run_id']}")
+    out.print(f"  sealed model manifest {version['manifest_hash']} (signed by its cluster)")
+    out.print(
+        f"  trained on {evidence.get('dataset')} "
+        f"(manifest {str(evidence.get('dataset_manifest_hash', ''))[:16]})",
+        markup=False,
+    )
+    out.print(f"  model {evidence.get('model')}; train {evidence.get('train')}", markup=False)
+    out.print(f"  epsilon {_epsilon(evidence)}")
+    if evidence.get("train_accuracy") is not None:
+        out.print(f"  train accuracy {evidence['train_accuracy']:.4f}")
+    if evidence.get("identifier_overrides"):
+        out.print(f"  identifier features (override): {evidence['identifier_overrides']}")
+    if "backdoor_scan" in evidence:
+        flagged = evidence["backdoor_scan"]["poisoned_classes"]
+        out.print(f"  backdoor scan: {'classes ' + str(flagged) if flagged else 'nothing found'}")
+    out.print(f"  weights sha256 {evidence.get('weights_sha256')}")
+
+
+@app.command()
+def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
+    """Check the sealed model where it is stored (signature, every file); exit 1 on any change."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        run = remote.verify_model(project, name, number)
+        finished = follow_job(remote, project, run, no_follow=no_follow)
+    if finished is not run:
+        out.print(f"{ref}: verified ({finished['status_reason']})", markup=False)
