@@ -40,6 +40,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_server.py
 	$(BIN)/python benchmarks/bench_dispatch.py
 	$(BIN)/python benchmarks/bench_pii.py
+	$(BIN)/python benchmarks/bench_dp.py
 
 quickstart: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo

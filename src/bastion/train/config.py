@@ -48,7 +48,7 @@ class PrivacyConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0, le=1000)
     accountant: Literal["prv", "rdp"] = "prv"
     #: "ghost" clipping (fast) or per-sample "hooks"; benchmarks/bench_dp.py measures both.
-    mode: Literal["ghost", "hooks"] = "ghost"
+    mode: Literal["ghost", "hooks", "functorch", "ew"] = "ghost"
     #: Cryptographically secure noise and sampling (production); runs are then not repeatable.
     secure_mode: bool = False
 

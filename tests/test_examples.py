@@ -1,0 +1,26 @@
+"""The example specs in examples/ are valid run specs (and say what they run on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.spec import load_spec
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_specs_validate(path: Path) -> None:
+    spec = load_spec(path)
+    assert (spec.project, spec.cluster) == ("demo", "local")
+
+
+def test_the_training_examples_say_what_they_train() -> None:
+    patients = load_spec(Path(__file__).parent.parent / "examples" / "patients.yaml").job
+    digits = load_spec(Path(__file__).parent.parent / "examples" / "digits.yaml").job
+    assert patients.type == "train" and digits.type == "train"
+    assert patients.train.privacy is not None and patients.train.privacy.target_epsilon == 3.0
+    assert digits.train.adversarial is not None and digits.train.adversarial.attack == "pgd"
+    assert patients.model_name == "patients-mlp" and digits.dataset == "digits@1"
