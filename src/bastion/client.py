@@ -419,6 +419,26 @@ class Client:
         )
         return result
 
+    def export_model(
+        self, project: str, name: str, version: int, *, to_cluster: str
+    ) -> dict[str, Any]:
+        """Queue the transfer file for ``to_cluster``; returns the run."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/models/{name}/versions/{version}/export",
+            json={"to_cluster": to_cluster},
+        )
+        return result
+
+    def import_model(self, project: str, name: str, *, cluster: str, source: str) -> dict[str, Any]:
+        """Queue the import of a transfer file on ``cluster``; returns the run."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/models/{name}/import",
+            json={"cluster": cluster, "source": source},
+        )
+        return result
+
     def record_model_version(self, project: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """(Agent) record the model version sealed for a training run."""
         result: dict[str, Any] = self.request(

@@ -32,6 +32,8 @@ __all__ = [
     "DATASET_REF_PATTERN",
     "NAME_PATTERN",
     "DatasetRef",
+    "ExportModelJob",
+    "ImportModelJob",
     "IngestJob",
     "Job",
     "PseudonymizeJob",
@@ -53,6 +55,8 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 #: ``name@version`` of a registered dataset version.
 DATASET_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}@[1-9][0-9]{0,8}$"
 DatasetRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
+#: ``name@version`` of a registered model version (the same shape).
+ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=2000)]
 
@@ -144,20 +148,50 @@ class TrainJob(_Strict):
     sensitive_features: list[ColumnName] = Field(default_factory=list, max_length=50)
     model: BuiltinModel | EntrypointModel
     train: TrainConfig = Field(default_factory=TrainConfig)
+    init_from: ModelRef | None = Field(
+        default=None,
+        description="Start from this model version's weights (on the same cluster): fine-tuning.",
+    )
 
 
 class VerifyModelJob(_Strict):
     """Verify a sealed model version where it is stored (signature, every file's hash)."""
 
     type: Literal["verify-model"]
-    model: Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
+    model: ModelRef
+
+
+class ExportModelJob(_Strict):
+    """Re-encrypt a model version to another cluster's HPKE key (a signed transfer file)."""
+
+    type: Literal["export-model"]
+    model: ModelRef
+    to_cluster: Name
+
+
+class ImportModelJob(_Strict):
+    """Verify and open a transfer file addressed to this cluster; register the model."""
+
+    type: Literal["import-model"]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    model_name: Name
 
 
 #: Job types the control plane queues only through the ``datasets`` and ``models`` routes.
-DATASET_JOB_TYPES = frozenset({"ingest", "verify", "scan", "pseudonymize", "verify-model"})
+DATASET_JOB_TYPES = frozenset(
+    {"ingest", "verify", "scan", "pseudonymize", "verify-model", "export-model", "import-model"}
+)
 
 Job = Annotated[
-    SmokeJob | IngestJob | VerifyJob | ScanJob | PseudonymizeJob | TrainJob | VerifyModelJob,
+    SmokeJob
+    | IngestJob
+    | VerifyJob
+    | ScanJob
+    | PseudonymizeJob
+    | TrainJob
+    | VerifyModelJob
+    | ExportModelJob
+    | ImportModelJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.
@@ -169,6 +203,7 @@ _TRAIN_KEYS = (
     "model",
     "train",
     "model_name",
+    "init_from",
 )
 
 

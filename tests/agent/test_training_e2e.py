@@ -3,6 +3,7 @@ the privacy gate, and a run killed mid-training that resumes to the same model."
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -223,3 +224,112 @@ def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
         time.sleep(0.3)
     assert current["status"] == "failed" and current["attempt"] == 2, current
     assert "weights.safetensors" in current["status_reason"], current
+
+
+def test_pretrain_on_one_cluster_and_fine_tune_on_another(plane: Plane, tmp_path: Path) -> None:
+    home = plane.client_home
+    created = _bastion(home, "cluster", "create", "c2")
+    assert created.returncode == 0, created.stderr
+    incoming2 = tmp_path / "incoming2"
+    incoming2.mkdir()
+    second = start_agent(
+        tmp_path / "agent2",
+        plane.url,
+        "c2",
+        tmp_path / "storage2",
+        created.stdout.splitlines()[1].strip(),
+        import_root=incoming2,
+    )
+    try:
+        wait_for_heartbeat(plane.admin, second, "c2")
+        public = {
+            "name": "public-mlp",
+            "project": "p",
+            "cluster": "c1",
+            "dataset": "patients@1",
+            "model": {"builtin": "mlp", "hidden": [32]},
+            "train": {"epochs": 2},
+        }
+        code, output = _submit(plane, tmp_path, public, "--follow")
+        assert code == 0, output
+        done = _bastion(home, "model", "export", "public-mlp@1", "--to-cluster", "c2", "-p", "p")
+        assert done.returncode == 0, done.stdout + done.stderr
+        exported = Path(next(w for w in done.stdout.split() if w.endswith(".bxfer")))
+        assert exported.is_file() and b"weights" in exported.read_bytes()[:4096]  # names only
+        # The file opens only on the cluster it is addressed to.
+        shutil.copy(exported, plane.storage.parent / "incoming" / "wrong.bxfer")
+        wrong = _bastion(
+            home,
+            "model",
+            "import",
+            str(plane.storage.parent / "incoming" / "wrong.bxfer"),
+            "--name",
+            "stolen",
+            "-p",
+            "p",
+            "--cluster",
+            "c1",
+        )
+        assert wrong.returncode == 1 and "addressed to cluster 'c2'" in wrong.stdout + wrong.stderr
+        shutil.copy(exported, incoming2 / "public.bxfer")
+        tampered = incoming2 / "tampered.bxfer"
+        blob = bytearray(exported.read_bytes())
+        blob[-30] ^= 1
+        tampered.write_bytes(bytes(blob))
+        refused = _bastion(
+            home, "model", "import", str(tampered), "--name", "bad", "-p", "p", "--cluster", "c2"
+        )
+        assert refused.returncode == 1 and "fails authentication" in refused.stdout + refused.stderr
+        imported = _bastion(
+            home,
+            "model",
+            "import",
+            str(incoming2 / "public.bxfer"),
+            "--name",
+            "public-mlp-c2",
+            "-p",
+            "p",
+            "--cluster",
+            "c2",
+        )
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        assert "imported public-mlp-c2@1 from cluster c1" in imported.stdout
+        # Private data on c2; fine-tune from the imported model there.
+        patients(rows=300, seed=7).to_csv(incoming2 / "private.csv", index=False)
+        registered = _bastion(
+            home,
+            "data",
+            "register",
+            str(incoming2 / "private.csv"),
+            "--name",
+            "private",
+            "-p",
+            "p",
+            "--cluster",
+            "c2",
+            "--target",
+            "diagnosis",
+            "--subject-id-column",
+            "subject_id",
+        )
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        private = {
+            **public,
+            "name": "private-mlp",
+            "cluster": "c2",
+            "dataset": "private@1",
+            "init_from": "public-mlp-c2@1",
+        }
+        code, output = _submit(plane, tmp_path, private, "--follow")
+        assert code == 0, output
+        assert "fine-tuning from public-mlp-c2@1" in output
+        evidence = _model_version(plane, "private-mlp")["evidence"]
+        assert evidence["initialized_from"]["model"] == "public-mlp-c2@1"
+        # A model on another cluster cannot seed a run here without the transfer.
+        code, output = _submit(
+            plane, tmp_path, {**private, "name": "shortcut", "init_from": "public-mlp@1"}
+        )
+        assert code == 2 and "export it there first" in output, output
+    finally:
+        second.terminate()
+        second.wait(timeout=30)

@@ -158,6 +158,8 @@ _RUNNERS = {
     "scan": "bastion.agent.data_jobs:run_scan",
     "train": "bastion.agent.train_job:run_train",
     "verify-model": "bastion.agent.train_job:run_verify_model",
+    "export-model": "bastion.agent.train_job:run_export_model",
+    "import-model": "bastion.agent.train_job:run_import_model",
 }
 
 

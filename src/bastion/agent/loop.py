@@ -22,6 +22,7 @@ from bastion.agent.executors import Executor, JobHandle, JobRequest, make_execut
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
 from bastion.agent.staging import (
     check_source,
+    open_transfer,
     seal_checkpoints,
     seal_outputs,
     stage_inputs,
@@ -33,7 +34,6 @@ from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes
 from bastion.security.keys import load_keyring
-from bastion.spec import IngestJob
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -272,13 +272,24 @@ class Agent:
         }
         job = spec["job"]
         # Data jobs: the source must be importable and every input must verify first.
-        if job["type"] == "ingest":
-            check_source(
-                IngestJob.model_validate(job),
+        staged = []
+        if job["type"] in ("ingest", "import-model"):
+            source = check_source(
+                job["source"],
                 import_roots=self.config.import_roots,
                 private=(self.settings.home_dir, self.storage.root),
             )
-        staged = stage_inputs(
+            if job["type"] == "import-model":
+                staged.append(
+                    open_transfer(
+                        lease,
+                        workdir=workdir,
+                        keyring=self.keyring,
+                        cluster=self.config.cluster,
+                        source=source,
+                    )
+                )
+        staged += stage_inputs(
             lease, workdir=workdir, storage=self.storage.root, keyring=self.keyring
         )
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
@@ -333,9 +344,21 @@ class Agent:
                 storage=self.storage.root,
                 keyring=self.keyring,
                 client=self.client,
+                cluster=self.config.cluster,
             )
         except (BastionError, OSError) as exc:
             self._report_end(lease, stage="seal", status="failed", message=f"sealing failed: {exc}")
+            return
+        if version["kind"] == "export":
+            self._report_end(
+                lease,
+                stage="seal",
+                status="succeeded",
+                message=(
+                    f"exported model {version['name']}@{version['version']} to "
+                    f"{version['path']} (encrypted to its cluster, signed by this one)"
+                ),
+            )
             return
         size = f"{version['row_count']} rows, " if version["kind"] == "dataset" else ""
         self._report_end(

@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from bastion.client import Client
 from bastion.data.ingest import DATA_FILES
 from bastion.errors import IntegrityError, InvalidInput
+from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import Keyring
 from bastion.security.sealed import Artifact, open_sealed, seal
 from bastion.security.signing import signature_path_for
-from bastion.spec import IngestJob
+from bastion.security.transfer import read_transfer, write_transfer
 
 __all__ = [
     "INPUTS",
@@ -31,6 +32,7 @@ __all__ = [
     "SEALING",
     "SealRequest",
     "check_source",
+    "open_transfer",
     "seal_checkpoints",
     "seal_outputs",
     "stage_inputs",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 #: What each staged input role is (anything else is a dataset version).
-_ARTIFACTS: dict[str, Artifact] = {"checkpoint": "checkpoint", "model": "model"}
+_ARTIFACTS: dict[str, Artifact] = {"checkpoint": "checkpoint", "model": "model", "init": "model"}
 INPUTS = "inputs"
 OUTPUTS = "outputs"
 #: Where a training job moves each finished checkpoint for the agent to seal.
@@ -68,26 +70,22 @@ class ModelRequest(BaseModel):
     evidence: dict[str, Any]
 
 
-def check_source(
-    job: IngestJob, *, import_roots: tuple[Path, ...], private: tuple[Path, ...]
-) -> Path:
-    """The file a registration reads: inside an import root, outside the agent's own files."""
-    source = Path(job.source)
+def check_source(given: str, *, import_roots: tuple[Path, ...], private: tuple[Path, ...]) -> Path:
+    """A file a job reads from the host: inside an import root, outside the agent's own files."""
+    source = Path(given)
     if not source.is_absolute():
-        raise InvalidInput(f"{job.source}: give an absolute path on the agent's host")
+        raise InvalidInput(f"{given}: give an absolute path on the agent's host")
     resolved = source.resolve()
     for inner in private:
         if resolved.is_relative_to(inner.resolve()):
-            raise InvalidInput(
-                f"{job.source}: lies in the agent's own files; it cannot be registered"
-            )
+            raise InvalidInput(f"{given}: lies in the agent's own files; it cannot be imported")
     if not import_roots:
-        raise InvalidInput("this agent accepts no registrations; start it with --import-root DIR")
+        raise InvalidInput("this agent accepts no imported files; start it with --import-root DIR")
     if not any(resolved.is_relative_to(root.resolve()) for root in import_roots):
         allowed = ", ".join(str(root) for root in import_roots)
-        raise InvalidInput(f"{job.source}: outside the agent's import roots ({allowed})")
+        raise InvalidInput(f"{given}: outside the agent's import roots ({allowed})")
     if not resolved.is_file():
-        raise InvalidInput(f"{job.source}: no such file on the agent's host")
+        raise InvalidInput(f"{given}: no such file on the agent's host")
     return resolved
 
 
@@ -101,6 +99,8 @@ def stage_inputs(
     """
     staged = []
     for role, info in sorted(lease.get("inputs", {}).items()):
+        if role == "transfer":
+            continue  # keys for a transfer, not a stored artifact
         open_sealed(
             storage,
             keyring=keyring,
@@ -115,11 +115,38 @@ def stage_inputs(
     return staged
 
 
-def _request(workdir: Path) -> SealRequest | ModelRequest:
+class ExportRequest(BaseModel):
+    """A job's request to write the staged model as a transfer file for another cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: Literal["export"]
+
+
+def open_transfer(
+    lease: dict[str, Any], *, workdir: Path, keyring: Keyring, cluster: str, source: Path
+) -> str:
+    """Verify and open an import's transfer file into ``inputs/model`` (see security.transfer)."""
+    header = read_transfer(
+        source,
+        keyring=keyring,
+        recipient=cluster,
+        trusted_senders=lease["inputs"]["transfer"]["trusted_senders"],
+        into=workdir / INPUTS / "model",
+    )
+    info = {key: header[key] for key in ("sender", "model", "files")}
+    atomic_write_bytes(workdir / INPUTS / "transfer.json", json.dumps(info).encode())
+    return f"transfer from {header['sender']} ({len(header['files'])} files) verified"
+
+
+def _request(workdir: Path) -> SealRequest | ModelRequest | ExportRequest:
     try:
         body = (workdir / OUTPUTS / REQUEST).read_bytes()
-        if json.loads(body).get("artifact") == "model":
+        artifact = json.loads(body).get("artifact")
+        if artifact == "model":
             return ModelRequest.model_validate_json(body)
+        if artifact == "export":
+            return ExportRequest.model_validate_json(body)
         return SealRequest.model_validate_json(body)
     except (OSError, ValueError, AttributeError) as exc:
         raise IntegrityError(f"the job left no valid {OUTPUTS}/{REQUEST} ({exc})") from None
@@ -196,6 +223,34 @@ def _seal_model(
     return {**recorded, "kind": "model", "name": request.name}
 
 
+def _export(
+    lease: dict[str, Any], *, workdir: Path, storage: Path, keyring: Keyring, cluster: str
+) -> dict[str, Any]:
+    job, transfer = lease["spec"]["job"], lease["inputs"]["transfer"]
+    name, version = job["model"].split("@")
+    folder = workdir / INPUTS / "model"
+    files = {
+        f.name: f for f in sorted(folder.iterdir()) if f.is_file() and f.name != "version.json"
+    }
+    out = (
+        storage
+        / "exports"
+        / lease["project"]
+        / f"{name}-v{version}-to-{transfer['recipient']}.bxfer"
+    )
+    ensure_private_dir(out.parent)
+    write_transfer(
+        files,
+        out=out,
+        keyring=keyring,
+        sender=cluster,
+        recipient=transfer["recipient"],
+        recipient_keyset=transfer["recipient_keyset"],
+        meta={"model": {"project": lease["project"], "name": name, "version": int(version)}},
+    )
+    return {"kind": "export", "name": name, "version": int(version), "path": str(out)}
+
+
 def seal_outputs(
     lease: dict[str, Any],
     *,
@@ -203,9 +258,12 @@ def seal_outputs(
     storage: Path,
     keyring: Keyring,
     client: Client,
+    cluster: str,
 ) -> dict[str, Any]:
     """Seal the job's outputs as a new version and record it; return the recorded version."""
     request = _request(workdir)
+    if isinstance(request, ExportRequest):
+        return _export(lease, workdir=workdir, storage=storage, keyring=keyring, cluster=cluster)
     if isinstance(request, ModelRequest):
         return _seal_model(
             lease, request, workdir=workdir, storage=storage, keyring=keyring, client=client

@@ -25,7 +25,7 @@ from bastion.data.privacy import check_features
 from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
 from bastion.errors import InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
-from bastion.spec import TrainJob, VerifyModelJob
+from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.adversarial import AdversarialHook
 from bastion.train.config import BuiltinModel, EntrypointModel
 from bastion.train.data import Preprocessing, fit_preprocessing
@@ -36,7 +36,7 @@ from bastion.train.trainer import Event, Hook, Trainer, TrainState
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
 
-__all__ = ["run_train", "run_verify_model"]
+__all__ = ["run_export_model", "run_import_model", "run_train", "run_verify_model"]
 
 
 class _Reporter:
@@ -114,6 +114,15 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     config = job.train
     torch.manual_seed(config.seed)  # the initial weights are part of "deterministic under a seed"
     model = build_model(job.model, input_shape=prep.input_shape, classes=len(prep.classes))
+    initial = workdir / "inputs" / "init"
+    if job.init_from is not None:
+        try:
+            model.load_state_dict(load_file(str(initial / "weights.safetensors")))
+        except RuntimeError as exc:
+            raise InvalidInput(
+                f"{job.init_from} does not fit this run's model and data ({exc})"
+            ) from None
+        context.log(f"fine-tuning from {job.init_from}")
     hooks: list[Hook] = [_Reporter(context)]
     replaced: list[str] = []
     if config.privacy is not None:
@@ -151,6 +160,11 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         "train_accuracy": result.history[-1]["accuracy"] if result.history else None,
         "identifier_overrides": sorted(set(features) & set(config.allow_identifier_features)),
         "replaced_modules": replaced,
+        "initialized_from": (
+            {"model": job.init_from, **json.loads((initial / "version.json").read_text())}
+            if job.init_from
+            else None
+        ),
     }
     if data.kind == "images":
         activations = penultimate(result.model, x).numpy()
@@ -187,10 +201,8 @@ def _package(
     atomic_write_bytes(workdir / OUTPUTS / REQUEST, json.dumps(request).encode())
 
 
-def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
-    """The agent verified signature and hashes while staging; the weights must also load."""
-    folder = context.workdir / "inputs" / "model"
-    info = json.loads((folder / "version.json").read_text())
+def _load_staged(folder: Path, ref: str) -> tuple[torch.nn.Module, Preprocessing]:
+    """Build the model its config describes and load its weights (they must fit)."""
     config = json.loads((folder / "model.json").read_text())
     prep = Preprocessing.model_validate(config["preprocessing"])
     model_spec = (
@@ -202,12 +214,53 @@ def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
     try:
         model.load_state_dict(load_file(str(folder / "weights.safetensors")))
     except RuntimeError as exc:
-        raise InvalidInput(f"{job.model}: weights do not fit the model config ({exc})") from None
-    digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+        raise InvalidInput(f"{ref}: weights do not fit the model config ({exc})") from None
+    return model, prep
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
+    """The agent verified signature and hashes while staging; the weights must also load."""
+    folder = context.workdir / "inputs" / "model"
+    info = json.loads((folder / "version.json").read_text())
+    _load_staged(folder, job.model)
+    digest = _digest(folder / "weights.safetensors")
     context.result(
         {"verified": True, "manifest_hash": info["manifest_hash"], "weights_sha256": digest}
     )
     return (
         f"{job.model}: manifest {info['manifest_hash'][:12]}, signature and every file "
-        f"verified; weights load into the {model_spec.model_dump(exclude_defaults=True)} model"
+        "verified; the weights load into the recorded model"
     )
+
+
+def run_export_model(context: JobContext, job: ExportModelJob) -> None:
+    """Check the staged model loads; the agent writes the transfer file (it holds the keys)."""
+    _load_staged(context.workdir / "inputs" / "model", job.model)
+    context.log(f"{job.model} verified; the agent encrypts it to cluster {job.to_cluster}")
+    outputs = context.workdir / OUTPUTS
+    ensure_private_dir(outputs)
+    atomic_write_bytes(outputs / REQUEST, json.dumps({"artifact": "export"}).encode())
+
+
+def run_import_model(context: JobContext, job: ImportModelJob) -> None:
+    """The agent verified and opened the transfer; check it loads and hand it back to seal."""
+    staged = context.workdir / "inputs" / "model"
+    transfer = json.loads((context.workdir / "inputs" / "transfer.json").read_text())
+    _load_staged(staged, job.model_name)
+    origin = transfer["model"]
+    context.log(
+        f"model {origin['name']}@{origin['version']} from cluster {transfer['sender']} loads"
+    )
+    folder = context.workdir / OUTPUTS / "model"
+    ensure_private_dir(folder)
+    for path in staged.iterdir():
+        atomic_write_bytes(folder / path.name, path.read_bytes())
+    evidence = json.loads((folder / "metadata.json").read_text())
+    evidence["imported_from"] = {"cluster": transfer["sender"], **origin}
+    evidence["weights_sha256"] = _digest(folder / "weights.safetensors")
+    request = {"artifact": "model", "name": job.model_name, "evidence": evidence}
+    atomic_write_bytes(context.workdir / OUTPUTS / REQUEST, json.dumps(request).encode())

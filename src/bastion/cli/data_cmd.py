@@ -37,7 +37,7 @@ def parse_ref(ref: str) -> tuple[str, int]:
         raise InvalidInput(str(exc)) from None
 
 
-def _pick_cluster(remote: Client, cluster: str | None) -> str:
+def pick_cluster(remote: Client, cluster: str | None) -> str:
     if cluster is not None:
         return cluster
     names = [row["name"] for row in remote.list_clusters()]
@@ -148,7 +148,7 @@ def register(
         run = remote.register_dataset(
             project,
             name,
-            cluster=_pick_cluster(remote, cluster),
+            cluster=pick_cluster(remote, cluster),
             source=str(path.expanduser().absolute()),
             target=target,
             subject_id_column=subject_id_column,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Column, Table
 
 from bastion.cli.context import out
-from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref
+from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster
 from bastion.cli.remote import client
 
 app = typer.Typer(help="Trained models: versions, evidence, verification.", no_args_is_help=True)
@@ -79,3 +80,50 @@ def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
         finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
         out.print(f"{ref}: verified ({finished['status_reason']})", markup=False)
+
+
+@app.command("export")
+def export_model(
+    ref: Ref,
+    project: Project,
+    to_cluster: Annotated[str, typer.Option("--to-cluster", help="The cluster it is for.")],
+    no_follow: NoFollow = False,
+) -> None:
+    """Re-encrypt a model to another cluster's public key; prints where the file is written."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        run = remote.export_model(project, name, number, to_cluster=to_cluster)
+        finished = follow_job(remote, project, run, no_follow=no_follow)
+    if finished is not run:
+        out.print(finished["status_reason"], markup=False)
+        out.print(f"copy that file to {to_cluster}'s host, then: bastion model import FILE ...")
+
+
+@app.command("import")
+def import_model(
+    path: Annotated[Path, typer.Argument(help="Transfer file on the receiving cluster's host.")],
+    name: Annotated[str, typer.Option("--name", help="Model name to register it under.")],
+    project: Project,
+    cluster: Annotated[
+        str | None, typer.Option(help="Receiving cluster (default: the only one).")
+    ] = None,
+    no_follow: NoFollow = False,
+) -> None:
+    """Verify a transfer file (sender's signature, every file) and register the model here."""
+    with client() as remote:
+        run = remote.import_model(
+            project,
+            name,
+            cluster=pick_cluster(remote, cluster),
+            source=str(path.expanduser().absolute()),
+        )
+        finished = follow_job(remote, project, run, no_follow=no_follow)
+        if finished is run:
+            return
+        versions = [v for v in remote.model_versions(project, name) if v["run_id"] == run["id"]]
+    for version in versions:
+        origin = version["evidence"].get("imported_from", {})
+        out.print(
+            f"imported {name}@{version['version']} from cluster {origin.get('cluster')} "
+            f"({origin.get('name')}@{origin.get('version')}); sealed and signed here"
+        )

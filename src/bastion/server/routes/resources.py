@@ -30,8 +30,10 @@ from bastion.server.schemas.resources import (
     ClusterIn,
     ClusterOut,
     DecisionIn,
+    ExportIn,
     HeartbeatIn,
     HeartbeatOut,
+    ImportIn,
     LeaseOut,
     LogLineOut,
     LogsIn,
@@ -413,6 +415,54 @@ def verify_model_version(
             name=name,
             user_id=principal.identity.user_id,
             job={"type": "verify-model", "model": f"{name}@{version}"},
+        )
+
+
+@registry.post(
+    "/projects/{project}/models/{name}/versions/{version}/export",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def export_model_version(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    body: ExportIn,
+    principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
+    database: DatabaseDep,
+) -> Run:
+    """Queue the re-encryption of a model to another cluster's public key (a transfer file)."""
+    with database.write(actor=principal.actor) as unit:
+        return datasets.submit_job(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            user_id=principal.identity.user_id,
+            job={
+                "type": "export-model",
+                "model": f"{name}@{version}",
+                "to_cluster": body.to_cluster,
+            },
+        )
+
+
+@registry.post("/projects/{project}/models/{name}/import", response_model=RunOut, status_code=201)
+def import_model(
+    project: str,
+    name: str,
+    body: ImportIn,
+    principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
+    database: DatabaseDep,
+) -> Run:
+    """Queue the import of a transfer file on the cluster it is addressed to."""
+    with database.write(actor=principal.actor) as unit:
+        return datasets.submit_job(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            user_id=principal.identity.user_id,
+            job={"type": "import-model", "source": body.source, "model_name": name},
+            cluster=body.cluster,
         )
 
 

@@ -138,6 +138,15 @@ class ModelOut(Response):
     created_at: dt.datetime
 
 
+class ExportIn(Request):
+    to_cluster: Name
+
+
+class ImportIn(Request):
+    cluster: Name
+    source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
 class ModelVersionIn(Request):
     """What the agent reports after sealing a trained model: metadata, never weights."""
 

@@ -114,21 +114,22 @@ def submit_job(
     Registering creates the dataset name on first use; jobs on a version check that
     the version exists and run where it lives.
     """
-    if job["type"] == "ingest":
-        if cluster is None:  # pragma: no cover - the register route always names one
+    if job["type"] in ("ingest", "import-model"):
+        if cluster is None:  # pragma: no cover - the register/import routes always name one
             raise InvalidInput("name the cluster whose host holds the file")
-        exists = unit.session.scalars(
-            select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
-        ).first()
-        if exists is None:
-            create_dataset(unit, project=project, name=name)
-        label = f"register {name}"
+        if job["type"] == "ingest":
+            exists = unit.session.scalars(
+                select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+            ).first()
+            if exists is None:
+                create_dataset(unit, project=project, name=name)
+        label = f"{'register' if job['type'] == 'ingest' else 'import'} {name}"
     else:
         ref = job.get("dataset") or job["model"]
         ref_name, number = parse_dataset_ref(ref)
         row: DatasetVersion | ModelVersion = (
             get_model_version(unit.session, project=project, name=ref_name, version=number)
-            if job["type"] == "verify-model"
+            if "model" in job
             else get_version(unit.session, project=project, name=ref_name, version=number)
         )
         holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
@@ -136,6 +137,12 @@ def submit_job(
             raise Conflict(f"{ref} is not held by any cluster")
         cluster = holder.name
         label = f"{job['type']} {ref}"
+        if job["type"] == "export-model":
+            target = get_cluster(unit.session, job["to_cluster"])
+            if not target.hybrid_public_keyset:
+                raise Conflict(f"cluster {target.name!r} has no agent (no public key) yet")
+            if target.name == cluster:
+                raise InvalidInput(f"{ref} already lives on {cluster!r}")
     get_cluster(unit.session, cluster)
     spec = parse_spec(
         {"name": label, "project": project.name, "cluster": cluster, "job": job},
@@ -182,14 +189,28 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
             .limit(1)
         ).first()
         return {"baseline": _version_info(session, dataset, latest)} if latest else {}
-    if job["type"] == "verify-model":
-        name, number = parse_dataset_ref(str(job["model"]))
-        model = get_model_version(session, project=project, name=name, version=number)
-        return {"model": {"name": name, "version": number, "manifest_hash": model.manifest_hash}}
+    if job["type"] == "import-model":
+        # Not staged from storage: the agent opens the transfer file with these keys.
+        signers = session.execute(select(Cluster.name, Cluster.signing_public_key)).all()
+        return {"transfer": {"trusted_senders": {n: k for n, k in signers if k}}}
+    inputs: dict[str, Any] = {}
+    if job["type"] == "export-model":
+        target = session.scalars(select(Cluster).where(Cluster.name == job["to_cluster"])).one()
+        inputs["transfer"] = {
+            "recipient": target.name,
+            "recipient_keyset": target.hybrid_public_keyset,
+        }
+    for role, key in (("model", "model"), ("init", "init_from")):
+        if job.get(key) and (job["type"] != "train" or role == "init"):
+            name, number = parse_dataset_ref(str(job[key]))
+            model = get_model_version(session, project=project, name=name, version=number)
+            inputs[role] = {"name": name, "version": number, "manifest_hash": model.manifest_hash}
+    if "dataset" not in job:
+        return inputs
     name, number = parse_dataset_ref(str(job["dataset"]))
     row = get_version(session, project=project, name=name, version=number)
     dataset = get_dataset(session, project=project, name=name)
-    return {"input": _version_info(session, dataset, row)}
+    return {**inputs, "input": _version_info(session, dataset, row)}
 
 
 def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str) -> Run:
@@ -223,6 +244,14 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
     unknown = sorted(c for c in named if c not in columns) if columns else []
     if unknown:
         raise InvalidSpec(f"job: column(s) not in {job.dataset}: {', '.join(unknown)}")
+    if job.init_from is not None:
+        base_name, base_number = parse_dataset_ref(job.init_from)
+        base = get_model_version(unit.session, project=project, name=base_name, version=base_number)
+        if base.cluster_id != row.cluster_id:
+            raise Conflict(
+                f"{job.init_from} is not on {spec.cluster!r}; export it there first "
+                "('bastion model export', then 'bastion model import')"
+            )
     # (3) ...
     listed = row.summaries.get("identifier_columns", [])
     identifiers = [str(c) for c in listed] if isinstance(listed, list) else []
