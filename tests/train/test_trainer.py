@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,10 @@ def test_opacus_fixes_batchnorm_and_entrypoints_are_checked() -> None:
         build_model(EntrypointModel(entrypoint="os.path:basename"), input_shape=(4,), classes=2)
     with pytest.raises(InvalidSpec, match="no_such_module"):
         build_model(EntrypointModel(entrypoint="no_such_module:build"), input_shape=(4,), classes=2)
+
+
+def test_secure_mode_without_its_generator_is_refused_clearly() -> None:
+    if importlib.util.find_spec("torchcsprng") is not None:
+        pytest.skip("torchcsprng is installed here: secure mode is available")
+    with pytest.raises(InvalidSpec, match="torchcsprng"):
+        PrivacyHook(PrivacyConfig(target_epsilon=3.0, secure_mode=True))

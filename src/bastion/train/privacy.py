@@ -48,7 +48,16 @@ class PrivacyHook:
         # torch warn on every backward pass; neither is news to the person reading the logs.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        self.engine = PrivacyEngine(accountant=config.accountant, secure_mode=config.secure_mode)
+        try:
+            self.engine = PrivacyEngine(
+                accountant=config.accountant, secure_mode=config.secure_mode
+            )
+        except ImportError:
+            # Opacus's secure mode needs torchcsprng, which has no build for current PyTorch.
+            raise InvalidSpec(
+                "train.privacy.secure_mode needs the torchcsprng package, which is not "
+                "installed (it has no build for this PyTorch); train without secure_mode"
+            ) from None
         self.noise_multiplier: float | None = None
 
     def __call__(self, event: Event, state: TrainState) -> None:
