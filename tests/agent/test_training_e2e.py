@@ -160,7 +160,7 @@ def _digits_spec(name: str) -> dict[str, Any]:
         "dataset": "digits@1",
         "model": {"builtin": "cnn"},
         "train": {
-            "epochs": 10,
+            "epochs": 6,
             "lr": 0.05,
             "seed": 3,
             "adversarial": {"attack": "pgd", "eps": 0.1, "steps": 5},
@@ -185,7 +185,13 @@ def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_p
     plane.agent.send_signal(signal.SIGKILL)
     plane.agent.wait(timeout=10)
     assert plane.admin.get_run("p", run["id"])["status"] == "running"
-    plane.agent = start_agent(plane.agent_home, plane.url, "c1", plane.storage)
+    plane.agent = start_agent(
+        plane.agent_home,
+        plane.url,
+        "c1",
+        plane.storage,
+        import_root=plane.storage.parent / "incoming",
+    )
     wait_for_heartbeat(plane.admin, plane.agent, "c1")
     deadline = time.monotonic() + 180
     while (current := plane.admin.get_run("p", run["id"]))["status"] not in ("succeeded", "failed"):
@@ -216,7 +222,13 @@ def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
         blob = bytearray(sealed.read_bytes())
         blob[-50] ^= 1
         sealed.write_bytes(bytes(blob))
-    plane.agent = start_agent(plane.agent_home, plane.url, "c1", plane.storage)
+    plane.agent = start_agent(
+        plane.agent_home,
+        plane.url,
+        "c1",
+        plane.storage,
+        import_root=plane.storage.parent / "incoming",
+    )
     wait_for_heartbeat(plane.admin, plane.agent, "c1")
     deadline = time.monotonic() + 120
     while (current := plane.admin.get_run("p", run["id"]))["status"] not in ("succeeded", "failed"):

@@ -30,7 +30,6 @@ from bastion.train.adversarial import AdversarialHook
 from bastion.train.config import BuiltinModel, EntrypointModel
 from bastion.train.data import Preprocessing, fit_preprocessing
 from bastion.train.models import build_model, penultimate
-from bastion.train.privacy import PrivacyHook, make_private_compatible
 from bastion.train.trainer import Event, Hook, Trainer, TrainState
 
 if TYPE_CHECKING:
@@ -126,6 +125,9 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     hooks: list[Hook] = [_Reporter(context)]
     replaced: list[str] = []
     if config.privacy is not None:
+        # Opacus is imported only by private runs (it takes seconds to import).
+        from bastion.train.privacy import PrivacyHook, make_private_compatible  # noqa: PLC0415
+
         model, replaced = make_private_compatible(model)
         for what in replaced:
             context.log(f"replaced for DP-SGD: {what}")
