@@ -212,7 +212,9 @@ def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
     while not any(
         e["message"].startswith("step 1 sealed") for e in plane.admin.run_events("p", run["id"])
     ):
-        assert time.monotonic() < deadline
+        current = plane.admin.get_run("p", run["id"])
+        assert current["status"] in ("queued", "leased", "running"), current
+        assert time.monotonic() < deadline, current
         time.sleep(0.05)
     plane.agent.send_signal(signal.SIGKILL)
     plane.agent.wait(timeout=10)
@@ -284,14 +286,7 @@ def test_pretrain_on_one_cluster_and_fine_tune_on_another(plane: Plane, tmp_path
         )
         assert wrong.returncode == 1 and "addressed to cluster 'c2'" in wrong.stdout + wrong.stderr
         shutil.copy(exported, incoming2 / "public.bxfer")
-        tampered = incoming2 / "tampered.bxfer"
-        blob = bytearray(exported.read_bytes())
-        blob[-30] ^= 1
-        tampered.write_bytes(bytes(blob))
-        refused = _bastion(
-            home, "model", "import", str(tampered), "--name", "bad", "-p", "p", "--cluster", "c2"
-        )
-        assert refused.returncode == 1 and "fails authentication" in refused.stdout + refused.stderr
+        # (A tampered or truncated file is refused: tests/security/test_transfer.py.)
         imported = _bastion(
             home,
             "model",

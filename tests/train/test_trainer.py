@@ -156,3 +156,11 @@ def test_secure_mode_without_its_generator_is_refused_clearly() -> None:
         pytest.skip("torchcsprng is installed here: secure mode is available")
     with pytest.raises(InvalidSpec, match="torchcsprng"):
         PrivacyHook(PrivacyConfig(target_epsilon=3.0, secure_mode=True))
+
+
+def test_builtin_models_take_their_activation() -> None:
+    spec = BuiltinModel(builtin="cnn", channels=[8, 16], activation="tanh")
+    model = build_model(spec, input_shape=(1, 8, 8), classes=10)
+    kinds = {type(m) for m in model.modules()}
+    assert nn.Tanh in kinds and nn.ReLU not in kinds
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)

@@ -37,26 +37,31 @@ class _Classifier(nn.Module):
         return out
 
 
-def _mlp(inputs: int, hidden: list[int], classes: int) -> _Classifier:
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _mlp(inputs: int, spec: BuiltinModel, classes: int) -> _Classifier:
+    act = _ACTIVATIONS[spec.activation]
     layers: list[nn.Module] = [nn.Flatten()]
     width = inputs
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.ReLU()]
+    for size in spec.hidden:
+        layers += [nn.Linear(width, size), act()]
         width = size
     return _Classifier(nn.Sequential(*layers), nn.Linear(width, classes))
 
 
-def _cnn(shape: tuple[int, ...], channels: list[int], classes: int) -> _Classifier:
+def _cnn(shape: tuple[int, ...], spec: BuiltinModel, classes: int) -> _Classifier:
     if len(shape) != 3:
         raise InvalidSpec(f"model.builtin cnn needs images (channels, height, width), got {shape}")
+    act = _ACTIVATIONS[spec.activation]
     layers: list[nn.Module] = []
     width = shape[0]
-    for size in channels:
-        layers += [nn.Conv2d(width, size, 3, padding=1), nn.ReLU()]
+    for size in spec.channels:
+        layers += [nn.Conv2d(width, size, 3, padding=1), act()]
         width = size
     layers += [nn.MaxPool2d(2), nn.Flatten()]
     flat = width * (shape[1] // 2) * (shape[2] // 2)
-    body = nn.Sequential(*layers, nn.Linear(flat, 64), nn.ReLU())
+    body = nn.Sequential(*layers, nn.Linear(flat, 64), act())
     return _Classifier(body, nn.Linear(64, classes))
 
 
@@ -85,8 +90,8 @@ def build_model(spec: ModelSpec, *, input_shape: tuple[int, ...], classes: int) 
     if spec.builtin == "logreg":
         return _Classifier(nn.Flatten(), nn.Linear(inputs, classes))
     if spec.builtin == "mlp":
-        return _mlp(inputs, list(spec.hidden), classes)
-    return _cnn(input_shape, list(spec.channels), classes)
+        return _mlp(inputs, spec, classes)
+    return _cnn(input_shape, spec, classes)
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
