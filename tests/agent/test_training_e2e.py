@@ -340,3 +340,38 @@ def test_pretrain_on_one_cluster_and_fine_tune_on_another(plane: Plane, tmp_path
     finally:
         second.terminate()
         second.wait(timeout=30)
+
+
+def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_path: Path) -> None:
+    """The README's flow: pseudonymise, then train with the default features."""
+    done = _bastion(
+        plane.client_home,
+        "data",
+        "pseudonymize",
+        "patients@1",
+        "-p",
+        "p",
+        "--columns",
+        "subject_id,ssn,email",
+        "--drop",
+        "name,phone,card_number",
+        "--age-band",
+        "date_of_birth",
+        "--zip3",
+        "address",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = plane.admin.dataset_version("p", "patients", 2)
+    assert {"subject_id", "ssn", "email"} <= set(version["summaries"]["identifier_columns"])
+    spec = {
+        **PATIENTS_SPEC,
+        "name": "pseudonymised",
+        "dataset": "patients@2",
+        "train": {"epochs": 2},
+    }
+    code, output = _submit(plane, tmp_path, spec, "--follow")
+    assert code == 0, output
+    assert "left out of the features: address" in output
+    features = set(_model_version(plane, "pseudonymised")["evidence"]["features"])
+    assert not features & {"subject_id", "ssn", "email", "address"}
+    assert {"date_of_birth", "sex", "mean_radius"} <= features

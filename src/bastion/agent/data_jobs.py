@@ -138,6 +138,12 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
         subject_id_column=subject if subject in transformed.columns else None,
         baseline=data,
     )
+    # A keyed pseudonym still identifies a person to whoever holds the key (GDPR: personal
+    # data), and so do the input's identifier columns that were kept as they were.
+    kept = set(info.get("identifier_columns", [])) - set(job.generalize) - set(job.drop)
+    described["identifier_columns"] = sorted(
+        set(described.get("identifier_columns", [])) | set(job.pseudonymize) | kept
+    )
     _log_description(context, described)
     name = job.dataset.split("@")[0]
     _leave_for_sealing(context.workdir, dataset=name, data=result, described=described)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -22,7 +23,13 @@ from bastion.agent.data_jobs import staged_input
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
 from bastion.data.privacy import check_features
-from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
+from bastion.data.schema import (
+    MAX_CATEGORIES,
+    ImageSchema,
+    TableSchema,
+    validate_images,
+    validate_table,
+)
 from bastion.errors import InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
@@ -71,12 +78,30 @@ def _validate(data: Any, info: dict[str, Any]) -> None:
         raise InvalidInput(f"{info['name']}@{info['version']} breaks its schema: {listed}")
 
 
-def _features(job: TrainJob, info: dict[str, Any], columns: list[str], target: str) -> list[str]:
+def _features(
+    context: JobContext, job: TrainJob, info: dict[str, Any], frame: Any, target: str
+) -> list[str]:
+    """The spec's features, or by default every usable column: not the target, not an
+    identifier, and not a text column with more distinct values than a category has."""
     identifiers = list(info.get("identifier_columns", []))
     allowed = set(job.train.allow_identifier_features)
-    chosen = job.features or [
-        c for c in columns if c != target and (c not in identifiers or c in allowed)
-    ]
+    if job.features is not None:
+        chosen = list(job.features)
+    else:
+        chosen, skipped = [], []
+        for column in frame.columns:
+            if column == target or (column in identifiers and column not in allowed):
+                continue
+            numeric = pd.api.types.is_numeric_dtype(frame[column])
+            if not numeric and frame[column].nunique() > MAX_CATEGORIES:
+                skipped.append(column)
+                continue
+            chosen.append(column)
+        if skipped:
+            context.log(
+                f"left out of the features: {', '.join(skipped)} (text with more than "
+                f"{MAX_CATEGORIES} distinct values; name them under features to insist)"
+            )
     check_features(
         chosen,
         identifier_columns=identifiers,
@@ -104,7 +129,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     if data.kind == "table":
         if target is None:
             raise InvalidInput(f"{job.dataset} has no target column; name one in the spec")
-        features = _features(job, info, list(data.table().columns), target)
+        features = _features(context, job, info, data.table(), target)
     else:
         features = []
     prep = fit_preprocessing(data, target=target, features=features or None)

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from bastion.data.ingest import Loaded
+from bastion.data.schema import MAX_CATEGORIES
 from bastion.errors import InvalidInput
 
 __all__ = ["Preprocessing", "TensorData", "fit_preprocessing"]
@@ -103,11 +104,11 @@ def fit_preprocessing(
     categorical = {
         c: sorted(frame[c].astype(str).unique().tolist()) for c in chosen if c not in numeric
     }
-    too_many = [c for c, values in categorical.items() if len(values) > 50]
+    too_many = [c for c, values in categorical.items() if len(values) > MAX_CATEGORIES]
     if too_many:
         raise InvalidInput(
-            f"{', '.join(too_many)}: more than 50 distinct values; not a categorical feature "
-            "(an identifier or free text?); leave it out of the features"
+            f"{', '.join(too_many)}: more than {MAX_CATEGORIES} distinct values; not a "
+            "categorical feature (an identifier or free text?); leave it out of the features"
         )
     values = frame[numeric].to_numpy(dtype=np.float64)
     return Preprocessing(
