@@ -14,7 +14,13 @@ import pytest
 import yaml
 
 from bastion.data.reference import patients
-from tests.agent.test_agent_e2e import Plane, running_plane, start_agent, wait_for_heartbeat
+from tests.agent.test_agent_e2e import (
+    Plane,
+    _wait_status,
+    running_plane,
+    start_agent,
+    wait_for_heartbeat,
+)
 from tests.server.test_live import _bastion
 
 
@@ -151,6 +157,18 @@ def test_identifier_features_are_refused_unless_overridden_and_audited(
     assert code == 2 and "mean_radiuss" in output
 
 
+def _restart_agent(plane: Plane) -> None:
+    """Start the cluster's agent again (same home, storage and import root) after a kill."""
+    plane.agent = start_agent(
+        plane.agent_home,
+        plane.url,
+        "c1",
+        plane.storage,
+        import_root=plane.storage.parent / "incoming",
+    )
+    wait_for_heartbeat(plane.admin, plane.agent, "c1")
+
+
 def _digits_spec(name: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -185,18 +203,8 @@ def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_p
     plane.agent.send_signal(signal.SIGKILL)
     plane.agent.wait(timeout=10)
     assert plane.admin.get_run("p", run["id"])["status"] == "running"
-    plane.agent = start_agent(
-        plane.agent_home,
-        plane.url,
-        "c1",
-        plane.storage,
-        import_root=plane.storage.parent / "incoming",
-    )
-    wait_for_heartbeat(plane.admin, plane.agent, "c1")
-    deadline = time.monotonic() + 180
-    while (current := plane.admin.get_run("p", run["id"]))["status"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline, current
-        time.sleep(0.3)
+    _restart_agent(plane)
+    current = _wait_status(plane.admin, run["id"], {"succeeded", "failed"}, timeout=180)
     assert current["status"] == "succeeded" and current["attempt"] == 2, current
     logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
     assert any(line.startswith("resuming from the sealed checkpoint") for line in logs), logs
@@ -224,18 +232,8 @@ def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
         blob = bytearray(sealed.read_bytes())
         blob[-50] ^= 1
         sealed.write_bytes(bytes(blob))
-    plane.agent = start_agent(
-        plane.agent_home,
-        plane.url,
-        "c1",
-        plane.storage,
-        import_root=plane.storage.parent / "incoming",
-    )
-    wait_for_heartbeat(plane.admin, plane.agent, "c1")
-    deadline = time.monotonic() + 120
-    while (current := plane.admin.get_run("p", run["id"]))["status"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline, current
-        time.sleep(0.3)
+    _restart_agent(plane)
+    current = _wait_status(plane.admin, run["id"], {"succeeded", "failed"}, timeout=120)
     assert current["status"] == "failed" and current["attempt"] == 2, current
     assert "weights.safetensors" in current["status_reason"], current
 
