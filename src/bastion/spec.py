@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from bastion.errors import InvalidSpec
+from bastion.evaluate.config import EvaluateConfig
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "DATASET_REF_PATTERN",
     "NAME_PATTERN",
     "DatasetRef",
+    "EvaluateJob",
     "ExportModelJob",
     "ImportModelJob",
     "IngestJob",
@@ -152,6 +154,23 @@ class TrainJob(_Strict):
         default=None,
         description="Start from this model version's weights (on the same cluster): fine-tuning.",
     )
+    evaluate: EvaluateConfig | None = Field(
+        default=None, description="The evaluate stage: attacks and audits of the trained model."
+    )
+
+    @model_validator(mode="after")
+    def _held_out_rows(self) -> TrainJob:
+        if self.evaluate is not None and self.train.holdout == 0:
+            raise ValueError("the evaluate stage needs held-out rows; set train.holdout above 0")
+        return self
+
+
+class EvaluateJob(_Strict):
+    """Evaluate a registered model version on its own training data's held-out rows."""
+
+    type: Literal["evaluate"]
+    model: ModelRef
+    evaluate: EvaluateConfig
 
 
 class VerifyModelJob(_Strict):
@@ -179,7 +198,16 @@ class ImportModelJob(_Strict):
 
 #: Job types the control plane queues only through the ``datasets`` and ``models`` routes.
 DATASET_JOB_TYPES = frozenset(
-    {"ingest", "verify", "scan", "pseudonymize", "verify-model", "export-model", "import-model"}
+    {
+        "ingest",
+        "verify",
+        "scan",
+        "pseudonymize",
+        "verify-model",
+        "export-model",
+        "import-model",
+        "evaluate",
+    }
 )
 
 Job = Annotated[
@@ -191,7 +219,8 @@ Job = Annotated[
     | TrainJob
     | VerifyModelJob
     | ExportModelJob
-    | ImportModelJob,
+    | ImportModelJob
+    | EvaluateJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.
@@ -204,6 +233,7 @@ _TRAIN_KEYS = (
     "train",
     "model_name",
     "init_from",
+    "evaluate",
 )
 
 

@@ -56,7 +56,7 @@ def test_example_spec_is_valid() -> None:
 @pytest.mark.parametrize(
     ("document", "field"),
     [
-        ({"name": "x", "project": "p", "cluster": "c", "job": {"type": "evaluate"}}, "job.type"),
+        ({"name": "x", "project": "p", "cluster": "c", "job": {"type": "deploy"}}, "job.type"),
         ({"name": "x", "project": "P!", "cluster": "c", "job": {"type": "smoke"}}, "project"),
         (
             {"name": "x", "project": "p", "cluster": "c", "job": {"type": "smoke"}, "extra": 1},

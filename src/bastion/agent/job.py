@@ -160,6 +160,7 @@ _RUNNERS = {
     "verify-model": "bastion.agent.train_job:run_verify_model",
     "export-model": "bastion.agent.train_job:run_export_model",
     "import-model": "bastion.agent.train_job:run_import_model",
+    "evaluate": "bastion.agent.eval_job:run_evaluate",
 }
 
 

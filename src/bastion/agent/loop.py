@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
+from bastion.agent.executors.fanout import FANOUT_ENV
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
 from bastion.agent.staging import (
     check_source,
@@ -296,6 +297,7 @@ class Agent:
         environment = _job_environment(workdir, lease["job_token"])
         if job["type"] == "pseudonymize":  # this key alone; it opens no data and signs nothing
             environment["BASTION_PSEUDONYM_KEY"] = self.keyring.pseudonym_capability()
+        environment.update(self._fanout_environment())
         resources = spec.get("resources", {})
         request = JobRequest(
             run_id=lease["run_id"],
@@ -311,6 +313,20 @@ class Agent:
             log.info("run %s: verified and staged %s", lease["run_id"], ", ".join(staged))
         with self.state.lock:
             self.state.jobs[lease["run_id"]] = _Running(handle=handle, lease=lease)
+
+    def _fanout_environment(self) -> dict[str, str]:
+        """How wide a job may fan out (shadow models): this agent's own executor and width.
+
+        A Ray job also gets Ray's token so it can submit tasks (a cluster credential; it
+        opens no data).
+        """
+        if self.config.executor == "ray" and self.config.ray_address:
+            granted = {FANOUT_ENV: f"ray:{self.config.ray_address}"}
+            for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+                if name in os.environ:
+                    granted[name] = os.environ[name]
+            return granted
+        return {FANOUT_ENV: f"local:{self.config.max_parallel}"}
 
     def _reap(self) -> None:
         """Collect finished jobs; fail runs whose process died or ran out of time."""

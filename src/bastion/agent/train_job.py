@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bastion.agent.data_jobs import staged_input
+from bastion.agent.eval_job import Evaluation, evaluate_model
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
 from bastion.data.privacy import check_features
@@ -31,13 +32,15 @@ from bastion.data.schema import (
     validate_table,
 )
 from bastion.errors import InvalidInput
+from bastion.evaluate.attacks import input_bounds
+from bastion.evaluate.robustness import accuracy
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
-from bastion.train.adversarial import AdversarialHook
 from bastion.train.config import BuiltinModel, EntrypointModel
-from bastion.train.data import Preprocessing, fit_preprocessing
+from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
 from bastion.train.models import build_model, penultimate
-from bastion.train.trainer import Event, Hook, Trainer, TrainState
+from bastion.train.recipe import recipe
+from bastion.train.trainer import Event, Trainer, TrainState
 
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
@@ -147,27 +150,20 @@ def run_train(context: JobContext, job: TrainJob) -> None:
                 f"{job.init_from} does not fit this run's model and data ({exc})"
             ) from None
         context.log(f"fine-tuning from {job.init_from}")
-    hooks: list[Hook] = [_Reporter(context)]
-    replaced: list[str] = []
-    if config.privacy is not None:
-        # Opacus is imported only by private runs (it takes seconds to import).
-        from bastion.train.privacy import PrivacyHook, make_private_compatible  # noqa: PLC0415
-
-        model, replaced = make_private_compatible(model)
-        for what in replaced:
-            context.log(f"replaced for DP-SGD: {what}")
-        hooks.insert(0, PrivacyHook(config.privacy))
-    if config.adversarial is not None:
-        hooks.append(
-            AdversarialHook(config.adversarial, lower=float(x.min()), upper=float(x.max()))
-        )
+    split, train_rows, test_rows = split_rows(y, holdout=config.holdout, seed=config.seed)
+    context.log(f"{split.train_rows} rows train the model, {split.test_rows} are held out")
+    lower, upper = input_bounds(x, images=data.kind == "images")
+    model, hooks, replaced = recipe(model, config, lower=lower, upper=upper)
+    for what in replaced:
+        context.log(f"replaced for DP-SGD: {what}")
+    hooks.append(_Reporter(context))
     resume = workdir / "inputs" / "checkpoint"
     if resume.is_dir():
         context.log(f"resuming from the sealed checkpoint of epoch {context.resume_from}")
     result = Trainer(config, hooks).fit(
         model,
-        x,
-        y,
+        x[train_rows],
+        y[train_rows],
         resume=resume if resume.is_dir() else None,
         checkpoints=workdir / "checkpoints",
         on_checkpoint=_hand_over(workdir),
@@ -185,6 +181,10 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         "delta": config.privacy.delta if config.privacy else None,
         "history": result.history,
         "train_accuracy": result.history[-1]["accuracy"] if result.history else None,
+        "split": split.model_dump(),
+        "test_accuracy": accuracy(result.model, x[test_rows], y[test_rows])
+        if len(test_rows)
+        else None,
         "identifier_overrides": sorted(set(features) & set(config.allow_identifier_features)),
         "replaced_modules": replaced,
         "initialized_from": (
@@ -194,13 +194,19 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         ),
     }
     if data.kind == "images":
-        activations = penultimate(result.model, x).numpy()
-        scan = spectral_scan(activations, y.numpy(), x.numpy())
+        seen_x, seen_y = x[train_rows], y[train_rows]
+        activations = penultimate(result.model, seen_x).numpy()
+        scan = spectral_scan(activations, seen_y.numpy(), seen_x.numpy())
         evidence["backdoor_scan"] = scan.summary()
         context.log(
             f"backdoor scan: {len(scan.flagged)} suspicious training images; "
             f"classes {scan.summary()['poisoned_classes'] or 'none'} flagged"
         )
+    if evidence["test_accuracy"] is not None:
+        context.log(f"held-out accuracy {evidence['test_accuracy']:.4f}")
+    if job.evaluate is not None:
+        subject = Evaluation(result.model, prep, data, x, y, train_rows, test_rows, evidence)
+        evidence["evaluation"] = evaluate_model(context, subject, job.evaluate)
     _package(workdir, job=job, model=result.model, prep=prep, info=info, evidence=evidence)
 
 

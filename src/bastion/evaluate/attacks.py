@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 from collections.abc import Iterator
 
 import torch
@@ -17,7 +18,11 @@ from torch import nn
 
 from bastion.errors import InvalidInput
 
-__all__ = ["Attack", "Norm", "fgsm", "pgd", "run_attack"]
+__all__ = ["Attack", "Bound", "Norm", "fgsm", "input_bounds", "pgd", "run_attack"]
+
+#: A valid-range bound: one value for every input, or a tensor broadcast against one example
+#: (per-feature bounds for tables, from the schema's range).
+Bound = float | torch.Tensor
 
 
 class Norm(enum.StrEnum):
@@ -70,11 +75,28 @@ def _project(delta: torch.Tensor, *, eps: float, norm: Norm) -> torch.Tensor:
     return delta * (eps / _per_example_norm(delta)).clamp(max=1.0)
 
 
-def _check(eps: float, lower: float, upper: float) -> None:
+def input_bounds(x: torch.Tensor, *, images: bool) -> tuple[Bound, Bound]:
+    """The valid input range: [0, 1] for scaled images; per feature for tables.
+
+    Table inputs are standardised or one-hot; the training rows' range of each input
+    (which lies inside the schema's range) bounds what an attack may produce.
+    """
+    if images:
+        return 0.0, 1.0
+    return x.min(dim=0).values, x.max(dim=0).values
+
+
+def _check(eps: float, lower: Bound, upper: Bound) -> None:
     if eps < 0:
         raise InvalidInput(f"eps must be >= 0, got {eps}")
-    if not lower < upper:
-        raise InvalidInput(f"the valid input range [{lower}, {upper}] is empty")
+    if not bool(torch.all(torch.as_tensor(lower) <= torch.as_tensor(upper))):
+        raise InvalidInput("the valid input range is empty (a lower bound above its upper one)")
+
+
+def _clamp(x: torch.Tensor, lower: Bound, upper: Bound) -> torch.Tensor:
+    if isinstance(lower, float | int) and isinstance(upper, float | int):
+        return x.clamp(lower, upper)
+    return torch.clamp(x, torch.as_tensor(lower), torch.as_tensor(upper))
 
 
 def fgsm(
@@ -83,14 +105,14 @@ def fgsm(
     y: torch.Tensor,
     *,
     eps: float,
-    lower: float = 0.0,
-    upper: float = 1.0,
+    lower: Bound = 0.0,
+    upper: Bound = 1.0,
 ) -> torch.Tensor:
     """Fast gradient sign method (L-infinity, one step of size ``eps``)."""
     _check(eps, lower, upper)
     with _frozen(model):
         gradient = _loss_gradient(model, x, y)
-    return (x + eps * gradient.sign()).clamp(lower, upper).detach()
+    return _clamp(x + eps * gradient.sign(), lower, upper).detach()
 
 
 def pgd(
@@ -104,19 +126,27 @@ def pgd(
     norm: Norm = Norm.LINF,
     random_start: bool = True,
     restarts: int = 1,
-    lower: float = 0.0,
-    upper: float = 1.0,
+    schedule: str = "constant",
+    lower: Bound = 0.0,
+    upper: Bound = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.), keeping each example's strongest restart.
 
-    ``step_size`` defaults to ``2.5 * eps / steps``. With several restarts an example keeps
-    the first adversarial example that fools the model, else the one of highest loss.
+    ``step_size`` defaults to ``2.5 * eps / steps``; ``schedule="cosine"`` decays it from
+    ``step_size`` towards zero over the steps. With several restarts an example keeps the
+    first adversarial example that fools the model, else the one of highest loss.
     """
     _check(eps, lower, upper)
     if steps < 1 or restarts < 1:
         raise InvalidInput("steps and restarts must be at least 1")
-    alpha = step_size if step_size is not None else 2.5 * eps / steps
+    if schedule not in ("constant", "cosine"):
+        raise InvalidInput(f"unknown step-size schedule {schedule!r}: constant or cosine")
+    base = step_size if step_size is not None else 2.5 * eps / steps
+    alphas = [
+        base if schedule == "constant" else base * 0.5 * (1 + math.cos(math.pi * t / steps))
+        for t in range(steps)
+    ]
     best = x.detach().clone()
     best_loss = torch.full((len(x),), -float("inf"), device=x.device)
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -126,15 +156,15 @@ def pgd(
             if random_start:
                 noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
                 delta = _project(noise * eps, eps=eps, norm=norm)
-            adv = (x + delta).clamp(lower, upper)
-            for _ in range(steps):
+            adv = _clamp(x + delta, lower, upper)
+            for alpha in alphas:
                 gradient = _loss_gradient(model, adv, y)
                 if norm is Norm.LINF:
                     step = alpha * gradient.sign()
                 else:
                     step = alpha * gradient / _per_example_norm(gradient)
                 delta = _project(adv + step - x, eps=eps, norm=norm)
-                adv = (x + delta).clamp(lower, upper).detach()
+                adv = _clamp(x + delta, lower, upper).detach()
             with torch.no_grad():
                 logits = model(adv)
                 loss = nn.functional.cross_entropy(logits, y, reduction="none")
@@ -155,8 +185,8 @@ def run_attack(
     eps: float,
     steps: int = 10,
     norm: Norm = Norm.LINF,
-    lower: float = 0.0,
-    upper: float = 1.0,
+    lower: Bound = 0.0,
+    upper: Bound = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Dispatch by name (adversarial training and evaluation specs name their attack)."""

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from bastion.evaluate.attacks import Attack, Norm, run_attack
+from bastion.evaluate.attacks import Attack, Bound, Norm, run_attack
 from bastion.train.config import AdversarialConfig
 from bastion.train.trainer import Event, TrainState
 
@@ -19,7 +19,7 @@ __all__ = ["AdversarialHook"]
 
 
 class AdversarialHook:
-    def __init__(self, config: AdversarialConfig, *, lower: float, upper: float) -> None:
+    def __init__(self, config: AdversarialConfig, *, lower: Bound, upper: Bound) -> None:
         self.config = config
         self.lower, self.upper = lower, upper
 

@@ -79,6 +79,9 @@ class TrainConfig(_Strict):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     seed: int = Field(default=0, ge=0)
     checkpoint_every: int = Field(default=1, ge=1, description="Epochs between checkpoints.")
+    #: Share of the rows held out of training (stratified, drawn under ``seed``): the
+    #: evaluate stage measures accuracy, attacks and audits on them.
+    holdout: float = Field(default=0.2, ge=0, le=0.5)
     privacy: PrivacyConfig | None = None
     adversarial: AdversarialConfig | None = None
     #: Identifier columns the run may use as features anyway (each override is audited).

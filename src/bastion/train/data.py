@@ -9,18 +9,20 @@ saved with the model so inference applies exactly the same transformation.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict
+from sklearn.model_selection import train_test_split
 
 from bastion.data.ingest import Loaded
 from bastion.data.schema import MAX_CATEGORIES
 from bastion.errors import InvalidInput
 
-__all__ = ["Preprocessing", "TensorData", "fit_preprocessing"]
+__all__ = ["Preprocessing", "Split", "TensorData", "fit_preprocessing", "split_rows"]
 
 
 class Preprocessing(BaseModel):
@@ -79,6 +81,45 @@ class TensorData(BaseModel):
     x: torch.Tensor
     y: torch.Tensor
     preprocessing: Preprocessing
+
+
+class Split(BaseModel):
+    """Which rows trained the model and which were held out (recorded with the model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    holdout: float
+    seed: int
+    train_rows: int
+    test_rows: int
+    #: sha256 of the training rows' indices (int64): the evaluate job re-draws the split
+    #: and checks it is the one the model was trained on.
+    train_index_sha256: str
+
+
+def split_rows(
+    labels: torch.Tensor, *, holdout: float, seed: int
+) -> tuple[Split, np.ndarray, np.ndarray]:
+    """A stratified split (plain when a class is too small to stratify), and its indices."""
+    rows = np.arange(len(labels))
+    if holdout == 0:
+        train, test = rows, rows[:0]
+    else:
+        classes, counts = np.unique(labels.numpy(), return_counts=True)
+        stratify = labels.numpy() if len(classes) > 1 and counts.min() >= 2 else None
+        train, test = train_test_split(
+            rows, test_size=holdout, random_state=seed, stratify=stratify
+        )
+        train, test = np.sort(train), np.sort(test)
+    digest = hashlib.sha256(train.astype(np.int64).tobytes()).hexdigest()
+    split = Split(
+        holdout=holdout,
+        seed=seed,
+        train_rows=len(train),
+        test_rows=len(test),
+        train_index_sha256=digest,
+    )
+    return split, train, test
 
 
 def fit_preprocessing(

@@ -1,0 +1,162 @@
+"""The evaluate stage: attacks and audits of a model on its held-out rows, in the job.
+
+It runs at the end of a training run with an ``evaluate`` block (before packaging, so the
+evidence is sealed with the model) and as the ``evaluate`` job (``bastion eval ...``) on
+a registered version, whose training split it re-draws and checks. Only the summaries
+leave the compute plane.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from bastion.agent.data_jobs import staged_input
+from bastion.agent.executors.fanout import fanout_from_environment
+from bastion.errors import InvalidInput
+from bastion.evaluate.attacks import input_bounds
+from bastion.evaluate.config import EvaluateConfig
+from bastion.spec import EvaluateJob
+from bastion.train.data import Preprocessing, Split, split_rows
+
+if TYPE_CHECKING:
+    from bastion.agent.job import JobContext
+    from bastion.data.ingest import Loaded
+
+__all__ = ["Evaluation", "evaluate_model", "run_evaluate"]
+
+
+@dataclass
+class Evaluation:
+    """A trained model and the data it was trained on, split as in training."""
+
+    model: torch.nn.Module
+    prep: Preprocessing
+    data: Loaded
+    x: torch.Tensor
+    y: torch.Tensor
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    evidence: dict[str, Any]
+
+
+def _headline(kind: str, summary: dict[str, Any]) -> str:
+    if kind == "robustness":
+        worst = min(summary["curve"], key=lambda point: point["robust_accuracy"])
+        return (
+            f"clean accuracy {summary['clean_accuracy']:.3f}; lowest robust accuracy "
+            f"{worst['robust_accuracy']:.3f} ({worst['attack']}, eps {worst['eps']})"
+        )
+    if kind == "membership":
+        return (
+            f"{summary['attack']} AUC {summary['auc']:.3f}, TPR at 1% FPR "
+            f"{summary['tpr_at_1%_fpr']:.3f} on {summary['rows']} rows"
+        )
+    if kind == "fairness":
+        gap = summary.get("max_demographic_parity_difference")
+        gap = summary["max_accuracy_difference"] if gap is None else gap
+        return f"largest gap between groups {gap if gap is None else round(gap, 3)}"
+    return f"top features: {', '.join(summary.get('top_features', [])[:5]) or 'image maps'}"
+
+
+def evaluate_model(
+    context: JobContext, subject: Evaluation, config: EvaluateConfig
+) -> dict[str, dict[str, Any]]:
+    """Run every evaluation the block asks for; log a line for each."""
+    from bastion.evaluate.explain import evaluate_explanations  # noqa: PLC0415
+    from bastion.evaluate.fairness import evaluate_fairness  # noqa: PLC0415
+    from bastion.evaluate.membership import evaluate_membership  # noqa: PLC0415
+    from bastion.evaluate.robustness import evaluate_robustness  # noqa: PLC0415
+
+    x, y, prep, evidence = subject.x, subject.y, subject.prep, subject.evidence
+    train = (x[subject.train_rows], y[subject.train_rows])
+    test = (x[subject.test_rows], y[subject.test_rows])
+    if len(test[1]) == 0:
+        raise InvalidInput("the model was trained on every row; there are no held-out rows")
+    seed = int(evidence["train"].get("seed", 0))
+    model = subject.model.eval()
+    results: dict[str, dict[str, Any]] = {}
+    for kind in config.kinds:
+        context.event("evaluate", "running", kind)
+        if kind == "robustness" and config.robustness is not None:
+            lower, upper = input_bounds(x, images=prep.kind == "images")
+            results[kind] = evaluate_robustness(
+                model, *test, config.robustness, lower=lower, upper=upper, seed=seed
+            )
+        elif kind == "membership" and config.membership_inference is not None:
+            fanout = fanout_from_environment()
+            shadows = config.membership_inference.shadow_models
+            if config.membership_inference.attack == "lira":
+                context.log(f"training {shadows} shadow models, {fanout.width} at a time")
+            results[kind] = evaluate_membership(
+                model,
+                train=train,
+                test=test,
+                config=config.membership_inference,
+                model_spec=evidence["model"],
+                train_config=evidence["train"],
+                classes=len(prep.classes),
+                fanout=fanout,
+                epsilon=evidence.get("epsilon"),
+                seed=seed,
+                progress=lambda done, total: context.log(f"shadow model {done}/{total} trained"),
+            )
+        elif kind == "fairness" and config.fairness is not None:
+            results[kind] = _fairness(subject, config, evaluate_fairness, test)
+        elif kind == "explain" and config.explain is not None:
+            results[kind] = evaluate_explanations(model, *test, prep, config.explain, seed=seed)
+        context.log(f"evaluate {kind}: {_headline(kind, results[kind])}")
+    return results
+
+
+def _fairness(
+    subject: Evaluation,
+    config: EvaluateConfig,
+    evaluate: Any,
+    test: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, Any]:
+    names = list(subject.evidence.get("sensitive_features") or [])
+    if subject.prep.kind == "images" or not names:
+        raise InvalidInput(
+            "fairness needs sensitive_features (table columns) named in the training spec"
+        )
+    frame = subject.data.table()
+    with torch.no_grad():
+        predicted = subject.model(test[0]).argmax(dim=1).numpy()
+    sensitive = {name: frame[name].iloc[subject.test_rows] for name in names}
+    summary: dict[str, Any] = evaluate(
+        test[1].numpy(),
+        predicted,
+        sensitive,
+        classes=subject.prep.classes,
+        config=config.fairness,
+    )
+    return summary
+
+
+def run_evaluate(context: JobContext, job: EvaluateJob) -> str:
+    """Evaluate a registered version; the summaries go to the control plane as the result."""
+    from bastion.agent.train_job import _load_staged  # noqa: PLC0415 - shares the loader
+
+    folder = context.workdir / "inputs" / "model"
+    model, prep = _load_staged(folder, job.model)
+    evidence = json.loads((folder / "metadata.json").read_text())
+    data, info = staged_input(context.workdir)
+    if "split" not in evidence:
+        raise InvalidInput(f"{job.model} records no held-out split; retrain it to evaluate it")
+    recorded = Split.model_validate(evidence["split"])
+    x, y = prep.features(data), prep.labels(data)
+    split, train_rows, test_rows = split_rows(y, holdout=recorded.holdout, seed=recorded.seed)
+    if split.train_index_sha256 != recorded.train_index_sha256:
+        raise InvalidInput(
+            f"{info['name']}@{info['version']} does not split into the rows {job.model} was "
+            "trained on; the membership and held-out figures would be wrong"
+        )
+    subject = Evaluation(model, prep, data, x, y, train_rows, test_rows, evidence)
+    results = evaluate_model(context, subject, job.evaluate)
+    context.result({"model": job.model, "evaluations": results})
+    return f"{job.model}: {', '.join(results)} evaluated; the evidence is stored with the version"
