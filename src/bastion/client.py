@@ -102,6 +102,14 @@ class Client:
         return cls(url, token=token, verify=verify)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; the decoded JSON body (None when empty), or the error it maps to."""
+        response = self.response(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; the raw response when it succeeded, else the error it maps to."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -115,9 +123,7 @@ class Client:
             ) from None
         if response.status_code >= 400:
             raise _error(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response
 
     # -- identity --------------------------------------------------------------------------
 
@@ -438,6 +444,34 @@ class Client:
             json={"cluster": cluster, "source": source},
         )
         return result
+
+    def evaluate_model(
+        self, project: str, name: str, version: int, evaluate: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Queue an evaluation (an ``evaluate`` block) of a version; returns the run."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/models/{name}/versions/{version}/evaluate",
+            json={"evaluate": evaluate},
+        )
+        return result
+
+    def model_evaluations(self, project: str, name: str, version: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/models/{name}/versions/{version}/evaluations"
+        )
+        return result
+
+    def model_card(self, project: str, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/projects/{project}/models/{name}/versions/{version}/card"
+        )
+        return result
+
+    def model_card_html(self, project: str, name: str, version: int) -> str:
+        return self.response(
+            "GET", f"/api/v1/projects/{project}/models/{name}/versions/{version}/card.html"
+        ).text
 
     def record_model_version(self, project: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """(Agent) record the model version sealed for a training run."""

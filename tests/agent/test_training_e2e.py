@@ -79,6 +79,12 @@ PATIENTS_SPEC: dict[str, Any] = {
         "privacy": {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0},
         "adversarial": {"attack": "pgd", "eps": 0.05, "steps": 2},
     },
+    "evaluate": {
+        "robustness": {"eps": [0.05, 0.2], "steps": 5, "max_rows": 200},
+        "membership_inference": {"attack": "lira", "shadow_models": 4, "max_rows": 200},
+        "fairness": True,
+        "explain": {"rows": 16, "repeats": 2, "steps": 8},
+    },
 }
 
 
@@ -134,6 +140,64 @@ def test_a_private_robust_model_is_trained_sealed_and_registered(
     tampered = _bastion(plane.client_home, "model", "verify", "readmission@1", "-p", "p")
     assert tampered.returncode == 1 and "weights.safetensors" in tampered.stdout + tampered.stderr
     weights.write_bytes(original)
+    _the_evaluate_stage_left_its_evidence(plane, tmp_path, version)
+
+
+def _the_evaluate_stage_left_its_evidence(
+    plane: Plane, tmp_path: Path, version: dict[str, Any]
+) -> None:
+    evidence = version["evidence"]
+    assert "evaluation" not in evidence  # stored as evaluations, not inside the evidence
+    split = evidence["split"]
+    assert split["train_rows"] + split["test_rows"] == 569 and split["holdout"] == 0.2
+    assert 0.5 < evidence["test_accuracy"] <= 1.0
+    stored = plane.admin.model_evaluations("p", "readmission", 1)
+    assert sorted(e["kind"] for e in stored) == ["explain", "fairness", "membership", "robustness"]
+    found = {e["kind"]: e["summary"] for e in stored}
+    robustness = found["robustness"]
+    assert robustness["rows"] == 114 and len(robustness["curve"]) == 4  # all held out
+    membership = found["membership"]
+    assert membership["shadow_models"] == 4 and membership["fanout_width"] == 2
+    assert membership["epsilon"] == evidence["epsilon"] and membership["rows"] == 200
+    assert 0.3 < membership["auc"] < 0.7  # DP at epsilon 3 on a tiny audit: near chance
+    assert {g["group"] for g in found["fairness"]["features"]["sex"]["groups"]} == {"F", "M"}
+    assert set(found["explain"]["top_features"]) <= set(evidence["features"])
+    # The card and its scorecard, from the stored evidence.
+    card = plane.admin.model_card("p", "readmission", 1)
+    status = {item["id"]: item["status"] for item in card["scorecard"]}
+    assert len(status) == 10 and status["ML03"] == "pass" and status["ML06"] == "pass"
+    assert status["ML05"] == "not assessed" and status["ML04"] in ("pass", "fail")
+    assert card["data"]["scans"]["pii"]["columns"]  # the training data's PII scan is cited
+    page = tmp_path / "card.html"
+    shown = _bastion(
+        plane.client_home, "model", "card", "readmission@1", "-p", "p", "--html", str(page)
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "security scorecard" in shown.stdout and "ML04" in shown.stdout
+    html = page.read_text()
+    assert html.count("<svg") == 3 and "<script" not in html and "Robustness curve" in html
+    # An evaluation of the registered version, from the CLI, joins the stored evidence.
+    again = _bastion(
+        plane.client_home,
+        "eval",
+        "robustness",
+        "readmission@1",
+        "-p",
+        "p",
+        "--eps",
+        "0.5",
+        "--attack",
+        "pgd",
+        "--steps",
+        "3",
+        "--max-rows",
+        "50",
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "robustness of readmission@1" in again.stdout
+    newest = plane.admin.model_card("p", "readmission", 1)["robustness"]
+    assert newest["rows"] == 50 and [p["eps"] for p in newest["curve"]] == [0.5]
+    assert len(plane.admin.model_evaluations("p", "readmission", 1)) == 5
 
 
 def test_identifier_features_are_refused_unless_overridden_and_audited(

@@ -116,7 +116,11 @@ def test_truncation_into_header_is_refused(
         _refused(keyring, data[:length], tmp_path)
 
 
-@pytest.mark.parametrize("extra", [b"\x00", os.urandom(40), os.urandom(SEGMENT + 3)])
+@pytest.mark.parametrize(
+    "extra",
+    [b"\x00", bytes(range(40)), bytes(SEGMENT + 3)],
+    ids=["one-byte", "40-bytes", "segment"],
+)
 def test_appended_bytes_are_refused(
     keyring: Keyring, tmp_path: Path, artifact: tuple[Path, bytes, int], extra: bytes
 ) -> None:

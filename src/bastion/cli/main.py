@@ -20,6 +20,7 @@ from bastion.cli import (
     crypto_cmd,
     data_cmd,
     demo_cmd,
+    eval_cmd,
     keys_cmd,
     models_cmd,
     projects_cmd,
@@ -81,6 +82,7 @@ app.add_typer(agent_cmd.agents, name="agent")
 app.add_typer(runs_cmd.app, name="run")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="model")
+app.add_typer(eval_cmd.app, name="eval")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

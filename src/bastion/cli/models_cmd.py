@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 
 from bastion.cli.context import out
 from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster
 from bastion.cli.remote import client
+from bastion.files import atomic_write_bytes
 
 app = typer.Typer(help="Trained models: versions, evidence, verification.", no_args_is_help=True)
 
@@ -69,6 +72,65 @@ def show(ref: Ref, project: Project) -> None:
         flagged = evidence["backdoor_scan"]["poisoned_classes"]
         out.print(f"  backdoor scan: {'classes ' + str(flagged) if flagged else 'nothing found'}")
     out.print(f"  weights sha256 {evidence.get('weights_sha256')}")
+
+
+@app.command()
+def card(
+    ref: Ref,
+    project: Project,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML card to this file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+) -> None:
+    """The model card: data, training, epsilon, robustness, privacy, fairness, scorecard."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        found = remote.model_card(project, name, number)
+        page = remote.model_card_html(project, name, number) if html is not None else None
+    if as_json:
+        out.print_json(json.dumps(found))
+    else:
+        _print_card(found)
+    if html is not None and page is not None:
+        atomic_write_bytes(html, page.encode())
+        out.print(f"HTML card written to {html}", markup=False)
+
+
+def _print_card(card: dict[str, Any]) -> None:
+    model, training = card["model"], card["training"]
+    out.print(f"[bold]{model['name']}@{model['version']}[/bold]  stage {model['stage']}")
+    out.print(f"  data {card['data']['dataset']}; epsilon {_epsilon(training)}", markup=False)
+    performance = card["performance"]
+    for label, key in (("training", "train_accuracy"), ("held-out", "test_accuracy")):
+        if performance.get(key) is not None:
+            out.print(f"  {label} accuracy {performance[key]:.4f}")
+    if card["robustness"]:
+        worst = min(card["robustness"]["curve"], key=lambda p: p["robust_accuracy"])
+        out.print(
+            f"  robust accuracy {worst['robust_accuracy']:.4f} at eps {worst['eps']} "
+            f"({worst['attack']})"
+        )
+    if card["membership"]:
+        found = card["membership"]
+        out.print(
+            f"  membership inference ({found['attack']}): AUC {found['auc']:.4f}, "
+            f"TPR at 1% FPR {found['tpr_at_1%_fpr']:.4f}"
+        )
+    if card["fairness"]:
+        gap = card["fairness"].get("max_demographic_parity_difference")
+        out.print(f"  largest demographic-parity difference {gap}")
+    if card["explanations"] and card["explanations"].get("top_features"):
+        out.print(f"  top features: {', '.join(card['explanations']['top_features'][:5])}")
+    table = Table("OWASP ML", "status", "evidence", title="security scorecard")
+    colours = {"pass": "green", "fail": "red", "not assessed": "yellow"}
+    for item in card["scorecard"]:
+        table.add_row(
+            f"{item['id']} {item['name']}",
+            f"[{colours[item['status']]}]{item['status']}[/]",
+            escape(item["evidence"] + (f" (fix: {item['fix']})" if "fix" in item else "")),
+        )
+    out.print(table)
 
 
 @app.command()

@@ -33,6 +33,7 @@ class RobustnessConfig(_Strict):
         default_factory=lambda: ["fgsm", "pgd"],  # type: ignore[arg-type]
         min_length=1,
         max_length=2,
+        json_schema_extra={"uniqueItems": True},
     )
     eps: list[Annotated[float, Field(gt=0, le=10)]] = Field(
         default_factory=lambda: [0.01, 0.05, 0.1], min_length=1, max_length=20
@@ -85,7 +86,20 @@ def _flag(value: Any) -> Any:
     return value
 
 
+def _published(schema: dict[str, Any]) -> None:
+    """The schema clients see: at least one section, each a mapping (``true``/``false`` and
+    null are accepted as shorthands, but not advertised)."""
+    schema["minProperties"] = 1
+    for field in schema.get("properties", {}).values():
+        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
+        if options:
+            field.update(options[0])
+        field.pop("default", None)
+
+
 class EvaluateConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_published)
+
     robustness: RobustnessConfig | None = None
     membership_inference: MembershipConfig | None = None
     fairness: FairnessConfig | None = None

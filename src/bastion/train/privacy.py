@@ -5,7 +5,8 @@ can fix, such as BatchNorm -> GroupNorm, and refusing what it cannot), then wrap
 optimizer, loss and loader: per-sample clipping in the configured mode (ghost clipping or
 hooks), Poisson sampling, calibrated Gaussian noise, and the PRV or RDP accountant.
 After every epoch the epsilon spent so far is recorded; the accountant's history rides in
-checkpoints so a resumed run accounts for the epochs before the interruption.
+checkpoints so a resumed run accounts for the epochs before the interruption. On
+``FIT_END`` Opacus's hooks are removed from the trained module.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class PrivacyHook:
                 "history": [list(h) for h in self.engine.accountant.history],
                 "noise_multiplier": self.noise_multiplier,
             }
+        elif event is Event.FIT_END:
+            # The trained module leaves without Opacus's hooks: evaluation's attacks run
+            # backward passes that are not training steps.
+            cleanup = getattr(state.model, "cleanup", None)
+            if callable(cleanup):
+                cleanup()
 
     def _wrap(self, state: TrainState) -> None:
         config = self.config

@@ -270,6 +270,25 @@ class ModelVersion(Base):
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), nullable=True)
 
 
+class Evaluation(Base):
+    """One evaluation of a model version (robustness, membership, fairness, explain).
+
+    Append-only: a later evaluation of the same kind adds a row; the newest is current.
+    The summary holds aggregates only (no row leaves the compute plane).
+    """
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Approval(Base):
     __tablename__ = "approvals"
 

@@ -8,11 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from bastion.server.db.models import (
     Approval,
     Cluster,
+    Evaluation,
     Model,
     ModelVersion,
     Policy,
@@ -24,12 +26,15 @@ from bastion.server.db.models import (
 from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
+from bastion.server.schemas.common import JSON_ERROR_RESPONSES
 from bastion.server.schemas.resources import (
     ApprovalIn,
     ApprovalOut,
     ClusterIn,
     ClusterOut,
     DecisionIn,
+    EvaluateIn,
+    EvaluationOut,
     ExportIn,
     HeartbeatIn,
     HeartbeatOut,
@@ -51,9 +56,12 @@ from bastion.server.schemas.resources import (
     RunEventOut,
     RunOut,
 )
-from bastion.server.services import agents, datasets
+from bastion.server.services import agents, datasets, evaluations
 from bastion.server.services import resources as service
 from bastion.spec import RunSpec
+
+#: The card page: its own inline styles and SVG, nothing else (no script at all).
+CARD_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 clusters = APIRouter(tags=["clusters"])
 runs = APIRouter(tags=["runs"])
@@ -444,6 +452,91 @@ def export_model_version(
                 "to_cluster": body.to_cluster,
             },
         )
+
+
+@registry.post(
+    "/projects/{project}/models/{name}/versions/{version}/evaluate",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def evaluate_model_version(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    body: EvaluateIn,
+    principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
+    database: DatabaseDep,
+) -> Run:
+    """Queue an evaluation of a version on the cluster that holds it and its training data."""
+    with database.write(actor=principal.actor) as unit:
+        return datasets.submit_job(
+            unit,
+            project=principal.require_project(),
+            name=name,
+            user_id=principal.identity.user_id,
+            job={
+                "type": "evaluate",
+                "model": f"{name}@{version}",
+                "evaluate": body.evaluate.model_dump(mode="json", exclude_none=True),
+            },
+        )
+
+
+@registry.get(
+    "/projects/{project}/models/{name}/versions/{version}/evaluations",
+    response_model=list[EvaluationOut],
+)
+def list_model_evaluations(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> list[Evaluation]:
+    """Every evaluation of the version, oldest first (the newest of each kind is current)."""
+    with database.read() as session:
+        row = service.get_model_version(
+            session, project=principal.require_project(), name=name, version=version
+        )
+        return evaluations.list_evaluations(session, row)
+
+
+def _card(principal: Principal, database: Database, name: str, version: int) -> dict[str, Any]:
+    with database.read() as session:
+        project = principal.require_project()
+        row = service.get_model_version(session, project=project, name=name, version=version)
+        return evaluations.model_card(session, project=project, name=name, row=row)
+
+
+@registry.get("/projects/{project}/models/{name}/versions/{version}/card")
+def model_card(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> dict[str, Any]:
+    """The model card as JSON, with the OWASP ML Top 10 scorecard."""
+    return _card(principal, database, name, version)
+
+
+@registry.get(
+    "/projects/{project}/models/{name}/versions/{version}/card.html",
+    response_class=HTMLResponse,
+    responses=JSON_ERROR_RESPONSES,
+)
+def model_card_html(
+    project: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=10**9)],
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+) -> HTMLResponse:
+    """The model card as one self-contained HTML page (plots inline as SVG, no script)."""
+    from bastion.evaluate.card import render_html  # noqa: PLC0415 - matplotlib on demand
+
+    page = render_html(_card(principal, database, name, version))
+    return HTMLResponse(page, headers={"Content-Security-Policy": CARD_CSP})
 
 
 @registry.post("/projects/{project}/models/{name}/import", response_model=RunOut, status_code=201)

@@ -56,3 +56,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (503, "The database is unavailable; nothing was changed."),
     )
 }
+
+#: The same errors for a route whose success is not JSON (an HTML page): errors stay JSON.
+JSON_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {
+        **response,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for status, response in ERROR_RESPONSES.items()
+}

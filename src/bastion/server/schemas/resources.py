@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
+from bastion.evaluate.config import EvaluateConfig
 from bastion.server.schemas.common import Name, Request, Response, Text
 
 Pem = Annotated[str, StringConstraints(max_length=8000)]
@@ -140,6 +141,18 @@ class ModelOut(Response):
 
 class ExportIn(Request):
     to_cluster: Name
+
+
+class EvaluateIn(Request):
+    evaluate: EvaluateConfig
+
+
+class EvaluationOut(Response):
+    id: str
+    kind: str
+    run_id: str
+    summary: dict[str, Any]
+    created_at: dt.datetime
 
 
 class ImportIn(Request):

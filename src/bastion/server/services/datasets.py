@@ -137,6 +137,12 @@ def submit_job(
             raise Conflict(f"{ref} is not held by any cluster")
         cluster = holder.name
         label = f"{job['type']} {ref}"
+        if job["type"] == "evaluate":
+            data = _trained_on(unit.session, project=project, ref=ref)
+            data_name, data_number = parse_dataset_ref(data)
+            held = get_version(unit.session, project=project, name=data_name, version=data_number)
+            if held.cluster_id != row.cluster_id:
+                raise Conflict(f"{ref} was trained on {data}, which is not on {cluster!r}")
         if job["type"] == "export-model":
             target = get_cluster(unit.session, job["to_cluster"])
             if not target.hybrid_public_keyset:
@@ -149,6 +155,19 @@ def submit_job(
         source="dataset job",
     )
     return create_run(unit, project=project, spec=spec, user_id=user_id, data_job=True)
+
+
+def _trained_on(session: Session, *, project: Project, ref: str) -> str:
+    """The dataset version a model version was trained on, with its held-out split."""
+    name, number = parse_dataset_ref(ref)
+    evidence = get_model_version(session, project=project, name=name, version=number).evidence
+    dataset = evidence.get("dataset")
+    if not isinstance(dataset, str) or "split" not in evidence or "imported_from" in evidence:
+        raise Conflict(
+            f"{ref} records no training split on this cluster (imported, or trained before "
+            "held-out rows were kept); evaluate it where it was trained, or retrain it"
+        )
+    return dataset
 
 
 def _version_info(session: Session, dataset: Dataset, row: DatasetVersion) -> dict[str, Any]:
@@ -205,6 +224,8 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
             name, number = parse_dataset_ref(str(job[key]))
             model = get_model_version(session, project=project, name=name, version=number)
             inputs[role] = {"name": name, "version": number, "manifest_hash": model.manifest_hash}
+    if job["type"] == "evaluate":  # the version is evaluated on the rows it was trained on
+        job = {**job, "dataset": _trained_on(session, project=project, ref=str(job["model"]))}
     if "dataset" not in job:
         return inputs
     name, number = parse_dataset_ref(str(job["dataset"]))

@@ -26,7 +26,8 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
-from bastion.spec import DATASET_JOB_TYPES, RunSpec
+from bastion.server.services.evaluations import record_evaluations
+from bastion.spec import DATASET_JOB_TYPES, RunSpec, parse_dataset_ref
 
 JOIN_TOKEN_KIND = "bstjoin"  # noqa: S105 - a label, not a secret
 
@@ -199,6 +200,18 @@ def set_result(
     unit.record(
         "run.result", f"run:{run.id}", {"keys": sorted(result)[:20], "attempt": run.attempt}
     )
+    job = RunSpec.model_validate(run.spec).job
+    if job.type == "evaluate":  # the evidence joins the version the run evaluated
+        name, number = parse_dataset_ref(job.model)
+        version = get_model_version(unit.session, project=project, name=name, version=number)
+        record_evaluations(
+            unit,
+            project=project,
+            version=version,
+            reference=job.model,
+            run=run,
+            results=result.get("evaluations"),
+        )
     return run
 
 
@@ -278,6 +291,9 @@ def record_model_version(
     (1) The run must exist in this project and be leased by this agent.
     (2) It must be a training run that registers this model.
     (3) One run makes one version: a repeated report returns the recorded one.
+
+    The evaluate stage's summaries (``evidence["evaluation"]``) are stored as the
+    version's first evaluations.
     """
     run = unit.session.get(Run, fields["run_id"])
     # (1) ...
@@ -306,11 +322,13 @@ def record_model_version(
     latest = unit.session.scalar(
         select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
     )
+    evidence = dict(fields["evidence"])
+    evaluations = evidence.pop("evaluation", None)
     version = ModelVersion(
         model_id=model.id,
         version=(latest or 0) + 1,
         run_id=run.id,
-        evidence=fields["evidence"],
+        evidence=evidence,
         manifest_hash=fields["manifest_hash"],
         signature=fields["signature"],
         cluster_id=run.cluster_id,
@@ -323,6 +341,15 @@ def record_model_version(
         f"model:{project.name}/{name}@{version.version}",
         {"run": run.id, "manifest_hash": version.manifest_hash},
     )
+    if evaluations:
+        record_evaluations(
+            unit,
+            project=project,
+            version=version,
+            reference=f"{name}@{version.version}",
+            run=run,
+            results=evaluations,
+        )
     return version
 
 

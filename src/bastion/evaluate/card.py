@@ -1,0 +1,220 @@
+"""The model card: what a reviewer needs to judge a model version, built from stored evidence.
+
+:func:`build_card` gathers the version's training evidence, its newest evaluations, the
+training data's scan summaries and the signature into one JSON document (with the
+scorecard); :func:`render_html` makes a self-contained page of it, the plots inline as
+SVG (matplotlib), every value escaped.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from bastion.evaluate.scorecard import build_scorecard
+
+__all__ = ["CARD_FORMAT", "build_card", "render_html"]
+
+CARD_FORMAT = "bastion-model-card/1"
+
+
+def _limitations(card: dict[str, Any]) -> list[str]:
+    found = []
+    training, data = card["training"], card["data"]
+    if training.get("epsilon") is None:
+        found.append("No differential privacy: the weights carry no formal privacy guarantee.")
+    if card["robustness"] is None:
+        found.append("Adversarial robustness was not evaluated.")
+    else:
+        largest = max(point["eps"] for point in card["robustness"]["curve"])
+        found.append(
+            f"Robustness was measured up to eps {largest} ({card['robustness']['norm']}) "
+            "with white-box FGSM/PGD; stronger or adaptive attacks may do better."
+        )
+    if card["membership"] is None:
+        found.append("Membership inference was not audited.")
+    elif card["membership"]["rows"] < 2000:
+        found.append(
+            f"The membership audit scored {card['membership']['rows']} rows: TPR at 0.1% FPR "
+            "is coarse at that size."
+        )
+    if card["fairness"] is None:
+        found.append("Fairness was not measured (no sensitive features, or not asked).")
+    split = data.get("split") or {}
+    if split:
+        found.append(
+            f"Held-out figures come from {split.get('test_rows')} rows of {data['dataset']}, "
+            "drawn from the same distribution as training; they do not predict behaviour "
+            "under shift."
+        )
+    return found
+
+
+def build_card(
+    *,
+    name: str,
+    version: dict[str, Any],
+    evaluations: dict[str, dict[str, Any]],
+    dataset_summaries: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The card of ``name@version`` (``version``: the registry row as a mapping)."""
+    evidence = version["evidence"]
+    explain = evaluations.get("explain")
+    card: dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "model": {
+            "name": name,
+            "version": version["version"],
+            "stage": version["stage"],
+            "run_id": version.get("run_id"),
+            "created_at": version.get("created_at"),
+        },
+        "data": {
+            "dataset": evidence.get("dataset"),
+            "manifest_hash": evidence.get("dataset_manifest_hash"),
+            "target": evidence.get("target"),
+            "features": evidence.get("features", []),
+            "sensitive_features": evidence.get("sensitive_features", []),
+            "classes": evidence.get("classes", []),
+            "split": evidence.get("split"),
+            "scans": dataset_summaries,
+            "backdoor_scan": evidence.get("backdoor_scan"),
+        },
+        "training": {
+            "model": evidence.get("model"),
+            "train": evidence.get("train"),
+            "epsilon": evidence.get("epsilon"),
+            "delta": evidence.get("delta"),
+            "replaced_modules": evidence.get("replaced_modules", []),
+            "initialized_from": evidence.get("initialized_from"),
+            "imported_from": evidence.get("imported_from"),
+        },
+        "performance": {
+            "train_accuracy": evidence.get("train_accuracy"),
+            "test_accuracy": evidence.get("test_accuracy"),
+        },
+        "robustness": evaluations.get("robustness"),
+        "membership": evaluations.get("membership"),
+        "fairness": evaluations.get("fairness"),
+        "explanations": (
+            {
+                key: explain[key]
+                for key in ("top_features", "permutation_importance", "rows_attributed")
+                if key in explain
+            }
+            if explain
+            else None
+        ),
+        "signatures": {
+            "signed": bool(version.get("signature")),
+            "manifest_hash": version.get("manifest_hash"),
+            "weights_sha256": evidence.get("weights_sha256"),
+        },
+    }
+    card["limitations"] = _limitations(card)
+    card["scorecard"] = build_scorecard(card)
+    return card
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+
+def _svg(figure: Any) -> Markup:
+    """The figure as inline SVG (no XML prolog; deterministic ids)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - only the HTML card draws
+
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    text = buffer.getvalue()
+    return Markup(text[text.index("<svg") :])  # noqa: S704 - matplotlib's own SVG output
+
+
+def _figure() -> tuple[Any, Any]:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "bastion-model-card"
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt.subplots(figsize=(5.2, 3.4))
+
+
+def _robustness_plot(robustness: dict[str, Any]) -> Markup:
+    figure, axes = _figure()
+    for attack in sorted({point["attack"] for point in robustness["curve"]}):
+        chosen = sorted(
+            (p["eps"], p["robust_accuracy"]) for p in robustness["curve"] if p["attack"] == attack
+        )
+        axes.plot(
+            [0.0] + [e for e, _ in chosen],
+            [robustness["clean_accuracy"]] + [a for _, a in chosen],
+            marker="o",
+            label=attack.upper(),
+        )
+    axes.axhline(robustness["clean_accuracy"], linestyle="--", color="grey", label="clean")
+    axes.set_xlabel(f"eps ({robustness['norm']})")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1.02)
+    axes.legend()
+    axes.set_title("Robustness curve")
+    return _svg(figure)
+
+
+def _roc_plot(membership: dict[str, Any]) -> Markup:
+    figure, axes = _figure()
+    for key, label in (
+        ("loss", "loss threshold"),
+        ("lira_online", "LiRA online"),
+        ("lira_offline", "LiRA offline"),
+    ):
+        if key in membership:
+            fpr, tpr = zip(*membership[key]["roc"], strict=True)
+            axes.plot(
+                fpr,
+                [max(t, 1e-4) for t in tpr],
+                label=f"{label} (AUC {membership[key]['auc']:.3f})",
+            )
+    axes.plot([1e-4, 1], [1e-4, 1], linestyle="--", color="grey", label="chance")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlim(1e-4, 1)
+    axes.set_ylim(1e-4, 1.05)
+    axes.set_xlabel("false positive rate")
+    axes.set_ylabel("true positive rate")
+    axes.legend(fontsize="small")
+    axes.set_title("Membership inference ROC (log-log)")
+    return _svg(figure)
+
+
+def _importance_plot(explanations: dict[str, Any]) -> Markup:
+    figure, axes = _figure()
+    importance = explanations["permutation_importance"]
+    names = list(explanations.get("top_features", []))[:10][::-1]
+    axes.barh(
+        names, [importance[n]["mean"] for n in names], xerr=[importance[n]["std"] for n in names]
+    )
+    axes.set_xlabel("accuracy drop when shuffled")
+    axes.set_title("Permutation importance (held-out rows)")
+    return _svg(figure)
+
+
+def render_html(card: dict[str, Any]) -> str:
+    """A self-contained HTML page: no script, no external resource."""
+    environment = Environment(
+        loader=PackageLoader("bastion.evaluate", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    plots = {}
+    if card["robustness"]:
+        plots["robustness"] = _robustness_plot(card["robustness"])
+    if card["membership"] and "loss" in card["membership"]:
+        plots["membership"] = _roc_plot(card["membership"])
+    if card["explanations"] and card["explanations"].get("permutation_importance"):
+        plots["importance"] = _importance_plot(card["explanations"])
+    return environment.get_template("card.html.j2").render(card=card, plots=plots)

@@ -1,0 +1,145 @@
+"""Evaluations of model versions: recorded from the compute plane, listed, made into cards.
+
+Evidence arrives two ways, both bound to a run the caller may report for: with the model
+version a training run registers (its ``evaluate`` block), and as the result of an
+``evaluate`` run on an existing version (``bastion eval ...``). Rows are append-only;
+the newest of each kind is the current one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.errors import InvalidInput
+from bastion.evaluate.card import build_card
+from bastion.evaluate.config import EVALUATION_KINDS
+from bastion.server.db.models import (
+    Dataset,
+    DatasetVersion,
+    Evaluation,
+    ModelVersion,
+    Project,
+    Run,
+)
+from bastion.server.db.session import UnitOfWork
+from bastion.spec import parse_dataset_ref
+
+__all__ = [
+    "MAX_SUMMARY_BYTES",
+    "current_evaluations",
+    "list_evaluations",
+    "model_card",
+    "record_evaluations",
+]
+
+#: A summary is aggregates: a robustness curve, an ROC curve, a fairness table, maps.
+MAX_SUMMARY_BYTES = 256 * 1024
+
+#: The headline numbers copied into the audit event of each kind.
+_HEADLINES = {
+    "robustness": ("clean_accuracy",),
+    "membership": ("attack", "auc", "tpr_at_1%_fpr", "epsilon"),
+    "fairness": ("max_demographic_parity_difference", "max_equalized_odds_difference"),
+    "explain": ("top_features",),
+}
+
+
+def record_evaluations(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    version: ModelVersion,
+    reference: str,
+    run: Run,
+    results: Any,
+) -> list[Evaluation]:
+    """Store each kind's summary; a repeated report of the same run changes nothing."""
+    if not isinstance(results, dict) or not results:
+        raise InvalidInput("evaluations: expected a mapping of kind to summary")
+    unknown = sorted(set(results) - set(EVALUATION_KINDS))
+    if unknown:
+        raise InvalidInput(
+            f"evaluations: unknown kind(s) {', '.join(unknown)}; "
+            f"known: {', '.join(EVALUATION_KINDS)}"
+        )
+    for kind, summary in results.items():
+        if not isinstance(summary, dict):
+            raise InvalidInput(f"evaluations.{kind}: expected a mapping")
+        if len(json.dumps(summary)) > MAX_SUMMARY_BYTES:
+            raise InvalidInput(f"evaluations.{kind}: larger than {MAX_SUMMARY_BYTES} bytes")
+    recorded = unit.session.scalars(
+        select(Evaluation).where(
+            Evaluation.model_version_id == version.id, Evaluation.run_id == run.id
+        )
+    ).all()
+    if recorded:
+        return list(recorded)
+    rows = [
+        Evaluation(model_version_id=version.id, run_id=run.id, kind=kind, summary=summary)
+        for kind, summary in results.items()
+    ]
+    unit.session.add_all(rows)
+    for kind, summary in results.items():
+        headline = {key: _auditable(summary[key]) for key in _HEADLINES[kind] if key in summary}
+        unit.record(
+            "model.evaluation",
+            f"model:{project.name}/{reference}",
+            {"kind": kind, "run": run.id, **headline},
+        )
+    return rows
+
+
+def _auditable(value: Any) -> Any:
+    """Audit details hold no floats (canonical JSON): numbers go in as fixed-point text."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return [_auditable(item) for item in value]
+    return value
+
+
+def list_evaluations(session: Session, version: ModelVersion) -> list[Evaluation]:
+    query = select(Evaluation).where(Evaluation.model_version_id == version.id)
+    return list(session.scalars(query.order_by(Evaluation.created_at, Evaluation.kind)))
+
+
+def current_evaluations(session: Session, version: ModelVersion) -> dict[str, Evaluation]:
+    """The newest evaluation of each kind."""
+    return {row.kind: row for row in list_evaluations(session, version)}
+
+
+def model_card(
+    session: Session, *, project: Project, name: str, row: ModelVersion
+) -> dict[str, Any]:
+    """The version's card from its evidence, newest evaluations and training data's scans."""
+    summaries: dict[str, Any] | None = None
+    dataset = row.evidence.get("dataset")
+    if isinstance(dataset, str) and "imported_from" not in row.evidence:
+        data_name, number = parse_dataset_ref(dataset)
+        found = session.scalars(
+            select(DatasetVersion)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(
+                Dataset.project_id == project.id,
+                Dataset.name == data_name,
+                DatasetVersion.version == number,
+            )
+        ).first()
+        summaries = dict(found.summaries) if found is not None else None
+    version = {
+        "version": row.version,
+        "stage": row.stage,
+        "run_id": row.run_id,
+        "created_at": row.created_at.isoformat(),
+        "evidence": row.evidence,
+        "signature": row.signature,
+        "manifest_hash": row.manifest_hash,
+    }
+    current = {
+        kind: dict(found.summary) for kind, found in current_evaluations(session, row).items()
+    }
+    return build_card(name=name, version=version, evaluations=current, dataset_summaries=summaries)
