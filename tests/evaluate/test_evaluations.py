@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from bastion.agent.executors.fanout import LocalFanOut, fanout_from_environment
+from bastion.agent.fanout import LocalFanOut, fanout_from_environment
 from bastion.errors import ConfigurationError
 from bastion.evaluate.attacks import Norm, input_bounds, pgd
 from bastion.evaluate.config import (

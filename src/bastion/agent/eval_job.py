@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bastion.agent.data_jobs import staged_input
-from bastion.agent.executors.fanout import fanout_from_environment
+from bastion.agent.fanout import fanout_from_environment
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.config import EvaluateConfig

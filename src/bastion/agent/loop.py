@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
-from bastion.agent.executors.fanout import FANOUT_ENV
+from bastion.agent.fanout import FANOUT_ENV
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
 from bastion.agent.staging import (
     check_source,

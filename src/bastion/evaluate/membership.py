@@ -26,7 +26,7 @@ import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from bastion.agent.executors.fanout import FanOut, LocalFanOut
+from bastion.agent.fanout import FanOut, LocalFanOut
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.config import MembershipConfig
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
