@@ -41,6 +41,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_dispatch.py
 	$(BIN)/python benchmarks/bench_pii.py
 	$(BIN)/python benchmarks/bench_dp.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 quickstart: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo

@@ -24,3 +24,7 @@ def test_the_training_examples_say_what_they_train() -> None:
     assert patients.train.privacy is not None and patients.train.privacy.target_epsilon == 3.0
     assert digits.train.adversarial is not None and digits.train.adversarial.attack == "pgd"
     assert patients.model_name == "patients-mlp" and digits.dataset == "digits@1"
+    assert patients.evaluate is not None and digits.evaluate is not None
+    assert patients.evaluate.kinds == ["robustness", "membership", "fairness", "explain"]
+    assert patients.evaluate.membership_inference is not None
+    assert patients.evaluate.membership_inference.shadow_models == 16

@@ -95,3 +95,27 @@ def test_non_mapping_and_invalid_yaml_are_refused(tmp_path: Path) -> None:
     broken.write_text("name: [unclosed")
     with pytest.raises(InvalidSpec, match="not valid YAML"):
         load_spec(broken)
+
+
+def test_jobs_fan_out_as_wide_as_their_agent_and_on_its_ray_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from bastion.agent.fanout import FANOUT_ENV
+    from bastion.agent.loop import Agent
+
+    local = SimpleNamespace(config=SimpleNamespace(executor="local", max_parallel=3))
+    assert Agent._fanout_environment(local) == {FANOUT_ENV: "local:3"}  # type: ignore[arg-type]
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t" * 64)
+    monkeypatch.setenv("BASTION_MASTER_KEY", "never-passed-on")
+    ray = SimpleNamespace(
+        config=SimpleNamespace(executor="ray", max_parallel=2, ray_address="10.0.0.5:6379")
+    )
+    granted = Agent._fanout_environment(ray)  # type: ignore[arg-type]
+    assert granted == {
+        FANOUT_ENV: "ray:10.0.0.5:6379",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": "t" * 64,
+    }

@@ -74,6 +74,21 @@ def test_pgd_matches_art_within_one_point(
     ours_accuracy, art_accuracy = accuracy(model, ours, y), accuracy(model, theirs, y)
     assert ours_accuracy < clean - 0.2  # the attack bites ...
     assert abs(ours_accuracy - art_accuracy) <= 0.01  # ... exactly as hard as ART's
+    # Stopping each example at its first success (what the evaluation runs) is no weaker.
+    stopped = pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=20,
+        step_size=step,
+        norm=Norm(norm),
+        random_start=False,
+        early_stop=True,
+    )
+    assert accuracy(model, stopped, y) <= ours_accuracy
+    assert abs(accuracy(model, stopped, y) - art_accuracy) <= 0.01
+    assert float((stopped - x).abs().max() if norm == "linf" else 0.0) <= eps + 1e-6
 
 
 def test_robustness_curve_falls_with_eps_and_pgd_beats_fgsm(
@@ -184,6 +199,7 @@ def test_dp_at_epsilon_one_leaves_the_attack_at_chance() -> None:
         epsilon=result.epsilon,
     )
     assert summary["epsilon"] == result.epsilon
+    assert summary["shadow_noise_multiplier"] > 0.5  # calibrated once, for the shadows' size
     for attack in ("loss", "lira_online", "lira_offline"):
         assert abs(summary[attack]["auc"] - 0.5) < 0.06, (attack, summary[attack]["auc"])
 

@@ -58,10 +58,17 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 
 
 def _loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _gradient_and_logits(model, x, y)[0]
+
+
+def _gradient_and_logits(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach().requires_grad_(True)
-    loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y, reduction="sum")
     gradient: torch.Tensor = torch.autograd.grad(loss, x)[0]
-    return gradient.detach()
+    return gradient.detach(), logits.detach()
 
 
 def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
@@ -127,6 +134,7 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     schedule: str = "constant",
+    early_stop: bool = False,
     lower: Bound = 0.0,
     upper: Bound = 1.0,
     generator: torch.Generator | None = None,
@@ -136,6 +144,11 @@ def pgd(
     ``step_size`` defaults to ``2.5 * eps / steps``; ``schedule="cosine"`` decays it from
     ``step_size`` towards zero over the steps. With several restarts an example keeps the
     first adversarial example that fools the model, else the one of highest loss.
+
+    ``early_stop`` (for measuring robust accuracy) stops attacking an example as soon as
+    an iterate fools the model and keeps that iterate: the attack is at least as strong
+    (a later step can no longer undo a success) and spends no work on examples already
+    won. Adversarial training leaves it off: it wants the full-strength iterates.
     """
     _check(eps, lower, upper)
     if steps < 1 or restarts < 1:
@@ -157,14 +170,23 @@ def pgd(
                 noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
                 delta = _project(noise * eps, eps=eps, norm=norm)
             adv = _clamp(x + delta, lower, upper)
+            # The rows still attacked (with early_stop: those not yet fooled).
+            rows = (~fooled).nonzero().squeeze(1) if early_stop else torch.arange(len(x))
             for alpha in alphas:
-                gradient = _loss_gradient(model, adv, y)
+                if len(rows) == 0:
+                    break
+                gradient, logits = _gradient_and_logits(model, adv[rows], y[rows])
+                if early_stop:  # adv[rows] already fools: keep it as it is
+                    going = logits.argmax(dim=1) == y[rows]
+                    rows, gradient = rows[going], gradient[going]
                 if norm is Norm.LINF:
                     step = alpha * gradient.sign()
                 else:
                     step = alpha * gradient / _per_example_norm(gradient)
-                delta = _project(adv + step - x, eps=eps, norm=norm)
-                adv = _clamp(x + delta, lower, upper).detach()
+                origin = x[rows]
+                delta = _project(adv[rows] + step - origin, eps=eps, norm=norm)
+                adv[rows] = _clamp(origin + delta, lower, upper).detach()
+            adv = adv.detach()
             with torch.no_grad():
                 logits = model(adv)
                 loss = nn.functional.cross_entropy(logits, y, reduction="none")

@@ -102,7 +102,12 @@ def build_card(
         "explanations": (
             {
                 key: explain[key]
-                for key in ("top_features", "permutation_importance", "rows_attributed")
+                for key in (
+                    "top_features",
+                    "permutation_importance",
+                    "rows_attributed",
+                    "mean_abs_attribution_map",
+                )
                 if key in explain
             }
             if explain
@@ -202,6 +207,16 @@ def _importance_plot(explanations: dict[str, Any]) -> Markup:
     return _svg(figure)
 
 
+def _attribution_plot(explanations: dict[str, Any]) -> Markup:
+    figure, axes = _figure()
+    image = axes.imshow(explanations["mean_abs_attribution_map"], cmap="viridis")
+    figure.colorbar(image, ax=axes, label="mean |attribution|")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title("Integrated Gradients: where the model looks")
+    return _svg(figure)
+
+
 def render_html(card: dict[str, Any]) -> str:
     """A self-contained HTML page: no script, no external resource."""
     environment = Environment(
@@ -217,4 +232,6 @@ def render_html(card: dict[str, Any]) -> str:
         plots["membership"] = _roc_plot(card["membership"])
     if card["explanations"] and card["explanations"].get("permutation_importance"):
         plots["importance"] = _importance_plot(card["explanations"])
+    elif card["explanations"] and card["explanations"].get("mean_abs_attribution_map"):
+        plots["importance"] = _attribution_plot(card["explanations"])
     return environment.get_template("card.html.j2").render(card=card, plots=plots)

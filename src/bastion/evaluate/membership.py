@@ -94,7 +94,7 @@ def train_shadow(task: ShadowTask) -> np.ndarray:
     torch.manual_seed(config.seed)
     model = build_model(spec, input_shape=task.input_shape, classes=task.classes)
     lower, upper = input_bounds(x, images=x.dim() > 2)
-    model, hooks, _ = recipe(model, config, lower=lower, upper=upper)
+    model, hooks, _ = recipe(model, config, lower=lower, upper=upper, account=False)
     keep = torch.from_numpy(task.mask)
     result = Trainer(config, hooks).fit(model, x[keep], y[keep])
     return confidence_scores(result.model, x, y)
@@ -181,10 +181,11 @@ def evaluate_membership(
     }
     if config.attack == "lira":
         masks = _half_masks(config.shadow_models, len(members), generator)
+        shadow_config = _shadow_recipe(train_config, rows=int(masks[0].sum()))
         tasks = [
             ShadowTask(
                 model=model_spec,
-                train=train_config,
+                train=shadow_config,
                 input_shape=tuple(x.shape[1:]),
                 classes=classes,
                 x=x.numpy(),
@@ -198,6 +199,8 @@ def evaluate_membership(
         shadow = np.stack(runner.map(train_shadow, tasks, progress=progress))
         online, offline = lira_scores(confidence_scores(model, x, y), shadow, masks)
         summary["shadow_models"] = config.shadow_models
+        if shadow_config.get("privacy"):
+            summary["shadow_noise_multiplier"] = shadow_config["privacy"].get("noise_multiplier")
         summary["fanout_width"] = runner.width
         summary["lira_online"] = attack_summary(online, members)
         summary["lira_offline"] = attack_summary(offline, members)
@@ -206,6 +209,24 @@ def evaluate_membership(
     summary["tpr_at_0.1%_fpr"] = headline["tpr_at_0.1%_fpr"]
     summary["tpr_at_1%_fpr"] = headline["tpr_at_1%_fpr"]
     return summary
+
+
+def _shadow_recipe(train_config: dict[str, Any], *, rows: int) -> dict[str, Any]:
+    """The target's recipe for shadow models of ``rows`` rows.
+
+    A DP target's noise, calibrated to its epsilon, is calibrated once here for the
+    shadows' size (they all share it) instead of once in every shadow.
+    """
+    config = TrainConfig.model_validate(train_config)
+    if config.privacy is None or config.privacy.target_epsilon is None:
+        return train_config
+    from bastion.train.privacy import calibrated_noise  # noqa: PLC0415 - Opacus on demand
+
+    noise = calibrated_noise(
+        config.privacy, rows=rows, batch_size=config.batch_size, epochs=config.epochs
+    )
+    privacy = {**train_config["privacy"], "target_epsilon": None, "noise_multiplier": noise}
+    return {**train_config, "privacy": privacy}
 
 
 def _half_masks(count: int, rows: int, generator: np.random.Generator) -> np.ndarray:

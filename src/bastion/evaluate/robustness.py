@@ -72,6 +72,7 @@ def evaluate_robustness(
                             norm=norm,
                             restarts=config.restarts,
                             schedule=config.schedule,
+                            early_stop=True,
                             lower=lower,
                             upper=upper,
                             generator=generator,

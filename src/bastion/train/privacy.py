@@ -12,17 +12,19 @@ checkpoints so a resumed run accounts for the epochs before the interruption. On
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
 from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
 
 from bastion.errors import InvalidSpec
 from bastion.train.config import PrivacyConfig
 from bastion.train.trainer import Event, TrainState
 
-__all__ = ["PrivacyHook", "make_private_compatible"]
+__all__ = ["PrivacyHook", "calibrated_noise", "make_private_compatible"]
 
 log = logging.getLogger("bastion.train")
 
@@ -40,11 +42,32 @@ def make_private_compatible(model: Any) -> tuple[Any, list[str]]:
     return fixed, sorted({type(p).__name__ + ": " + str(p).split("\n")[0] for p in problems})
 
 
-class PrivacyHook:
-    """Wraps the training objects with Opacus and tracks the privacy budget."""
+def calibrated_noise(config: PrivacyConfig, *, rows: int, batch_size: int, epochs: int) -> float:
+    """The noise multiplier Opacus would calibrate for ``config``'s target epsilon on
+    ``rows`` rows (Poisson sampling at the loader's rate), computed once for many models."""
+    if config.target_epsilon is None:
+        return float(config.noise_multiplier or 0.0)
+    return float(
+        get_noise_multiplier(
+            target_epsilon=config.target_epsilon,
+            target_delta=config.delta,
+            sample_rate=1 / math.ceil(rows / batch_size),
+            epochs=epochs,
+            accountant=config.accountant,
+        )
+    )
 
-    def __init__(self, config: PrivacyConfig) -> None:
+
+class PrivacyHook:
+    """Wraps the training objects with Opacus and tracks the privacy budget.
+
+    ``account=False`` skips the per-epoch epsilon (shadow models of a membership audit
+    train under an already calibrated noise multiplier; their budget is not reported).
+    """
+
+    def __init__(self, config: PrivacyConfig, *, account: bool = True) -> None:
         self.config = config
+        self.account = account
         # Opacus asks for secure_mode in production (a config switch here) and its hooks make
         # torch warn on every backward pass; neither is news to the person reading the logs.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -71,7 +94,7 @@ class PrivacyHook:
         ):
             # Resumed: account for the epochs the interrupted attempt already ran.
             self.engine.accountant.history = [tuple(h) for h in state.extra["privacy"]["history"]]
-        elif event is Event.EPOCH_END:
+        elif event is Event.EPOCH_END and self.account:
             state.epsilon = float(self.engine.get_epsilon(self.config.delta))
             state.extra["privacy"] = {
                 "history": [list(h) for h in self.engine.accountant.history],

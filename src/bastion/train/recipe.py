@@ -17,11 +17,17 @@ __all__ = ["recipe"]
 
 
 def recipe(
-    model: nn.Module, config: TrainConfig, *, lower: Bound, upper: Bound
+    model: nn.Module,
+    config: TrainConfig,
+    *,
+    lower: Bound,
+    upper: Bound,
+    account: bool = True,
 ) -> tuple[nn.Module, list[Hook], list[str]]:
     """The model made DP-compatible where needed, the recipe's hooks, and what was replaced.
 
     Privacy comes first (it swaps the optimiser and loader), adversarial training after.
+    ``account=False`` trains without tracking epsilon (shadow models).
     """
     hooks: list[Hook] = []
     replaced: list[str] = []
@@ -30,7 +36,7 @@ def recipe(
         from bastion.train.privacy import PrivacyHook, make_private_compatible  # noqa: PLC0415
 
         model, replaced = make_private_compatible(model)
-        hooks.append(PrivacyHook(config.privacy))
+        hooks.append(PrivacyHook(config.privacy, account=account))
     if config.adversarial is not None:
         hooks.append(AdversarialHook(config.adversarial, lower=lower, upper=upper))
     return model, hooks, replaced
