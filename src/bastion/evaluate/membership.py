@@ -5,8 +5,9 @@ Two attacks, scored on a balanced set of members (training rows) and non-members
 
 - **loss threshold** (Yeom et al.): members have lower loss;
 - **LiRA** (Carlini et al., "Membership Inference Attacks From First Principles"): N shadow
-  models are trained under the target's own recipe (DP included) on random halves of the
-  scored rows, so every row has shadow models that saw it ("in") and that did not ("out").
+  models are trained under the target's own recipe (DP included) on random halves of all
+  the rows (training and held out), so every scored row has shadow models that saw it
+  ("in") and that did not ("out").
   A row's logit-scaled confidence under the target is compared with Gaussians fitted to its
   in and out confidences, with one variance shared by all rows (the fixed-variance
   variant): the **online** attack uses both, the **offline** one only the out models.
@@ -70,7 +71,8 @@ def loss_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.
 
 @dataclass(frozen=True)
 class ShadowTask:
-    """One shadow model: the target's recipe, trained on the rows ``mask`` selects."""
+    """One shadow model: the target's recipe, trained on the rows ``mask`` selects of the
+    whole population ``x``, scored on the rows ``scored`` indexes."""
 
     model: dict[str, Any]
     train: dict[str, Any]
@@ -79,11 +81,12 @@ class ShadowTask:
     x: np.ndarray
     y: np.ndarray
     mask: np.ndarray
+    scored: np.ndarray
     seed: int
 
 
 def train_shadow(task: ShadowTask) -> np.ndarray:
-    """Train one shadow model and return its confidence on every scored row."""
+    """Train one shadow model and return its confidence on the scored rows."""
     config = TrainConfig.model_validate({**task.train, "seed": task.seed})
     spec = (
         EntrypointModel.model_validate(task.model)
@@ -97,7 +100,8 @@ def train_shadow(task: ShadowTask) -> np.ndarray:
     model, hooks, _ = recipe(model, config, lower=lower, upper=upper, account=False)
     keep = torch.from_numpy(task.mask)
     result = Trainer(config, hooks).fit(model, x[keep], y[keep])
-    return confidence_scores(result.model, x, y)
+    scored = torch.from_numpy(task.scored)
+    return confidence_scores(result.model, x[scored], y[scored])
 
 
 def lira_scores(
@@ -180,23 +184,30 @@ def evaluate_membership(
         "loss": attack_summary(loss_scores(model, x, y), members),
     }
     if config.attack == "lira":
-        masks = _half_masks(config.shadow_models, len(members), generator)
-        shadow_config = _shadow_recipe(train_config, rows=int(masks[0].sum()))
+        # Shadows train on random halves of every row (training and held out), as close to
+        # the target's training-set size as the data allows; each scored row is in half.
+        population_x = torch.cat([train[0], test[0]]).numpy()
+        population_y = torch.cat([train[1], test[1]]).numpy()
+        scored = np.concatenate([pick_in, len(train[1]) + pick_out])
+        population_masks = _half_masks(config.shadow_models, len(population_y), generator)
+        shadow_config = _shadow_recipe(train_config, rows=int(population_masks[0].sum()))
         tasks = [
             ShadowTask(
                 model=model_spec,
                 train=shadow_config,
                 input_shape=tuple(x.shape[1:]),
                 classes=classes,
-                x=x.numpy(),
-                y=y.numpy(),
+                x=population_x,
+                y=population_y,
                 mask=mask,
+                scored=scored,
                 seed=int(train_config.get("seed", 0)) + 1 + s,
             )
-            for s, mask in enumerate(masks)
+            for s, mask in enumerate(population_masks)
         ]
         runner = fanout or LocalFanOut(1)
         shadow = np.stack(runner.map(train_shadow, tasks, progress=progress))
+        masks = population_masks[:, scored]
         online, offline = lira_scores(confidence_scores(model, x, y), shadow, masks)
         summary["shadow_models"] = config.shadow_models
         if shadow_config.get("privacy"):
