@@ -473,6 +473,64 @@ class Client:
             "GET", f"/api/v1/projects/{project}/models/{name}/versions/{version}/card.html"
         ).text
 
+    # -- governance ------------------------------------------------------------------------
+
+    def _version_action(
+        self, project: str, name: str, version: int, action: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/models/{name}/versions/{version}/{action}",
+            json=body,
+        )
+        return result
+
+    def promote_model(
+        self, project: str, name: str, version: int, *, to: str, policy: str | None = None
+    ) -> dict[str, Any]:
+        """Evaluate the policy's gates; the approval request (``failed`` if a gate failed)."""
+        body: dict[str, Any] = {"to": to} if policy is None else {"to": to, "policy": policy}
+        return self._version_action(project, name, version, "promote", body)
+
+    def approve_model(self, project: str, name: str, version: int, comment: str = "") -> Any:
+        return self._version_action(project, name, version, "approve", {"comment": comment})
+
+    def reject_model(self, project: str, name: str, version: int, comment: str = "") -> Any:
+        return self._version_action(project, name, version, "reject", {"comment": comment})
+
+    def archive_model(self, project: str, name: str, version: int, reason: str = "") -> Any:
+        return self._version_action(project, name, version, "archive", {"comment": reason})
+
+    def rollback_model(
+        self, project: str, name: str, *, to_version: int, reason: str = ""
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/models/{name}/rollback",
+            json={"to_version": to_version, "reason": reason},
+        )
+        return result
+
+    def model_history(self, project: str, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/models/{name}/history"
+        )
+        return result
+
+    def list_approvals(self, project: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/approvals")
+        return result
+
+    def put_policy(self, project: str, name: str, document: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PUT", f"/api/v1/projects/{project}/policies/{name}", json={"document": document}
+        )
+        return result
+
+    def list_policies(self, project: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/policies")
+        return result
+
     def record_model_version(self, project: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """(Agent) record the model version sealed for a training run."""
         result: dict[str, Any] = self.request(

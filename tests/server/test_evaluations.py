@@ -60,13 +60,22 @@ RESULTS: dict[str, Any] = {
 }
 
 
-def _version(cp: ControlPlane, *, evidence: dict[str, Any], signature: str = "sig") -> None:
-    """A version as a training run of the engineer would have registered it."""
+def make_version(
+    cp: ControlPlane,
+    *,
+    evidence: dict[str, Any],
+    results: dict[str, Any] | None = None,
+    number: int = 1,
+    signature: str = "sig",
+) -> None:
+    """A version of model m as a training run of the engineer would have registered it."""
     with cp.database.write(actor="agent:test") as unit:
         project = unit.session.scalars(select(Project).where(Project.name == "p1")).one()
         cluster = unit.session.scalars(select(Cluster).where(Cluster.name == "c1")).one()
         engineer = unit.session.scalars(select(User.id).where(User.username == "engineer")).one()
-        model = Model(project_id=project.id, name="m")
+        model = unit.session.scalars(select(Model).where(Model.name == "m")).first()
+        if model is None:
+            model = Model(project_id=project.id, name="m")
         run = Run(
             project_id=project.id,
             cluster_id=cluster.id,
@@ -79,7 +88,7 @@ def _version(cp: ControlPlane, *, evidence: dict[str, Any], signature: str = "si
         unit.session.flush()
         version = ModelVersion(
             model_id=model.id,
-            version=1,
+            version=number,
             run_id=run.id,
             evidence=evidence,
             created_by=engineer,
@@ -90,7 +99,12 @@ def _version(cp: ControlPlane, *, evidence: dict[str, Any], signature: str = "si
         unit.session.add(version)
         unit.session.flush()
         record_evaluations(
-            unit, project=project, version=version, reference="m@1", run=run, results=RESULTS
+            unit,
+            project=project,
+            version=version,
+            reference=f"m@{number}",
+            run=run,
+            results=RESULTS if results is None else results,
         )
 
 
@@ -98,7 +112,7 @@ def test_the_card_and_scorecard_come_from_the_stored_evidence(
     control_plane: ControlPlane, role_tokens: dict[str, str]
 ) -> None:
     cp = control_plane
-    _version(cp, evidence=EVIDENCE)
+    make_version(cp, evidence=EVIDENCE)
     auditor = cp.as_(role_tokens["auditor"])
     base = "/api/v1/projects/p1/models/m/versions/1"
     listed = cp.client.get(f"{base}/evaluations", headers=auditor)
@@ -128,7 +142,7 @@ def test_an_auditor_reads_but_cannot_queue_and_old_versions_cannot_be_evaluated(
     control_plane: ControlPlane, role_tokens: dict[str, str]
 ) -> None:
     cp = control_plane
-    _version(cp, evidence=EVIDENCE)  # no held-out split recorded
+    make_version(cp, evidence=EVIDENCE)  # no held-out split recorded
     base = "/api/v1/projects/p1/models/m/versions/1/evaluate"
     body: dict[str, Any] = {"evaluate": {"fairness": {}}}
     denied = cp.client.post(base, json=body, headers=cp.as_(role_tokens["auditor"]))
@@ -158,7 +172,7 @@ def test_malformed_evaluations_are_refused(
     message: str,
 ) -> None:
     cp = control_plane
-    _version(cp, evidence=EVIDENCE)
+    make_version(cp, evidence=EVIDENCE)
     with cp.database.write(actor="agent:test") as unit:
         project = unit.session.scalars(select(Project).where(Project.name == "p1")).one()
         version = unit.session.scalars(select(ModelVersion)).one()

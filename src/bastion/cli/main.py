@@ -23,6 +23,7 @@ from bastion.cli import (
     eval_cmd,
     keys_cmd,
     models_cmd,
+    policy_cmd,
     projects_cmd,
     runs_cmd,
     scan_cmd,
@@ -83,6 +84,7 @@ app.add_typer(runs_cmd.app, name="run")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="model")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(policy_cmd.app, name="policy")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

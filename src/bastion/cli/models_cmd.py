@@ -13,6 +13,7 @@ from rich.table import Column, Table
 from bastion.cli.context import out
 from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster
 from bastion.cli.remote import client
+from bastion.errors import CheckFailed
 from bastion.files import atomic_write_bytes
 
 app = typer.Typer(help="Trained models: versions, evidence, verification.", no_args_is_help=True)
@@ -129,6 +130,108 @@ def _print_card(card: dict[str, Any]) -> None:
             f"{item['id']} {item['name']}",
             f"[{colours[item['status']]}]{item['status']}[/]",
             escape(item["evidence"] + (f" (fix: {item['fix']})" if "fix" in item else "")),
+        )
+    out.print(table)
+
+
+def _gates(approval: dict[str, Any]) -> Table:
+    table = Table("gate", "result", "required", "actual", title=f"policy {approval['policy']}")
+    for gate in approval["gate_results"]:
+        mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
+        table.add_row(gate["gate"], mark, escape(gate["required"]), escape(gate["actual"]))
+    return table
+
+
+@app.command()
+def promote(
+    ref: Ref,
+    project: Project,
+    to: Annotated[str, typer.Option("--to", help="staging or production.")] = "production",
+    policy: Annotated[
+        str | None, typer.Option(help="Policy to apply (default: the one named as --to).")
+    ] = None,
+) -> None:
+    """Evaluate every gate of the policy; if all pass, open the approval request."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        approval = remote.promote_model(project, name, number, to=to, policy=policy)
+    out.print(_gates(approval))
+    if approval["status"] == "failed":
+        failed = [g["gate"] for g in approval["gate_results"] if not g["passed"]]
+        raise CheckFailed(f"{ref} cannot go to {to}: gate(s) failed: {', '.join(failed)}")
+    if approval["status"] == "approved":
+        out.print(f"{ref} is now in {to} (the policy asks for no approval)", markup=False)
+        return
+    out.print(
+        f"every gate passed; approval requested ({approval['required_approvals']} reviewer(s) "
+        f"needed): bastion model approve {ref} -p {project} --comment ...",
+        markup=False,
+    )
+
+
+Comment = Annotated[str, typer.Option("--comment", "-m", help="Why (kept in the audit log).")]
+
+
+@app.command()
+def approve(ref: Ref, project: Project, comment: Comment = "") -> None:
+    """Approve a pending promotion (never your own version or your own request)."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        approval = remote.approve_model(project, name, number, comment)
+    if approval["status"] == "approved":
+        out.print(f"{ref} approved: now in {approval['target_stage']}", markup=False)
+    else:
+        out.print(
+            f"{ref}: your approval is recorded; {approval['required_approvals']} distinct "
+            "approvals are needed",
+            markup=False,
+        )
+
+
+@app.command()
+def reject(ref: Ref, project: Project, comment: Comment = "") -> None:
+    """Reject a pending promotion; the request closes."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        remote.reject_model(project, name, number, comment)
+    out.print(f"{ref}: promotion rejected", markup=False)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    project: Project,
+    to: Annotated[int, typer.Option("--to", help="Version to put back in production.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+) -> None:
+    """Put back in production a version that was approved for production before."""
+    with client() as remote:
+        remote.rollback_model(project, name, to_version=to, reason=reason)
+    out.print(f"{name}@{to} is in production again; the version it replaced is archived")
+
+
+@app.command()
+def archive(ref: Ref, project: Project, reason: Comment = "") -> None:
+    """Archive a version (its pending promotion, if any, is withdrawn)."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        remote.archive_model(project, name, number, reason)
+    out.print(f"{ref} archived", markup=False)
+
+
+@app.command()
+def history(name: Annotated[str, typer.Argument(help="Model name.")], project: Project) -> None:
+    """Every stage change of the model's versions (the promotion history)."""
+    with client() as remote:
+        rows = remote.model_history(project, name)
+    table = Table("when", "version", "from", "to", "reason", title=f"{name}: stage history")
+    for row in rows:
+        table.add_row(
+            row["created_at"][:19],
+            str(row["version"]),
+            row["from_stage"],
+            row["to_stage"],
+            escape(row["reason"]),
         )
     out.print(table)
 

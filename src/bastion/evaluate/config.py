@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bastion.jsonschema import at_least_one_field
+
 __all__ = [
     "EVALUATION_KINDS",
     "EvaluateConfig",
@@ -86,19 +88,8 @@ def _flag(value: Any) -> Any:
     return value
 
 
-def _published(schema: dict[str, Any]) -> None:
-    """The schema clients see: at least one section, each a mapping (``true``/``false`` and
-    null are accepted as shorthands, but not advertised)."""
-    schema["minProperties"] = 1
-    for field in schema.get("properties", {}).values():
-        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
-        if options:
-            field.update(options[0])
-        field.pop("default", None)
-
-
 class EvaluateConfig(_Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_published)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=at_least_one_field)
 
     robustness: RobustnessConfig | None = None
     membership_inference: MembershipConfig | None = None

@@ -302,6 +302,43 @@ class Approval(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # The promotion's policy, its gate results and how many distinct approvers it needs.
+    policy: Mapped[str] = mapped_column(String(64), default="")
+    required_approvals: Mapped[int] = mapped_column(Integer, default=1)
+    gate_results: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+
+
+class ApprovalDecision(Base):
+    """One reviewer's decision on a promotion (N distinct approvers when the policy says so)."""
+
+    __tablename__ = "approval_decisions"
+    __table_args__ = (UniqueConstraint("approval_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    approval_id: Mapped[str] = mapped_column(
+        ForeignKey("approvals.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class StageTransition(Base):
+    """A model version's stage change: the promotion history, never overwritten."""
+
+    __tablename__ = "stage_transitions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    from_stage: Mapped[str] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    approval_id: Mapped[str | None] = mapped_column(ForeignKey("approvals.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Policy(Base):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from bastion.evaluate.config import EvaluateConfig
+from bastion.governance.policy import Policy as PolicyDocument
 from bastion.server.schemas.common import Name, Request, Response, Text
 
 Pem = Annotated[str, StringConstraints(max_length=8000)]
@@ -179,10 +180,28 @@ class ModelVersionOut(Response):
     created_at: dt.datetime
 
 
-class ApprovalIn(Request):
-    model: Name
-    version: int = Field(ge=1)
-    target_stage: Literal["staging", "production"] = "production"
+class PromoteIn(Request):
+    to: Literal["staging", "production"] = "production"
+    policy: Name | None = Field(default=None, description="Default: the policy named as `to`.")
+
+
+class CommentIn(Request):
+    comment: Text = ""
+
+
+class RollbackIn(Request):
+    to_version: int = Field(ge=1, le=10**9)
+    reason: Text = ""
+
+
+class StageTransitionOut(Response):
+    version: int
+    from_stage: str
+    to_stage: str
+    actor_id: str
+    reason: str
+    approval_id: str | None
+    created_at: dt.datetime
 
 
 class DecisionIn(Request):
@@ -195,13 +214,17 @@ class ApprovalOut(Response):
     model_version_id: str
     target_stage: str
     status: str
+    policy: str
+    required_approvals: int
+    gate_results: list[dict[str, Any]]
+    requested_by: str
     comment: str
     created_at: dt.datetime
     decided_at: dt.datetime | None
 
 
 class PolicyIn(Request):
-    document: Annotated[dict[str, Any], Field(min_length=1, max_length=200)]
+    document: PolicyDocument
 
 
 class PolicyOut(Response):

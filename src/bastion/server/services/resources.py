@@ -11,12 +11,10 @@ from sqlalchemy.orm import Session
 from bastion.errors import Conflict, InvalidSpec, NotAuthorized, NotFound
 from bastion.server.auth import new_token
 from bastion.server.db.models import (
-    Approval,
     Cluster,
     ClusterJoinToken,
     Model,
     ModelVersion,
-    Policy,
     Project,
     Run,
     RunEvent,
@@ -368,68 +366,3 @@ def get_model_version(
 
 
 # -- approvals and policies -----------------------------------------------------------------
-
-
-def request_approval(
-    unit: UnitOfWork, *, project: Project, model: str, version: int, target_stage: str, user_id: str
-) -> Approval:
-    model_version = get_model_version(unit.session, project=project, name=model, version=version)
-    approval = Approval(
-        project_id=project.id,
-        model_version_id=model_version.id,
-        target_stage=target_stage,
-        requested_by=user_id,
-    )
-    unit.session.add(approval)
-    unit.session.flush()
-    unit.record(
-        "approval.request",
-        f"model:{project.name}/{model}@{version}",
-        {"approval_id": approval.id, "target_stage": target_stage},
-    )
-    return approval
-
-
-def decide_approval(
-    unit: UnitOfWork,
-    *,
-    project: Project,
-    approval_id: str,
-    decision: str,
-    comment: str,
-    user_id: str,
-) -> Approval:
-    approval = unit.session.get(Approval, approval_id)
-    if approval is None or approval.project_id != project.id:
-        raise NotFound(f"approval {approval_id} does not exist in project {project.name!r}")
-    if approval.status != "pending":
-        raise Conflict(f"approval {approval_id} was already {approval.status}")
-    model_version = unit.session.get(ModelVersion, approval.model_version_id)
-    # Separation of duties: neither the requester nor the version's creator may decide.
-    if user_id in {approval.requested_by, model_version.created_by if model_version else None}:
-        raise NotAuthorized("the creator or requester of a model version cannot approve it")
-    approval.status, approval.comment = decision, comment
-    approval.decided_by, approval.decided_at = user_id, utcnow()
-    unit.record(
-        f"approval.{decision}",
-        f"approval:{approval_id}",
-        {"comment": comment, "target_stage": approval.target_stage},
-    )
-    return approval
-
-
-def put_policy(
-    unit: UnitOfWork, *, project: Project, name: str, document: dict[str, Any], user_id: str
-) -> Policy:
-    if not document:
-        raise InvalidSpec("an empty policy admits everything; name at least one gate")
-    policy = unit.session.scalars(
-        select(Policy).where(Policy.project_id == project.id, Policy.name == name)
-    ).first()
-    if policy is None:
-        policy = Policy(project_id=project.id, name=name, document=document, updated_by=user_id)
-        unit.session.add(policy)
-    else:
-        policy.document, policy.updated_by, policy.updated_at = document, user_id, utcnow()
-    unit.record("policy.put", f"policy:{project.name}/{name}", {"gates": sorted(document)})
-    return policy

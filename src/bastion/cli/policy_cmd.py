@@ -1,0 +1,52 @@
+"""``bastion policy``: a project's promotion policies (YAML gates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.table import Table
+
+from bastion.cli.context import out
+from bastion.cli.remote import client
+from bastion.errors import InvalidInput
+
+app = typer.Typer(
+    help="Promotion policies: the gates a model version must pass.", no_args_is_help=True
+)
+
+Project = Annotated[str, typer.Option("--project", "-p", help="Project of the policy.")]
+
+
+@app.command()
+def put(
+    name: Annotated[str, typer.Argument(help="Policy name (promotion to X uses policy X).")],
+    project: Project,
+    file: Annotated[Path, typer.Option("--file", "-f", help="YAML file of gates.")],
+) -> None:
+    """Save a policy from YAML; unknown gates and empty policies are refused."""
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInput(f"{file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{file}: not valid YAML ({exc})") from None
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{file}: a policy is a mapping of gate names to values")
+    with client() as remote:
+        saved = remote.put_policy(project, name, document)
+    out.print(f"policy {name} saved: {', '.join(sorted(saved['document']))}", markup=False)
+
+
+@app.command("list")
+def list_policies(project: Project) -> None:
+    """List the project's policies and their gates."""
+    with client() as remote:
+        rows = remote.list_policies(project)
+    table = Table("policy", "gates", "updated")
+    for row in rows:
+        gates = ", ".join(f"{k}={v}" for k, v in sorted(row["document"].items()))
+        table.add_row(row["name"], gates, row["updated_at"][:19])
+    out.print(table)

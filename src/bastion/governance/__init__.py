@@ -1,0 +1,1 @@
+"""Governance: policies and their gates, promotion with approvals, lineage, compliance."""
