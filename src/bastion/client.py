@@ -531,6 +531,18 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/policies")
         return result
 
+    def list_alerts(self, *, include_acknowledged: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", "/api/v1/alerts", params={"all": str(include_acknowledged).lower()}
+        )
+        return result
+
+    def acknowledge_alert(self, alert_id: str, note: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/alerts/{alert_id}/acknowledge", json={"comment": note}
+        )
+        return result
+
     def record_model_version(self, project: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """(Agent) record the model version sealed for a training run."""
         result: dict[str, Any] = self.request(

@@ -17,7 +17,8 @@ wrong and what to do about it.
     │   ├── PolicyViolation           a policy gate refused
     │   └── NotAuthorized             the caller may not do this
     │       ├── NotAuthenticated      no valid credential was presented
-    │       └── RateLimited           too many attempts; wait and retry
+    │       ├── RateLimited           too many attempts; wait and retry
+    │       └── SeparationOfDuties    approving one's own work (raises an alert)
     └── UsageError                    exit 2: bad usage or bad input
         ├── InvalidInput              an argument or file is not what was expected
         ├── InvalidSpec               a spec or policy document failed validation
@@ -47,6 +48,7 @@ __all__ = [
     "NotFound",
     "PolicyViolation",
     "RateLimited",
+    "SeparationOfDuties",
     "ServiceUnavailable",
     "ShreddedError",
     "SignatureError",
@@ -111,6 +113,10 @@ class PolicyViolation(CheckFailed):
 
 class NotAuthorized(CheckFailed):
     """The caller's identity or role does not allow the action."""
+
+
+class SeparationOfDuties(NotAuthorized):
+    """Someone tried to approve or reject their own work; the attempt raises an alert."""
 
 
 class NotAuthenticated(NotAuthorized):

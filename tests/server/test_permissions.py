@@ -19,6 +19,7 @@ PATH_VALUES = {
     "name": "thing",
     "run_id": "0" * 32,
     "approval_id": "0" * 32,
+    "alert_id": "0" * 32,
     "version": "1",
 }
 

@@ -16,6 +16,7 @@ import typer
 from bastion import __version__
 from bastion.cli import (
     agent_cmd,
+    alerts_cmd,
     audit_cmd,
     crypto_cmd,
     data_cmd,
@@ -85,6 +86,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(models_cmd.app, name="model")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(alerts_cmd.app, name="alerts")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -181,11 +181,13 @@ def _authorize(request: Request, database: Database, permission: Permission) -> 
     row, membership_roles = _lookup(database, token_id, name)
     # The secret, expiry, revocation and account state are checked on every request.
     identity = _identity(row, secret)
+    request.state.actor = identity.actor  # who a refusal is recorded against
     project: Project | None = None
     if scoped:
         if row.project_id is None:
             if identity.is_admin or identity.kind != "human":
                 raise NotFound(f"project {name!r} does not exist")
+            request.state.outside_project = True
             raise NotAuthorized(f"you are not a member of project {name!r}")
         project = Project(
             id=row.project_id,
@@ -194,6 +196,8 @@ def _authorize(request: Request, database: Database, permission: Permission) -> 
             created_at=_aware(row.project_created_at),
         )
     roles = _roles(identity, membership_roles)
+    # A person with no role in the project the route is about (an insider-threat signal).
+    request.state.outside_project = scoped and identity.kind == "human" and not roles
     if not allowed(permission, roles):
         held = ", ".join(sorted(roles)) or "no role"
         where = f" in project {project.name!r}" if project is not None else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -21,8 +22,11 @@ from bastion.errors import (
     NotFound,
     PolicyViolation,
     RateLimited,
+    SeparationOfDuties,
     ServiceUnavailable,
 )
+from bastion.server.db.session import Database
+from bastion.server.services import alerts
 
 __all__ = ["install_error_handlers"]
 
@@ -53,10 +57,34 @@ def _field(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc) or "request"
 
 
+def _record_denial(request: Request, exc: NotAuthorized) -> None:
+    """Audit a refusal of a known identity and raise the alerts it signals (never masks it)."""
+    actor = getattr(request.state, "actor", None)
+    if actor is None or isinstance(exc, NotAuthenticated | RateLimited):
+        return
+    database: Database = request.app.state.database
+    try:
+        with database.write(actor=actor) as unit:
+            alerts.record_denial(
+                unit,
+                actor=actor,
+                method=request.method,
+                path=request.url.path,
+                reason=str(exc),
+                project=request.path_params.get("project"),
+                self_approval=isinstance(exc, SeparationOfDuties),
+                outside_project=bool(getattr(request.state, "outside_project", False)),
+            )
+    except (BastionError, DBAPIError) as failure:
+        log.warning("could not record a refused request: %s", type(failure).__name__)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BastionError)
-    async def _bastion(_request: Request, exc: BastionError) -> JSONResponse:
+    async def _bastion(request: Request, exc: BastionError) -> JSONResponse:
         status = _status(exc)
+        if isinstance(exc, NotAuthorized):
+            await run_in_threadpool(_record_denial, request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)

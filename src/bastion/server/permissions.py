@@ -62,6 +62,8 @@ class Permission(enum.StrEnum):
     POLICIES_READ = "policies:read"
     POLICIES_WRITE = "policies:write"
     AUDIT_READ = "audit:read"
+    ALERTS_READ = "alerts:read"
+    ALERTS_WRITE = "alerts:write"
 
 
 _A, _S, _E, _R, _U = Role.ADMIN, Role.DATA_STEWARD, Role.ML_ENGINEER, Role.REVIEWER, Role.AUDITOR
@@ -98,6 +100,8 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.POLICIES_READ: _READERS,
     Permission.POLICIES_WRITE: frozenset({_A}),
     Permission.AUDIT_READ: frozenset({_A, _U}),
+    Permission.ALERTS_READ: frozenset({_A, _U}),
+    Permission.ALERTS_WRITE: frozenset({_A}),
 }
 
 #: Permissions checked against the route's ``{project}``; the others are global.

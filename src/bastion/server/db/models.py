@@ -351,3 +351,28 @@ class Policy(Base):
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """An insider-threat signal: unusual behaviour of one identity, stored and audited."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    project: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class AccessDenial(Base):
+    """A refused request (403), kept a day to spot repeated denials."""
+
+    __tablename__ = "access_denials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -1,4 +1,4 @@
-"""The control plane's audit log: read, verify, export."""
+"""The control plane's audit log (read, verify, export) and its insider-threat alerts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from bastion.security.audit_chain import canonical_json
+from bastion.server.db.models import Alert
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.schemas.resources import AuditEventOut, AuditVerifyOut
+from bastion.server.schemas.resources import AlertOut, AuditEventOut, AuditVerifyOut, CommentIn
+from bastion.server.services import alerts
 
 router = APIRouter(tags=["audit"])
 Auditor = Annotated[Principal, require(Permission.AUDIT_READ)]
@@ -58,3 +60,26 @@ def export(_: Auditor, database: DatabaseDep) -> StreamingResponse:
             yield canonical_json(row.to_export()) + b"\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get("/alerts", response_model=list[AlertOut])
+def list_alerts(
+    _: Annotated[Principal, require(Permission.ALERTS_READ)],
+    database: DatabaseDep,
+    include_acknowledged: Annotated[bool, Query(alias="all")] = False,
+) -> list[Alert]:
+    """Insider-threat alerts, newest first (open ones only unless ``all=true``)."""
+    with database.read() as session:
+        return alerts.list_alerts(session, include_acknowledged=include_acknowledged)
+
+
+@router.post("/alerts/{alert_id}/acknowledge", response_model=AlertOut)
+def acknowledge_alert(
+    alert_id: str,
+    body: CommentIn,
+    principal: Annotated[Principal, require(Permission.ALERTS_WRITE)],
+    database: DatabaseDep,
+) -> Alert:
+    """Mark an alert as looked into (audited with the note)."""
+    with database.write(actor=principal.actor) as unit:
+        return alerts.acknowledge(unit, alert_id=alert_id, actor=principal.actor, note=body.comment)

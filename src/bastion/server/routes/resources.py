@@ -60,7 +60,7 @@ from bastion.server.schemas.resources import (
     RunOut,
     StageTransitionOut,
 )
-from bastion.server.services import agents, datasets, evaluations
+from bastion.server.services import agents, alerts, datasets, evaluations
 from bastion.server.services import governance as governance_service
 from bastion.server.services import resources as service
 from bastion.spec import RunSpec
@@ -446,7 +446,7 @@ def export_model_version(
 ) -> Run:
     """Queue the re-encryption of a model to another cluster's public key (a transfer file)."""
     with database.write(actor=principal.actor) as unit:
-        return datasets.submit_job(
+        run = datasets.submit_job(
             unit,
             project=principal.require_project(),
             name=name,
@@ -457,6 +457,11 @@ def export_model_version(
                 "to_cluster": body.to_cluster,
             },
         )
+        unit.session.flush()
+        alerts.check_export_volume(
+            unit, actor=principal.actor, user_id=principal.identity.user_id, project=project
+        )
+        return run
 
 
 @registry.post(

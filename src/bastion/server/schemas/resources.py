@@ -233,6 +233,17 @@ class PolicyOut(Response):
     updated_at: dt.datetime
 
 
+class AlertOut(Response):
+    id: str
+    kind: str
+    actor: str
+    project: str | None
+    details: dict[str, Any]
+    created_at: dt.datetime
+    acknowledged_by: str | None
+    acknowledged_at: dt.datetime | None
+
+
 class AuditEventOut(Response):
     seq: int
     ts: str

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.errors import Conflict, InvalidInput, NotAuthorized
+from bastion.errors import Conflict, InvalidInput, SeparationOfDuties
 from bastion.governance.policy import Policy as PolicyDocument
 from bastion.governance.policy import evaluate_gates, parse_policy
 from bastion.server.db.models import (
@@ -220,7 +220,7 @@ def decide(
         raise Conflict(f"{name}@{number} has no pending promotion to decide")
     # (2) ...
     if user_id in {approval.requested_by, version.created_by}:
-        raise NotAuthorized(
+        raise SeparationOfDuties(
             f"separation of duties: the creator or requester of {name}@{number} cannot "
             "approve or reject its promotion"
         )
