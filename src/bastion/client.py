@@ -531,6 +531,12 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/policies")
         return result
 
+    def compliance_report(self, framework: str, fmt: str = "json") -> str:
+        """The HIPAA or GDPR report as JSON, Markdown or HTML text."""
+        return self.response(
+            "GET", "/api/v1/compliance/report", params={"framework": framework, "format": fmt}
+        ).text
+
     def list_alerts(self, *, include_acknowledged: bool = False) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request(
             "GET", "/api/v1/alerts", params={"all": str(include_acknowledged).lower()}

@@ -18,6 +18,7 @@ from bastion.cli import (
     agent_cmd,
     alerts_cmd,
     audit_cmd,
+    compliance_cmd,
     crypto_cmd,
     data_cmd,
     demo_cmd,
@@ -87,6 +88,7 @@ app.add_typer(models_cmd.app, name="model")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(compliance_cmd.app, name="compliance")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

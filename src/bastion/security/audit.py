@@ -62,6 +62,7 @@ __all__ = [
     "AuditLog",
     "CheckpointSigner",
     "KeyringCheckpointSigner",
+    "audit_events",
     "local_actor",
     "open_local_audit_log",
     "verify_export",

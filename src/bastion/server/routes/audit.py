@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from bastion.governance.compliance import build_report, render_report
 from bastion.security.audit_chain import canonical_json
 from bastion.server.db.models import Alert
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
+from bastion.server.schemas.common import JSON_ERROR_RESPONSES
 from bastion.server.schemas.resources import AlertOut, AuditEventOut, AuditVerifyOut, CommentIn
-from bastion.server.services import alerts
+from bastion.server.services import alerts, compliance
 
 router = APIRouter(tags=["audit"])
 Auditor = Annotated[Principal, require(Permission.AUDIT_READ)]
@@ -83,3 +85,35 @@ def acknowledge_alert(
     """Mark an alert as looked into (audited with the note)."""
     with database.write(actor=principal.actor) as unit:
         return alerts.acknowledge(unit, alert_id=alert_id, actor=principal.actor, note=body.comment)
+
+
+_MEDIA = {"json": "application/json", "md": "text/markdown", "html": "text/html"}
+
+
+@router.get(
+    "/compliance/report",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "content": {
+                media: {"schema": {"type": "object" if fmt == "json" else "string"}}
+                for fmt, media in _MEDIA.items()
+            },
+            "description": "The report, control by control, in the format asked for.",
+        },
+        **JSON_ERROR_RESPONSES,
+    },
+)
+def compliance_report(
+    request: Request,
+    _: Auditor,
+    database: DatabaseDep,
+    framework: Annotated[Literal["hipaa", "gdpr"], Query()] = "hipaa",
+    fmt: Annotated[Literal["json", "md", "html"], Query(alias="format")] = "json",
+) -> PlainTextResponse:
+    """A HIPAA 164.312 or GDPR report built from the evidence the control plane holds."""
+    with database.read() as session:
+        facts = compliance.gather_facts(database, session, transport=request.url.scheme)
+    report = build_report(framework, facts)
+    headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+    return PlainTextResponse(render_report(report, fmt), media_type=_MEDIA[fmt], headers=headers)
