@@ -197,8 +197,69 @@ def _the_evaluate_stage_left_its_evidence(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "robustness of readmission@1" in again.stdout
     newest = plane.admin.model_card("p", "readmission", 1)["robustness"]
-    assert newest["rows"] == 50 and [p["eps"] for p in newest["curve"]] == [0.5]
+    assert newest["rows"] == 50 and newest["evaluations_merged"] == 2
+    curve = {(p["attack"], p["eps"]) for p in newest["curve"]}  # the new eps joins the curve
+    assert curve == {("fgsm", 0.05), ("fgsm", 0.2), ("pgd", 0.05), ("pgd", 0.2), ("pgd", 0.5)}
     assert len(plane.admin.model_evaluations("p", "readmission", 1)) == 5
+    _promotion_through_the_cli(plane, tmp_path)
+
+
+def _promotion_through_the_cli(plane: Plane, tmp_path: Path) -> None:
+    """Gates, separation of duties, a reviewer's approval, history, alerts, the report."""
+    home = plane.client_home
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump({"max_epsilon": 1.0, "require_signature": True}))
+    lenient = tmp_path / "production.yaml"
+    lenient.write_text(
+        yaml.safe_dump(
+            {
+                "min_accuracy": 0.8,
+                "max_epsilon": 5,
+                "max_mia_auc": 0.7,
+                "min_robust_accuracy": {"eps": 0.05, "value": 0.5},
+                "require_signature": True,
+                "require_pii_scan": True,
+                "require_poisoning_scan": True,
+                "approvals": 1,
+            }
+        )
+    )
+    for name, path in (("strict", strict), ("production", lenient)):
+        saved = _bastion(home, "policy", "put", name, "-p", "p", "--file", str(path))
+        assert saved.returncode == 0, saved.stdout + saved.stderr
+    unknown = tmp_path / "typo.yaml"
+    unknown.write_text("min_acuracy: 0.9\n")
+    typo = _bastion(home, "policy", "put", "typo", "-p", "p", "--file", str(unknown))
+    assert typo.returncode == 2 and "min_acuracy" in typo.stderr
+    refused = _bastion(home, "model", "promote", "readmission@1", "-p", "p", "--policy", "strict")
+    assert refused.returncode == 1 and "max_epsilon" in refused.stderr
+    opened = _bastion(home, "model", "promote", "readmission@1", "-p", "p", "--to", "production")
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    assert "approval requested" in opened.stdout
+    # The admin submitted the training run: it created the version and cannot approve it.
+    own = _bastion(home, "model", "approve", "readmission@1", "-p", "p", "-m", "mine")
+    assert own.returncode == 1 and "separation of duties" in own.stderr
+    for args in (
+        ("user", "create", "rita"),
+        ("member", "add", "p", "rita", "--role", "reviewer"),
+    ):
+        assert _bastion(home, *args).returncode == 0
+    minted = _bastion(home, "token", "create", "rita-cli", "--user", "rita")
+    assert minted.returncode == 0, minted.stderr
+    rita = tmp_path / "rita"
+    login = _bastion(rita, "login", "--url", plane.url, "--token", minted.stdout.splitlines()[1])
+    assert login.returncode == 0, login.stdout + login.stderr
+    approved = _bastion(rita, "model", "approve", "readmission@1", "-p", "p", "-m", "card read")
+    assert approved.returncode == 0 and "now in production" in approved.stdout
+    history = _bastion(home, "model", "history", "readmission", "-p", "p")
+    assert history.returncode == 0 and "production" in history.stdout
+    assert _bastion(home, "alerts", "list").returncode == 0
+    raised = {(a["kind"], a["actor"]) for a in plane.admin.list_alerts()}
+    assert ("self_approval", "user:admin") in raised
+    report = tmp_path / "hipaa.md"
+    written = _bastion(home, "compliance", "report", "--framework", "hipaa", "--out", str(report))
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert "## 164.312(b) Audit controls: **pass**" in report.read_text()
 
 
 def test_identifier_features_are_refused_unless_overridden_and_audited(

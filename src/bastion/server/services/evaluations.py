@@ -107,9 +107,25 @@ def list_evaluations(session: Session, version: ModelVersion) -> list[Evaluation
     return list(session.scalars(query.order_by(Evaluation.created_at, Evaluation.kind)))
 
 
-def current_evaluations(session: Session, version: ModelVersion) -> dict[str, Evaluation]:
-    """The newest evaluation of each kind."""
-    return {row.kind: row for row in list_evaluations(session, version)}
+def current_evaluations(session: Session, version: ModelVersion) -> dict[str, dict[str, Any]]:
+    """The newest summary of each kind; robustness curves of the same norm are merged
+    (the newest figure for each attack and eps), so a later run at another eps adds to
+    the curve instead of hiding it."""
+    rows = list_evaluations(session, version)
+    current = {row.kind: dict(row.summary) for row in rows}
+    robustness = current.get("robustness")
+    if robustness is not None:
+        points: dict[tuple[str, float], dict[str, Any]] = {}
+        merged = 0
+        for row in rows:  # oldest first: newer points overwrite older ones
+            if row.kind == "robustness" and row.summary.get("norm") == robustness["norm"]:
+                merged += 1
+                curve: Any = row.summary.get("curve", [])
+                for point in curve:
+                    points[(str(point["attack"]), float(point["eps"]))] = point
+        robustness["curve"] = [points[key] for key in sorted(points)]
+        robustness["evaluations_merged"] = merged
+    return current
 
 
 def model_card(
@@ -139,7 +155,5 @@ def model_card(
         "signature": row.signature,
         "manifest_hash": row.manifest_hash,
     }
-    current = {
-        kind: dict(found.summary) for kind, found in current_evaluations(session, row).items()
-    }
+    current = current_evaluations(session, row)
     return build_card(name=name, version=version, evaluations=current, dataset_summaries=summaries)
