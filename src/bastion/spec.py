@@ -157,6 +157,11 @@ class TrainJob(_Strict):
     evaluate: EvaluateConfig | None = Field(
         default=None, description="The evaluate stage: attacks and audits of the trained model."
     )
+    purpose: Text = Field(
+        default="",
+        description="Why this run processes the data; must be one of the dataset's declared "
+        "purposes when it declares any (GDPR Art. 5(1)(b), purpose limitation).",
+    )
 
     @model_validator(mode="after")
     def _held_out_rows(self) -> TrainJob:
@@ -234,6 +239,7 @@ _TRAIN_KEYS = (
     "model_name",
     "init_from",
     "evaluate",
+    "purpose",
 )
 
 

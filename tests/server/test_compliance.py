@@ -12,7 +12,7 @@ from tests.server.conftest import ControlPlane
 from tests.server.test_evaluations import EVIDENCE, make_version
 
 
-def _dataset(cp: ControlPlane, *, name: str, purpose: str, subject: str | None) -> None:
+def make_dataset(cp: ControlPlane, *, name: str, purpose: str, subject: str | None) -> None:
     with cp.database.write(actor="agent:test") as unit:
         project = unit.session.scalars(select(Project).where(Project.name == "p1")).one()
         cluster = unit.session.scalars(select(Cluster).where(Cluster.name == "c1")).one()
@@ -24,8 +24,9 @@ def _dataset(cp: ControlPlane, *, name: str, purpose: str, subject: str | None) 
             DatasetVersion(
                 dataset_id=dataset.id,
                 version=1,
-                schema_={"kind": "table", "columns": []},
+                schema_={"kind": "table", "columns": [{"name": "y"}, {"name": "x"}]},
                 row_count=10,
+                target="y",
                 manifest_hash="ab" * 32,
                 signature="sig",
                 summaries={"pii": {"columns": [{"column": "ssn", "entity": "US_SSN"}]}},
@@ -52,7 +53,7 @@ def test_hipaa_controls_cite_evidence_and_say_what_to_fix(
 ) -> None:
     cp = control_plane
     make_version(cp, evidence=EVIDENCE)
-    _dataset(cp, name="patients", purpose="diagnosis support", subject="subject_id")
+    make_dataset(cp, name="patients", purpose="diagnosis support", subject="subject_id")
     assert _report(cp, role_tokens["ml-engineer"], "hipaa").status_code == 403
     found = _report(cp, role_tokens["auditor"], "hipaa")
     assert found.status_code == 200
@@ -95,8 +96,8 @@ def test_gdpr_records_of_processing_and_purpose_limitation(
     control_plane: ControlPlane, role_tokens: dict[str, str]
 ) -> None:
     cp = control_plane
-    _dataset(cp, name="patients", purpose="diagnosis support", subject="subject_id")
-    _dataset(cp, name="claims", purpose="", subject=None)
+    make_dataset(cp, name="patients", purpose="diagnosis support", subject="subject_id")
+    make_dataset(cp, name="claims", purpose="", subject=None)
     report = json.loads(_report(cp, role_tokens["auditor"], "gdpr").text)
     controls = {c["id"]: c for c in report["controls"]}
     assert list(controls) == ["Art. 5", "Art. 17", "Art. 25", "Art. 30", "Art. 32", "Art. 35"]

@@ -235,3 +235,36 @@ def test_rejection_rollback_and_archive_refusals(
     assert again.status_code == 409 and "archived" in again.text
     auditor = _promote(cp, role_tokens["auditor"], to="staging")
     assert auditor.status_code == 403
+
+
+def test_runs_must_declare_a_purpose_the_dataset_was_collected_for(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    from tests.server.test_compliance import make_dataset
+
+    cp = control_plane
+    make_dataset(cp, name="patients", purpose="diagnosis support; readmission risk", subject="id")
+    make_dataset(cp, name="claims", purpose="", subject=None)
+    engineer = cp.as_(role_tokens["ml-engineer"])
+
+    def submit(dataset: str, purpose: str | None) -> Any:
+        spec: dict[str, Any] = {
+            "name": "r",
+            "project": "p1",
+            "cluster": "c1",
+            "dataset": f"{dataset}@1",
+            "target": "y",
+            "model": {"builtin": "logreg"},
+        }
+        if purpose is not None:
+            spec["purpose"] = purpose
+        return cp.client.post("/api/v1/projects/p1/runs", json=spec, headers=engineer)
+
+    missing = submit("patients", None)
+    assert missing.status_code == 403 and "may be used only for" in missing.text
+    wrong = submit("patients", "marketing")
+    assert wrong.status_code == 403 and "purpose limitation" in wrong.text
+    assert submit("patients", " Readmission Risk ").status_code == 201
+    assert (
+        submit("claims", "anything").status_code == 201
+    )  # no purpose declared: the report flags it

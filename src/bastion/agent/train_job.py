@@ -170,6 +170,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     )
     evidence: dict[str, Any] = {
         "dataset": job.dataset,
+        "purpose": job.purpose,
         "dataset_manifest_hash": info["manifest_hash"],
         "target": target,
         "features": features,

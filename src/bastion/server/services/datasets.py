@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 
 from bastion.data.privacy import check_features
 from bastion.data.schema import ImageSchema, TableSchema
-from bastion.errors import Conflict, InvalidInput, InvalidSpec, NotAuthorized, NotFound
+from bastion.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidSpec,
+    NotAuthorized,
+    NotFound,
+    PolicyViolation,
+)
 from bastion.server.db.models import Cluster, Dataset, DatasetVersion, ModelVersion, Project, Run
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
@@ -234,12 +241,36 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
     return {**inputs, "input": _version_info(session, dataset, row)}
 
 
+def purposes(declared: str) -> list[str]:
+    """A dataset's declared purposes: its purpose text, several separated by ';'."""
+    return [part.strip() for part in declared.split(";") if part.strip()]
+
+
+def check_purpose(purpose: str, *, declared: str, dataset: str) -> None:
+    """Purpose limitation (GDPR Art. 5(1)(b)): refuse a run whose purpose the dataset's
+    declared purposes do not include (compared without case and surrounding spaces)."""
+    allowed = purposes(declared)
+    if not allowed:
+        return  # nothing declared: the compliance report flags the dataset instead
+    if not purpose.strip():
+        raise PolicyViolation(
+            f"{dataset} may be used only for: {'; '.join(allowed)}; declare the run's purpose "
+            "(purpose: ...) "
+        )
+    if purpose.strip().casefold() not in {p.casefold() for p in allowed}:
+        raise PolicyViolation(
+            f"purpose {purpose.strip()!r} is not one {dataset} was collected for "
+            f"({'; '.join(allowed)}); purpose limitation (GDPR Art. 5(1)(b))"
+        )
+
+
 def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str) -> Run:
     """Queue a training run after the checks the control plane can make from metadata.
 
     (1) The dataset version exists and lives on the run's cluster.
     (2) A target is known (the spec's or the version's) and every named column exists.
-    (3) The privacy gate: identifier columns are no features unless explicitly overridden,
+    (3) Purpose limitation: a dataset that declares purposes is used only for one of them.
+    (4) The privacy gate: identifier columns are no features unless explicitly overridden,
         and each override is recorded in the audit log.
     """
     job = spec.job
@@ -274,6 +305,8 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
                 "('bastion model export', then 'bastion model import')"
             )
     # (3) ...
+    check_purpose(job.purpose, declared=row.purpose, dataset=job.dataset)
+    # (4) ...
     listed = row.summaries.get("identifier_columns", [])
     identifiers = [str(c) for c in listed] if isinstance(listed, list) else []
     overridden = check_features(
