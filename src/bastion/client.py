@@ -517,6 +517,13 @@ class Client:
         )
         return result
 
+    def lineage(self, project: str, node: str) -> dict[str, Any]:
+        """The lineage graph around ``dataset:NAME@V``, ``model:NAME@V`` or ``run:ID``."""
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/projects/{project}/lineage", params={"node": node}
+        )
+        return result
+
     def list_approvals(self, project: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/approvals")
         return result

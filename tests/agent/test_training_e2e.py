@@ -499,3 +499,16 @@ def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_
     features = set(_model_version(plane, "pseudonymised")["evidence"]["features"])
     assert not features & {"subject_id", "ssn", "email", "address"}
     assert {"date_of_birth", "sex", "mean_radius"} <= features
+    # Lineage: the raw version, the pseudonymised one made from it, the run, the model.
+    graph = plane.admin.lineage("p", "dataset:patients@1")
+    relations = {(e["from"], e["relation"], e["to"]) for e in graph["edges"]}
+    assert ("dataset:patients@1", "derived", "dataset:patients@2") in relations
+    trained = [e for e in graph["edges"] if e["to"] == "model:pseudonymised@1"]
+    assert len(trained) == 1 and trained[0]["relation"] == "produced"
+    assert ("dataset:patients@2", "input", trained[0]["from"]) in relations
+    shown = _bastion(plane.client_home, "data", "lineage", "patients@1", "-p", "p")
+    assert shown.returncode == 0 and "dataset:patients@1 --derived--> dataset:patients@2" in (
+        shown.stdout
+    )
+    missing = _bastion(plane.client_home, "model", "lineage", "nothing@1", "-p", "p")
+    assert missing.returncode == 2 and "not in project" in missing.stderr

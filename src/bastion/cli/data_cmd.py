@@ -268,3 +268,32 @@ def edit_schema(
     with client() as remote:
         remote.edit_dataset_schema(project, name, number, schema)
     out.print(f"{ref}: schema replaced (audited)")
+
+
+def print_lineage(graph: dict[str, Any]) -> None:
+    """The graph's edges, one per line, with what each node is."""
+    nodes = {node["id"]: node for node in graph["nodes"]}
+
+    def label(key: str) -> str:
+        node = nodes[key]
+        if node["kind"] == "run":
+            return f"run {key[4:16]} ({node['type']}, {node['status']})"
+        extra = f", {node['stage']}" if node["kind"] == "model" else ""
+        return f"{key}{extra}"
+
+    for edge in graph["edges"]:
+        out.print(
+            f"{label(edge['from'])} --{edge['relation']}--> {label(edge['to'])}", markup=False
+        )
+
+
+@app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project of the dataset.")],
+) -> None:
+    """What a dataset version came from and what was made of it: versions, runs, models."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        graph = remote.lineage(project, f"dataset:{name}@{number}")
+    print_lineage(graph)

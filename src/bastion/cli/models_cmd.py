@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from bastion.cli.context import out
-from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster
+from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster, print_lineage
 from bastion.cli.remote import client
 from bastion.errors import CheckFailed
 from bastion.files import atomic_write_bytes
@@ -234,6 +234,15 @@ def history(name: Annotated[str, typer.Argument(help="Model name.")], project: P
             escape(row["reason"]),
         )
     out.print(table)
+
+
+@app.command()
+def lineage(ref: Ref, project: Project) -> None:
+    """Where a version came from and what came of it: datasets, runs, models."""
+    name, number = parse_ref(ref)
+    with client() as remote:
+        graph = remote.lineage(project, f"model:{name}@{number}")
+    print_lineage(graph)
 
 
 @app.command()

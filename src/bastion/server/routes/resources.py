@@ -60,7 +60,7 @@ from bastion.server.schemas.resources import (
     RunOut,
     StageTransitionOut,
 )
-from bastion.server.services import agents, alerts, datasets, evaluations
+from bastion.server.services import agents, alerts, datasets, evaluations, lineage
 from bastion.server.services import governance as governance_service
 from bastion.server.services import resources as service
 from bastion.spec import RunSpec
@@ -742,6 +742,24 @@ def rollback_model(
             reason=body.reason,
             user_id=principal.identity.user_id,
         )
+
+
+@registry.get("/projects/{project}/lineage")
+def project_lineage(
+    project: str,
+    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    database: DatabaseDep,
+    node: Annotated[
+        str,
+        Query(
+            pattern=r"^((dataset|model):[a-z0-9][a-z0-9._-]{0,63}@[1-9][0-9]{0,8}|run:[0-9a-f]{32})$",
+            description="dataset:NAME@V, model:NAME@V or run:ID",
+        ),
+    ],
+) -> dict[str, Any]:
+    """Dataset versions, runs and model versions connected to ``node`` (a graph)."""
+    with database.read() as session:
+        return lineage.lineage(session, project=principal.require_project(), node=node)
 
 
 @registry.get("/projects/{project}/models/{name}/history", response_model=list[StageTransitionOut])

@@ -1,0 +1,108 @@
+"""Lineage: dataset versions -> runs -> model versions (-> fine-tuned models), as a graph.
+
+Nodes are ``dataset:NAME@V``, ``run:ID`` and ``model:NAME@V``; edges say how one came
+from another: ``derived`` (a dataset version made from another, e.g. pseudonymised),
+``registered`` (the run that sealed a dataset version), ``input`` (a dataset version a
+run read), ``produced`` (the model version a run registered) and ``initialized`` (the
+model version a run fine-tuned from). :func:`lineage` returns the part of the project's
+graph connected to the node asked for.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.errors import NotFound
+from bastion.server.db.models import Dataset, DatasetVersion, Model, ModelVersion, Project, Run
+
+__all__ = ["lineage"]
+
+
+def _graph(
+    session: Session, project: Project
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, str]] = []
+    for dataset, row in session.execute(
+        select(Dataset, DatasetVersion)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(Dataset.project_id == project.id)
+    ).all():
+        key = f"dataset:{dataset.name}@{row.version}"
+        nodes[key] = {
+            "id": key,
+            "kind": "dataset",
+            "manifest_hash": row.manifest_hash,
+            "rows": row.row_count,
+            "purpose": row.purpose,
+        }
+        if row.parent_version is not None:
+            edges.append(
+                {
+                    "from": f"dataset:{dataset.name}@{row.parent_version}",
+                    "to": key,
+                    "relation": "derived",
+                }
+            )
+        if row.run_id:
+            edges.append({"from": f"run:{row.run_id}", "to": key, "relation": "registered"})
+    for model, version in session.execute(
+        select(Model, ModelVersion)
+        .join(ModelVersion, ModelVersion.model_id == Model.id)
+        .where(Model.project_id == project.id)
+    ).all():
+        key = f"model:{model.name}@{version.version}"
+        nodes[key] = {
+            "id": key,
+            "kind": "model",
+            "stage": version.stage,
+            "manifest_hash": version.manifest_hash,
+            "epsilon": version.evidence.get("epsilon"),
+        }
+        if version.run_id:
+            edges.append({"from": f"run:{version.run_id}", "to": key, "relation": "produced"})
+    for run in session.scalars(select(Run).where(Run.project_id == project.id)):
+        found = run.spec.get("job") if isinstance(run.spec, dict) else None
+        job: dict[str, Any] = found if isinstance(found, dict) else {}
+        key = f"run:{run.id}"
+        nodes[key] = {
+            "id": key,
+            "kind": "run",
+            "name": run.name,
+            "type": job.get("type"),
+            "status": run.status,
+            "purpose": job.get("purpose", ""),
+        }
+        if job.get("dataset") and job.get("type") != "ingest":
+            edges.append({"from": f"dataset:{job['dataset']}", "to": key, "relation": "input"})
+        if job.get("init_from"):
+            edges.append(
+                {"from": f"model:{job['init_from']}", "to": key, "relation": "initialized"}
+            )
+    return nodes, [e for e in edges if e["from"] in nodes and e["to"] in nodes]
+
+
+def lineage(session: Session, *, project: Project, node: str) -> dict[str, Any]:
+    """The connected part of the project's lineage graph around ``node``."""
+    nodes, edges = _graph(session, project)
+    if node not in nodes:
+        raise NotFound(f"{node} is not in project {project.name!r}'s lineage")
+    neighbours: dict[str, set[str]] = defaultdict(set)
+    for edge in edges:
+        neighbours[edge["from"]].add(edge["to"])
+        neighbours[edge["to"]].add(edge["from"])
+    seen, frontier = {node}, [node]
+    while frontier:
+        current = frontier.pop()
+        for other in neighbours[current] - seen:
+            seen.add(other)
+            frontier.append(other)
+    return {
+        "root": node,
+        "nodes": [nodes[key] for key in sorted(seen)],
+        "edges": [e for e in edges if e["from"] in seen],
+    }
