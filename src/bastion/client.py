@@ -538,6 +538,30 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/policies")
         return result
 
+    def request_erasure(self, project: str, *, subject_id: str, reason: str) -> dict[str, Any]:
+        """GDPR Art. 17: queue the erasure of a data subject from every dataset version."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/privacy/erasures",
+            json={"subject_id": subject_id, "reason": reason},
+        )
+        return result
+
+    def erasure(self, project: str, erasure_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/api/v1/projects/{project}/privacy/erasures/{erasure_id}"
+        )
+        return result
+
+    def set_hold(self, project: str, name: str, version: int, reason: str) -> dict[str, Any]:
+        """Set (or with an empty reason release) a retention hold on a dataset version."""
+        result: dict[str, Any] = self.request(
+            "PUT",
+            f"/api/v1/projects/{project}/datasets/{name}/versions/{version}/hold",
+            json={"reason": reason},
+        )
+        return result
+
     def compliance_report(self, framework: str, fmt: str = "json") -> str:
         """The HIPAA or GDPR report as JSON, Markdown or HTML text."""
         return self.response(

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=30, ge=2, le=3600)
     job_token: SecretStr | None = None  # set by the agent for a job process only
     pseudonym_key: SecretStr | None = None  # set by the agent for pseudonymisation jobs only
+    erase_subject: SecretStr | None = None  # set by the agent for erasure jobs only
 
     @property
     def home_dir(self) -> Path:

@@ -33,6 +33,7 @@ __all__ = [
     "DATASET_REF_PATTERN",
     "NAME_PATTERN",
     "DatasetRef",
+    "EraseJob",
     "EvaluateJob",
     "ExportModelJob",
     "ImportModelJob",
@@ -170,6 +171,17 @@ class TrainJob(_Strict):
         return self
 
 
+class EraseJob(_Strict):
+    """Remove one data subject's rows from a dataset version (GDPR Art. 17): a new version
+    without them; the old version's data keys are shredded unless a retention hold applies."""
+
+    type: Literal["erase"]
+    dataset: DatasetRef
+    erasure: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    #: The subject id, sealed to the cluster's HPKE key: the control plane cannot read it.
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
 class EvaluateJob(_Strict):
     """Evaluate a registered model version on its own training data's held-out rows."""
 
@@ -212,6 +224,7 @@ DATASET_JOB_TYPES = frozenset(
         "export-model",
         "import-model",
         "evaluate",
+        "erase",
     }
 )
 
@@ -225,7 +238,8 @@ Job = Annotated[
     | VerifyModelJob
     | ExportModelJob
     | ImportModelJob
-    | EvaluateJob,
+    | EvaluateJob
+    | EraseJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.

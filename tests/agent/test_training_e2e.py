@@ -3,6 +3,7 @@ the privacy gate, and a run killed mid-training that resumes to the same model."
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from bastion.data.reference import patients
+from bastion.security.envelope import read_header
 from tests.agent.test_agent_e2e import (
     Plane,
     _wait_status,
@@ -512,3 +514,39 @@ def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_
     )
     missing = _bastion(plane.client_home, "model", "lineage", "nothing@1", "-p", "p")
     assert missing.returncode == 2 and "not in project" in missing.stderr
+
+
+def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """GDPR Art. 17 on the patients workload: raw and pseudonymised versions, a hold."""
+    home = plane.client_home
+    subject = "S000-0000007"  # a patient of the reference data, in both versions
+    versions = {v["version"] for v in plane.admin.dataset_versions("p", "patients")}
+    assert {1, 2} <= versions  # the raw version and the pseudonymised one made from it
+    held = _bastion(home, "data", "hold", "patients@1", "-p", "p", "--reason", "litigation")
+    assert held.returncode == 0, held.stdout + held.stderr
+    erased = _bastion(
+        home, "privacy", "erase", "-p", "p", "--subject-id", subject, "--reason", "Art. 17 request"
+    )
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert "completed, 2 row(s) removed" in erased.stdout
+    after = {v["version"]: v for v in plane.admin.dataset_versions("p", "patients")}
+    made = {v["parent_version"]: v for n, v in after.items() if n not in versions}
+    assert set(made) == {1, 2} and all(v["row_count"] == 568 for v in made.values())
+    assert after[1]["shredded_at"] is None and after[1]["retention_hold"] == "litigation"
+    assert after[2]["shredded_at"] is not None  # its data keys are gone
+    stored = plane.storage / "datasets" / "p" / "patients" / after[2]["manifest_hash"]
+    assert all(read_header(path).shredded for path in stored.glob("*.bst"))
+    refused = _bastion(home, "data", "verify", "patients@2", "-p", "p")
+    assert refused.returncode == 2 and "crypto-shredded" in refused.stderr
+    flags = _model_version(plane, "pseudonymised")["flags"]["trained_on_erased_data"]
+    assert flags["dataset"] == "patients@2"
+    assert flags["recommendation"] == f"retrain on patients@{made[2]['version']}"
+    # The control plane never holds the subject id itself: only a keyed pseudonym.
+    events = json.dumps(plane.admin.audit_events(limit=1000))
+    assert subject not in events and "subj_" in events
+    unknown = _bastion(
+        home, "privacy", "erase", "-p", "p", "--subject-id", "S999-nobody", "--reason", "request"
+    )
+    assert unknown.returncode == 1 and "holds that subject" in unknown.stderr

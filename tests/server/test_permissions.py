@@ -20,6 +20,7 @@ PATH_VALUES = {
     "run_id": "0" * 32,
     "approval_id": "0" * 32,
     "alert_id": "0" * 32,
+    "erasure_id": "0" * 32,
     "version": "1",
 }
 

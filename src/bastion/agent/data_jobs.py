@@ -22,12 +22,12 @@ from bastion.data.ingest import (
     read_source,
     write_canonical,
 )
-from bastion.data.pseudonymize import Generalization, pseudonymize_frame
+from bastion.data.pseudonymize import Generalization, pseudonym, pseudonymize_frame
 from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
-from bastion.errors import ConfigurationError
+from bastion.errors import ConfigurationError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import prf_from_capability
-from bastion.spec import IngestJob, PseudonymizeJob, ScanJob, VerifyJob
+from bastion.spec import EraseJob, IngestJob, PseudonymizeJob, ScanJob, VerifyJob
 
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
@@ -183,3 +183,46 @@ def run_scan(context: JobContext, job: ScanJob) -> str:
         {**described["summaries"], "identifier_columns": described.get("identifier_columns", [])}
     )
     return f"{job.dataset}: scanned {described['rows']} rows"
+
+
+def run_erase(context: JobContext, job: EraseJob) -> str | None:
+    """Remove one subject's rows: a new version without them, or nothing when none match.
+
+    The subject id (handed over by the agent, which opened it with the cluster's key)
+    matches the subject column as written or as its keyed pseudonym, so raw and
+    pseudonymised versions are both searched. Only the count of rows leaves the job.
+    """
+    settings = Settings()
+    if settings.erase_subject is None or settings.pseudonym_key is None:
+        raise ConfigurationError("the agent handed this job no subject or pseudonym key")
+    subject = settings.erase_subject.get_secret_value().strip()
+    prf = prf_from_capability(settings.pseudonym_key.get_secret_value())
+    data, info = staged_input(context.workdir)
+    column = info.get("subject_id_column")
+    frame = data.table() if data.kind == "table" else None
+    if frame is None or not column or column not in frame.columns:
+        raise InvalidInput(f"{job.dataset} has no subject-id column to search")
+    values = frame[column].astype("string").str.strip()
+    matches = (values == subject) | (values == pseudonym(subject, prf))
+    removed = int(matches.fillna(False).sum())
+    context.result({"erasure": job.erasure, "rows_removed": removed})
+    if removed == 0:
+        return f"{job.dataset}: the subject is not in this version; nothing to erase"
+    context.log(f"{removed} row(s) of the subject found; sealing {job.dataset} without them")
+    kept = Loaded(
+        kind="table", frame=frame.loc[~matches.fillna(False).to_numpy()].reset_index(drop=True)
+    )
+    target = info.get("target")
+    described = describe(
+        kept,
+        target=target if target in frame.columns else None,
+        subject_id_column=column,
+        baseline=data,
+    )
+    described["identifier_columns"] = sorted(
+        set(described.get("identifier_columns", [])) | set(info.get("identifier_columns", []))
+    )
+    _leave_for_sealing(
+        context.workdir, dataset=job.dataset.split("@")[0], data=kept, described=described
+    )
+    return None

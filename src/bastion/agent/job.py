@@ -161,6 +161,7 @@ _RUNNERS = {
     "export-model": "bastion.agent.train_job:run_export_model",
     "import-model": "bastion.agent.train_job:run_import_model",
     "evaluate": "bastion.agent.eval_job:run_evaluate",
+    "erase": "bastion.agent.data_jobs:run_erase",
 }
 
 

@@ -35,6 +35,7 @@ from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes
 from bastion.security.keys import load_keyring
+from bastion.security.transfer import open_for_cluster
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -295,8 +296,16 @@ class Agent:
         )
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
         environment = _job_environment(workdir, lease["job_token"])
-        if job["type"] == "pseudonymize":  # this key alone; it opens no data and signs nothing
+        if job["type"] in ("pseudonymize", "erase"):  # this key alone; opens and signs nothing
             environment["BASTION_PSEUDONYM_KEY"] = self.keyring.pseudonym_capability()
+        if job["type"] == "erase":  # the subject, sealed to this cluster by the control plane
+            subject = open_for_cluster(
+                job["subject"],
+                purpose="erasure",
+                recipient=self.config.cluster,
+                keyring=self.keyring,
+            )
+            environment["BASTION_ERASE_SUBJECT"] = subject.decode()
         environment.update(self._fanout_environment())
         resources = spec.get("resources", {})
         request = JobRequest(
@@ -377,6 +386,8 @@ class Agent:
             )
             return
         size = f"{version['row_count']} rows, " if version["kind"] == "dataset" else ""
+        if version.get("shredded_parent"):
+            size = f"{size}the version it replaces shredded, "
         self._report_end(
             lease,
             stage="seal",

@@ -21,6 +21,7 @@ from bastion.client import Client
 from bastion.data.ingest import DATA_FILES
 from bastion.errors import IntegrityError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.security.envelope import shred_file
 from bastion.security.keys import Keyring
 from bastion.security.sealed import Artifact, open_sealed, seal
 from bastion.security.signing import signature_path_for
@@ -289,6 +290,9 @@ def seal_outputs(
         run_id=lease["run_id"],
     )
     signature = signature_path_for(sealed.directory / "manifest.json").read_text()
+    shredded = False
+    if spec_job["type"] == "erase":  # the replacement is sealed: destroy the old version's keys
+        shredded = _shred_replaced(lease, storage=storage)
     recorded = client.record_dataset_version(
         lease["project"],
         request.dataset,
@@ -299,9 +303,24 @@ def seal_outputs(
             "manifest_hash": sealed.manifest_hash,
             "signature": signature,
             "summaries": request.summaries,
+            "shredded_parent": shredded,
         },
     )
-    return {**recorded, "kind": "dataset", "name": request.dataset}
+    return {**recorded, "kind": "dataset", "name": request.dataset, "shredded_parent": shredded}
+
+
+def _shred_replaced(lease: dict[str, Any], *, storage: Path) -> bool:
+    """Crypto-shred every file of the erased version unless a retention hold applies."""
+    info = lease["inputs"]["input"]
+    if info.get("retention_hold"):
+        return False
+    directory = storage / "datasets" / lease["project"] / info["name"] / info["manifest_hash"]
+    files = sorted(directory.glob("*.bst"))
+    if not files:
+        raise IntegrityError(f"{info['name']}@{info['version']}: no sealed files to shred")
+    for path in files:
+        shred_file(path)
+    return True
 
 
 def wipe(workdir: Path) -> None:

@@ -297,3 +297,19 @@ def lineage(
     with client() as remote:
         graph = remote.lineage(project, f"dataset:{name}@{number}")
     print_lineage(graph)
+
+
+@app.command()
+def hold(
+    ref: Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project of the dataset.")],
+    reason: Annotated[str, typer.Option(help="Why it must be kept (legal, regulatory).")] = "",
+    release: Annotated[bool, typer.Option("--release", help="Lift the hold.")] = False,
+) -> None:
+    """A retention hold: an erasure then removes the subject but keeps this version's keys."""
+    if not release and not reason.strip():
+        raise InvalidInput("--reason: say why the version must be kept (or pass --release)")
+    name, number = parse_ref(ref)
+    with client() as remote:
+        remote.set_hold(project, name, number, "" if release else reason)
+    out.print(f"{ref}: retention hold {'released' if release else 'set'}", markup=False)

@@ -26,6 +26,7 @@ from bastion.cli import (
     keys_cmd,
     models_cmd,
     policy_cmd,
+    privacy_cmd,
     projects_cmd,
     runs_cmd,
     scan_cmd,
@@ -89,6 +90,7 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(compliance_cmd.app, name="compliance")
+app.add_typer(privacy_cmd.app, name="privacy")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from tink.prf import Prf
 
 from bastion.errors import InvalidInput
 
-__all__ = ["Generalization", "pseudonymize_frame"]
+__all__ = ["Generalization", "pseudonym", "pseudonymize_frame"]
 
 PREFIX = "psn_"
 _BYTES = 10
@@ -29,10 +29,16 @@ class Generalization(enum.StrEnum):
     ZIP3 = "zip3"  # a ZIP code (or an address ending in one) becomes its first three digits
 
 
+def pseudonym(value: str, prf: Prf) -> str:
+    """The keyed pseudonym of one value, as pseudonymised columns hold it."""
+    digest: bytes = prf.compute(value.strip().encode(), _BYTES)
+    return PREFIX + digest.hex()
+
+
 def _pseudonyms(series: pd.Series, prf: Prf) -> pd.Series:
     values = series.astype("string").str.strip()
     unique = values.dropna().unique()
-    mapping = {value: PREFIX + prf.compute(value.encode(), _BYTES).hex() for value in unique}
+    mapping = {value: pseudonym(value, prf) for value in unique}
     return values.map(mapping).astype(object).where(values.notna(), None)
 
 

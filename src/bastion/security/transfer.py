@@ -36,7 +36,7 @@ from bastion.files import atomic_output, atomic_write_bytes, ensure_private_dir
 from bastion.security.audit_chain import canonical_json
 from bastion.security.keys import Keyring
 
-__all__ = ["read_transfer", "write_transfer"]
+__all__ = ["open_for_cluster", "read_transfer", "seal_for_cluster", "write_transfer"]
 
 MAGIC = b"BASTION-XFER\x01"
 FORMAT = "bastion-transfer/1"
@@ -210,3 +210,36 @@ def read_transfer(
     for name, data in opened.items():
         atomic_write_bytes(into / name, data)
     return header
+
+
+def _sealed_context(purpose: str, recipient: str) -> bytes:
+    return f"bastion/{purpose}/v1/".encode() + recipient.encode()
+
+
+def seal_for_cluster(value: bytes, *, purpose: str, recipient: str, recipient_keyset: str) -> str:
+    """``value`` encrypted to a cluster's HPKE public key (base64): only its agent opens it.
+
+    The control plane uses it for values it must pass on but never keep readable, such as
+    the subject id of an erasure request.
+    """
+    try:
+        public = tink.proto_keyset_format.parse_without_secret(base64.b64decode(recipient_keyset))
+        sealed: bytes = public.primitive(hybrid.HybridEncrypt).encrypt(
+            value, _sealed_context(purpose, recipient)
+        )
+    except (tink.TinkError, ValueError) as exc:
+        raise InvalidInput(f"cluster {recipient!r} has no usable HPKE public key ({exc})") from None
+    return base64.b64encode(sealed).decode()
+
+
+def open_for_cluster(sealed: str, *, purpose: str, recipient: str, keyring: Keyring) -> bytes:
+    """Open a value sealed to this cluster (IntegrityError when it was not, or was changed)."""
+    try:
+        opened: bytes = keyring.hybrid_decrypt().decrypt(
+            base64.b64decode(sealed), _sealed_context(purpose, recipient)
+        )
+    except (tink.TinkError, ValueError):
+        raise IntegrityError(
+            f"a sealed {purpose} value does not open with this cluster's key"
+        ) from None
+    return opened

@@ -17,7 +17,7 @@ from bastion.server.error_handlers import install_error_handlers
 from bastion.server.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from bastion.server.permissions import Permission
 from bastion.server.ratelimit import LoginThrottle
-from bastion.server.routes import agents, audit, datasets, identity, projects, resources
+from bastion.server.routes import agents, audit, datasets, identity, privacy, projects, resources
 from bastion.server.schemas.common import ERROR_RESPONSES
 
 __all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         datasets.router,
         resources.registry,
         resources.governance,
+        privacy.router,
         audit.router,
     ):
         api.include_router(router)

@@ -64,6 +64,8 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit:read"
     ALERTS_READ = "alerts:read"
     ALERTS_WRITE = "alerts:write"
+    PRIVACY_READ = "privacy:read"
+    PRIVACY_ERASE = "privacy:erase"
 
 
 _A, _S, _E, _R, _U = Role.ADMIN, Role.DATA_STEWARD, Role.ML_ENGINEER, Role.REVIEWER, Role.AUDITOR
@@ -102,6 +104,8 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.AUDIT_READ: frozenset({_A, _U}),
     Permission.ALERTS_READ: frozenset({_A, _U}),
     Permission.ALERTS_WRITE: frozenset({_A}),
+    Permission.PRIVACY_READ: frozenset({_A, _S, _U}),
+    Permission.PRIVACY_ERASE: frozenset({_A, _S}),
 }
 
 #: Permissions checked against the route's ``{project}``; the others are global.
@@ -124,6 +128,8 @@ PROJECT_SCOPED = frozenset(
         Permission.APPROVALS_DECIDE,
         Permission.POLICIES_READ,
         Permission.POLICIES_WRITE,
+        Permission.PRIVACY_READ,
+        Permission.PRIVACY_ERASE,
     }
 )
 

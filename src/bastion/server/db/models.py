@@ -240,6 +240,9 @@ class DatasetVersion(Base):
     target: Mapped[str | None] = mapped_column(String(200), nullable=True)
     subject_id_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
     schema_edited_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    # GDPR erasure: when its data keys were destroyed, and why they must be kept meanwhile.
+    shredded_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    retention_hold: Mapped[str] = mapped_column(Text, default="")
 
 
 class Model(Base):
@@ -268,6 +271,8 @@ class ModelVersion(Base):
     manifest_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     signature: Mapped[str] = mapped_column(Text, default="")
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), nullable=True)
+    # Notices about the version, e.g. "trained_on_erased_data" with a retrain recommendation.
+    flags: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
 
 
 class Evaluation(Base):
@@ -376,3 +381,18 @@ class AccessDenial(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     actor: Mapped[str] = mapped_column(String(200), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ErasureRequest(Base):
+    """A data subject's erasure request (GDPR Art. 17); the subject only as a keyed pseudonym."""
+
+    __tablename__ = "erasure_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    subject_pseudonym: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    results: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

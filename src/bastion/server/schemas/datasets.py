@@ -45,6 +45,8 @@ class DatasetVersionIn(Request):
     manifest_hash: Hash
     signature: Annotated[str, StringConstraints(max_length=20000)]
     summaries: JsonObject = Field(default_factory=dict)
+    #: An erasure run: whether the agent shredded the version it was made from.
+    shredded_parent: bool = False
 
 
 class DatasetVersionOut(Response):
@@ -58,9 +60,36 @@ class DatasetVersionOut(Response):
     target: str | None
     subject_id_column: str | None
     parent_version: int | None
+    shredded_at: dt.datetime | None = None
+    retention_hold: str = ""
     cluster: str | None = None
     run_id: str | None
     schema_edited: bool = False
+    created_at: dt.datetime
+
+
+class HoldIn(Request):
+    """A retention hold's reason (legal, regulatory); empty releases the hold."""
+
+    reason: Annotated[str, StringConstraints(max_length=2000)] = ""
+
+
+class ErasureIn(Request):
+    """A data subject's erasure request. The subject id is sealed to each cluster and kept
+    only as a keyed pseudonym; it is never stored or logged in the clear."""
+
+    subject_id: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class ErasureOut(Response):
+    id: str
+    subject: str
+    reason: str
+    status: str
+    runs: list[str]
+    rows_removed: int
+    results: dict[str, Any]
     created_at: dt.datetime
 
 

@@ -175,6 +175,7 @@ class ModelVersionOut(Response):
     version: int
     stage: str
     evidence: dict[str, Any]
+    flags: dict[str, Any] = Field(default_factory=dict)
     run_id: str | None = None
     manifest_hash: str | None = None
     created_at: dt.datetime

@@ -97,6 +97,8 @@ def version_view(session: Session, row: DatasetVersion) -> dict[str, Any]:
         "target": row.target,
         "subject_id_column": row.subject_id_column,
         "parent_version": row.parent_version,
+        "shredded_at": row.shredded_at,
+        "retention_hold": row.retention_hold,
         "cluster": cluster.name if cluster else None,
         "run_id": row.run_id,
         "schema_edited": row.schema_edited_by is not None,
@@ -142,6 +144,7 @@ def submit_job(
         holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
         if holder is None:
             raise Conflict(f"{ref} is not held by any cluster")
+        _not_shredded(row, ref)
         cluster = holder.name
         label = f"{job['type']} {ref}"
         if job["type"] == "evaluate":
@@ -162,6 +165,13 @@ def submit_job(
         source="dataset job",
     )
     return create_run(unit, project=project, spec=spec, user_id=user_id, data_job=True)
+
+
+def _not_shredded(row: DatasetVersion | ModelVersion, ref: str) -> None:
+    if isinstance(row, DatasetVersion) and row.shredded_at is not None:
+        raise Conflict(
+            f"{ref} was crypto-shredded by an erasure request; use the version that replaced it"
+        )
 
 
 def _trained_on(session: Session, *, project: Project, ref: str) -> str:
@@ -187,6 +197,7 @@ def _version_info(session: Session, dataset: Dataset, row: DatasetVersion) -> di
         "subject_id_column": row.subject_id_column,
         "kind": row.schema_.get("kind", "table"),
         "identifier_columns": row.summaries.get("identifier_columns", []),
+        "retention_hold": row.retention_hold,
     }
 
 
@@ -279,6 +290,7 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
     name, number = parse_dataset_ref(job.dataset)
     # (1) ...
     row = get_version(unit.session, project=project, name=name, version=number)
+    _not_shredded(row, job.dataset)
     holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
     if holder is None or holder.name != spec.cluster:
         where = holder.name if holder else "no cluster"
@@ -340,7 +352,7 @@ def record_version(
     caller: Identity,
     fields: dict[str, Any],
 ) -> DatasetVersion:
-    """Record the version an agent sealed for a registration or pseudonymisation run.
+    """Record the version an agent sealed for a registration, pseudonymisation or erasure run.
 
     (1) The run must exist in this project, be active, and be leased by this agent.
     (2) It must be a job that makes a version of this dataset.
@@ -358,7 +370,7 @@ def record_version(
     if job.type == "ingest":
         made_from = None
         target_name = job.dataset
-    elif job.type == "pseudonymize":
+    elif job.type in ("pseudonymize", "erase"):
         target_name, made_from = parse_dataset_ref(job.dataset)
     else:
         raise Conflict(f"run {run.id} is a {job.type} job; it makes no dataset version")
@@ -413,6 +425,17 @@ def record_version(
             "parent_version": made_from,
         },
     )
+    if job.type == "erase" and parent is not None:
+        from bastion.server.services.privacy import note_new_version  # noqa: PLC0415 - cycle
+
+        note_new_version(
+            unit,
+            project=project,
+            job=job,
+            parent=parent,
+            made=row,
+            shredded_parent=bool(fields.get("shredded_parent")),
+        )
     return row
 
 

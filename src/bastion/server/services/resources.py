@@ -199,6 +199,10 @@ def set_result(
         "run.result", f"run:{run.id}", {"keys": sorted(result)[:20], "attempt": run.attempt}
     )
     job = RunSpec.model_validate(run.spec).job
+    if job.type == "erase":
+        from bastion.server.services.privacy import record_result  # noqa: PLC0415 - cycle
+
+        record_result(unit, project=project, run=run, job=job, result=result)
     if job.type == "evaluate":  # the evidence joins the version the run evaluated
         name, number = parse_dataset_ref(job.model)
         version = get_model_version(unit.session, project=project, name=name, version=number)

@@ -1,0 +1,71 @@
+"""``bastion privacy``: data subjects' rights (GDPR Art. 17 erasure)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from bastion.cli.context import out
+from bastion.cli.remote import client
+from bastion.cli.runs_cmd import follow_run
+from bastion.errors import CheckFailed
+
+app = typer.Typer(help="Data subjects' rights: erasure (GDPR Art. 17).", no_args_is_help=True)
+
+Project = Annotated[str, typer.Option("--project", "-p", help="Project holding the data.")]
+
+
+def _show(found: dict[str, Any]) -> None:
+    table = Table("dataset version", "rows removed", "new version", "old version's keys")
+    for ref, result in sorted(found["results"].items()):
+        shredded = result.get("shredded")
+        table.add_row(
+            ref,
+            str(result.get("rows_removed", "")),
+            str(result.get("new_version", "")),
+            "" if shredded is None else "shredded" if shredded else "kept (retention hold)",
+        )
+    out.print(table)
+    out.print(
+        f"erasure {found['id']} ({found['subject']}): {found['status']}, "
+        f"{found['rows_removed']} row(s) removed",
+        markup=False,
+    )
+
+
+@app.command()
+def erase(
+    project: Project,
+    subject_id: Annotated[str, typer.Option("--subject-id", help="The subject's id in the data.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
+    no_follow: Annotated[bool, typer.Option("--no-follow", help="Queue and return.")] = False,
+) -> None:
+    """Remove a data subject from every dataset version; exit 1 if none held them."""
+    with client() as remote:
+        made = remote.request_erasure(project, subject_id=subject_id, reason=reason)
+        out.print(
+            f"erasure {made['id']}: {len(made['runs'])} dataset version(s) to search; the "
+            f"subject is kept only as {made['subject']}",
+            markup=False,
+        )
+        if no_follow:
+            return
+        for run_id in made["runs"]:
+            follow_run(remote, project, run_id)
+        found = remote.erasure(project, made["id"])
+    _show(found)
+    if found["status"] == "no data found":
+        raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
+    if found["status"] != "completed":
+        raise CheckFailed(f"erasure {found['id']} {found['status']}")
+
+
+@app.command()
+def show(
+    erasure_id: Annotated[str, typer.Argument(help="Erasure request id.")], project: Project
+) -> None:
+    """An erasure request's status and what it did to each dataset version."""
+    with client() as remote:
+        _show(remote.erasure(project, erasure_id))

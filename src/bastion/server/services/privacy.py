@@ -1,0 +1,251 @@
+"""GDPR erasure (Art. 17): a data subject's rows out of every dataset version that holds them.
+
+The control plane never keeps the subject id: it stores a keyed pseudonym (HMAC with its own
+pseudonym key) and hands the id to each cluster sealed to that cluster's HPKE public key. One
+``erase`` run per dataset version with a subject-id column searches it in the compute plane
+(raw and pseudonymised columns alike); where rows are found the agent seals a new version
+without them and shreds the old version's data keys unless a retention hold applies. Model
+versions trained on an affected version are flagged with a retrain recommendation. Every step
+is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.errors import Conflict, InvalidInput, NotFound
+from bastion.security.keys import Keyring
+from bastion.security.transfer import seal_for_cluster
+from bastion.server.db.models import (
+    Cluster,
+    Dataset,
+    DatasetVersion,
+    ErasureRequest,
+    Model,
+    ModelVersion,
+    Project,
+    Run,
+    utcnow,
+)
+from bastion.server.db.session import UnitOfWork
+from bastion.server.services.datasets import get_version, submit_job
+from bastion.spec import EraseJob, parse_dataset_ref
+
+__all__ = [
+    "erasure_view",
+    "get_erasure",
+    "note_new_version",
+    "record_result",
+    "request_erasure",
+    "set_hold",
+    "subject_pseudonym",
+]
+
+PURPOSE = "erasure"
+
+
+def subject_pseudonym(keyring: Keyring, subject_id: str) -> str:
+    """The control plane's keyed pseudonym of a subject id (what it stores instead)."""
+    digest: bytes = keyring.pseudonym_prf().compute(subject_id.strip().encode(), 16)
+    return "subj_" + digest.hex()
+
+
+def request_erasure(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    subject_id: str,
+    reason: str,
+    user_id: str,
+    keyring: Keyring,
+) -> ErasureRequest:
+    """Queue an ``erase`` run on every live dataset version that names its subject column."""
+    subject = subject_id.strip()
+    if not subject:
+        raise InvalidInput("subject_id: give the data subject's id as the datasets hold it")
+    if not reason.strip():
+        raise InvalidInput("reason: give the request's reason (e.g. the data subject's request)")
+    versions = unit.session.execute(
+        select(Dataset, DatasetVersion)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(
+            Dataset.project_id == project.id,
+            DatasetVersion.subject_id_column.is_not(None),
+            DatasetVersion.shredded_at.is_(None),
+        )
+        .order_by(Dataset.name, DatasetVersion.version)
+    ).all()
+    if not versions:
+        raise Conflict(
+            f"no dataset version in project {project.name!r} names a subject-id column; "
+            "register datasets with --subject-id-column so subjects can be found"
+        )
+    pseudonym = subject_pseudonym(keyring, subject)
+    request = ErasureRequest(
+        project_id=project.id, subject_pseudonym=pseudonym, reason=reason, requested_by=user_id
+    )
+    unit.session.add(request)
+    unit.session.flush()
+    run_ids, refs = [], []
+    for dataset, version in versions:
+        cluster = unit.session.get(Cluster, version.cluster_id) if version.cluster_id else None
+        if cluster is None or not cluster.hybrid_public_keyset:
+            raise Conflict(f"{dataset.name}@{version.version} is on no cluster with an agent")
+        ref = f"{dataset.name}@{version.version}"
+        sealed = seal_for_cluster(
+            subject.encode(),
+            purpose=PURPOSE,
+            recipient=cluster.name,
+            recipient_keyset=cluster.hybrid_public_keyset,
+        )
+        run = submit_job(
+            unit,
+            project=project,
+            name=dataset.name,
+            user_id=user_id,
+            job={"type": "erase", "dataset": ref, "erasure": request.id, "subject": sealed},
+        )
+        run_ids.append(run.id)
+        refs.append(ref)
+    request.run_ids = run_ids
+    unit.record(
+        "privacy.erase.request",
+        f"erasure:{request.id}",
+        {"subject": pseudonym, "reason": reason[:500], "versions": refs},
+    )
+    return request
+
+
+def get_erasure(session: Session, *, project: Project, erasure_id: str) -> ErasureRequest:
+    found = session.get(ErasureRequest, erasure_id)
+    if found is None or found.project_id != project.id:
+        raise NotFound(f"erasure request {erasure_id} does not exist in project {project.name!r}")
+    return found
+
+
+def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
+    """The request with its overall status: running, completed, failed or no data found."""
+    statuses = [
+        run.status for run in session.scalars(select(Run).where(Run.id.in_(request.run_ids)))
+    ]
+    removed = sum(
+        int(found.get("rows_removed", 0))
+        for found in request.results.values()
+        if isinstance(found, dict)
+    )
+    if any(status in ("failed", "cancelled") for status in statuses):
+        status = "failed"
+    elif statuses and all(status == "succeeded" for status in statuses):
+        status = "completed" if removed else "no data found"
+    else:
+        status = "running"
+    return {
+        "id": request.id,
+        "subject": request.subject_pseudonym,
+        "reason": request.reason,
+        "status": status,
+        "runs": request.run_ids,
+        "rows_removed": removed,
+        "results": request.results,
+        "created_at": request.created_at,
+    }
+
+
+def _flag_models(unit: UnitOfWork, *, project: Project, dataset: str, flag: dict[str, Any]) -> None:
+    rows = unit.session.execute(
+        select(Model.name, ModelVersion)
+        .join(ModelVersion, ModelVersion.model_id == Model.id)
+        .where(Model.project_id == project.id)
+    ).all()
+    for name, version in rows:
+        if version.evidence.get("dataset") != dataset:
+            continue
+        version.flags = {**version.flags, "trained_on_erased_data": flag}
+        unit.record(
+            "model.flagged",
+            f"model:{project.name}/{name}@{version.version}",
+            {"flag": "trained_on_erased_data", "erasure": str(flag["erasure"])},
+        )
+
+
+def record_result(
+    unit: UnitOfWork, *, project: Project, run: Run, job: EraseJob, result: dict[str, Any]
+) -> None:
+    """An erase run's count of removed rows (aggregate only); flag the models it touches."""
+    request = unit.session.get(ErasureRequest, job.erasure)
+    if request is None or run.id not in request.run_ids:
+        raise Conflict(f"run {run.id} belongs to no erasure request {job.erasure}")
+    rows = result.get("rows_removed")
+    if not isinstance(rows, int) or rows < 0:
+        raise InvalidInput("result.rows_removed: expected a count")
+    request.results = {**request.results, job.dataset: {"rows_removed": rows, "run": run.id}}
+    unit.record(
+        "privacy.erase.result",
+        f"erasure:{request.id}",
+        {"dataset": job.dataset, "rows_removed": rows},
+    )
+    if rows:
+        _flag_models(
+            unit,
+            project=project,
+            dataset=job.dataset,
+            flag={
+                "erasure": request.id,
+                "dataset": job.dataset,
+                "recommendation": f"retrain without the erased rows (a new version replaces "
+                f"{job.dataset})",
+            },
+        )
+
+
+def note_new_version(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    job: EraseJob,
+    parent: DatasetVersion,
+    made: DatasetVersion,
+    shredded_parent: bool,
+) -> None:
+    """The version without the subject exists; the old one is shredded (unless held)."""
+    name, _ = parse_dataset_ref(job.dataset)
+    replacement = f"{name}@{made.version}"
+    request = unit.session.get(ErasureRequest, job.erasure)
+    if request is not None:
+        found = dict(request.results.get(job.dataset) or {})  # type: ignore[call-overload]
+        found |= {"new_version": replacement, "shredded": shredded_parent}
+        request.results = {**request.results, job.dataset: found}
+    if shredded_parent:
+        parent.shredded_at = utcnow()
+        unit.record(
+            "dataset.version.shredded",
+            f"dataset:{project.name}/{job.dataset}",
+            {"erasure": job.erasure, "replaced_by": replacement},
+        )
+    _flag_models(
+        unit,
+        project=project,
+        dataset=job.dataset,
+        flag={
+            "erasure": job.erasure,
+            "dataset": job.dataset,
+            "recommendation": f"retrain on {replacement}",
+        },
+    )
+
+
+def set_hold(
+    unit: UnitOfWork, *, project: Project, name: str, version: int, reason: str
+) -> DatasetVersion:
+    """Set (or, with an empty reason, release) a retention hold: erasure will not shred it."""
+    row = get_version(unit.session, project=project, name=name, version=version)
+    row.retention_hold = reason
+    unit.record(
+        "dataset.retention_hold",
+        f"dataset:{project.name}/{name}@{version}",
+        {"hold": bool(reason), "reason": reason[:500]},
+    )
+    return row
