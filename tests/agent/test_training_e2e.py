@@ -306,10 +306,10 @@ def _digits_spec(name: str) -> dict[str, Any]:
         "dataset": "digits@1",
         "model": {"builtin": "cnn"},
         "train": {
-            "epochs": 6,
+            "epochs": 4,
             "lr": 0.05,
             "seed": 3,
-            "adversarial": {"attack": "pgd", "eps": 0.1, "steps": 5},
+            "adversarial": {"attack": "pgd", "eps": 0.1, "steps": 3},
         },
     }
 
@@ -531,6 +531,7 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
     )
     assert erased.returncode == 0, erased.stdout + erased.stderr
     assert "completed, 2 row(s) removed" in erased.stdout
+    assert "retrain recommended" in erased.stdout
     after = {v["version"]: v for v in plane.admin.dataset_versions("p", "patients")}
     made = {v["parent_version"]: v for n, v in after.items() if n not in versions}
     assert set(made) == {1, 2} and all(v["row_count"] == 568 for v in made.values())
@@ -540,6 +541,15 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
     assert all(read_header(path).shredded for path in stored.glob("*.bst"))
     refused = _bastion(home, "data", "verify", "patients@2", "-p", "p")
     assert refused.returncode == 2 and "crypto-shredded" in refused.stderr
+    erasure_id = erased.stdout.split("erasure ", 1)[1].split(":", 1)[0]
+    found = plane.admin.erasure("p", erasure_id)
+    trained_on = {
+        f"{m['name']}@{v['version']}"
+        for m in plane.admin.list_models("p")
+        for v in plane.admin.model_versions("p", m["name"])
+        if v["evidence"].get("dataset") in ("patients@1", "patients@2")
+    }
+    assert "pseudonymised@1" in trained_on and set(found["models_flagged"]) == trained_on
     flags = _model_version(plane, "pseudonymised")["flags"]["trained_on_erased_data"]
     assert flags["dataset"] == "patients@2"
     assert flags["recommendation"] == f"retrain on patients@{made[2]['version']}"

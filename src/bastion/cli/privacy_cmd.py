@@ -33,6 +33,11 @@ def _show(found: dict[str, Any]) -> None:
         f"{found['rows_removed']} row(s) removed",
         markup=False,
     )
+    if found["models_flagged"]:
+        out.print(
+            f"trained on erased data (retrain recommended): {', '.join(found['models_flagged'])}",
+            markup=False,
+        )
 
 
 @app.command()

@@ -49,6 +49,7 @@ class Facts(BaseModel):
     production_approved: int
     privacy_overrides: int
     open_alerts: int
+    erasure_requests: int = 0
     transport: str
 
 
@@ -184,16 +185,17 @@ def _gdpr(facts: Facts) -> list[Control]:
         Control(
             id="Art. 17",
             title="Right to erasure",
-            status="fail" if without_subject else "manual",
+            status="fail" if without_subject else "pass",
             evidence=[
                 f"{len(personal) - len(without_subject)}/{len(personal)} datasets with personal "
                 "data declare their subject-id column (erasure can find a subject's rows)",
-                "crypto-shredding destroys an artifact's data key (bastion shred); the "
-                "automated erasure workflow is not available yet",
+                f"{facts.erasure_requests} erasure request(s) recorded (bastion privacy erase): "
+                "new versions without the subject, old versions' keys shredded unless held, "
+                "models trained on them flagged; the subject kept only as a keyed pseudonym",
             ],
             fix=f"register these with --subject-id-column: {', '.join(without_subject)}"
             if without_subject
-            else "handle erasure requests by hand until the erasure workflow is available",
+            else "",
         ),
         Control(
             id="Art. 25",

@@ -90,6 +90,7 @@ class ErasureOut(Response):
     runs: list[str]
     rows_removed: int
     results: dict[str, Any]
+    models_flagged: list[str]
     created_at: dt.datetime
 
 

@@ -16,6 +16,7 @@ from bastion.server.db.models import (
     Approval,
     Dataset,
     DatasetVersion,
+    ErasureRequest,
     Evaluation,
     ModelVersion,
     Run,
@@ -150,5 +151,6 @@ def gather_facts(database: Database, session: Session, *, transport: str) -> Fac
             select(func.count()).select_from(Alert).where(Alert.acknowledged_at.is_(None))
         )
         or 0,
+        erasure_requests=count(select(func.count()).select_from(ErasureRequest)) or 0,
         transport=transport,
     )

@@ -142,9 +142,20 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
         status = "completed" if removed else "no data found"
     else:
         status = "running"
+    flagged = [
+        f"{name}@{version.version}"
+        for name, version in session.execute(
+            select(Model.name, ModelVersion)
+            .join(ModelVersion, ModelVersion.model_id == Model.id)
+            .where(Model.project_id == request.project_id)
+            .order_by(Model.name, ModelVersion.version)
+        ).all()
+        if _flagged_by(version, request.id)
+    ]
     return {
         "id": request.id,
         "subject": request.subject_pseudonym,
+        "models_flagged": flagged,
         "reason": request.reason,
         "status": status,
         "runs": request.run_ids,
@@ -152,6 +163,11 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
         "results": request.results,
         "created_at": request.created_at,
     }
+
+
+def _flagged_by(version: ModelVersion, erasure_id: str) -> bool:
+    flag = version.flags.get("trained_on_erased_data")
+    return isinstance(flag, dict) and flag.get("erasure") == erasure_id
 
 
 def _flag_models(unit: UnitOfWork, *, project: Project, dataset: str, flag: dict[str, Any]) -> None:
