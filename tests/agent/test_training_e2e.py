@@ -366,6 +366,101 @@ def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
     assert "weights.safetensors" in current["status_reason"], current
 
 
+def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_path: Path) -> None:
+    """The README's flow: pseudonymise, then train with the default features."""
+    done = _bastion(
+        plane.client_home,
+        "data",
+        "pseudonymize",
+        "patients@1",
+        "-p",
+        "p",
+        "--columns",
+        "subject_id,ssn,email",
+        "--drop",
+        "name,phone,card_number",
+        "--age-band",
+        "date_of_birth",
+        "--zip3",
+        "address",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = plane.admin.dataset_version("p", "patients", 2)
+    assert {"subject_id", "ssn", "email"} <= set(version["summaries"]["identifier_columns"])
+    spec = {
+        **PATIENTS_SPEC,
+        "name": "pseudonymised",
+        "dataset": "patients@2",
+        "train": {"epochs": 2},
+    }
+    code, output = _submit(plane, tmp_path, spec, "--follow")
+    assert code == 0, output
+    assert "left out of the features: address" in output
+    features = set(_model_version(plane, "pseudonymised")["evidence"]["features"])
+    assert not features & {"subject_id", "ssn", "email", "address"}
+    assert {"date_of_birth", "sex", "mean_radius"} <= features
+    # Lineage: the raw version, the pseudonymised one made from it, the run, the model.
+    graph = plane.admin.lineage("p", "dataset:patients@1")
+    relations = {(e["from"], e["relation"], e["to"]) for e in graph["edges"]}
+    assert ("dataset:patients@1", "derived", "dataset:patients@2") in relations
+    trained = [e for e in graph["edges"] if e["to"] == "model:pseudonymised@1"]
+    assert len(trained) == 1 and trained[0]["relation"] == "produced"
+    assert ("dataset:patients@2", "input", trained[0]["from"]) in relations
+    shown = _bastion(plane.client_home, "data", "lineage", "patients@1", "-p", "p")
+    assert shown.returncode == 0 and "dataset:patients@1 --derived--> dataset:patients@2" in (
+        shown.stdout
+    )
+    missing = _bastion(plane.client_home, "model", "lineage", "nothing@1", "-p", "p")
+    assert missing.returncode == 2 and "not in project" in missing.stderr
+
+
+def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """GDPR Art. 17 on the patients workload: raw and pseudonymised versions, a hold."""
+    home = plane.client_home
+    subject = "S000-0000007"  # a patient of the reference data, in both versions
+    versions = {v["version"] for v in plane.admin.dataset_versions("p", "patients")}
+    assert {1, 2} <= versions  # the raw version and the pseudonymised one made from it
+    held = _bastion(home, "data", "hold", "patients@1", "-p", "p", "--reason", "litigation")
+    assert held.returncode == 0, held.stdout + held.stderr
+    erased = _bastion(
+        home, "privacy", "erase", "-p", "p", "--subject-id", subject, "--reason", "Art. 17 request"
+    )
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert "completed, 2 row(s) removed" in erased.stdout
+    assert "retrain recommended" in erased.stdout
+    after = {v["version"]: v for v in plane.admin.dataset_versions("p", "patients")}
+    made = {v["parent_version"]: v for n, v in after.items() if n not in versions}
+    assert set(made) == {1, 2} and all(v["row_count"] == 568 for v in made.values())
+    assert after[1]["shredded_at"] is None and after[1]["retention_hold"] == "litigation"
+    assert after[2]["shredded_at"] is not None  # its data keys are gone
+    stored = plane.storage / "datasets" / "p" / "patients" / after[2]["manifest_hash"]
+    assert all(read_header(path).shredded for path in stored.glob("*.bst"))
+    refused = _bastion(home, "data", "verify", "patients@2", "-p", "p")
+    assert refused.returncode == 2 and "crypto-shredded" in refused.stderr
+    erasure_id = erased.stdout.split("erasure ", 1)[1].split(":", 1)[0]
+    found = plane.admin.erasure("p", erasure_id)
+    trained_on = {
+        f"{m['name']}@{v['version']}"
+        for m in plane.admin.list_models("p")
+        for v in plane.admin.model_versions("p", m["name"])
+        if v["evidence"].get("dataset") in ("patients@1", "patients@2")
+    }
+    assert "pseudonymised@1" in trained_on and set(found["models_flagged"]) == trained_on
+    flags = _model_version(plane, "pseudonymised")["flags"]["trained_on_erased_data"]
+    assert flags["dataset"] == "patients@2"
+    assert flags["recommendation"] == f"retrain on patients@{made[2]['version']}"
+    # The control plane never holds the subject id itself: only a keyed pseudonym.
+    events = json.dumps(plane.admin.audit_events(limit=1000))
+    assert subject not in events and "subj_" in events
+    unknown = _bastion(
+        home, "privacy", "erase", "-p", "p", "--subject-id", "S999-nobody", "--reason", "request"
+    )
+    assert unknown.returncode == 1 and "holds that subject" in unknown.stderr
+
+
+# Last: it adds cluster c2 (with a dataset of its own) and stops c2's agent afterwards.
 def test_pretrain_on_one_cluster_and_fine_tune_on_another(plane: Plane, tmp_path: Path) -> None:
     home = plane.client_home
     created = _bastion(home, "cluster", "create", "c2")
@@ -466,97 +561,3 @@ def test_pretrain_on_one_cluster_and_fine_tune_on_another(plane: Plane, tmp_path
     finally:
         second.terminate()
         second.wait(timeout=30)
-
-
-def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_path: Path) -> None:
-    """The README's flow: pseudonymise, then train with the default features."""
-    done = _bastion(
-        plane.client_home,
-        "data",
-        "pseudonymize",
-        "patients@1",
-        "-p",
-        "p",
-        "--columns",
-        "subject_id,ssn,email",
-        "--drop",
-        "name,phone,card_number",
-        "--age-band",
-        "date_of_birth",
-        "--zip3",
-        "address",
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    version = plane.admin.dataset_version("p", "patients", 2)
-    assert {"subject_id", "ssn", "email"} <= set(version["summaries"]["identifier_columns"])
-    spec = {
-        **PATIENTS_SPEC,
-        "name": "pseudonymised",
-        "dataset": "patients@2",
-        "train": {"epochs": 2},
-    }
-    code, output = _submit(plane, tmp_path, spec, "--follow")
-    assert code == 0, output
-    assert "left out of the features: address" in output
-    features = set(_model_version(plane, "pseudonymised")["evidence"]["features"])
-    assert not features & {"subject_id", "ssn", "email", "address"}
-    assert {"date_of_birth", "sex", "mean_radius"} <= features
-    # Lineage: the raw version, the pseudonymised one made from it, the run, the model.
-    graph = plane.admin.lineage("p", "dataset:patients@1")
-    relations = {(e["from"], e["relation"], e["to"]) for e in graph["edges"]}
-    assert ("dataset:patients@1", "derived", "dataset:patients@2") in relations
-    trained = [e for e in graph["edges"] if e["to"] == "model:pseudonymised@1"]
-    assert len(trained) == 1 and trained[0]["relation"] == "produced"
-    assert ("dataset:patients@2", "input", trained[0]["from"]) in relations
-    shown = _bastion(plane.client_home, "data", "lineage", "patients@1", "-p", "p")
-    assert shown.returncode == 0 and "dataset:patients@1 --derived--> dataset:patients@2" in (
-        shown.stdout
-    )
-    missing = _bastion(plane.client_home, "model", "lineage", "nothing@1", "-p", "p")
-    assert missing.returncode == 2 and "not in project" in missing.stderr
-
-
-def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
-    plane: Plane, tmp_path: Path
-) -> None:
-    """GDPR Art. 17 on the patients workload: raw and pseudonymised versions, a hold."""
-    home = plane.client_home
-    subject = "S000-0000007"  # a patient of the reference data, in both versions
-    versions = {v["version"] for v in plane.admin.dataset_versions("p", "patients")}
-    assert {1, 2} <= versions  # the raw version and the pseudonymised one made from it
-    held = _bastion(home, "data", "hold", "patients@1", "-p", "p", "--reason", "litigation")
-    assert held.returncode == 0, held.stdout + held.stderr
-    erased = _bastion(
-        home, "privacy", "erase", "-p", "p", "--subject-id", subject, "--reason", "Art. 17 request"
-    )
-    assert erased.returncode == 0, erased.stdout + erased.stderr
-    assert "completed, 2 row(s) removed" in erased.stdout
-    assert "retrain recommended" in erased.stdout
-    after = {v["version"]: v for v in plane.admin.dataset_versions("p", "patients")}
-    made = {v["parent_version"]: v for n, v in after.items() if n not in versions}
-    assert set(made) == {1, 2} and all(v["row_count"] == 568 for v in made.values())
-    assert after[1]["shredded_at"] is None and after[1]["retention_hold"] == "litigation"
-    assert after[2]["shredded_at"] is not None  # its data keys are gone
-    stored = plane.storage / "datasets" / "p" / "patients" / after[2]["manifest_hash"]
-    assert all(read_header(path).shredded for path in stored.glob("*.bst"))
-    refused = _bastion(home, "data", "verify", "patients@2", "-p", "p")
-    assert refused.returncode == 2 and "crypto-shredded" in refused.stderr
-    erasure_id = erased.stdout.split("erasure ", 1)[1].split(":", 1)[0]
-    found = plane.admin.erasure("p", erasure_id)
-    trained_on = {
-        f"{m['name']}@{v['version']}"
-        for m in plane.admin.list_models("p")
-        for v in plane.admin.model_versions("p", m["name"])
-        if v["evidence"].get("dataset") in ("patients@1", "patients@2")
-    }
-    assert "pseudonymised@1" in trained_on and set(found["models_flagged"]) == trained_on
-    flags = _model_version(plane, "pseudonymised")["flags"]["trained_on_erased_data"]
-    assert flags["dataset"] == "patients@2"
-    assert flags["recommendation"] == f"retrain on patients@{made[2]['version']}"
-    # The control plane never holds the subject id itself: only a keyed pseudonym.
-    events = json.dumps(plane.admin.audit_events(limit=1000))
-    assert subject not in events and "subj_" in events
-    unknown = _bastion(
-        home, "privacy", "erase", "-p", "p", "--subject-id", "S999-nobody", "--reason", "request"
-    )
-    assert unknown.returncode == 1 and "holds that subject" in unknown.stderr
