@@ -538,12 +538,15 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", f"/api/v1/projects/{project}/policies")
         return result
 
-    def request_erasure(self, project: str, *, subject_id: str, reason: str) -> dict[str, Any]:
-        """GDPR Art. 17: queue the erasure of a data subject from every dataset version."""
+    def request_erasure(
+        self, project: str, *, subject_id: str, reason: str, locate: bool = False
+    ) -> dict[str, Any]:
+        """GDPR Art. 17: queue the erasure of a data subject from every dataset version
+        (``locate``: only find where the subject is)."""
         result: dict[str, Any] = self.request(
             "POST",
             f"/api/v1/projects/{project}/privacy/erasures",
-            json={"subject_id": subject_id, "reason": reason},
+            json={"subject_id": subject_id, "reason": reason, "locate": locate},
         )
         return result
 

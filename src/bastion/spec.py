@@ -180,6 +180,8 @@ class EraseJob(_Strict):
     erasure: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
     #: The subject id, sealed to the cluster's HPKE key: the control plane cannot read it.
     subject: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    #: Only count the subject's rows (where the subject is: lineage); change nothing.
+    locate: bool = False
 
 
 class EvaluateJob(_Strict):

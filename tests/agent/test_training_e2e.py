@@ -422,6 +422,11 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
     subject = "S000-0000007"  # a patient of the reference data, in both versions
     versions = {v["version"] for v in plane.admin.dataset_versions("p", "patients")}
     assert {1, 2} <= versions  # the raw version and the pseudonymised one made from it
+    # Subject-level lineage first: where the subject is, and what was made from it.
+    where = _bastion(home, "privacy", "find", "-p", "p", "--subject-id", subject)
+    assert where.returncode == 0, where.stdout + where.stderr
+    assert "found, 2 row(s) found" in where.stdout and "pseudonymised@1" in where.stdout
+    assert len(plane.admin.dataset_versions("p", "patients")) == len(versions)  # nothing changed
     held = _bastion(home, "data", "hold", "patients@1", "-p", "p", "--reason", "litigation")
     assert held.returncode == 0, held.stdout + held.stderr
     erased = _bastion(

@@ -205,7 +205,9 @@ def run_erase(context: JobContext, job: EraseJob) -> str | None:
     values = frame[column].astype("string").str.strip()
     matches = (values == subject) | (values == pseudonym(subject, prf))
     removed = int(matches.fillna(False).sum())
-    context.result({"erasure": job.erasure, "rows_removed": removed})
+    context.result({"erasure": job.erasure, "rows_found": removed})
+    if job.locate:
+        return f"{job.dataset}: {removed} row(s) of the subject"
     if removed == 0:
         return f"{job.dataset}: the subject is not in this version; nothing to erase"
     context.log(f"{removed} row(s) of the subject found; sealing {job.dataset} without them")

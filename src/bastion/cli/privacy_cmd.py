@@ -18,21 +18,30 @@ Project = Annotated[str, typer.Option("--project", "-p", help="Project holding t
 
 
 def _show(found: dict[str, Any]) -> None:
-    table = Table("dataset version", "rows removed", "new version", "old version's keys")
+    locate = found["mode"] == "locate"
+    columns = ("dataset version", "rows") if locate else ("dataset version", "rows removed")
+    table = Table(*columns, "new version", "old version's keys")
     for ref, result in sorted(found["results"].items()):
         shredded = result.get("shredded")
         table.add_row(
             ref,
-            str(result.get("rows_removed", "")),
+            str(result.get("rows", "")),
             str(result.get("new_version", "")),
             "" if shredded is None else "shredded" if shredded else "kept (retention hold)",
         )
     out.print(table)
     out.print(
-        f"erasure {found['id']} ({found['subject']}): {found['status']}, "
-        f"{found['rows_removed']} row(s) removed",
+        f"{'search' if locate else 'erasure'} {found['id']} ({found['subject']}): "
+        f"{found['status']}, {found['rows_removed']} row(s) {'found' if locate else 'removed'}",
         markup=False,
     )
+    for ref, made in sorted(found["downstream"].items()):
+        models = [node for node in made if node.startswith("model:")]
+        out.print(
+            f"  {ref} -> {len(made) - len(models)} run(s) -> "
+            f"{', '.join(m[6:] for m in models) or 'no model'}",
+            markup=False,
+        )
     if found["models_flagged"]:
         out.print(
             f"trained on erased data (retrain recommended): {', '.join(found['models_flagged'])}",
@@ -65,6 +74,26 @@ def erase(
         raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
     if found["status"] != "completed":
         raise CheckFailed(f"erasure {found['id']} {found['status']}")
+
+
+@app.command()
+def find(
+    project: Project,
+    subject_id: Annotated[str, typer.Option("--subject-id", help="The subject's id in the data.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "access request",
+) -> None:
+    """Where a data subject is: the dataset versions holding them, and the runs and models
+    made from those (subject-level lineage). Changes nothing; exit 1 if none holds them."""
+    with client() as remote:
+        made = remote.request_erasure(project, subject_id=subject_id, reason=reason, locate=True)
+        for run_id in made["runs"]:
+            follow_run(remote, project, run_id)
+        found = remote.erasure(project, made["id"])
+    _show(found)
+    if found["status"] == "no data found":
+        raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
+    if found["status"] != "found":
+        raise CheckFailed(f"search {found['id']} {found['status']}")
 
 
 @app.command()

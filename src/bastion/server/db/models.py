@@ -391,6 +391,8 @@ class ErasureRequest(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     subject_pseudonym: Mapped[str] = mapped_column(String(64), index=True)
+    #: "erase" removes the subject; "locate" only finds where it is (subject-level lineage).
+    mode: Mapped[str] = mapped_column(String(8), default="erase")
     reason: Mapped[str] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)

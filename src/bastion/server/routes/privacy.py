@@ -37,6 +37,7 @@ def request_erasure(
             reason=body.reason,
             user_id=principal.identity.user_id,
             keyring=keyring,
+            locate=body.locate,
         )
         return privacy.erasure_view(unit.session, made)
 

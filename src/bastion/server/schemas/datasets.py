@@ -80,10 +80,14 @@ class ErasureIn(Request):
 
     subject_id: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    locate: bool = Field(
+        default=False, description="Only find where the subject is (lineage); change nothing."
+    )
 
 
 class ErasureOut(Response):
     id: str
+    mode: str
     subject: str
     reason: str
     status: str
@@ -91,6 +95,7 @@ class ErasureOut(Response):
     rows_removed: int
     results: dict[str, Any]
     models_flagged: list[str]
+    downstream: dict[str, list[str]]
     created_at: dt.datetime
 
 

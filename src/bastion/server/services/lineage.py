@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bastion.errors import NotFound
 from bastion.server.db.models import Dataset, DatasetVersion, Model, ModelVersion, Project, Run
 
-__all__ = ["lineage"]
+__all__ = ["downstream", "lineage"]
 
 
 def _graph(
@@ -106,3 +106,19 @@ def lineage(session: Session, *, project: Project, node: str) -> dict[str, Any]:
         "nodes": [nodes[key] for key in sorted(seen)],
         "edges": [e for e in edges if e["from"] in seen],
     }
+
+
+def downstream(session: Session, *, project: Project, node: str) -> list[str]:
+    """The runs and model versions made, directly or not, from ``node`` (sorted)."""
+    nodes, edges = _graph(session, project)
+    if node not in nodes:
+        return []
+    children: dict[str, set[str]] = defaultdict(set)
+    for edge in edges:
+        children[edge["from"]].add(edge["to"])
+    seen, frontier = {node}, [node]
+    while frontier:
+        for child in children[frontier.pop()] - seen:
+            seen.add(child)
+            frontier.append(child)
+    return sorted(seen - {node})

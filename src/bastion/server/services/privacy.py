@@ -31,6 +31,7 @@ from bastion.server.db.models import (
     utcnow,
 )
 from bastion.server.db.session import UnitOfWork
+from bastion.server.services import lineage
 from bastion.server.services.datasets import get_version, submit_job
 from bastion.spec import EraseJob, parse_dataset_ref
 
@@ -61,8 +62,10 @@ def request_erasure(
     reason: str,
     user_id: str,
     keyring: Keyring,
+    locate: bool = False,
 ) -> ErasureRequest:
-    """Queue an ``erase`` run on every live dataset version that names its subject column."""
+    """Queue an ``erase`` run on every live dataset version that names its subject column
+    (with ``locate``, runs that only count the subject's rows: where the subject is)."""
     subject = subject_id.strip()
     if not subject:
         raise InvalidInput("subject_id: give the data subject's id as the datasets hold it")
@@ -85,7 +88,11 @@ def request_erasure(
         )
     pseudonym = subject_pseudonym(keyring, subject)
     request = ErasureRequest(
-        project_id=project.id, subject_pseudonym=pseudonym, reason=reason, requested_by=user_id
+        project_id=project.id,
+        subject_pseudonym=pseudonym,
+        mode="locate" if locate else "erase",
+        reason=reason,
+        requested_by=user_id,
     )
     unit.session.add(request)
     unit.session.flush()
@@ -106,13 +113,19 @@ def request_erasure(
             project=project,
             name=dataset.name,
             user_id=user_id,
-            job={"type": "erase", "dataset": ref, "erasure": request.id, "subject": sealed},
+            job={
+                "type": "erase",
+                "dataset": ref,
+                "erasure": request.id,
+                "subject": sealed,
+                "locate": locate,
+            },
         )
         run_ids.append(run.id)
         refs.append(ref)
     request.run_ids = run_ids
     unit.record(
-        "privacy.erase.request",
+        f"privacy.{request.mode}.request",
         f"erasure:{request.id}",
         {"subject": pseudonym, "reason": reason[:500], "versions": refs},
     )
@@ -132,16 +145,27 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
         run.status for run in session.scalars(select(Run).where(Run.id.in_(request.run_ids)))
     ]
     removed = sum(
-        int(found.get("rows_removed", 0))
-        for found in request.results.values()
-        if isinstance(found, dict)
+        int(found.get("rows", 0)) for found in request.results.values() if isinstance(found, dict)
     )
     if any(status in ("failed", "cancelled") for status in statuses):
         status = "failed"
     elif statuses and all(status == "succeeded" for status in statuses):
-        status = "completed" if removed else "no data found"
+        status = (
+            ("found" if request.mode == "locate" else "completed") if removed else "no data found"
+        )
     else:
         status = "running"
+    held = [
+        ref
+        for ref, found in sorted(request.results.items())
+        if isinstance(found, dict) and found.get("rows")
+    ]
+    project = session.get(Project, request.project_id)
+    downstream = {
+        ref: lineage.downstream(session, project=project, node=f"dataset:{ref}")
+        for ref in held
+        if project is not None
+    }
     flagged = [
         f"{name}@{version.version}"
         for name, version in session.execute(
@@ -154,8 +178,10 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
     ]
     return {
         "id": request.id,
+        "mode": request.mode,
         "subject": request.subject_pseudonym,
         "models_flagged": flagged,
+        "downstream": downstream,
         "reason": request.reason,
         "status": status,
         "runs": request.run_ids,
@@ -194,16 +220,16 @@ def record_result(
     request = unit.session.get(ErasureRequest, job.erasure)
     if request is None or run.id not in request.run_ids:
         raise Conflict(f"run {run.id} belongs to no erasure request {job.erasure}")
-    rows = result.get("rows_removed")
+    rows = result.get("rows_found")
     if not isinstance(rows, int) or rows < 0:
-        raise InvalidInput("result.rows_removed: expected a count")
-    request.results = {**request.results, job.dataset: {"rows_removed": rows, "run": run.id}}
+        raise InvalidInput("result.rows_found: expected a count")
+    request.results = {**request.results, job.dataset: {"rows": rows, "run": run.id}}
     unit.record(
-        "privacy.erase.result",
+        f"privacy.{request.mode}.result",
         f"erasure:{request.id}",
-        {"dataset": job.dataset, "rows_removed": rows},
+        {"dataset": job.dataset, "rows": rows},
     )
-    if rows:
+    if rows and not job.locate:
         _flag_models(
             unit,
             project=project,

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), primary_key=True),
         sa.Column("project_id", sa.String(length=32), sa.ForeignKey("projects.id"), nullable=False),
         sa.Column("subject_pseudonym", sa.String(length=64), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False, server_default="erase"),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("requested_by", sa.String(length=32), sa.ForeignKey("users.id"), nullable=False),
         sa.Column("run_ids", sa.JSON(), nullable=False),
