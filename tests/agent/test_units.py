@@ -119,3 +119,19 @@ def test_jobs_fan_out_as_wide_as_their_agent_and_on_its_ray_cluster(
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": "t" * 64,
     }
+
+
+def test_runs_still_staging_their_inputs_keep_their_lease() -> None:
+    """The heartbeat renews what active() lists: runs being staged are in it, by attempt."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from bastion.agent.loop import _Running, _State
+
+    state = _State()
+    state.staging["r-staging"] = 2
+    handle = SimpleNamespace(request=SimpleNamespace(attempt=1))
+    state.jobs["r-running"] = _Running(handle=cast(Any, handle), lease={})
+    assert state.active() == {"r-staging": 2, "r-running": 1}
+    state.staging.pop("r-staging")
+    assert state.active() == {"r-running": 1}

@@ -95,11 +95,17 @@ class _Running:
 @dataclass
 class _State:
     jobs: dict[str, _Running] = field(default_factory=dict)
+    #: Runs whose inputs are being verified and decrypted (their job has not started yet).
+    staging: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def active(self) -> dict[str, int]:
+        """Every run this agent holds, by attempt: the heartbeat renews their leases, so a
+        large dataset taking longer to stage than a lease lasts does not lose its run."""
         with self.lock:
-            return {run_id: job.handle.request.attempt for run_id, job in self.jobs.items()}
+            held = dict(self.staging)
+            held.update({run_id: job.handle.request.attempt for run_id, job in self.jobs.items()})
+            return held
 
 
 class Agent:
@@ -239,6 +245,8 @@ class Agent:
 
     def _start_or_fail(self, lease: dict[str, Any]) -> None:
         """Start the job; if its data does not verify or storage cannot take it, fail the run."""
+        with self.state.lock:
+            self.state.staging[lease["run_id"]] = int(lease["attempt"])
         try:
             self._start(lease)
         except OSError as exc:
@@ -246,6 +254,9 @@ class Agent:
             self._report_end(lease, stage="setup", status="failed", message=reason)
         except BastionError as exc:  # a tampered or missing version, a refused source
             self._report_end(lease, stage="verify", status="failed", message=str(exc))
+        finally:
+            with self.state.lock:
+                self.state.staging.pop(lease["run_id"], None)
 
     def _report_end(self, lease: dict[str, Any], *, stage: str, status: str, message: str) -> None:
         """End a run on the job's behalf (the agent holds its lease)."""
