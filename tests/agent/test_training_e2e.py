@@ -453,6 +453,8 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
         if v["evidence"].get("dataset") in ("patients@1", "patients@2")
     }
     assert "pseudonymised@1" in trained_on and set(found["models_flagged"]) == trained_on
+    shown = _bastion(home, "model", "show", "pseudonymised@1", "-p", "p")
+    assert "trained on erased data" in shown.stdout and "retrain on" in shown.stdout
     flags = _model_version(plane, "pseudonymised")["flags"]["trained_on_erased_data"]
     assert flags["dataset"] == "patients@2"
     assert flags["recommendation"] == f"retrain on patients@{made[2]['version']}"

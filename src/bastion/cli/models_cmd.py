@@ -73,6 +73,14 @@ def show(ref: Ref, project: Project) -> None:
         flagged = evidence["backdoor_scan"]["poisoned_classes"]
         out.print(f"  backdoor scan: {'classes ' + str(flagged) if flagged else 'nothing found'}")
     out.print(f"  weights sha256 {evidence.get('weights_sha256')}")
+    if evidence.get("test_accuracy") is not None:
+        out.print(f"  held-out accuracy {evidence['test_accuracy']:.4f}")
+    erased = (version.get("flags") or {}).get("trained_on_erased_data")
+    if erased:
+        out.print(
+            f"  [bold red]trained on erased data[/] ({erased['dataset']}, erasure "
+            f"{erased['erasure']}): {escape(erased['recommendation'])}"
+        )
 
 
 @app.command()
