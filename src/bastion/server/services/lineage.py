@@ -86,6 +86,16 @@ def _graph(
     return nodes, [e for e in edges if e["from"] in nodes and e["to"] in nodes]
 
 
+def _reachable(links: dict[str, set[str]], start: str) -> set[str]:
+    """Every node reachable from ``start`` through ``links`` (``start`` included)."""
+    seen, frontier = {start}, [start]
+    while frontier:
+        for other in links[frontier.pop()] - seen:
+            seen.add(other)
+            frontier.append(other)
+    return seen
+
+
 def lineage(session: Session, *, project: Project, node: str) -> dict[str, Any]:
     """The connected part of the project's lineage graph around ``node``."""
     nodes, edges = _graph(session, project)
@@ -95,12 +105,7 @@ def lineage(session: Session, *, project: Project, node: str) -> dict[str, Any]:
     for edge in edges:
         neighbours[edge["from"]].add(edge["to"])
         neighbours[edge["to"]].add(edge["from"])
-    seen, frontier = {node}, [node]
-    while frontier:
-        current = frontier.pop()
-        for other in neighbours[current] - seen:
-            seen.add(other)
-            frontier.append(other)
+    seen = _reachable(neighbours, node)
     return {
         "root": node,
         "nodes": [nodes[key] for key in sorted(seen)],
@@ -108,17 +113,15 @@ def lineage(session: Session, *, project: Project, node: str) -> dict[str, Any]:
     }
 
 
-def downstream(session: Session, *, project: Project, node: str) -> list[str]:
-    """The runs and model versions made, directly or not, from ``node`` (sorted)."""
+def downstream(session: Session, *, project: Project, roots: list[str]) -> dict[str, list[str]]:
+    """For each root, the runs and model versions made from it, directly or not (sorted).
+
+    The project's graph is built once for all the roots.
+    """
     nodes, edges = _graph(session, project)
-    if node not in nodes:
-        return []
     children: dict[str, set[str]] = defaultdict(set)
     for edge in edges:
         children[edge["from"]].add(edge["to"])
-    seen, frontier = {node}, [node]
-    while frontier:
-        for child in children[frontier.pop()] - seen:
-            seen.add(child)
-            frontier.append(child)
-    return sorted(seen - {node})
+    return {
+        root: sorted(_reachable(children, root) - {root}) if root in nodes else [] for root in roots
+    }

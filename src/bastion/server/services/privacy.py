@@ -161,11 +161,12 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
         if isinstance(found, dict) and found.get("rows")
     ]
     project = session.get(Project, request.project_id)
-    downstream = {
-        ref: lineage.downstream(session, project=project, node=f"dataset:{ref}")
-        for ref in held
+    made_from = (
+        lineage.downstream(session, project=project, roots=[f"dataset:{ref}" for ref in held])
         if project is not None
-    }
+        else {}
+    )
+    downstream = {root.removeprefix("dataset:"): found for root, found in made_from.items()}
     flagged = [
         f"{name}@{version.version}"
         for name, version in session.execute(
