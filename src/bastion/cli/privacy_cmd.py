@@ -10,6 +10,7 @@ from rich.table import Table
 from bastion.cli.context import out
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
+from bastion.client import Client
 from bastion.errors import CheckFailed
 
 app = typer.Typer(help="Data subjects' rights: erasure (GDPR Art. 17).", no_args_is_help=True)
@@ -49,6 +50,19 @@ def _show(found: dict[str, Any]) -> None:
         )
 
 
+def _follow(remote: Client, project: str, made: dict[str, Any], *, done: str) -> None:
+    """Follow every run of the request, show what it did; exit 1 unless it reached ``done``."""
+    for run_id in made["runs"]:
+        follow_run(remote, project, run_id)
+    found = remote.erasure(project, made["id"])
+    _show(found)
+    if found["status"] == "no data found":
+        raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
+    if found["status"] != done:
+        what = "search" if found["mode"] == "locate" else "erasure"
+        raise CheckFailed(f"{what} {found['id']} {found['status']}")
+
+
 @app.command()
 def erase(
     project: Project,
@@ -66,14 +80,7 @@ def erase(
         )
         if no_follow:
             return
-        for run_id in made["runs"]:
-            follow_run(remote, project, run_id)
-        found = remote.erasure(project, made["id"])
-    _show(found)
-    if found["status"] == "no data found":
-        raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
-    if found["status"] != "completed":
-        raise CheckFailed(f"erasure {found['id']} {found['status']}")
+        _follow(remote, project, made, done="completed")
 
 
 @app.command()
@@ -86,14 +93,7 @@ def find(
     made from those (subject-level lineage). Changes nothing; exit 1 if none holds them."""
     with client() as remote:
         made = remote.request_erasure(project, subject_id=subject_id, reason=reason, locate=True)
-        for run_id in made["runs"]:
-            follow_run(remote, project, run_id)
-        found = remote.erasure(project, made["id"])
-    _show(found)
-    if found["status"] == "no data found":
-        raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
-    if found["status"] != "found":
-        raise CheckFailed(f"search {found['id']} {found['status']}")
+        _follow(remote, project, made, done="found")
 
 
 @app.command()
