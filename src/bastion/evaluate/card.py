@@ -11,10 +11,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from bastion.evaluate.scorecard import build_scorecard
+from bastion.templates import render
 
 __all__ = ["CARD_FORMAT", "build_card", "render_html"]
 
@@ -219,12 +219,6 @@ def _attribution_plot(explanations: dict[str, Any]) -> Markup:
 
 def render_html(card: dict[str, Any]) -> str:
     """A self-contained HTML page: no script, no external resource."""
-    environment = Environment(
-        loader=PackageLoader("bastion.evaluate", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     plots = {}
     if card["robustness"]:
         plots["robustness"] = _robustness_plot(card["robustness"])
@@ -234,4 +228,4 @@ def render_html(card: dict[str, Any]) -> str:
         plots["importance"] = _importance_plot(card["explanations"])
     elif card["explanations"] and card["explanations"].get("mean_abs_attribution_map"):
         plots["importance"] = _attribution_plot(card["explanations"])
-    return environment.get_template("card.html.j2").render(card=card, plots=plots)
+    return render("bastion.evaluate", "card.html.j2", card=card, plots=plots)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict
+
+from bastion.templates import render
 
 __all__ = ["FRAMEWORKS", "Control", "Facts", "build_report", "render_report"]
 
@@ -297,11 +298,5 @@ def render_report(report: dict[str, Any], fmt: str) -> str:
     if fmt == "md":
         return _markdown(report)
     if fmt == "html":
-        environment = Environment(
-            loader=PackageLoader("bastion.governance", "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        return environment.get_template("report.html.j2").render(report=report)
+        return render("bastion.governance", "report.html.j2", report=report)
     raise ValueError(f"unknown format {fmt!r}: json, md or html")
