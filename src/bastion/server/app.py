@@ -17,7 +17,16 @@ from bastion.server.error_handlers import install_error_handlers
 from bastion.server.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from bastion.server.permissions import Permission
 from bastion.server.ratelimit import LoginThrottle
-from bastion.server.routes import agents, audit, datasets, identity, privacy, projects, resources
+from bastion.server.routes import (
+    agents,
+    audit,
+    datasets,
+    governance,
+    identity,
+    privacy,
+    projects,
+    resources,
+)
 from bastion.server.schemas.common import ERROR_RESPONSES
 
 __all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
@@ -70,7 +79,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         resources.runs,
         datasets.router,
         resources.registry,
-        resources.governance,
+        governance.router,
         privacy.router,
         audit.router,
     ):
