@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch first, so the project's range (torch>=2.6) installs nothing bigger.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,redis]'
 	touch $(STAMP)
 
 lint: install
@@ -31,7 +31,7 @@ unit: install
 test: lint typecheck unit
 
 $(VENV)/.bench-installed: pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,redis,bench]'
 	touch $@
 
 bench: install $(VENV)/.bench-installed

@@ -23,7 +23,7 @@ from bastion.evaluate.config import ExplainConfig
 from bastion.evaluate.robustness import accuracy
 from bastion.train.data import Preprocessing
 
-__all__ = ["evaluate_explanations", "feature_groups"]
+__all__ = ["evaluate_explanations", "explain_instances", "feature_groups"]
 
 
 def feature_groups(prep: Preprocessing) -> dict[str, list[int]]:
@@ -111,3 +111,28 @@ def evaluate_explanations(
     ranked = sorted(importance, key=lambda name: importance[name]["mean"], reverse=True)
     summary["top_features"] = ranked[:10]
     return summary
+
+
+def explain_instances(
+    model: torch.nn.Module, x: torch.Tensor, prep: Preprocessing, *, steps: int = 32
+) -> list[dict[str, Any]]:
+    """Integrated Gradients for each instance, towards its predicted class (local)."""
+    model.eval()
+    with torch.no_grad():
+        predicted = model(x).argmax(dim=1)
+    attributions = (
+        IntegratedGradients(model)
+        .attribute(x, baselines=torch.zeros_like(x), target=predicted, n_steps=steps)
+        .detach()
+    )
+    explained: list[dict[str, Any]] = []
+    for row, label in zip(attributions, predicted.tolist(), strict=True):
+        if prep.kind == "images":
+            values: Any = [[round(float(v), 6) for v in r] for r in row.squeeze(0)]
+        else:
+            values = {
+                name: round(float(row[columns].sum()), 6)
+                for name, columns in feature_groups(prep).items()
+            }
+        explained.append({"label": prep.classes[label], "attributions": values})
+    return explained

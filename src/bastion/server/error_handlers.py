@@ -13,18 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion.errors import (
     BastionError,
-    CheckFailed,
-    Conflict,
-    InvalidInput,
-    InvalidSpec,
     NotAuthenticated,
     NotAuthorized,
-    NotFound,
-    PolicyViolation,
     RateLimited,
     SeparationOfDuties,
-    ServiceUnavailable,
 )
+from bastion.http_status import status_for
 from bastion.server.db.session import Database
 from bastion.server.services import alerts
 
@@ -32,25 +26,7 @@ __all__ = ["install_error_handlers"]
 
 log = logging.getLogger("bastion.server")
 
-_STATUS: tuple[tuple[type[BastionError], int], ...] = (
-    (RateLimited, 429),
-    (NotAuthenticated, 401),
-    (NotAuthorized, 403),
-    (PolicyViolation, 403),  # refused by a policy gate: a check failed, not bad input
-    (NotFound, 404),
-    (Conflict, 409),
-    (ServiceUnavailable, 503),
-    (InvalidInput, 422),
-    (InvalidSpec, 422),
-    (CheckFailed, 409),
-)
-
-
-def _status(exc: BastionError) -> int:
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 400
+_status = status_for
 
 
 def _field(loc: tuple[object, ...]) -> str:

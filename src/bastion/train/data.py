@@ -49,11 +49,15 @@ class Preprocessing(BaseModel):
     def features(self, data: Loaded) -> torch.Tensor:
         """Model inputs for ``data`` (float32), transformed exactly as in training."""
         if self.kind == "images":
-            images, _ = data.arrays()
-            low, high = self.value_range
-            scaled = (images.astype(np.float32) - low) / max(high - low, 1e-12)
-            return torch.from_numpy(np.ascontiguousarray(scaled[:, None]))
-        frame = data.table()
+            return self.image_features(data.arrays()[0])
+        return self.table_features(data.table())
+
+    def image_features(self, images: np.ndarray) -> torch.Tensor:
+        low, high = self.value_range
+        scaled = (images.astype(np.float32) - low) / max(high - low, 1e-12)
+        return torch.from_numpy(np.ascontiguousarray(scaled[:, None]))
+
+    def table_features(self, frame: pd.DataFrame) -> torch.Tensor:
         parts = []
         if self.numeric:
             values = frame[self.numeric].to_numpy(dtype=np.float64)

@@ -1,0 +1,5 @@
+"""The inference server (``bastion serve``): a verified model behind scoped keys, rate limits,
+strict validation, adversarial and extraction detection, audit and drift monitoring.
+
+It runs in the compute plane as a long-lived job the agent starts for a deployment.
+"""

@@ -1,0 +1,232 @@
+"""The inference server's HTTP surface: /v1/predict, /v1/explain, /healthz, /metrics.
+
+Each request passes, in order: body size, serving key and scope, the audit backlog
+(fail closed), extraction status of the key, rate limit and quota, schema validation,
+the model, out-of-distribution detection, output hardening; its event (key id, input
+hash, decision, flags) is queued for the audit trail whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bastion.errors import BastionError, NotAuthenticated, NotAuthorized, RateLimited
+from bastion.http_status import status_for
+from bastion.serve.audit import AuditWriter, input_digest
+from bastion.serve.config import ExtractionAction, ServeConfig
+from bastion.serve.guards.auth import KeyRecord, KeyStore, Scope
+from bastion.serve.guards.extraction import ExtractionDetector, Finding
+from bastion.serve.guards.ood import InputDetector, OodAction
+from bastion.serve.guards.ratelimit import Limiter
+from bastion.serve.guards.validate import FieldError, RequestInvalid, RequestValidator
+from bastion.serve.model import ServedModel
+from bastion.serve.monitor import DriftFinding, DriftMonitor, ServeMetrics
+from bastion.serve.output import harden
+
+__all__ = ["Loaded", "ServeState", "create_serve_app"]
+
+
+@dataclass
+class Loaded:
+    """One model version with the guards fitted to it (swapped as a whole)."""
+
+    served: ServedModel
+    validator: RequestValidator
+    detector: InputDetector | None
+    drift: DriftMonitor | None
+    extraction: ExtractionDetector
+
+
+@dataclass
+class ServeState:
+    config: ServeConfig
+    keys: KeyStore
+    limiter: Limiter
+    audit: AuditWriter
+    current: Loaded
+    metrics: ServeMetrics = field(default_factory=ServeMetrics)
+    #: Findings (extraction, drift) go here, for the control plane's alerts.
+    report: Callable[[str, dict[str, Any]], None] = lambda kind, details: None
+    swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def swap(self, loaded: Loaded) -> None:
+        """Replace the model; requests in flight finish on the one they started with."""
+        with self.swap_lock:
+            self.current = loaded
+
+
+def _error(exc: BastionError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else {}
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    body: dict[str, Any] = {"detail": str(exc)}
+    if isinstance(exc, RequestInvalid):
+        body["errors"] = [{"field": e.field, "rule": e.rule} for e in exc.errors]
+    return JSONResponse(body, status_code=status_for(exc), headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestInvalid([FieldError("body", f"larger than {limit} bytes")])
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestInvalid([FieldError("body", f"larger than {limit} bytes")])
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RequestInvalid([FieldError("body", "not valid JSON")]) from None
+
+
+def create_serve_app(state: ServeState) -> FastAPI:
+    app = FastAPI(title="Bastion inference server", docs_url=None, redoc_url=None, openapi_url=None)
+    config = state.config
+
+    def _guarded(endpoint: str, scope: Scope) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            started = time.perf_counter()
+            event: dict[str, Any] = {"endpoint": endpoint, "key_id": None}
+            try:
+                raw = await _read_body(request, config.max_body_bytes)
+                event["input_sha256"] = input_digest(raw)
+                header = request.headers.get("authorization")
+                event["key_id"] = state.keys.identify(header)
+                key = state.keys.check(header, scope)
+                state.audit.admit()
+                response = _serve(state, endpoint, key, _parse(raw), event)
+                event["decision"], event["status"] = "served", 200
+            except BastionError as exc:
+                response = _error(exc)
+                event["decision"], event["status"] = type(exc).__name__, response.status_code
+            outcome = str(event["status"])
+            state.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
+            try:
+                state.audit.record(event)
+            except BastionError as exc:  # the trail is full: this response must not go out
+                response = _error(exc)
+            state.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            return response
+
+        return handle
+
+    app.add_api_route("/v1/predict", _guarded("predict", Scope.PREDICT), methods=["POST"])
+    app.add_api_route("/v1/explain", _guarded("explain", Scope.EXPLAIN), methods=["POST"])
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        current = state.current.served
+        return {
+            "status": "ok" if state.keys.fresh else "degraded: serving keys are stale",
+            "model": current.ref,
+            "manifest_hash": current.manifest_hash,
+        }
+
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        try:
+            state.keys.check(request.headers.get("authorization"), Scope.METRICS)
+        except BastionError as exc:
+            return _error(exc)
+        state.metrics.spooled.set(state.audit.spooled)
+        drift = state.current.drift
+        if drift is not None:
+            state.metrics.drift(drift.latest)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _serve(
+    state: ServeState, endpoint: str, key: KeyRecord, body: Any, event: dict[str, Any]
+) -> JSONResponse:
+    config, current = state.config, state.current  # one model for the whole request
+    event["model"] = current.served.ref
+    instances = current.validator.instances(body)
+    flagged_reason = current.extraction.flagged(key.id)
+    if flagged_reason is not None and config.extraction_action is ExtractionAction.BLOCK:
+        raise NotAuthorized(f"serving key {key.id[:8]} is blocked: {flagged_reason}")
+    throttled = flagged_reason is not None and config.extraction_action is ExtractionAction.THROTTLE
+    state.limiter.take(key, len(instances) * (config.throttle_factor if throttled else 1))
+    x = current.validator(body)
+    served = current.served
+    probabilities = served.probabilities(x)
+    flags: list[str] = []
+    flagged = np.zeros(len(x), dtype=bool)
+    if current.detector is not None:
+        flagged = current.detector(served.features, served.probabilities, x).flagged
+        if flagged.any():
+            flags.append(f"out_of_distribution:{int(flagged.sum())}")
+            state.metrics.flagged.inc(int(flagged.sum()))
+    event["flags"], event["instances"] = flags, len(x)
+    if flagged.any() and config.ood_action is OodAction.REJECT:
+        raise RequestInvalid(
+            [
+                FieldError(f"instances[{i}]", "out of distribution (possible adversarial input)")
+                for i in np.flatnonzero(flagged)
+            ]
+        )
+    _watch(state, current, key, x, probabilities)
+    state.metrics.instances.inc(len(x))
+    if endpoint == "explain":
+        from bastion.evaluate.explain import explain_instances  # noqa: PLC0415 - Captum is heavy
+
+        return JSONResponse(
+            {"model": served.ref, "explanations": explain_instances(served.model, x, served.prep)}
+        )
+    predictions = harden(
+        probabilities,
+        classes=served.prep.classes,
+        mode=config.output,
+        top_k=config.top_k,
+        digits=config.digits,
+    )
+    for prediction, is_flagged in zip(predictions, flagged.tolist(), strict=True):
+        if is_flagged:
+            prediction["flagged"] = "out_of_distribution"
+    return JSONResponse({"model": served.ref, "predictions": predictions})
+
+
+def _watch(
+    state: ServeState, current: Loaded, key: KeyRecord, x: torch.Tensor, probabilities: torch.Tensor
+) -> None:
+    """Extraction and drift: record the batch; report what newly trips."""
+    flat = x.flatten(1).numpy()
+    finding: Finding | None = current.extraction.observe(
+        key.id, flat, probabilities.argmax(dim=1).numpy()
+    )
+    if finding is not None:
+        state.metrics.extraction.inc()
+        state.report(
+            "extraction",
+            {
+                "key_id": finding.key_id,
+                "reason": finding.reason,
+                "queries": finding.queries,
+                "action": state.config.extraction_action.value,
+            },
+        )
+    if current.drift is not None:
+        found: list[DriftFinding] = current.drift.observe(flat)
+        for drift in found:
+            state.report(
+                "drift",
+                {"feature": drift.feature, "psi": round(drift.psi, 4), "ks": round(drift.ks, 4)},
+            )

@@ -1,0 +1,169 @@
+"""The server's audit trail: every request, batched to the control plane, nothing lost.
+
+A request is admitted only once its event is queued. A background thread sends queued
+events in batches; when the control plane cannot take them they go to a local spool,
+each batch encrypted to the cluster's HPKE public key (only the agent could open it) and
+fsynced, and are sent again, oldest first, once it is back. When the spool is full the
+server refuses new requests (fail closed) instead of serving unaudited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import ServiceUnavailable
+from bastion.security.transfer import seal_for_cluster
+
+__all__ = ["AuditWriter", "input_digest"]
+
+log = logging.getLogger("bastion.serve.audit")
+Sink = Callable[[list[dict[str, Any]]], None]
+
+
+def input_digest(body: bytes) -> str:
+    """What the audit keeps of an input: its SHA-256, never the input."""
+    return hashlib.sha256(body).hexdigest()
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        spool: Path,
+        cluster: str,
+        cluster_keyset: str,
+        capacity: int = 100_000,
+        batch: int = 500,
+        interval: float = 0.25,
+    ) -> None:
+        self._sink = sink
+        self._spool = spool
+        self._cluster = cluster
+        self._keyset = cluster_keyset
+        self.capacity = capacity
+        self._batch = batch
+        self._interval = interval
+        self._queue: deque[dict[str, Any]] = deque()
+        #: Batches that failed to send, oldest first (their encrypted copy is in the spool).
+        self._spooled: deque[list[dict[str, Any]]] = deque()
+        self._spooled_events = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self.sent = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue) + self._spooled_events
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled_events
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Queue one event; refuse (fail closed) when the backlog is at capacity."""
+        with self._lock:
+            if len(self._queue) + self._spooled_events >= self.capacity:
+                raise ServiceUnavailable(
+                    "the audit trail cannot keep up (control plane unreachable and the spool "
+                    "is full); requests are refused until it drains"
+                )
+            self._queue.append({"at": dt.datetime.now(dt.UTC).isoformat(), **event})
+            if len(self._queue) >= self._batch:
+                self._wake.set()
+
+    def admit(self) -> None:
+        """Raise before doing any work when a request could not be audited."""
+        with self._lock:
+            if len(self._queue) + self._spooled_events >= self.capacity:
+                raise ServiceUnavailable(
+                    "the audit spool is full; requests are refused until the control plane "
+                    "takes the backlog"
+                )
+
+    def _take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            taken = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+        return taken
+
+    def _spool_batch(self, batch: list[dict[str, Any]]) -> None:
+        sealed = seal_for_cluster(
+            json.dumps(batch).encode(),
+            purpose="serve-audit-spool",
+            recipient=self._cluster,
+            recipient_keyset=self._keyset,
+        )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        descriptor = os.open(self._spool, flags, 0o600)
+        try:
+            os.write(descriptor, sealed.encode() + b"\n")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        with self._lock:
+            self._spooled.append(batch)
+            self._spooled_events += len(batch)
+
+    def _drain_spool(self) -> bool:
+        """Send spooled batches in order; True when the spool is empty."""
+        while True:
+            with self._lock:
+                if not self._spooled:
+                    break
+                batch = self._spooled[0]
+            try:
+                self._sink(batch)
+            except Exception as exc:  # still unreachable: keep the spool
+                log.warning("audit sink unreachable (%s); %d events spooled", exc, self.spooled)
+                return False
+            with self._lock:
+                self._spooled.popleft()
+                self._spooled_events -= len(batch)
+                self.sent += len(batch)
+        self._spool.unlink(missing_ok=True)
+        return True
+
+    def flush(self) -> None:
+        """Send everything queued now (spool first, to keep the order)."""
+        drained = self._drain_spool()
+        while batch := self._take():
+            if not drained:
+                self._spool_batch(batch)
+                continue
+            try:
+                self._sink(batch)
+                self.sent += len(batch)
+            except Exception as exc:
+                log.warning("audit sink unreachable (%s); spooling %d events", exc, len(batch))
+                self._spool_batch(batch)
+                drained = False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # never let the writer die; the backlog bound fails closed
+                log.exception("audit writer error")
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self.flush()

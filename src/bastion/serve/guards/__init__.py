@@ -1,0 +1,1 @@
+"""The checks every request passes before and after the model sees it."""

@@ -1,0 +1,177 @@
+"""Strict request validation from the dataset schema the model was trained on.
+
+A table request is ``{"instances": [{feature: value, ...}, ...]}`` with exactly the
+model's feature columns; an image request is ``{"instances": [[[pixel, ...], ...], ...]}``
+with the schema's shape. Types, ranges, categories, NaN/inf and the batch size are
+checked; every violation names the field and the rule, never the offending value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bastion.data.schema import ColumnSchema, ColumnType, ImageSchema, TableSchema
+from bastion.errors import InvalidInput
+from bastion.train.data import Preprocessing
+
+__all__ = ["FieldError", "RequestInvalid", "RequestValidator"]
+
+#: At most this many violations are listed in one response.
+_MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    rule: str
+
+
+class RequestInvalid(InvalidInput):
+    """The body breaks the deployment's input contract; ``errors`` names each field and rule."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        listed = "; ".join(f"{e.field}: {e.rule}" for e in errors[:3])
+        super().__init__(f"invalid request: {listed}")
+        self.errors = errors[:_MAX_LISTED]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class RequestValidator:
+    """Turns a parsed JSON body into model inputs, or raises :class:`RequestInvalid`."""
+
+    def __init__(
+        self, *, schema: TableSchema | ImageSchema, prep: Preprocessing, max_batch: int
+    ) -> None:
+        self.schema = schema
+        self.prep = prep
+        self.max_batch = max_batch
+        if isinstance(schema, TableSchema):
+            self._columns: dict[str, ColumnSchema] = {}
+            for name in [*prep.numeric, *prep.categorical]:
+                column = schema.column(name)
+                if column is None:
+                    raise InvalidInput(f"feature {name!r} is not in the dataset schema")
+                self._columns[name] = column
+
+    def instances(self, body: Any) -> list[Any]:
+        if not isinstance(body, dict):
+            raise RequestInvalid([FieldError("body", "must be a JSON object")])
+        unknown = sorted(set(body) - {"instances"})
+        if unknown:
+            raise RequestInvalid([FieldError(unknown[0], "unknown field")])
+        instances = body.get("instances")
+        if not isinstance(instances, list):
+            raise RequestInvalid([FieldError("instances", "required, a list")])
+        if not instances:
+            raise RequestInvalid([FieldError("instances", "must not be empty")])
+        if len(instances) > self.max_batch:
+            raise RequestInvalid([FieldError("instances", f"at most {self.max_batch} per request")])
+        return instances
+
+    def __call__(self, body: Any) -> torch.Tensor:
+        instances = self.instances(body)
+        if isinstance(self.schema, ImageSchema):
+            return self._images(instances, self.schema)
+        return self._table(instances)
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def _table(self, instances: list[Any]) -> torch.Tensor:
+        errors: list[FieldError] = []
+        for i, row in enumerate(instances):
+            if not isinstance(row, dict):
+                errors.append(FieldError(f"instances[{i}]", "must be an object"))
+                continue
+            for name in row.keys() - self._columns.keys():
+                errors.append(FieldError(f"instances[{i}].{name}", "not a feature of this model"))
+            for name, column in self._columns.items():
+                if name not in row:
+                    errors.append(FieldError(f"instances[{i}].{name}", "required"))
+                    continue
+                rule = _check_value(row[name], column, categorical=name in self.prep.categorical)
+                if rule is not None:
+                    errors.append(FieldError(f"instances[{i}].{name}", rule))
+            if len(errors) >= _MAX_LISTED:
+                break
+        if errors:
+            raise RequestInvalid(errors)
+        return self.prep.table_features(pd.DataFrame.from_records(instances))
+
+    # -- images ----------------------------------------------------------------------------
+
+    def _images(self, instances: list[Any], schema: ImageSchema) -> torch.Tensor:
+        try:
+            array = np.asarray(instances, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise RequestInvalid(
+                [
+                    FieldError(
+                        "instances", f"each instance must be a {schema.shape} array of numbers"
+                    )
+                ]
+            ) from None
+        if list(array.shape[1:]) != schema.shape:
+            raise RequestInvalid(
+                [FieldError("instances", f"shape {list(array.shape[1:])} is not {schema.shape}")]
+            )
+        errors: list[FieldError] = []
+        flat = array.reshape(len(array), -1)
+        for i in np.flatnonzero(~np.isfinite(flat).all(axis=1))[:_MAX_LISTED]:
+            errors.append(FieldError(f"instances[{i}]", "NaN or infinite pixels"))
+        outside = (flat < schema.minimum) | (flat > schema.maximum)
+        for i in np.flatnonzero(outside.any(axis=1))[:_MAX_LISTED]:
+            errors.append(
+                FieldError(
+                    f"instances[{i}]", f"pixels outside [{schema.minimum}, {schema.maximum}]"
+                )
+            )
+        if schema.dtype.startswith(("int", "uint")):
+            fractional = np.flatnonzero(
+                (flat != np.round(flat)).any(axis=1) & np.isfinite(flat).all(axis=1)
+            )
+            for i in fractional[:_MAX_LISTED]:
+                errors.append(
+                    FieldError(f"instances[{i}]", f"pixels must be integers ({schema.dtype})")
+                )
+        if errors:
+            raise RequestInvalid(errors)
+        return self.prep.image_features(array)
+
+
+def _check_value(  # noqa: PLR0911 - one return per rule
+    value: Any, column: ColumnSchema, *, categorical: bool
+) -> str | None:
+    """The rule ``value`` breaks, or None."""
+    if value is None:
+        return "must not be null"
+    if categorical:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            return "must be a string"
+        if column.categories is not None and str(value) not in column.categories:
+            return f"not one of the {len(column.categories)} categories"
+        return None
+    if column.type is ColumnType.BOOLEAN:
+        return None if isinstance(value, bool) else "must be true or false"
+    if not _is_number(value):
+        return f"must be a number ({column.type.value})"
+    try:
+        if not math.isfinite(value):
+            return "must be finite"
+    except OverflowError:  # an integer beyond any float
+        return f"above maximum {column.maximum}"
+    if column.type is ColumnType.INTEGER and float(value) != int(value):
+        return "must be an integer"
+    if column.minimum is not None and value < column.minimum:
+        return f"below minimum {column.minimum}"
+    if column.maximum is not None and value > column.maximum:
+        return f"above maximum {column.maximum}"
+    return None

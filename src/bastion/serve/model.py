@@ -1,0 +1,147 @@
+"""The served model: checked against its signed manifest, then loaded from safetensors.
+
+The agent verifies and decrypts a model version into the job's folder; the server checks
+it again before loading (and before every hot-swap), so a file changed on disk after
+staging is refused rather than served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from bastion.data.schema import ImageSchema, TableSchema
+from bastion.errors import IntegrityError, InvalidInput
+from bastion.security.sealed import Manifest
+from bastion.security.signing import signature_path_for, verify_path
+from bastion.train.config import BuiltinModel, EntrypointModel
+from bastion.train.data import Preprocessing
+from bastion.train.models import build_model, penultimate
+
+__all__ = ["SEALED", "ServedModel", "load_verified"]
+
+#: Where the agent puts the version's signed manifest inside the staged folder.
+SEALED = ".sealed"
+#: Files the agent adds next to the model's own (its description of the staged version).
+_STAGING_FILES = {"version.json", SEALED}
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A verified model and everything a request needs to be checked against."""
+
+    ref: str
+    manifest_hash: str
+    model: torch.nn.Module
+    prep: Preprocessing
+    schema: TableSchema | ImageSchema
+    metadata: dict[str, Any]
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(self.model(x), dim=1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations (what the OOD detector measures)."""
+        return penultimate(self.model, x)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_manifest(folder: Path, public_keys: list[bytes]) -> tuple[Manifest, dict[str, Any]]:
+    """Steps (1)-(3) of :func:`load_verified`."""
+    info = json.loads((folder / "version.json").read_text())
+    manifest_path = folder / SEALED / "manifest.json"
+    if not manifest_path.is_file():
+        raise IntegrityError(f"{folder}: no signed manifest in {SEALED}/; stage it again")
+    body = manifest_path.read_bytes()
+    # (1) The manifest is the one the control plane recorded for this version.
+    if hashlib.sha256(body).hexdigest() != info["manifest_hash"]:
+        raise IntegrityError(
+            f"{manifest_path}: its hash differs from the one recorded for "
+            f"{info['name']}@{info['version']}"
+        )
+    # (2) It is signed by one of this cluster's keys.
+    if not public_keys:
+        raise IntegrityError("no trusted signing key given; refusing to load an unverified model")
+    errors = []
+    for pem in public_keys:
+        try:
+            verify_path(
+                manifest_path, public_key_pem=pem, signature=signature_path_for(manifest_path)
+            )
+            break
+        except Exception as exc:  # try the next trusted key; refuse if none verifies
+            errors.append(str(exc))
+    else:
+        raise IntegrityError(f"{manifest_path}: signature does not verify: {errors[-1]}")
+    manifest = Manifest.model_validate(json.loads(body))
+    # (3) It describes this model version.
+    if manifest.artifact != "model" or manifest.name != info["name"]:
+        raise IntegrityError(f"{manifest_path}: describes {manifest.artifact} {manifest.name}")
+    return manifest, info
+
+
+def load_verified(folder: Path, *, public_keys: list[bytes]) -> ServedModel:
+    """Verify the staged model against its signed manifest, then load it.
+
+    Raises :class:`IntegrityError` naming the first check that failed; nothing is loaded
+    unless every check passes.
+    """
+    manifest, info = _check_manifest(folder, public_keys)
+    # (4) The folder holds exactly the manifest's files, each with the signed content.
+    present = {entry.name for entry in folder.iterdir()} - _STAGING_FILES
+    if present != set(manifest.files):
+        extra, missing = (
+            sorted(present - set(manifest.files)),
+            sorted(set(manifest.files) - present),
+        )
+        raise IntegrityError(
+            f"{folder}: files differ from the signed manifest (added: {extra or 'none'}; "
+            f"missing: {missing or 'none'})"
+        )
+    for name, entry in manifest.files.items():
+        path = folder / name
+        if path.stat().st_size != entry.bytes or _sha256(path) != entry.sha256:
+            raise IntegrityError(f"{path}: content differs from the signed manifest (tampered)")
+    # (5) Weights load only from safetensors, into the recorded architecture.
+    ref = f"{info['name']}@{info['version']}"
+    config = json.loads((folder / "model.json").read_text())
+    prep = Preprocessing.model_validate(config["preprocessing"])
+    spec = (
+        EntrypointModel.model_validate(config["model"])
+        if "entrypoint" in config["model"]
+        else BuiltinModel.model_validate(config["model"])
+    )
+    model = build_model(spec, input_shape=prep.input_shape, classes=len(prep.classes))
+    try:
+        model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    except RuntimeError as exc:
+        raise InvalidInput(f"{ref}: weights do not fit the model config ({exc})") from None
+    raw_schema = json.loads((folder / "schema.json").read_text())
+    schema: TableSchema | ImageSchema = (
+        ImageSchema.model_validate(raw_schema)
+        if raw_schema.get("kind") == "images"
+        else TableSchema.model_validate(raw_schema)
+    )
+    return ServedModel(
+        ref=ref,
+        manifest_hash=str(info["manifest_hash"]),
+        model=model.eval(),
+        prep=prep,
+        schema=schema,
+        metadata=json.loads((folder / "metadata.json").read_text()),
+    )

@@ -1,0 +1,59 @@
+"""Assembling a servable model: the verified weights plus guards fitted to its training data."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bastion.serve.app import Loaded
+from bastion.serve.config import ServeConfig
+from bastion.serve.guards.extraction import ExtractionDetector, InputGrid
+from bastion.serve.guards.ood import InputDetector
+from bastion.serve.guards.validate import RequestValidator
+from bastion.serve.model import ServedModel
+from bastion.serve.monitor import DriftMonitor, input_names
+
+__all__ = ["fit_guards"]
+
+#: Rows used to fit the detectors and drift reference (a bound on start-up time).
+_MAX_FIT_ROWS = 5000
+
+
+def fit_guards(
+    served: ServedModel,
+    *,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_holdout: torch.Tensor,
+    config: ServeConfig,
+    seed: int = 0,
+) -> Loaded:
+    """Fit OOD thresholds, the extraction grid and the drift reference on training rows."""
+    generator = torch.Generator().manual_seed(seed)
+    if len(x_train) > _MAX_FIT_ROWS:
+        chosen = torch.randperm(len(x_train), generator=generator)[:_MAX_FIT_ROWS]
+        x_train, y_train = x_train[chosen], y_train[chosen]
+    images = served.prep.kind == "images"
+    detector = InputDetector.fit(
+        features=served.features,
+        probabilities=served.probabilities,
+        x_fit=x_train,
+        y_fit=y_train,
+        x_calibrate=x_holdout if len(x_holdout) >= 20 else x_train,
+        images=images,
+        fpr=config.ood_fpr,
+    )
+    flat = x_train.flatten(1).numpy().astype(np.float64)
+    drift = None
+    if not images:  # per-pixel drift of tiny images says little; tables get it per feature
+        names = input_names(served.prep.numeric, served.prep.categorical, flat.shape[1])
+        drift = DriftMonitor(flat, names=names)
+    return Loaded(
+        served=served,
+        validator=RequestValidator(
+            schema=served.schema, prep=served.prep, max_batch=config.max_batch
+        ),
+        detector=detector,
+        drift=drift,
+        extraction=ExtractionDetector(grid=InputGrid.fit(flat)),
+    )
