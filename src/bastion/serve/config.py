@@ -31,4 +31,4 @@ class ServeConfig(BaseModel):
     max_batch: int = Field(default=256, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1_000_000, ge=1024, le=64_000_000)
     #: Share of clean held-out inputs the detector may flag (its thresholds' budget).
-    ood_fpr: float = Field(default=0.03, gt=0, lt=0.5)
+    ood_fpr: float = Field(default=0.02, gt=0, lt=0.5)

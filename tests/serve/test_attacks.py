@@ -1,0 +1,201 @@
+"""Attacks through HTTP: adversarial inputs crafted on a surrogate, and model extraction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from bastion.evaluate.attacks import pgd
+from bastion.serve.config import ExtractionAction, ServeConfig
+from bastion.serve.output import OutputMode
+from bastion.train.config import BuiltinModel
+from bastion.train.models import build_model
+from tests.serve.conftest import Running, Workload, make_state, mint_key, train
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _flagged_share(http: httpx.Client, token: str, images: np.ndarray) -> float:
+    flagged = 0
+    for start in range(0, len(images), 64):
+        batch = images[start : start + 64].astype(int).tolist()
+        response = http.post("/v1/predict", json={"instances": batch}, headers=_bearer(token))
+        assert response.status_code == 200, response.text
+        flagged += sum("flagged" in p for p in response.json()["predictions"])
+    return flagged / len(images)
+
+
+def test_pgd_inputs_from_a_surrogate_are_flagged_at_a_low_false_positive_rate(
+    digits_workload: Workload, serve: Any
+) -> None:
+    token, record = mint_key(("predict",))
+    state, _, _ = make_state(digits_workload, records=[record])
+    running: Running = serve(state)
+    # The server calibrated on the even held-out rows; the odd ones it has never seen.
+    attacker, victims = digits_workload.test_rows[::2], digits_workload.test_rows[1::2]
+    # The attacker trains its own model on data it holds and attacks that one (transfer).
+    surrogate = build_model(BuiltinModel(builtin="cnn"), input_shape=(1, 8, 8), classes=10)
+    train(surrogate, digits_workload.x[attacker], digits_workload.y[attacker], epochs=30, seed=1)
+    x, y = digits_workload.x[victims], digits_workload.y[victims]
+    adversarial = pgd(
+        surrogate, x, y, eps=0.2, steps=20, generator=torch.Generator().manual_seed(0)
+    )
+    # The API takes the dataset's integer pixels (0..16): the attacker rounds to pass validation.
+    adversarial_pixels = torch.round(adversarial * 16).squeeze(1).numpy()
+    clean_pixels = digits_workload.raw[victims]  # type: ignore[index]
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        detected = _flagged_share(http, token, adversarial_pixels)
+        false_positives = _flagged_share(http, token, clean_pixels)
+    with torch.no_grad():
+        fooled = float(
+            (
+                state.current.served.model(
+                    torch.from_numpy(adversarial_pixels[:, None] / 16).float()
+                ).argmax(1)
+                != y
+            )
+            .float()
+            .mean()
+        )
+    print(
+        f"PGD eps 0.2 via surrogate: fools the model on {fooled:.2f}, flagged {detected:.2f}; clean flagged {false_positives:.3f}"
+    )
+    assert fooled > 0.3  # the attack is real
+    assert detected >= 0.8
+    assert false_positives < 0.05
+
+
+class _Throttled(Exception):
+    pass
+
+
+def _victim(url: str, token: str, counter: list[int]) -> Any:
+    """ART's view of the deployment: a black box answering labels over HTTP."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    client = httpx.Client(base_url=url, timeout=30)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        pixels = np.clip(np.round(x.reshape(len(x), 8, 8) * 16), 0, 16).astype(int).tolist()
+        response = client.post("/v1/predict", json={"instances": pixels}, headers=_bearer(token))
+        if response.status_code == 429:
+            raise _Throttled(response.json()["detail"])
+        response.raise_for_status()
+        counter[0] += len(x)
+        labels = [int(p["label"]) for p in response.json()["predictions"]]
+        return np.eye(10)[labels]
+
+    return BlackBoxClassifier(predict, input_shape=(1, 8, 8), nb_classes=10, clip_values=(0, 1))
+
+
+def _knockoff(victim: Any, transfer: np.ndarray, budget: int) -> Any:
+    from art.attacks.extraction import KnockoffNets
+    from art.estimators.classification import PyTorchClassifier
+
+    torch.manual_seed(0)
+    thief = build_model(BuiltinModel(builtin="cnn"), input_shape=(1, 8, 8), classes=10)
+    thieved = PyTorchClassifier(
+        thief,
+        loss=torch.nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(thief.parameters(), lr=0.01),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        clip_values=(0, 1),
+    )
+    attack = KnockoffNets(
+        victim,
+        batch_size_fit=64,
+        batch_size_query=64,
+        nb_epochs=20,
+        nb_stolen=budget,
+        sampling_strategy="random",
+        verbose=False,
+    )
+    return attack.extract(transfer.astype(np.float32), thieved_classifier=thieved)
+
+
+def _transfer_set(workload: Workload, budget: int) -> np.ndarray:
+    """The attacker holds 100 natural images and jitters them (Copycat-style augmentation)."""
+    rng = np.random.default_rng(0)
+    seeds = workload.x[workload.test_rows[:100]].numpy()
+    copies = [np.clip(seeds + rng.normal(0, 0.1, seeds.shape), 0, 1) for _ in range(budget // 100)]
+    return np.concatenate(copies)[rng.permutation(budget)]
+
+
+def test_knockoff_extraction_is_detected_and_throttled_before_its_budget(
+    digits_workload: Workload, serve: Any
+) -> None:
+    budget = 2000
+    token, record = mint_key(("predict",), rate=200, burst=400)
+    state, _, reports = make_state(
+        digits_workload,
+        records=[record],
+        config=ServeConfig(output=OutputMode.LABEL, extraction_action=ExtractionAction.THROTTLE),
+    )
+    running: Running = serve(state)
+    queries = [0]
+    with pytest.raises(_Throttled, match="over its rate"):
+        _knockoff(
+            _victim(running.url, token, queries), _transfer_set(digits_workload, budget), budget
+        )
+    findings = [details for kind, details in reports if kind == "extraction"]
+    assert (
+        len(findings) == 1
+        and findings[0]["key_id"] == record.id
+        and "PRADA" in findings[0]["reason"]
+    )
+    print(
+        f"extraction flagged after {findings[0]['queries']} queries; throttled after {queries[0]} of {budget}"
+    )
+    assert queries[0] < budget / 2
+
+
+def test_natural_traffic_is_not_taken_for_extraction(digits_workload: Workload, serve: Any) -> None:
+    token, record = mint_key(("predict",))
+    state, _, reports = make_state(digits_workload, records=[record])
+    running: Running = serve(state)
+    natural = digits_workload.raw[digits_workload.test_rows]  # type: ignore[index]
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        for start in range(0, len(natural), 10):
+            batch = natural[start : start + 10].tolist()
+            assert (
+                http.post(
+                    "/v1/predict", json={"instances": batch}, headers=_bearer(token)
+                ).status_code
+                == 200
+            )
+    assert [kind for kind, _ in reports if kind == "extraction"] == []
+
+
+def test_label_only_output_fidelity_of_a_completed_extraction_is_measured(
+    digits_workload: Workload, serve: Any
+) -> None:
+    budget = 2000
+    token, record = mint_key(("predict",))
+    state, _, reports = make_state(
+        digits_workload,
+        records=[record],
+        config=ServeConfig(output=OutputMode.LABEL, extraction_action=ExtractionAction.ALERT),
+    )
+    running: Running = serve(state)
+    queries = [0]
+    thieved = _knockoff(
+        _victim(running.url, token, queries), _transfer_set(digits_workload, budget), budget
+    )
+    assert queries[0] == budget and any(
+        kind == "extraction" for kind, _ in reports
+    )  # alerted, not stopped
+    test = digits_workload.x[digits_workload.test_rows[100:]]
+    with torch.no_grad():
+        victim_labels = state.current.served.model(test).argmax(1).numpy()
+    fidelity = float((thieved.predict(test.numpy()).argmax(1) == victim_labels).mean())
+    print(
+        f"label-only output, {budget} queries: stolen model agrees with the deployment on {fidelity:.2f} of held-out images"
+    )
+    assert 0.1 < fidelity <= 1.0
