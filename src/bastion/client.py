@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from bastion.client_deployments import DeploymentsMixin
 from bastion.config import Settings
 from bastion.errors import (
     BastionError,
@@ -61,7 +62,7 @@ def _error(response: httpx.Response) -> BastionError:
     )
 
 
-class Client:
+class Client(DeploymentsMixin):
     """A thin, typed wrapper over the control plane's REST API."""
 
     def __init__(

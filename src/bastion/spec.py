@@ -26,6 +26,7 @@ from pydantic import (
 
 from bastion.errors import InvalidSpec
 from bastion.evaluate.config import EvaluateConfig
+from bastion.serve.config import ServeConfig
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Resources",
     "RunSpec",
     "ScanJob",
+    "ServeJob",
     "SmokeJob",
     "TrainJob",
     "VerifyJob",
@@ -230,6 +232,21 @@ DATASET_JOB_TYPES = frozenset(
     }
 )
 
+
+class ServeJob(_Strict):
+    """Run the inference server for a deployment (queued by 'bastion deploy create')."""
+
+    type: Literal["serve"]
+    deployment: Name
+    model: ModelRef
+    host: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    tls_cert: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    tls_key: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    redis_url: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+
 Job = Annotated[
     SmokeJob
     | IngestJob
@@ -241,7 +258,8 @@ Job = Annotated[
     | ExportModelJob
     | ImportModelJob
     | EvaluateJob
-    | EraseJob,
+    | EraseJob
+    | ServeJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.

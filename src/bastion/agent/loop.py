@@ -22,6 +22,7 @@ from bastion.agent.executors import Executor, JobHandle, JobRequest, make_execut
 from bastion.agent.fanout import FANOUT_ENV
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
 from bastion.agent.staging import (
+    INPUTS,
     check_source,
     open_transfer,
     seal_checkpoints,
@@ -33,9 +34,12 @@ from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
-from bastion.files import atomic_write_bytes
+from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import load_keyring
+from bastion.security.sealed import MANIFEST, sealed_dir
+from bastion.security.signing import signature_path_for
 from bastion.security.transfer import open_for_cluster
+from bastion.serve.model import SEALED
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -305,6 +309,8 @@ class Agent:
         staged += stage_inputs(
             lease, workdir=workdir, storage=self.storage.root, keyring=self.keyring
         )
+        if job["type"] == "serve":
+            manifest.update(self._serve_inputs(lease, workdir))
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
         environment = _job_environment(workdir, lease["job_token"])
         if job["type"] in ("pseudonymize", "erase"):  # this key alone; opens and signs nothing
@@ -334,6 +340,27 @@ class Agent:
         with self.state.lock:
             self.state.jobs[lease["run_id"]] = _Running(handle=handle, lease=lease)
 
+    def _serve_inputs(self, lease: dict[str, Any], workdir: Path) -> dict[str, Any]:
+        """An inference server checks its model again itself: give it the signed manifest
+        and this cluster's public keys (public halves only)."""
+        info = lease["inputs"]["model"]
+        sealed = sealed_dir(
+            self.storage.root,
+            artifact="model",
+            project=lease["project"],
+            name=info["name"],
+            manifest_hash=info["manifest_hash"],
+        )
+        target = workdir / INPUTS / "model" / SEALED
+        ensure_private_dir(target)
+        for file in (sealed / MANIFEST, signature_path_for(sealed / MANIFEST)):
+            atomic_write_bytes(target / file.name, file.read_bytes())
+        return {
+            "cluster": self.config.cluster,
+            "signing_public_keys": [k.public_pem.decode() for k in self.keyring.signing_keys()],
+            "hybrid_public_keyset": self.keyring.hybrid_public_keyset(),
+        }
+
     def _fanout_environment(self) -> dict[str, str]:
         """How wide a job may fan out (shadow models): this agent's own executor and width.
 
@@ -357,7 +384,8 @@ class Agent:
             code = job.handle.poll()
             if code is not None and job.spec_type == "train":
                 self._seal_checkpoints(job)  # what the job handed over before it ended
-            if code is None and job.handle.elapsed() > request.timeout_seconds:
+            serving = job.spec_type == "serve"  # runs until stopped, not timed out
+            if code is None and not serving and job.handle.elapsed() > request.timeout_seconds:
                 job.handle.kill()
                 self._fail(run_id, job, f"timed out after {request.timeout_seconds} s")
                 code = -9

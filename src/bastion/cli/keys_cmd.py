@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,8 +13,103 @@ from bastion.security.envelope import rewrap_file
 from bastion.security.keys import KeyPurpose
 
 app = typer.Typer(
-    help="Manage the keyring: show, rotate, re-wrap, export public keys.", no_args_is_help=True
+    help="The keyring (show, rotate, re-wrap, export public keys) and serving keys of "
+    "deployments (create, list, revoke).",
+    no_args_is_help=True,
 )
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def describe_key(key: dict[str, Any]) -> str:
+    """One line per serving key: id, scopes, limits, state (never the secret)."""
+    state = "revoked" if key["revoked_at"] else "active"
+    scopes = ",".join(key["scopes"])
+    return f"{key['id']} {scopes} rate {key['rate']} quota {key['quota']} {state}"
+
+
+def _per_second(text: str) -> float:
+    """``50/s``, ``600/m`` ... as requests per second."""
+    count, _, unit = text.partition("/")
+    if unit not in _UNITS or not count.replace(".", "", 1).isdigit():
+        raise typer.BadParameter(f"{text!r}: write a rate as N/s, N/m, N/h or N/d")
+    return float(count) / _UNITS[unit]
+
+
+def _per_day(text: str) -> int:
+    count, _, unit = text.partition("/")
+    if unit != "day" or not count.isdigit():
+        raise typer.BadParameter(f"{text!r}: write a quota as N/day")
+    return int(count)
+
+
+def _duration(text: str) -> int:
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
+        raise typer.BadParameter(f"{text!r}: write a duration as 30d, 12h, 45m or 90s")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+@app.command()
+def create(
+    deployment: Annotated[
+        str, typer.Option("--deployment", "-d", help="Deployment the key calls.")
+    ],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: predict, explain, metrics.")
+    ] = "predict",
+    rate: Annotated[str | None, typer.Option(help="Rate limit, e.g. 50/s (token bucket).")] = None,
+    burst: Annotated[
+        int | None, typer.Option(help="Bucket size (default: one second's rate).")
+    ] = None,
+    quota: Annotated[str | None, typer.Option(help="Daily quota, e.g. 100000/day.")] = None,
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d.")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Mint a serving key; the token is printed once and never stored."""
+    from bastion.cli.remote import client
+
+    with client() as remote:
+        key = remote.create_serving_key(
+            project,
+            deployment,
+            scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+            rate=_per_second(rate) if rate else None,
+            burst=burst,
+            quota=_per_day(quota) if quota else None,
+            expires_in_seconds=_duration(expires) if expires else None,
+            name=name,
+        )
+    out.print(f"serving key {key['id']} for {deployment} ({', '.join(key['scopes'])})")
+    out.print("token (shown once; send it as 'Authorization: Bearer <token>'):")
+    typer.echo(key["token"])
+
+
+@app.command("list")
+def list_keys(
+    deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")],
+) -> None:
+    """Serving keys of a deployment (ids and limits; never secrets)."""
+    from bastion.cli.remote import client
+
+    with client() as remote:
+        for key in remote.list_serving_keys(project, deployment):
+            out.print(describe_key(key))
+
+
+@app.command()
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id, as listed.")],
+    deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")],
+) -> None:
+    """Revoke a serving key; servers refuse it within seconds."""
+    from bastion.cli.remote import client
+
+    with client() as remote:
+        remote.revoke_serving_key(project, deployment, key_id)
+    out.print(f"serving key {key_id} revoked")
 
 
 @app.command()

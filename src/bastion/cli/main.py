@@ -22,6 +22,7 @@ from bastion.cli import (
     crypto_cmd,
     data_cmd,
     demo_cmd,
+    deploy_cmd,
     eval_cmd,
     keys_cmd,
     models_cmd,
@@ -91,6 +92,7 @@ app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(compliance_cmd.app, name="compliance")
 app.add_typer(privacy_cmd.app, name="privacy")
+app.add_typer(deploy_cmd.app, name="deploy")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from bastion.server.routes import (
     agents,
     audit,
     datasets,
+    deployments,
     governance,
     identity,
     privacy,
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         governance.router,
         privacy.router,
         audit.router,
+        deployments.router,
     ):
         api.include_router(router)
 

@@ -66,6 +66,9 @@ class Permission(enum.StrEnum):
     ALERTS_WRITE = "alerts:write"
     PRIVACY_READ = "privacy:read"
     PRIVACY_ERASE = "privacy:erase"
+    DEPLOYMENTS_READ = "deployments:read"
+    DEPLOYMENTS_WRITE = "deployments:write"
+    SERVING_KEYS_WRITE = "serving-keys:write"
 
 
 _A, _S, _E, _R, _U = Role.ADMIN, Role.DATA_STEWARD, Role.ML_ENGINEER, Role.REVIEWER, Role.AUDITOR
@@ -106,6 +109,9 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.ALERTS_WRITE: frozenset({_A}),
     Permission.PRIVACY_READ: frozenset({_A, _S, _U}),
     Permission.PRIVACY_ERASE: frozenset({_A, _S}),
+    Permission.DEPLOYMENTS_READ: _READERS,
+    Permission.DEPLOYMENTS_WRITE: frozenset({_A, _E}),
+    Permission.SERVING_KEYS_WRITE: frozenset({_A, _E}),
 }
 
 #: Permissions checked against the route's ``{project}``; the others are global.
@@ -130,6 +136,9 @@ PROJECT_SCOPED = frozenset(
         Permission.POLICIES_WRITE,
         Permission.PRIVACY_READ,
         Permission.PRIVACY_ERASE,
+        Permission.DEPLOYMENTS_READ,
+        Permission.DEPLOYMENTS_WRITE,
+        Permission.SERVING_KEYS_WRITE,
     }
 )
 

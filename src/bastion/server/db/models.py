@@ -34,6 +34,7 @@ __all__ = [
     "ClusterJoinToken",
     "Dataset",
     "DatasetVersion",
+    "Deployment",
     "Membership",
     "Model",
     "ModelVersion",
@@ -43,6 +44,7 @@ __all__ = [
     "RunEvent",
     "RunLog",
     "RunMetric",
+    "ServingKey",
     "User",
     "new_id",
     "utcnow",
@@ -397,4 +399,48 @@ class ErasureRequest(Base):
     requested_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     results: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    """A model version served by a cluster's agent; each (re)start is a ``serve`` run."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[int] = mapped_column(Integer)
+    #: Earlier model versions, most recent last (what rollback returns to).
+    history: Mapped[list[int]] = mapped_column(JSON, default=list)
+    #: The serve job without its model: host, port, TLS files, Redis, serving settings.
+    settings: Mapped[dict[str, object]] = mapped_column(JSON)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    unapproved: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class ServingKey(Base):
+    """A client key of one deployment: ``bsk_<id>_<secret>``, stored as the secret's hash."""
+
+    __tablename__ = "serving_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -208,7 +208,7 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
     version on the same cluster as ``baseline`` (for the drift comparison).
     """
     job = run.spec.get("job", {})
-    if not isinstance(job, dict) or job.get("type") not in {*DATASET_JOB_TYPES, "train"}:
+    if not isinstance(job, dict) or job.get("type") not in {*DATASET_JOB_TYPES, "train", "serve"}:
         return {}
     if job["type"] == "ingest":
         dataset = session.scalars(
@@ -242,7 +242,7 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
             name, number = parse_dataset_ref(str(job[key]))
             model = get_model_version(session, project=project, name=name, version=number)
             inputs[role] = {"name": name, "version": number, "manifest_hash": model.manifest_hash}
-    if job["type"] == "evaluate":  # the version is evaluated on the rows it was trained on
+    if job["type"] in ("evaluate", "serve"):  # evaluated / guarded with its training rows
         job = {**job, "dataset": _trained_on(session, project=project, ref=str(job["model"]))}
     if "dataset" not in job:
         return inputs

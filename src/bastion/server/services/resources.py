@@ -83,7 +83,13 @@ def get_run(session: Session, *, project: Project, run_id: str) -> Run:
 
 
 def create_run(
-    unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str, data_job: bool = False
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    spec: RunSpec,
+    user_id: str,
+    data_job: bool = False,
+    routed: bool = False,
 ) -> Run:
     """Queue a validated run spec for its cluster's agent.
 
@@ -93,6 +99,10 @@ def create_run(
     if spec.job.type in DATASET_JOB_TYPES and not data_job:
         raise InvalidSpec(
             f"job.type {spec.job.type!r} is queued by 'bastion data' verbs, not as a run spec"
+        )
+    if spec.job.type == "serve" and not routed:
+        raise InvalidSpec(
+            "job.type 'serve' is queued by 'bastion deploy create', not as a run spec"
         )
     if spec.project != project.name:
         raise InvalidSpec(

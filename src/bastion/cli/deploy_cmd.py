@@ -1,0 +1,142 @@
+"""``bastion deploy``: serve a production model version from a cluster's agent."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from bastion.cli.context import out
+from bastion.cli.keys_cmd import describe_key
+from bastion.cli.remote import client
+from bastion.errors import ServiceUnavailable
+from bastion.serve.config import ExtractionAction
+from bastion.serve.guards.ood import OodAction
+from bastion.serve.output import OutputMode
+
+app = typer.Typer(
+    help="Deploy model versions: verified loading, scoped keys, rate limits, guards, audit.",
+    no_args_is_help=True,
+)
+Project = Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")]
+
+
+@app.command()
+def create(
+    model: Annotated[str, typer.Argument(help="Model version NAME@V (production stage).")],
+    project: Project,
+    cluster: Annotated[str, typer.Option("--cluster", "-c", help="Cluster whose agent serves it.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Deployment name (default: the model's).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8443,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate (on the cluster).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key (on the cluster).")
+    ] = None,
+    output: Annotated[
+        OutputMode, typer.Option(help="What callers see of the prediction.")
+    ] = OutputMode.ROUNDED,
+    ood_action: Annotated[
+        OodAction, typer.Option("--ood", help="Out-of-distribution inputs: flag or reject.")
+    ] = OodAction.FLAG,
+    extraction_action: Annotated[
+        ExtractionAction,
+        typer.Option(
+            "--extraction", help="A key caught extracting the model: alert, throttle or block."
+        ),
+    ] = ExtractionAction.THROTTLE,
+    allow_unapproved: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unapproved",
+            help="Deploy a version not in production (audited; refused in production projects).",
+        ),
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the server to come up (0: do not wait).")
+    ] = 120.0,
+) -> None:
+    """Ask the cluster's agent to start ``bastion serve`` for a model version."""
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
+    body = {
+        "name": name or model.split("@")[0],
+        "model": model,
+        "cluster": cluster,
+        "host": host,
+        "port": port,
+        "tls_cert": str(tls_cert) if tls_cert else None,
+        "tls_key": str(tls_key) if tls_key else None,
+        "serve": {
+            "output": output.value,
+            "ood_action": ood_action.value,
+            "extraction_action": extraction_action.value,
+        },
+        "allow_unapproved": allow_unapproved,
+    }
+    with client() as remote:
+        made = remote.create_deployment(project, **body)
+        where = f"on cluster {cluster} (run {made['run_id']})"
+        out.print(f"deployment {made['name']}: {made['model']} {where}")
+        if made["unapproved"]:
+            out.print(
+                "[yellow]not a production version: deployed with --allow-unapproved (audited)[/]"
+            )
+        deadline = time.monotonic() + wait
+        while wait > 0:
+            state = remote.get_deployment(project, made["name"])
+            if state["status"] == "running":
+                out.print(f"[green]{escape(state['status_reason'])}[/]")
+                return
+            if state["status"] in ("failed", "cancelled", "stopped"):
+                out.print(f"[red]the server did not start: {escape(state['status_reason'])}[/]")
+                raise typer.Exit(1)
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"deployment {made['name']} is still {state['status']}; "
+                    "see 'bastion deploy show'"
+                )
+            time.sleep(1.0)
+
+
+@app.command("list")
+def list_deployments(project: Project) -> None:
+    """Deployments of a project with their model and status."""
+    with client() as remote:
+        rows = remote.list_deployments(project)
+    table = Table("name", "model", "cluster", "status", "where")
+    for row in rows:
+        where = f"{row['settings'].get('host')}:{row['settings'].get('port')}"
+        table.add_row(row["name"], row["model"], row["cluster"], row["status"], where)
+    out.print(table)
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(help="Deployment name.")], project: Project) -> None:
+    """One deployment: model, status, settings, keys."""
+    with client() as remote:
+        row = remote.get_deployment(project, name)
+        keys = remote.list_serving_keys(project, name)
+    out.print(f"deployment {row['name']}: {row['model']} on {row['cluster']} — {row['status']}")
+    out.print(f"  {escape(row['status_reason'])}")
+    serve = row["settings"].get("serve", {})
+    guards = f"OOD {serve.get('ood_action')}, extraction {serve.get('extraction_action')}"
+    out.print(f"  output {serve.get('output')}, {guards}")
+    for key in keys:
+        out.print(f"  key {describe_key(key)}")
+
+
+@app.command()
+def stop(name: Annotated[str, typer.Argument(help="Deployment name.")], project: Project) -> None:
+    """Stop serving (the server drains its audit trail and exits)."""
+    with client() as remote:
+        row = remote.stop_deployment(project, name)
+    out.print(f"deployment {row['name']} stopped")

@@ -1,0 +1,151 @@
+"""The ``serve`` job: verify the staged model, fit its guards, serve until the run stops.
+
+The agent has verified and decrypted the model version and the dataset it was trained
+on into the job's folder, with the version's signed manifest and the cluster's public
+keys; nothing here holds a key that opens data. The job refreshes its key records and
+uploads its audit events through its own job token; when the run is stopped or
+superseded that token is refused and the server shuts down, draining its audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import torch
+import uvicorn
+
+from bastion.agent.data_jobs import staged_input
+from bastion.errors import BastionError, Conflict, InvalidInput, NotAuthorized, ServiceUnavailable
+from bastion.serve.app import Loaded, ServeState, create_serve_app
+from bastion.serve.audit import AuditWriter
+from bastion.serve.guards.auth import KeyRecord, KeyStore
+from bastion.serve.guards.ratelimit import make_limiter
+from bastion.serve.model import load_verified
+from bastion.serve.runtime import fit_guards
+from bastion.spec import ServeJob
+from bastion.train.data import Split, split_rows
+
+if TYPE_CHECKING:
+    from bastion.agent.job import JobContext
+
+__all__ = ["run_serve"]
+
+log = logging.getLogger("bastion.serve")
+#: How often key records are refreshed (a revocation takes effect within this).
+KEY_REFRESH_SECONDS = 2.0
+
+
+def _records(raw: list[dict[str, Any]]) -> list[KeyRecord]:
+    return [
+        KeyRecord(
+            id=r["id"],
+            secret_hash=r["secret_hash"],
+            scopes=frozenset(r["scopes"]),
+            rate=r["rate"],
+            burst=r["burst"],
+            quota=r["quota"],
+            expires_at=dt.datetime.fromisoformat(r["expires_at"]) if r["expires_at"] else None,
+            revoked=bool(r["revoked"]),
+        )
+        for r in raw
+    ]
+
+
+def _load(context: JobContext, job: ServeJob, keys_pem: list[bytes]) -> Loaded:
+    # (1) The model must verify against its signed manifest before anything loads it.
+    served = load_verified(context.workdir / "inputs" / "model", public_keys=keys_pem)
+    context.log(f"{served.ref}: manifest {served.manifest_hash[:12]} and every file verified")
+    # (2) Guards are fitted on the rows the model was trained on; held-out rows calibrate.
+    data, _ = staged_input(context.workdir)
+    x, y = served.prep.features(data), served.prep.labels(data)
+    recorded = Split.model_validate(served.metadata["split"])
+    split, train_rows, test_rows = split_rows(y, holdout=recorded.holdout, seed=recorded.seed)
+    if split.train_index_sha256 != recorded.train_index_sha256:
+        raise InvalidInput(f"the staged data does not split into the rows {served.ref} saw")
+    loaded = fit_guards(
+        served,
+        x_train=x[torch.as_tensor(train_rows)],
+        y_train=y[torch.as_tensor(train_rows)],
+        x_holdout=x[torch.as_tensor(test_rows)],
+        config=job.serve,
+    )
+    return loaded
+
+
+def run_serve(context: JobContext, job: ServeJob) -> str:
+    manifest = json.loads((context.workdir / "job.json").read_text())
+    keys_pem = [pem.encode() for pem in manifest["signing_public_keys"]]
+    loaded = _load(context, job, keys_pem)
+    served = loaded.served
+    stop = threading.Event()
+    findings: list[dict[str, Any]] = []
+    findings_lock = threading.Lock()
+
+    def sink(events: list[dict[str, Any]]) -> None:
+        with findings_lock:
+            pending = list(findings)
+            findings.clear()
+        try:
+            context.client.serving_audit(
+                context.project, context.run_id, events=events, findings=pending
+            )
+        except BaseException:
+            with findings_lock:
+                findings[:0] = pending
+            raise
+
+    keys = KeyStore()
+    keys.replace(_records(context.client.serving_keys(context.project, context.run_id)))
+    audit = AuditWriter(
+        sink=sink,
+        spool=context.workdir / "audit.spool",
+        cluster=manifest["cluster"],
+        cluster_keyset=manifest["hybrid_public_keyset"],
+    )
+    state = ServeState(
+        config=job.serve,
+        keys=keys,
+        limiter=make_limiter(job.redis_url, namespace=job.deployment),
+        audit=audit,
+        current=loaded,
+        report=lambda kind, details: findings.append({"kind": kind, **details}),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_serve_app(state),
+            host=job.host,
+            port=job.port,
+            ssl_certfile=job.tls_cert,
+            ssl_keyfile=job.tls_key,
+            log_level="warning",
+            access_log=False,  # the audit trail records requests, without their bodies
+        )
+    )
+
+    def refresh() -> None:
+        while not stop.wait(KEY_REFRESH_SECONDS):
+            try:
+                keys.replace(_records(context.client.serving_keys(context.project, context.run_id)))
+            except (Conflict, NotAuthorized):  # stopped, or a newer attempt took over
+                server.should_exit = True
+                return
+            except (ServiceUnavailable, BastionError) as exc:
+                log.warning("serving keys not refreshed: %s", exc)
+
+    audit.start()
+    threading.Thread(target=refresh, name="key-refresh", daemon=True).start()
+    scheme = "https" if job.tls_cert else "http"
+    context.event("serve", "running", f"serving {served.ref} at {scheme}://{job.host}:{job.port}")
+    try:
+        server.run()
+    finally:
+        stop.set()
+        try:
+            audit.close()
+        except BastionError as exc:
+            log.error("audit trail not drained: %s", exc)
+    return f"deployment {job.deployment} stopped; {audit.sent} requests audited"

@@ -1,0 +1,314 @@
+"""Deployments: which model version a cluster serves, and the keys its clients hold.
+
+A deployment is a record plus a ``serve`` run that the cluster's agent executes; the
+server process (in the compute plane) fetches its key records and sends its audit
+events and findings back through that run's job token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.errors import Conflict, NotFound, PolicyViolation
+from bastion.serve.guards.auth import SERVING_KEY_PREFIX
+from bastion.server.auth import new_token
+from bastion.server.db.models import Cluster, Deployment, Policy, Project, Run, ServingKey, utcnow
+from bastion.server.db.session import UnitOfWork
+from bastion.server.deps import Identity
+from bastion.server.services.alerts import raise_alert
+from bastion.server.services.resources import (
+    ACTIVE_STATUSES,
+    cancel_run,
+    check_reporter,
+    create_run,
+    get_cluster,
+    get_model_version,
+    get_run,
+)
+from bastion.spec import RunSpec, parse_dataset_ref
+
+__all__ = [
+    "create_deployment",
+    "create_key",
+    "get_deployment",
+    "ingest_audit",
+    "key_records",
+    "list_deployments",
+    "list_keys",
+    "revoke_key",
+    "stop_deployment",
+]
+
+#: A serve run's resources: it runs until stopped (the agent does not time it out).
+_SERVE_TIMEOUT = 7 * 24 * 3600
+
+
+def get_deployment(session: Session, *, project: Project, name: str) -> Deployment:
+    found = session.scalars(
+        select(Deployment).where(Deployment.project_id == project.id, Deployment.name == name)
+    ).first()
+    if found is None:
+        raise NotFound(f"no deployment {name!r} in project {project.name!r}")
+    return found
+
+
+def list_deployments(session: Session, *, project: Project) -> list[Deployment]:
+    return list(
+        session.scalars(
+            select(Deployment)
+            .where(Deployment.project_id == project.id)
+            .order_by(Deployment.created_at)
+        )
+    )
+
+
+def _is_production_project(session: Session, project: Project) -> bool:
+    """A project with a policy named ``production`` ships to production."""
+    return (
+        session.scalars(
+            select(Policy).where(Policy.project_id == project.id, Policy.name == "production")
+        ).first()
+        is not None
+    )
+
+
+def create_deployment(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    name: str,
+    model: str,
+    cluster: str,
+    settings: dict[str, Any],
+    allow_unapproved: bool,
+    user_id: str,
+) -> Deployment:
+    """Queue the serve run of a production model version (or, audited, an unapproved one)."""
+    session = unit.session
+    if session.scalars(
+        select(Deployment).where(Deployment.project_id == project.id, Deployment.name == name)
+    ).first():
+        raise Conflict(f"deployment {name!r} exists; use 'bastion deploy update' to change it")
+    model_name, number = parse_dataset_ref(model)
+    version = get_model_version(session, project=project, name=model_name, version=number)
+    target: Cluster = get_cluster(session, cluster)
+    # (1) Only production versions, unless explicitly allowed outside production projects.
+    if version.stage != "production":
+        if not allow_unapproved:
+            raise PolicyViolation(
+                f"{model} is in stage {version.stage!r}; only a production version can be "
+                "deployed (promote it with 'bastion model promote', or pass --allow-unapproved "
+                "outside production projects)"
+            )
+        if _is_production_project(session, project):
+            raise PolicyViolation(
+                f"project {project.name!r} has a production policy: --allow-unapproved is refused"
+            )
+    # (2) The version must be stored where it will be served.
+    if version.cluster_id is not None and version.cluster_id != target.id:
+        raise Conflict(
+            f"{model} is stored on another cluster; export it to {cluster!r} first "
+            "('bastion model export --to-cluster')"
+        )
+    deployment = Deployment(
+        project_id=project.id,
+        name=name,
+        cluster_id=target.id,
+        model_name=model_name,
+        model_version=number,
+        history=[],
+        settings=settings,
+        unapproved=version.stage != "production",
+        created_by=user_id,
+    )
+    session.add(deployment)
+    session.flush()
+    _start(unit, project=project, deployment=deployment, cluster=target, user_id=user_id)
+    unit.record(
+        "deployment.created",
+        f"deployment:{project.name}/{name}",
+        {"model": model, "cluster": cluster, "unapproved": deployment.unapproved},
+    )
+    return deployment
+
+
+def _start(
+    unit: UnitOfWork, *, project: Project, deployment: Deployment, cluster: Cluster, user_id: str
+) -> Run:
+    spec = RunSpec.model_validate(
+        {
+            "name": f"serve-{deployment.name}",
+            "project": project.name,
+            "cluster": cluster.name,
+            "max_retries": 3,
+            "resources": {"timeout_seconds": _SERVE_TIMEOUT},
+            "job": {
+                "type": "serve",
+                "deployment": deployment.name,
+                "model": f"{deployment.model_name}@{deployment.model_version}",
+                **deployment.settings,
+            },
+        }
+    )
+    run = create_run(unit, project=project, spec=spec, user_id=user_id, routed=True)
+    deployment.run_id = run.id
+    return run
+
+
+def stop_deployment(unit: UnitOfWork, *, project: Project, name: str) -> Deployment:
+    deployment = get_deployment(unit.session, project=project, name=name)
+    if deployment.stopped_at is not None:
+        raise Conflict(f"deployment {name!r} is already stopped")
+    if deployment.run_id is not None:
+        run = get_run(unit.session, project=project, run_id=deployment.run_id)
+        if run.status in (*ACTIVE_STATUSES, "queued"):
+            cancel_run(unit, project=project, run_id=run.id)
+    deployment.stopped_at = utcnow()
+    unit.record("deployment.stopped", f"deployment:{project.name}/{name}", {})
+    return deployment
+
+
+# -- serving keys --------------------------------------------------------------------------
+
+
+def create_key(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    deployment: str,
+    scopes: list[str],
+    rate: float | None,
+    burst: int | None,
+    quota: int | None,
+    expires_in: dt.timedelta | None,
+    name: str,
+    user_id: str,
+) -> tuple[ServingKey, str]:
+    """Mint a key; the token is returned once and only its hash is kept."""
+    target = get_deployment(unit.session, project=project, name=deployment)
+    minted = new_token(SERVING_KEY_PREFIX)
+    key = ServingKey(
+        id=minted.id,
+        deployment_id=target.id,
+        name=name,
+        secret_hash=minted.secret_hash,
+        scopes=sorted(set(scopes)),
+        rate=rate,
+        burst=burst,
+        quota=quota,
+        expires_at=utcnow() + expires_in if expires_in else None,
+        created_by=user_id,
+    )
+    unit.session.add(key)
+    unit.record(
+        "serving_key.created",
+        f"deployment:{project.name}/{deployment}",
+        {"key": minted.id, "scopes": key.scopes},
+    )
+    return key, minted.token
+
+
+def list_keys(session: Session, *, project: Project, deployment: str) -> list[ServingKey]:
+    target = get_deployment(session, project=project, name=deployment)
+    return list(
+        session.scalars(
+            select(ServingKey)
+            .where(ServingKey.deployment_id == target.id)
+            .order_by(ServingKey.created_at)
+        )
+    )
+
+
+def revoke_key(unit: UnitOfWork, *, project: Project, deployment: str, key_id: str) -> ServingKey:
+    target = get_deployment(unit.session, project=project, name=deployment)
+    key = unit.session.get(ServingKey, key_id)
+    if key is None or key.deployment_id != target.id:
+        raise NotFound(f"deployment {deployment!r} has no serving key {key_id!r}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        unit.record(
+            "serving_key.revoked", f"deployment:{project.name}/{deployment}", {"key": key_id}
+        )
+    return key
+
+
+# -- the serve job's side ------------------------------------------------------------------
+
+
+def _served_by(session: Session, *, project: Project, run_id: str, caller: Identity) -> Deployment:
+    run = get_run(session, project=project, run_id=run_id)
+    check_reporter(caller=caller, run=run)  # the current attempt's job only
+    found = session.scalars(select(Deployment).where(Deployment.run_id == run.id)).first()
+    if found is None:
+        raise NotFound(f"run {run_id} serves no deployment")
+    return found
+
+
+def key_records(
+    session: Session, *, project: Project, run_id: str, caller: Identity
+) -> list[dict[str, Any]]:
+    """What the server needs to check its keys (hashes, never secrets)."""
+    deployment = _served_by(session, project=project, run_id=run_id, caller=caller)
+    keys = session.scalars(select(ServingKey).where(ServingKey.deployment_id == deployment.id))
+    return [
+        {
+            "id": key.id,
+            "secret_hash": key.secret_hash,
+            "scopes": key.scopes,
+            "rate": key.rate,
+            "burst": key.burst,
+            "quota": key.quota,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+            "revoked": key.revoked_at is not None,
+        }
+        for key in keys
+    ]
+
+
+#: What a request event may carry into the audit log (no inputs, no outputs).
+_EVENT_FIELDS = (
+    "endpoint",
+    "key_id",
+    "input_sha256",
+    "decision",
+    "status",
+    "flags",
+    "instances",
+    "model",
+    "at",
+)
+
+
+def ingest_audit(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    run_id: str,
+    events: list[dict[str, Any]],
+    findings: list[dict[str, Any]],
+    caller: Identity,
+) -> int:
+    """Append the server's request events to the audit log; findings become alerts."""
+    deployment = _served_by(unit.session, project=project, run_id=run_id, caller=caller)
+    target = f"deployment:{project.name}/{deployment.name}"
+    for event in events:
+        details = {k: event[k] for k in _EVENT_FIELDS if event.get(k) is not None}
+        details["flags"] = [str(f) for f in details.get("flags", [])]
+        details["status"] = str(details.get("status", ""))
+        details["instances"] = str(details.get("instances", ""))
+        unit.record("serve.request", target, details)
+    for finding in findings:
+        kind = str(finding.get("kind", "finding"))
+        subject = str(finding.get("key_id") or finding.get("feature") or deployment.name)
+        raise_alert(
+            unit,
+            kind=f"serve_{kind}",
+            actor=subject,
+            project=project.name,
+            details={"deployment": deployment.name, **{k: str(v) for k, v in finding.items()}},
+        )
+    return len(events)

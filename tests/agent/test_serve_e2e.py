@@ -1,0 +1,183 @@
+"""A production model deployed from the CLI: the agent starts the inference server, which
+verifies the model, serves authenticated predictions and audits every request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from bastion.data.reference import PATIENT_PII_COLUMNS, patients
+from tests.agent.test_agent_e2e import Plane, running_plane
+from tests.serve.conftest import free_port
+from tests.server.test_live import _bastion
+
+SPEC = {
+    "name": "readmission",
+    "project": "p",
+    "cluster": "c1",
+    "dataset": "patients@1",
+    "model": {"builtin": "mlp", "hidden": [16]},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 0.1},
+}
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    root = tmp_path_factory.mktemp("serve-plane")
+    with running_plane(root) as started:
+        incoming = started.storage.parent / "incoming"
+        patients(seed=0).to_csv(incoming / "patients.csv", index=False)
+        home = started.client_home
+        registered = _bastion(
+            home,
+            "data",
+            "register",
+            str(incoming / "patients.csv"),
+            "--name",
+            "patients",
+            "-p",
+            "p",
+            "--target",
+            "diagnosis",
+            "--subject-id-column",
+            "subject_id",
+        )
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        spec = root / "spec.yaml"
+        spec.write_text(yaml.safe_dump(SPEC))
+        trained = _bastion(home, "run", "submit", str(spec), "--follow")
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+        yield started
+
+
+def _rows(count: int) -> list[dict[str, object]]:
+    frame = patients(seed=0).drop(columns=[*PATIENT_PII_COLUMNS, "diagnosis"], errors="ignore")
+    frame = frame.drop(columns=[c for c in ("subject_id",) if c in frame.columns])
+    return frame.head(count).to_dict(orient="records")  # type: ignore[no-any-return]
+
+
+def test_a_production_model_deploys_serves_and_audits(plane: Plane, tmp_path: Path) -> None:
+    home = plane.client_home
+    port = free_port()
+    deploy = (
+        "deploy",
+        "create",
+        "readmission@1",
+        "-p",
+        "p",
+        "--cluster",
+        "c1",
+        "--port",
+        str(port),
+    )
+    # (1) Only a production version deploys; a production project refuses the override.
+    refused = _bastion(home, *deploy)
+    assert refused.returncode == 1 and "only a production version" in refused.stderr
+    policy = tmp_path / "production.yaml"
+    policy.write_text(
+        yaml.safe_dump({"min_accuracy": 0.5, "require_signature": True, "approvals": 0})
+    )
+    assert (
+        _bastion(home, "policy", "put", "production", "-p", "p", "--file", str(policy)).returncode
+        == 0
+    )
+    override = _bastion(home, *deploy, "--allow-unapproved")
+    assert override.returncode == 1 and "production policy" in override.stderr
+    promoted = _bastion(home, "model", "promote", "readmission@1", "-p", "p", "--to", "production")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    # (2) The agent starts the server; the CLI waits until it reports where it listens.
+    started = _bastion(home, *deploy)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"serving readmission@1 at http://127.0.0.1:{port}" in started.stdout
+    minted = _bastion(home, "keys", "create", "-d", "readmission", "-p", "p", "--rate", "100/s")
+    assert minted.returncode == 0, minted.stdout + minted.stderr
+    token = minted.stdout.strip().splitlines()[-1]
+    assert token.startswith("bsk_")
+    url = f"http://127.0.0.1:{port}"
+    bearer = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        deadline = time.monotonic() + 10
+        while True:  # the key reaches the server with its next refresh
+            answered = http.post("/v1/predict", json={"instances": _rows(3)}, headers=bearer)
+            if answered.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert answered.status_code == 200, answered.text
+        body = answered.json()
+        assert body["model"] == "readmission@1" and len(body["predictions"]) == 3
+        assert http.get("/healthz").json()["model"] == "readmission@1"
+        assert http.post("/v1/predict", json={"instances": _rows(1)}).status_code == 401
+        invalid = http.post(
+            "/v1/predict", json={"instances": [{"mean_radius": "x"}]}, headers=bearer
+        )
+        assert invalid.status_code == 422
+        assert http.get("/metrics", headers=bearer).status_code == 403
+        # (3) Revocation takes effect within five seconds.
+        key_id = token.split("_")[1]
+        revoked_at = time.monotonic()
+        assert (
+            _bastion(home, "keys", "revoke", key_id, "-d", "readmission", "-p", "p").returncode == 0
+        )
+        while (
+            http.post("/v1/predict", json={"instances": _rows(1)}, headers=bearer).status_code
+            == 200
+        ):
+            assert time.monotonic() - revoked_at < 5, "revocation did not reach the server"
+            time.sleep(0.2)
+    shown = _bastion(home, "deploy", "show", "readmission", "-p", "p")
+    assert shown.returncode == 0 and "running" in shown.stdout and "revoked" in shown.stdout
+    # (4) Every request is in the audit log: key id and input hash, never the input.
+    deadline = time.monotonic() + 10
+    while True:
+        events = [e for e in plane.admin.audit_events(limit=500) if e["action"] == "serve.request"]
+        if len(events) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    statuses = sorted(e["details"]["status"] for e in events)
+    assert statuses.count("200") == 1 and "401" in statuses and "422" in statuses
+    served = next(e for e in events if e["details"]["status"] == "200")
+    assert served["details"]["key_id"] == key_id and len(served["details"]["input_sha256"]) == 64
+    assert "mean_radius" not in str(events)
+    # (5) Stop: the server exits and the port closes.
+    assert _bastion(home, "deploy", "stop", "readmission", "-p", "p").returncode == 0
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+        except httpx.TransportError:
+            break
+        assert time.monotonic() < deadline, "the server kept listening after stop"
+        time.sleep(0.3)
+
+
+def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> None:
+    home = plane.client_home
+    stored = next((plane.storage / "models" / "p" / "readmission").iterdir())
+    weights = stored / "weights.safetensors.bst"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
+    try:
+        port = str(free_port())
+        refused = _bastion(
+            home,
+            "deploy",
+            "create",
+            "readmission@1",
+            "-p",
+            "p",
+            "--cluster",
+            "c1",
+            "--name",
+            "tampered",
+            "--port",
+            port,
+        )
+    finally:
+        weights.write_bytes(original)
+    assert refused.returncode == 1
+    assert "weights.safetensors" in refused.stdout + refused.stderr
