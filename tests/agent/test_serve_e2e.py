@@ -58,7 +58,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
 def _rows(count: int) -> list[dict[str, object]]:
     frame = patients(seed=0).drop(columns=[*PATIENT_PII_COLUMNS, "diagnosis"], errors="ignore")
     frame = frame.drop(columns=[c for c in ("subject_id",) if c in frame.columns])
-    return frame.head(count).to_dict(orient="records")  # type: ignore[no-any-return]
+    return [
+        {str(k): v for k, v in row.items()} for row in frame.head(count).to_dict(orient="records")
+    ]
 
 
 def test_a_production_model_deploys_serves_and_audits(plane: Plane, tmp_path: Path) -> None:

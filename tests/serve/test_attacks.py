@@ -64,7 +64,8 @@ def test_pgd_inputs_from_a_surrogate_are_flagged_at_a_low_false_positive_rate(
             .mean()
         )
     print(
-        f"PGD eps 0.2 via surrogate: fools the model on {fooled:.2f}, flagged {detected:.2f}; clean flagged {false_positives:.3f}"
+        f"PGD eps 0.2 via surrogate: fools the model on {fooled:.2f}, "
+        f"flagged {detected:.2f}; clean flagged {false_positives:.3f}"
     )
     assert fooled > 0.3  # the attack is real
     assert detected >= 0.8
@@ -151,7 +152,8 @@ def test_knockoff_extraction_is_detected_and_throttled_before_its_budget(
         and "PRADA" in findings[0]["reason"]
     )
     print(
-        f"extraction flagged after {findings[0]['queries']} queries; throttled after {queries[0]} of {budget}"
+        f"extraction flagged after {findings[0]['queries']} queries; "
+        f"throttled after {queries[0]} of {budget}"
     )
     assert queries[0] < budget / 2
 
@@ -196,6 +198,7 @@ def test_label_only_output_fidelity_of_a_completed_extraction_is_measured(
         victim_labels = state.current.served.model(test).argmax(1).numpy()
     fidelity = float((thieved.predict(test.numpy()).argmax(1) == victim_labels).mean())
     print(
-        f"label-only output, {budget} queries: stolen model agrees with the deployment on {fidelity:.2f} of held-out images"
+        f"label-only output, {budget} queries: the stolen model agrees with the "
+        f"deployment on {fidelity:.2f} of held-out images"
     )
     assert 0.1 < fidelity <= 1.0

@@ -21,6 +21,8 @@ PATH_VALUES = {
     "approval_id": "0" * 32,
     "alert_id": "0" * 32,
     "erasure_id": "0" * 32,
+    "deployment": "d1",
+    "key_id": "0" * 32,
     "version": "1",
 }
 

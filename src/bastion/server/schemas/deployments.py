@@ -8,11 +8,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from bastion.serve.config import ServeConfig
+from bastion.spec import DATASET_REF_PATTERN
 from bastion.server.schemas.common import Name, Request, Response
 
-ModelRef = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}@[0-9]{1,9}$")
-]
+ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 Path = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 ScopeName = Literal["predict", "explain", "metrics"]
 
