@@ -246,9 +246,12 @@ class Client(DeploymentsMixin):
         )
         return result
 
-    def heartbeat(self, cluster: str, runs: dict[str, int]) -> list[str]:
-        result = self.request("POST", f"/api/v1/clusters/{cluster}/heartbeat", json={"runs": runs})
-        return [str(run_id) for run_id in result["stop"]]
+    def heartbeat(self, cluster: str, runs: dict[str, int]) -> dict[str, Any]:
+        """The runs to stop (``stop``) and the model each serve run should serve (``serve``)."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/clusters/{cluster}/heartbeat", json={"runs": runs}
+        )
+        return result
 
     def lease(self, cluster: str, *, wait: float) -> dict[str, Any] | None:
         """Long-poll for work; None when nothing arrived within ``wait`` seconds."""

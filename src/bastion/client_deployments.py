@@ -31,6 +31,22 @@ class DeploymentsMixin:
         )
         return result
 
+    def update_deployment(
+        self, project: str, name: str, *, model: str, allow_unapproved: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/v1/projects/{project}/deployments/{name}/update",
+            json={"model": model, "allow_unapproved": allow_unapproved},
+        )
+        return result
+
+    def rollback_deployment(self, project: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/v1/projects/{project}/deployments/{name}/rollback"
+        )
+        return result
+
     def stop_deployment(self, project: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "POST", f"/api/v1/projects/{project}/deployments/{name}/stop"

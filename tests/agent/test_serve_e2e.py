@@ -3,20 +3,23 @@ verifies the model, serves authenticated predictions and audits every request.""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
+from bastion.serve.runner import KEY_REFRESH_SECONDS as KEY_REFRESH
 from tests.agent.test_agent_e2e import Plane, running_plane
 from tests.serve.conftest import free_port
 from tests.server.test_live import _bastion
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "name": "readmission",
     "project": "p",
     "cluster": "c1",
@@ -141,10 +144,11 @@ def test_a_production_model_deploys_serves_and_audits(plane: Plane, tmp_path: Pa
             break
         time.sleep(0.5)
     statuses = sorted(e["details"]["status"] for e in events)
-    assert statuses.count("200") == 1 and "401" in statuses and "422" in statuses
+    assert "200" in statuses and "401" in statuses and "422" in statuses
     served = next(e for e in events if e["details"]["status"] == "200")
     assert served["details"]["key_id"] == key_id and len(served["details"]["input_sha256"]) == 64
     assert "mean_radius" not in str(events)
+    _hot_swap_and_rollback(plane, tmp_path, url)
     # (5) Stop: the server exits and the port closes.
     assert _bastion(home, "deploy", "stop", "readmission", "-p", "p").returncode == 0
     deadline = time.monotonic() + 15
@@ -157,19 +161,78 @@ def test_a_production_model_deploys_serves_and_audits(plane: Plane, tmp_path: Pa
         time.sleep(0.3)
 
 
+def _hot_swap_and_rollback(plane: Plane, tmp_path: Path, url: str) -> None:
+    """A new version swaps in under load without a failed request; rollback returns."""
+    home = plane.client_home
+    spec = tmp_path / "v2.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "train": {**SPEC["train"], "epochs": 4}}))
+    trained = _bastion(home, "run", "submit", str(spec), "--follow")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    promoted = _bastion(home, "model", "promote", "readmission@2", "-p", "p", "--to", "production")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    minted = _bastion(home, "keys", "create", "-d", "readmission", "-p", "p")
+    bearer = {"Authorization": f"Bearer {minted.stdout.strip().splitlines()[-1]}"}
+    answers: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while not done.is_set():
+                r = http.post("/v1/predict", json={"instances": _rows(2)}, headers=bearer)
+                answers.append((r.status_code, r.json().get("model", r.text)))
+
+    time.sleep(KEY_REFRESH)  # the new key reaches the server
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        swapped = _bastion(
+            home, "deploy", "update", "readmission", "-p", "p", "--model", "readmission@2"
+        )
+        assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+        assert "serving readmission@2" in swapped.stdout
+        time.sleep(1)
+    finally:
+        done.set()
+        worker.join(30)
+    assert answers and {code for code, _ in answers} == {200}  # no request dropped or failed
+    served = [model for _, model in answers]
+    assert served[0] == "readmission@1" and served[-1] == "readmission@2"
+    assert served == sorted(served)  # once swapped, never back
+    back = _bastion(home, "deploy", "rollback", "readmission", "-p", "p")
+    assert back.returncode == 0 and "serving readmission@1" in back.stdout, (
+        back.stdout + back.stderr
+    )
+    # A version whose stored files were changed is refused; the server keeps serving.
+    stored = plane.storage / "models" / "p" / "readmission"
+    version_2 = plane.admin.model_versions("p", "readmission")[-1]["manifest_hash"]
+    weights = stored / version_2 / "weights.safetensors.bst"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
+    try:
+        refused = _bastion(
+            home, "deploy", "update", "readmission", "-p", "p", "--model", "readmission@2"
+        )
+    finally:
+        weights.write_bytes(original)
+    assert refused.returncode == 1 and "refused" in refused.stdout, refused.stdout + refused.stderr
+    with httpx.Client(base_url=url, timeout=30) as http:
+        still = http.post("/v1/predict", json={"instances": _rows(1)}, headers=bearer)
+    assert still.status_code == 200 and still.json()["model"] == "readmission@1"
+
+
 def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> None:
     home = plane.client_home
-    stored = next((plane.storage / "models" / "p" / "readmission").iterdir())
+    production = plane.admin.model_versions("p", "readmission")[-1]  # version 2, after the swap
+    stored = plane.storage / "models" / "p" / "readmission" / production["manifest_hash"]
     weights = stored / "weights.safetensors.bst"
     original = weights.read_bytes()
     weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
     try:
-        port = str(free_port())
         refused = _bastion(
             home,
             "deploy",
             "create",
-            "readmission@1",
+            f"readmission@{production['version']}",
             "-p",
             "p",
             "--cluster",
@@ -177,7 +240,7 @@ def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> N
             "--name",
             "tampered",
             "--port",
-            port,
+            str(free_port()),
         )
     finally:
         weights.write_bytes(original)

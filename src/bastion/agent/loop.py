@@ -39,7 +39,7 @@ from bastion.security.keys import load_keyring
 from bastion.security.sealed import MANIFEST, sealed_dir
 from bastion.security.signing import signature_path_for
 from bastion.security.transfer import open_for_cluster
-from bastion.serve.model import SEALED
+from bastion.serve.model import SEALED, SWAP_REQUEST
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -84,6 +84,8 @@ class _Running:
     handle: JobHandle
     lease: dict[str, Any]
     stopped: bool = False
+    #: For a serve job: the manifest hash of the model version staged for it last.
+    model_hash: str | None = None
     #: Held while the agent seals this job's checkpoints (sealer thread or reaper).
     sealing: threading.Lock = field(default_factory=threading.Lock)
 
@@ -199,8 +201,10 @@ class Agent:
     def _heartbeats(self) -> None:
         while not self._stop.is_set():
             try:
-                stop = self.client.heartbeat(self.config.cluster, self.state.active())
-                self._kill(stop)
+                reply = self.client.heartbeat(self.config.cluster, self.state.active())
+                self._kill([str(run_id) for run_id in reply["stop"]])
+                for run_id, inputs in reply.get("serve", {}).items():
+                    self._offer_model(str(run_id), inputs)
             except BastionError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(self.config.heartbeat_seconds)
@@ -337,8 +341,11 @@ class Agent:
         handle = self.executor.start(request)
         if staged:
             log.info("run %s: verified and staged %s", lease["run_id"], ", ".join(staged))
+        model_hash = lease.get("inputs", {}).get("model", {}).get("manifest_hash")
         with self.state.lock:
-            self.state.jobs[lease["run_id"]] = _Running(handle=handle, lease=lease)
+            self.state.jobs[lease["run_id"]] = _Running(
+                handle=handle, lease=lease, model_hash=model_hash
+            )
 
     def _serve_inputs(self, lease: dict[str, Any], workdir: Path) -> dict[str, Any]:
         """An inference server checks its model again itself: give it the signed manifest
@@ -360,6 +367,48 @@ class Agent:
             "signing_public_keys": [k.public_pem.decode() for k in self.keyring.signing_keys()],
             "hybrid_public_keyset": self.keyring.hybrid_public_keyset(),
         }
+
+    def _offer_model(self, run_id: str, inputs: dict[str, Any]) -> None:
+        """A deployment now wants another model version: stage it for the server to swap in."""
+        with self.state.lock:
+            job = self.state.jobs.get(run_id)
+            wanted = inputs.get("model", {}).get("manifest_hash")
+            if job is None or job.spec_type != "serve" or wanted in (None, job.model_hash):
+                return
+            job.model_hash = wanted  # one try per version: a refusal is reported, not retried
+        threading.Thread(
+            target=self._stage_swap, args=(job, inputs), name=f"swap-{run_id}", daemon=True
+        ).start()
+
+    def _stage_swap(self, job: _Running, inputs: dict[str, Any]) -> None:
+        """Verify and decrypt the version and its training data next to the running server,
+        then hand it over with ``swap.json``; the server verifies it again before swapping."""
+        lease = {**job.lease, "inputs": inputs}
+        model = inputs["model"]
+        folder = f"swap-{model['manifest_hash'][:16]}"
+        workdir = job.handle.request.workdir
+        ref = f"{model['name']}@{model['version']}"
+        try:
+            stage_inputs(
+                lease, workdir=workdir / folder, storage=self.storage.root, keyring=self.keyring
+            )
+            self._serve_inputs(lease, workdir / folder)
+        except (BastionError, OSError) as exc:
+            log.error("run %s: cannot stage %s for a hot-swap: %s", job.lease["run_id"], ref, exc)
+            try:
+                self.client.report_event(
+                    job.project,
+                    job.lease["run_id"],
+                    stage="serve",
+                    status="running",
+                    message=f"swap to {ref} refused: {exc}",
+                )
+            except BastionError as report_error:
+                log.warning("run %s: could not report: %s", job.lease["run_id"], report_error)
+            return
+        request = {"folder": folder, "model": ref}
+        atomic_write_bytes(workdir / SWAP_REQUEST, json.dumps(request).encode(), mode=0o600)
+        log.info("run %s: %s staged for a hot-swap", job.lease["run_id"], ref)
 
     def _fanout_environment(self) -> dict[str, str]:
         """How wide a job may fan out (shadow models): this agent's own executor and width.

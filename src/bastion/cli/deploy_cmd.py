@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -105,6 +105,55 @@ def create(
                     "see 'bastion deploy show'"
                 )
             time.sleep(1.0)
+
+
+def _await_model(remote: Any, project: str, name: str, model: str, wait: float) -> None:
+    """Wait until the server reports it serves ``model`` (or that it refused it)."""
+    deadline = time.monotonic() + wait
+    while wait > 0:
+        state = remote.get_deployment(project, name)
+        reason = state["status_reason"]
+        if reason.startswith(f"serving {model} "):
+            out.print(f"[green]{escape(reason)}[/]")
+            return
+        if reason.startswith(f"swap to {model} refused"):
+            out.print(f"[red]{escape(reason)}[/]; the server still serves the previous version")
+            raise typer.Exit(1)
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"deployment {name} has not swapped to {model} yet; see 'bastion deploy show'"
+            )
+        time.sleep(0.5)
+
+
+@app.command()
+def update(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    project: Project,
+    model: Annotated[str, typer.Option("--model", help="The version to serve now (NAME@V).")],
+    allow_unapproved: Annotated[
+        bool, typer.Option("--allow-unapproved", help="Serve a version not in production.")
+    ] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the swap.")] = 120.0,
+) -> None:
+    """Hot-swap to another version: verified first, swapped without dropping requests."""
+    with client() as remote:
+        remote.update_deployment(project, name, model=model, allow_unapproved=allow_unapproved)
+        out.print(f"deployment {name}: swapping to {model}")
+        _await_model(remote, project, name, model, wait)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    project: Project,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the swap.")] = 120.0,
+) -> None:
+    """Swap back to the version served before the last update."""
+    with client() as remote:
+        row = remote.rollback_deployment(project, name)
+        out.print(f"deployment {name}: rolling back to {row['model']}")
+        _await_model(remote, project, name, row["model"], wait)
 
 
 @app.command("list")

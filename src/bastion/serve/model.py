@@ -24,10 +24,12 @@ from bastion.train.config import BuiltinModel, EntrypointModel
 from bastion.train.data import Preprocessing
 from bastion.train.models import build_model, penultimate
 
-__all__ = ["SEALED", "ServedModel", "load_verified"]
+__all__ = ["SEALED", "SWAP_REQUEST", "ServedModel", "load_verified"]
 
 #: Where the agent puts the version's signed manifest inside the staged folder.
 SEALED = ".sealed"
+#: The agent's hand-over of a version staged for a hot-swap (in the job's folder).
+SWAP_REQUEST = "swap.json"
 #: Files the agent adds next to the model's own (its description of the staged version).
 _STAGING_FILES = {"version.json", SEALED}
 _CHUNK = 1 << 20

@@ -12,19 +12,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import uvicorn
 
 from bastion.agent.data_jobs import staged_input
+from bastion.agent.staging import INPUTS
 from bastion.errors import BastionError, Conflict, InvalidInput, NotAuthorized, ServiceUnavailable
 from bastion.serve.app import Loaded, ServeState, create_serve_app
 from bastion.serve.audit import AuditWriter
 from bastion.serve.guards.auth import KeyRecord, KeyStore
 from bastion.serve.guards.ratelimit import make_limiter
-from bastion.serve.model import load_verified
+from bastion.serve.model import SWAP_REQUEST, load_verified
 from bastion.serve.runtime import fit_guards
 from bastion.spec import ServeJob
 from bastion.train.data import Split, split_rows
@@ -37,6 +41,8 @@ __all__ = ["run_serve"]
 log = logging.getLogger("bastion.serve")
 #: How often key records are refreshed (a revocation takes effect within this).
 KEY_REFRESH_SECONDS = 2.0
+#: How often the server looks for a version the agent staged for a hot-swap.
+SWAP_POLL_SECONDS = 0.5
 
 
 def _records(raw: list[dict[str, Any]]) -> list[KeyRecord]:
@@ -55,12 +61,15 @@ def _records(raw: list[dict[str, Any]]) -> list[KeyRecord]:
     ]
 
 
-def _load(context: JobContext, job: ServeJob, keys_pem: list[bytes]) -> Loaded:
+def _load(
+    root: Path, job: ServeJob, keys_pem: list[bytes], log_line: Callable[[str], None]
+) -> Loaded:
+    """The model staged under ``root`` with its guards; its training rows are then removed."""
     # (1) The model must verify against its signed manifest before anything loads it.
-    served = load_verified(context.workdir / "inputs" / "model", public_keys=keys_pem)
-    context.log(f"{served.ref}: manifest {served.manifest_hash[:12]} and every file verified")
+    served = load_verified(root / INPUTS / "model", public_keys=keys_pem)
+    log_line(f"{served.ref}: manifest {served.manifest_hash[:12]} and every file verified")
     # (2) Guards are fitted on the rows the model was trained on; held-out rows calibrate.
-    data, _ = staged_input(context.workdir)
+    data, _ = staged_input(root)
     x, y = served.prep.features(data), served.prep.labels(data)
     recorded = Split.model_validate(served.metadata["split"])
     split, train_rows, test_rows = split_rows(y, holdout=recorded.holdout, seed=recorded.seed)
@@ -73,13 +82,37 @@ def _load(context: JobContext, job: ServeJob, keys_pem: list[bytes]) -> Loaded:
         x_holdout=x[torch.as_tensor(test_rows)],
         config=job.serve,
     )
+    # (3) The plaintext rows are not needed once the guards are fitted.
+    shutil.rmtree(root / INPUTS / "input", ignore_errors=True)
     return loaded
+
+
+def _swap_if_asked(
+    context: JobContext, job: ServeJob, state: ServeState, keys_pem: list[bytes], where: str
+) -> None:
+    """Swap in the version the agent staged (``swap.json``), once it verifies and loads."""
+    request_file = context.workdir / SWAP_REQUEST
+    if not request_file.is_file():
+        return
+    request = json.loads(request_file.read_text())
+    request_file.unlink()
+    root = context.workdir / request["folder"]
+    try:
+        loaded = _load(root, job, keys_pem, context.log)
+    except (BastionError, OSError, ValueError) as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        context.event("serve", "running", f"swap to {request['model']} refused: {exc}")
+        return
+    previous = state.current.served.ref
+    state.swap(loaded)
+    context.log(f"hot-swapped {previous} -> {loaded.served.ref}; no request was dropped")
+    context.event("serve", "running", f"serving {loaded.served.ref} at {where}")
 
 
 def run_serve(context: JobContext, job: ServeJob) -> str:
     manifest = json.loads((context.workdir / "job.json").read_text())
     keys_pem = [pem.encode() for pem in manifest["signing_public_keys"]]
-    loaded = _load(context, job, keys_pem)
+    loaded = _load(context.workdir, job, keys_pem, context.log)
     served = loaded.served
     stop = threading.Event()
     findings: list[dict[str, Any]] = []
@@ -136,10 +169,17 @@ def run_serve(context: JobContext, job: ServeJob) -> str:
             except (ServiceUnavailable, BastionError) as exc:
                 log.warning("serving keys not refreshed: %s", exc)
 
+    scheme = "https" if job.tls_cert else "http"
+    where = f"{scheme}://{job.host}:{job.port}"
+
+    def swaps() -> None:
+        while not stop.wait(SWAP_POLL_SECONDS):
+            _swap_if_asked(context, job, state, keys_pem, where)
+
     audit.start()
     threading.Thread(target=refresh, name="key-refresh", daemon=True).start()
-    scheme = "https" if job.tls_cert else "http"
-    context.event("serve", "running", f"serving {served.ref} at {scheme}://{job.host}:{job.port}")
+    threading.Thread(target=swaps, name="hot-swap", daemon=True).start()
+    context.event("serve", "running", f"serving {served.ref} at {where}")
     try:
         server.run()
     finally:

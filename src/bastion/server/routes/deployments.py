@@ -15,6 +15,7 @@ from bastion.server.permissions import Permission
 from bastion.server.schemas.deployments import (
     DeploymentIn,
     DeploymentOut,
+    DeploymentUpdateIn,
     NewServingKeyOut,
     ServeAuditIn,
     ServingKeyIn,
@@ -126,6 +127,41 @@ def stop_deployment(
             unit, project=principal.require_project(), name=deployment
         )
         return _describe(unit.session, stopped)
+
+
+@router.post("/projects/{project}/deployments/{deployment}/update", response_model=DeploymentOut)
+def update_deployment(
+    project: str,
+    deployment: str,
+    body: DeploymentUpdateIn,
+    principal: Annotated[Principal, require(Permission.DEPLOYMENTS_WRITE)],
+    database: DatabaseDep,
+) -> dict[str, Any]:
+    """Hot-swap to another version of the model; the server verifies it before swapping."""
+    with database.write(actor=principal.actor) as unit:
+        changed = service.update_deployment(
+            unit,
+            project=principal.require_project(),
+            name=deployment,
+            model=body.model,
+            allow_unapproved=body.allow_unapproved,
+        )
+        return _describe(unit.session, changed)
+
+
+@router.post("/projects/{project}/deployments/{deployment}/rollback", response_model=DeploymentOut)
+def rollback_deployment(
+    project: str,
+    deployment: str,
+    principal: Annotated[Principal, require(Permission.DEPLOYMENTS_WRITE)],
+    database: DatabaseDep,
+) -> dict[str, Any]:
+    """Back to the version served before the last update."""
+    with database.write(actor=principal.actor) as unit:
+        changed = service.rollback_deployment(
+            unit, project=principal.require_project(), name=deployment
+        )
+        return _describe(unit.session, changed)
 
 
 @router.post(

@@ -49,7 +49,7 @@ from bastion.server.schemas.resources import (
     RunEventOut,
     RunOut,
 )
-from bastion.server.services import agents, alerts, datasets, evaluations
+from bastion.server.services import agents, alerts, datasets, deployments, evaluations
 from bastion.server.services import resources as service
 from bastion.spec import RunSpec
 
@@ -116,7 +116,8 @@ def heartbeat(
             active=body.runs,
             lease_seconds=request.app.state.settings.lease_seconds,
         )
-    return HeartbeatOut(stop=stop)
+        serve = deployments.desired_models(unit.session, run_ids=sorted(set(body.runs) - set(stop)))
+    return HeartbeatOut(stop=stop, serve=serve)
 
 
 @clusters.post(

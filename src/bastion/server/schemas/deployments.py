@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from bastion.serve.config import ServeConfig
-from bastion.spec import DATASET_REF_PATTERN
 from bastion.server.schemas.common import Name, Request, Response
+from bastion.spec import DATASET_REF_PATTERN
 
 ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 Path = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
@@ -27,6 +27,11 @@ class DeploymentIn(Request):
     redis_url: Annotated[str, StringConstraints(max_length=1024)] | None = None
     replicas: int = Field(default=1, ge=1, le=1)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    allow_unapproved: bool = False
+
+
+class DeploymentUpdateIn(Request):
+    model: ModelRef
     allow_unapproved: bool = False
 
 

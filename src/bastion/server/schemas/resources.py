@@ -47,6 +47,11 @@ class HeartbeatIn(Request):
 
 class HeartbeatOut(Response):
     stop: list[str] = Field(description="Runs the agent must stop: cancelled, lost or fenced off.")
+    serve: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="For each serve run: the model version (and its training data) to serve; "
+        "when it differs from the one staged, the agent stages it for a hot-swap.",
+    )
 
 
 class JoinIn(Request):

@@ -207,7 +207,15 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
     A job on a version gets it as ``input``; a registration gets the dataset's latest
     version on the same cluster as ``baseline`` (for the drift comparison).
     """
-    job = run.spec.get("job", {})
+    return job_inputs(
+        session, job=run.spec.get("job", {}), project=project, cluster_id=run.cluster_id
+    )
+
+
+def job_inputs(
+    session: Session, *, job: Any, project: Project, cluster_id: str | None
+) -> dict[str, Any]:
+    """What :func:`lease_inputs` stages for a job description (also a hot-swap's model)."""
     if not isinstance(job, dict) or job.get("type") not in {*DATASET_JOB_TYPES, "train", "serve"}:
         return {}
     if job["type"] == "ingest":
@@ -220,7 +228,7 @@ def lease_inputs(session: Session, *, run: Run, project: Project) -> dict[str, A
             select(DatasetVersion)
             .where(
                 DatasetVersion.dataset_id == dataset.id,
-                DatasetVersion.cluster_id == run.cluster_id,
+                DatasetVersion.cluster_id == cluster_id,
             )
             .order_by(DatasetVersion.version.desc())
             .limit(1)

@@ -16,10 +16,20 @@ from sqlalchemy.orm import Session
 from bastion.errors import Conflict, NotFound, PolicyViolation
 from bastion.serve.guards.auth import SERVING_KEY_PREFIX
 from bastion.server.auth import new_token
-from bastion.server.db.models import Cluster, Deployment, Policy, Project, Run, ServingKey, utcnow
+from bastion.server.db.models import (
+    Cluster,
+    Deployment,
+    ModelVersion,
+    Policy,
+    Project,
+    Run,
+    ServingKey,
+    utcnow,
+)
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
 from bastion.server.services.alerts import raise_alert
+from bastion.server.services.datasets import job_inputs
 from bastion.server.services.resources import (
     ACTIVE_STATUSES,
     cancel_run,
@@ -34,13 +44,16 @@ from bastion.spec import RunSpec, parse_dataset_ref
 __all__ = [
     "create_deployment",
     "create_key",
+    "desired_models",
     "get_deployment",
     "ingest_audit",
     "key_records",
     "list_deployments",
     "list_keys",
     "revoke_key",
+    "rollback_deployment",
     "stop_deployment",
+    "update_deployment",
 ]
 
 #: A serve run's resources: it runs until stopped (the agent does not time it out).
@@ -93,27 +106,11 @@ def create_deployment(
         select(Deployment).where(Deployment.project_id == project.id, Deployment.name == name)
     ).first():
         raise Conflict(f"deployment {name!r} exists; use 'bastion deploy update' to change it")
-    model_name, number = parse_dataset_ref(model)
-    version = get_model_version(session, project=project, name=model_name, version=number)
     target: Cluster = get_cluster(session, cluster)
-    # (1) Only production versions, unless explicitly allowed outside production projects.
-    if version.stage != "production":
-        if not allow_unapproved:
-            raise PolicyViolation(
-                f"{model} is in stage {version.stage!r}; only a production version can be "
-                "deployed (promote it with 'bastion model promote', or pass --allow-unapproved "
-                "outside production projects)"
-            )
-        if _is_production_project(session, project):
-            raise PolicyViolation(
-                f"project {project.name!r} has a production policy: --allow-unapproved is refused"
-            )
-    # (2) The version must be stored where it will be served.
-    if version.cluster_id is not None and version.cluster_id != target.id:
-        raise Conflict(
-            f"{model} is stored on another cluster; export it to {cluster!r} first "
-            "('bastion model export --to-cluster')"
-        )
+    model_name, number = parse_dataset_ref(model)
+    version = _deployable(
+        session, project=project, model=model, cluster=target, allow_unapproved=allow_unapproved
+    )
     deployment = Deployment(
         project_id=project.id,
         name=name,
@@ -134,6 +131,105 @@ def create_deployment(
         {"model": model, "cluster": cluster, "unapproved": deployment.unapproved},
     )
     return deployment
+
+
+def _deployable(
+    session: Session, *, project: Project, model: str, cluster: Cluster, allow_unapproved: bool
+) -> ModelVersion:
+    """The version, if it may be served on ``cluster``; else the reason it may not."""
+    name, number = parse_dataset_ref(model)
+    version = get_model_version(session, project=project, name=name, version=number)
+    # (1) Only production versions, unless explicitly allowed outside production projects.
+    if version.stage != "production":
+        if not allow_unapproved:
+            raise PolicyViolation(
+                f"{model} is in stage {version.stage!r}; only a production version can be "
+                "deployed (promote it with 'bastion model promote', or pass --allow-unapproved "
+                "outside production projects)"
+            )
+        if _is_production_project(session, project):
+            raise PolicyViolation(
+                f"project {project.name!r} has a production policy: --allow-unapproved is refused"
+            )
+    # (2) The version must be stored where it will be served.
+    if version.cluster_id is not None and version.cluster_id != cluster.id:
+        raise Conflict(
+            f"{model} is stored on another cluster; export it to {cluster.name!r} first "
+            "('bastion model export --to-cluster')"
+        )
+    return version
+
+
+def _swap(
+    unit: UnitOfWork, *, project: Project, deployment: Deployment, number: int, action: str
+) -> Deployment:
+    if deployment.stopped_at is not None:
+        raise Conflict(f"deployment {deployment.name!r} is stopped; create it again")
+    previous = f"{deployment.model_name}@{deployment.model_version}"
+    deployment.model_version = number
+    unit.record(
+        f"deployment.{action}",
+        f"deployment:{project.name}/{deployment.name}",
+        {"from": previous, "to": f"{deployment.model_name}@{number}"},
+    )
+    return deployment
+
+
+def update_deployment(
+    unit: UnitOfWork, *, project: Project, name: str, model: str, allow_unapproved: bool
+) -> Deployment:
+    """Hot-swap: the server verifies the new version, then swaps it in without a restart."""
+    deployment = get_deployment(unit.session, project=project, name=name)
+    model_name, number = parse_dataset_ref(model)
+    if model_name != deployment.model_name:
+        raise Conflict(
+            f"deployment {name!r} serves model {deployment.model_name!r}; deploy {model_name!r} "
+            "under its own name"
+        )
+    if number == deployment.model_version:
+        raise Conflict(f"deployment {name!r} already serves {model}")
+    cluster = unit.session.get(Cluster, deployment.cluster_id)
+    if cluster is None:  # pragma: no cover - a foreign key
+        raise NotFound("the deployment's cluster is gone")
+    version = _deployable(
+        unit.session,
+        project=project,
+        model=model,
+        cluster=cluster,
+        allow_unapproved=allow_unapproved,
+    )
+    deployment.history = [*deployment.history, deployment.model_version]
+    deployment.unapproved = version.stage != "production"
+    return _swap(unit, project=project, deployment=deployment, number=number, action="updated")
+
+
+def rollback_deployment(unit: UnitOfWork, *, project: Project, name: str) -> Deployment:
+    """Back to the version served before the last update (it was deployable then)."""
+    deployment = get_deployment(unit.session, project=project, name=name)
+    if not deployment.history:
+        raise Conflict(f"deployment {name!r} has no earlier version to roll back to")
+    *rest, number = deployment.history
+    deployment.history = rest
+    return _swap(unit, project=project, deployment=deployment, number=number, action="rolled_back")
+
+
+def desired_models(session: Session, *, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """For each serve run of these, the model (and its training data) it should serve."""
+    if not run_ids:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    rows = session.scalars(
+        select(Deployment).where(Deployment.run_id.in_(run_ids), Deployment.stopped_at.is_(None))
+    )
+    for deployment in rows:
+        project = session.get(Project, deployment.project_id)
+        if project is None or deployment.run_id is None:  # pragma: no cover - foreign keys
+            continue
+        job = {"type": "serve", "model": f"{deployment.model_name}@{deployment.model_version}"}
+        found[deployment.run_id] = job_inputs(
+            session, job=job, project=project, cluster_id=deployment.cluster_id
+        )
+    return found
 
 
 def _start(
