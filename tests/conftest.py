@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +64,37 @@ def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
         return CliResult(code=code, stdout=captured.out, stderr=captured.err)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis on 127.0.0.1:6379, started when it is not running."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            check=True,
+        )
+        for _ in range(50):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+    return "redis://127.0.0.1:6379/0"

@@ -244,6 +244,8 @@ class ServeJob(_Strict):
     tls_cert: Annotated[str, StringConstraints(max_length=4096)] | None = None
     tls_key: Annotated[str, StringConstraints(max_length=4096)] | None = None
     redis_url: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    #: How many servers share the address (SO_REUSEPORT); more than one needs Redis.
+    replicas: int = Field(default=1, ge=1, le=16)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
 

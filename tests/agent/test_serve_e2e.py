@@ -246,3 +246,44 @@ def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> N
         weights.write_bytes(original)
     assert refused.returncode == 1
     assert "weights.safetensors" in refused.stdout + refused.stderr
+
+
+def test_two_replicas_share_one_address_and_one_limit(plane: Plane, redis_url: str) -> None:
+    """Runs last: the replicas hold both of the agent's job slots until they stop."""
+    home = plane.client_home
+    production = plane.admin.model_versions("p", "readmission")[-1]
+    port = free_port()
+    started = _bastion(
+        home,
+        "deploy",
+        "create",
+        f"readmission@{production['version']}",
+        "-p",
+        "p",
+        "--cluster",
+        "c1",
+        "--name",
+        "shared",
+        "--port",
+        str(port),
+        "--replicas",
+        "2",
+        "--redis-url",
+        redis_url,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    shown = plane.admin.get_deployment("p", "shared")
+    assert [r["status"] for r in shown["replicas"]] == ["running", "running"]
+    minted = _bastion(
+        home, "keys", "create", "-d", "shared", "-p", "p", "--rate", "1/d", "--burst", "6"
+    )
+    bearer = {"Authorization": f"Bearer {minted.stdout.strip().splitlines()[-1]}"}
+    time.sleep(KEY_REFRESH + 1)
+    codes = []
+    for _ in range(10):  # a new connection each time: the kernel picks a replica
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            codes.append(
+                http.post("/v1/predict", json={"instances": _rows(1)}, headers=bearer).status_code
+            )
+    assert codes.count(200) == 6 and codes[6:] == [429] * 4
+    assert _bastion(home, "deploy", "stop", "shared", "-p", "p").returncode == 0

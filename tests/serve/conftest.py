@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -304,37 +303,3 @@ def serve() -> Iterator[Callable[[ServeState], Running]]:
     yield start
     for running in started:
         running.__exit__()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The machine's Redis on 127.0.0.1:6379, started when it is not running."""
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        subprocess.run(
-            [
-                "redis-server",
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            check=True,
-        )
-        for _ in range(50):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
-    return "redis://127.0.0.1:6379/0"

@@ -63,6 +63,12 @@ def create(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the server to come up (0: do not wait).")
     ] = 120.0,
+    replicas: Annotated[
+        int, typer.Option(help="Servers sharing the address; more than one needs --redis-url.")
+    ] = 1,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="Redis for limits shared by replicas.")
+    ] = None,
 ) -> None:
     """Ask the cluster's agent to start ``bastion serve`` for a model version."""
     if (tls_cert is None) != (tls_key is None):
@@ -75,6 +81,8 @@ def create(
         "port": port,
         "tls_cert": str(tls_cert) if tls_cert else None,
         "tls_key": str(tls_key) if tls_key else None,
+        "replicas": replicas,
+        "redis_url": redis_url,
         "serve": {
             "output": output.value,
             "ood_action": ood_action.value,
@@ -112,12 +120,13 @@ def _await_model(remote: Any, project: str, name: str, model: str, wait: float) 
     deadline = time.monotonic() + wait
     while wait > 0:
         state = remote.get_deployment(project, name)
-        reason = state["status_reason"]
-        if reason.startswith(f"serving {model} "):
-            out.print(f"[green]{escape(reason)}[/]")
+        messages = [replica["message"] for replica in state["replicas"]]
+        if all(m.startswith(f"serving {model} ") for m in messages):
+            out.print(f"[green]{escape(messages[0])}[/] ({len(messages)} replica(s))")
             return
-        if reason.startswith(f"swap to {model} refused"):
-            out.print(f"[red]{escape(reason)}[/]; the server still serves the previous version")
+        refused = [m for m in messages if m.startswith(f"swap to {model} refused")]
+        if refused:
+            out.print(f"[red]{escape(refused[0])}[/]; the server still serves the previous version")
             raise typer.Exit(1)
         if time.monotonic() > deadline:
             raise ServiceUnavailable(

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import shutil
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,18 @@ def _load(
     # (3) The plaintext rows are not needed once the guards are fitted.
     shutil.rmtree(root / INPUTS / "input", ignore_errors=True)
     return loaded
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket the replicas of one deployment share (the kernel spreads
+    connections between them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shared = socket.socket(family, socket.SOCK_STREAM)
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    shared.bind((host, port))
+    shared.listen(2048)
+    return shared
 
 
 def _swap_if_asked(
@@ -181,7 +194,7 @@ def run_serve(context: JobContext, job: ServeJob) -> str:
     threading.Thread(target=swaps, name="hot-swap", daemon=True).start()
     context.event("serve", "running", f"serving {served.ref} at {where}")
     try:
-        server.run()
+        server.run(sockets=[_shared_socket(job.host, job.port)] if job.replicas > 1 else None)
     finally:
         stop.set()
         try:

@@ -418,7 +418,9 @@ class Deployment(Base):
     history: Mapped[list[int]] = mapped_column(JSON, default=list)
     #: The serve job without its model: host, port, TLS files, Redis, serving settings.
     settings: Mapped[dict[str, object]] = mapped_column(JSON)
+    #: The first replica's run (one per replica: ``replica_runs``).
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    replica_runs: Mapped[list[str]] = mapped_column(JSON, default=list)
     unapproved: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

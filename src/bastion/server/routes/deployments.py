@@ -26,33 +26,42 @@ from bastion.server.services import deployments as service
 router = APIRouter(tags=["deployments"])
 
 
-def _describe(session: Session, deployment: Deployment) -> dict[str, Any]:
-    """The deployment with its server's state: starting until the job says it listens."""
-    run = session.get(Run, deployment.run_id) if deployment.run_id else None
-    cluster = session.get(Cluster, deployment.cluster_id)
-    last = (
-        session.scalars(
-            select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id.desc()).limit(1)
-        ).first()
-        if run
-        else None
-    )
+def _replica(session: Session, run_id: str) -> dict[str, Any]:
+    run = session.get(Run, run_id)
+    last = session.scalars(
+        select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id.desc()).limit(1)
+    ).first()
     state = run.status if run else "unknown"
-    if state in ("queued", "leased") or (
-        state == "running" and not (last and last.message.startswith("serving "))
-    ):
+    message = last.message if last else ""
+    if state in ("queued", "leased") or (state == "running" and not message.startswith("serving ")):
         state = "starting"
+    if run is not None and run.status != "running":
+        message = run.status_reason
+    return {"run_id": run_id, "status": state, "message": message}
+
+
+def _describe(session: Session, deployment: Deployment) -> dict[str, Any]:
+    """The deployment and each replica's server: starting until it says where it listens."""
+    cluster = session.get(Cluster, deployment.cluster_id)
+    replicas = [_replica(session, run_id) for run_id in deployment.replica_runs]
+    states = {r["status"] for r in replicas}
+    state = states.pop() if len(states) == 1 else "starting"
+    if "failed" in {r["status"] for r in replicas}:
+        state = "failed"
     if deployment.stopped_at:
         state = "stopped"
-    reason = last.message if last and run and run.status == "running" else ""
     return {
         "id": deployment.id,
         "name": deployment.name,
         "model": f"{deployment.model_name}@{deployment.model_version}",
         "cluster": cluster.name if cluster else "",
         "run_id": deployment.run_id,
+        "replicas": replicas,
         "status": state,
-        "status_reason": reason or (run.status_reason if run else ""),
+        "status_reason": next(
+            (r["message"] for r in replicas if r["status"] != "running"),
+            replicas[0]["message"] if replicas else "",
+        ),
         "unapproved": deployment.unapproved,
         "settings": deployment.settings,
         "history": deployment.history,
@@ -74,7 +83,8 @@ def create_deployment(
 ) -> dict[str, Any]:
     """Serve a production model version on a cluster (the agent starts ``bastion serve``)."""
     settings = body.model_dump(
-        mode="json", include={"host", "port", "tls_cert", "tls_key", "redis_url", "serve"}
+        mode="json",
+        include={"host", "port", "tls_cert", "tls_key", "redis_url", "replicas", "serve"},
     )
     with database.write(actor=principal.actor) as unit:
         made = service.create_deployment(

@@ -25,7 +25,7 @@ class DeploymentIn(Request):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     redis_url: Annotated[str, StringConstraints(max_length=1024)] | None = None
-    replicas: int = Field(default=1, ge=1, le=1)
+    replicas: int = Field(default=1, ge=1, le=16)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     allow_unapproved: bool = False
 
@@ -35,12 +35,19 @@ class DeploymentUpdateIn(Request):
     allow_unapproved: bool = False
 
 
+class ReplicaOut(Response):
+    run_id: str
+    status: str
+    message: str
+
+
 class DeploymentOut(Response):
     id: str
     name: str
     model: str
     cluster: str
     run_id: str | None
+    replicas: list[ReplicaOut]
     status: str
     status_reason: str
     unapproved: bool

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bastion.errors import Conflict, NotFound, PolicyViolation
+from bastion.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from bastion.serve.guards.auth import SERVING_KEY_PREFIX
 from bastion.server.auth import new_token
 from bastion.server.db.models import (
@@ -111,6 +111,11 @@ def create_deployment(
     version = _deployable(
         session, project=project, model=model, cluster=target, allow_unapproved=allow_unapproved
     )
+    if int(settings.get("replicas", 1)) > 1 and not settings.get("redis_url"):
+        raise InvalidInput(
+            "replicas share their rate limits and quotas in Redis: give a Redis URL "
+            "(--redis-url) for more than one replica"
+        )
     deployment = Deployment(
         project_id=project.id,
         name=name,
@@ -218,26 +223,49 @@ def desired_models(session: Session, *, run_ids: list[str]) -> dict[str, dict[st
     if not run_ids:
         return {}
     found: dict[str, dict[str, Any]] = {}
-    rows = session.scalars(
-        select(Deployment).where(Deployment.run_id.in_(run_ids), Deployment.stopped_at.is_(None))
-    )
-    for deployment in rows:
+    wanted = set(run_ids)
+    for deployment in session.scalars(select(Deployment).where(Deployment.stopped_at.is_(None))):
+        runs = wanted.intersection(deployment.replica_runs)
         project = session.get(Project, deployment.project_id)
-        if project is None or deployment.run_id is None:  # pragma: no cover - foreign keys
+        if not runs or project is None:
             continue
         job = {"type": "serve", "model": f"{deployment.model_name}@{deployment.model_version}"}
-        found[deployment.run_id] = job_inputs(
-            session, job=job, project=project, cluster_id=deployment.cluster_id
-        )
+        inputs = job_inputs(session, job=job, project=project, cluster_id=deployment.cluster_id)
+        found.update(dict.fromkeys(runs, inputs))
     return found
 
 
 def _start(
     unit: UnitOfWork, *, project: Project, deployment: Deployment, cluster: Cluster, user_id: str
+) -> None:
+    """One serve run per replica; they share the address (SO_REUSEPORT) and Redis."""
+    runs = [
+        _start_replica(
+            unit,
+            project=project,
+            deployment=deployment,
+            cluster=cluster,
+            user_id=user_id,
+            replica=i,
+        )
+        for i in range(int(str(deployment.settings.get("replicas", 1))))
+    ]
+    deployment.run_id = runs[0].id
+    deployment.replica_runs = [run.id for run in runs]
+
+
+def _start_replica(
+    unit: UnitOfWork,
+    *,
+    project: Project,
+    deployment: Deployment,
+    cluster: Cluster,
+    user_id: str,
+    replica: int,
 ) -> Run:
     spec = RunSpec.model_validate(
         {
-            "name": f"serve-{deployment.name}",
+            "name": f"serve-{deployment.name}-{replica + 1}",
             "project": project.name,
             "cluster": cluster.name,
             "max_retries": 3,
@@ -250,17 +278,15 @@ def _start(
             },
         }
     )
-    run = create_run(unit, project=project, spec=spec, user_id=user_id, routed=True)
-    deployment.run_id = run.id
-    return run
+    return create_run(unit, project=project, spec=spec, user_id=user_id, routed=True)
 
 
 def stop_deployment(unit: UnitOfWork, *, project: Project, name: str) -> Deployment:
     deployment = get_deployment(unit.session, project=project, name=name)
     if deployment.stopped_at is not None:
         raise Conflict(f"deployment {name!r} is already stopped")
-    if deployment.run_id is not None:
-        run = get_run(unit.session, project=project, run_id=deployment.run_id)
+    for run_id in deployment.replica_runs:
+        run = get_run(unit.session, project=project, run_id=run_id)
         if run.status in (*ACTIVE_STATUSES, "queued"):
             cancel_run(unit, project=project, run_id=run.id)
     deployment.stopped_at = utcnow()
@@ -338,10 +364,12 @@ def revoke_key(unit: UnitOfWork, *, project: Project, deployment: str, key_id: s
 def _served_by(session: Session, *, project: Project, run_id: str, caller: Identity) -> Deployment:
     run = get_run(session, project=project, run_id=run_id)
     check_reporter(caller=caller, run=run)  # the current attempt's job only
-    found = session.scalars(select(Deployment).where(Deployment.run_id == run.id)).first()
-    if found is None:
-        raise NotFound(f"run {run_id} serves no deployment")
-    return found
+    for deployment in session.scalars(
+        select(Deployment).where(Deployment.project_id == project.id)
+    ):
+        if run.id in deployment.replica_runs:
+            return deployment
+    raise NotFound(f"run {run_id} serves no deployment")
 
 
 def key_records(

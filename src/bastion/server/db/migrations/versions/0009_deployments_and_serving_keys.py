@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("history", sa.JSON(), nullable=False),
         sa.Column("settings", sa.JSON(), nullable=False),
         sa.Column("run_id", sa.String(length=32), sa.ForeignKey("runs.id"), nullable=True),
+        sa.Column("replica_runs", sa.JSON(), nullable=False),
         sa.Column("unapproved", sa.Boolean(), nullable=False),
         sa.Column("created_by", sa.String(length=32), sa.ForeignKey("users.id"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
