@@ -8,6 +8,7 @@ checked; every violation names the field and the rule, never the offending value
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,12 @@ class RequestInvalid(InvalidInput):
         self.errors = errors[:_MAX_LISTED]
 
 
+def _label(key: str) -> str:
+    """A field name from the request, safe to echo: short, and quoted unless plain."""
+    text = key[:64]
+    return text if text.isidentifier() else json.dumps(text)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -67,7 +74,7 @@ class RequestValidator:
             raise RequestInvalid([FieldError("body", "must be a JSON object")])
         unknown = sorted(set(body) - {"instances"})
         if unknown:
-            raise RequestInvalid([FieldError(unknown[0], "unknown field")])
+            raise RequestInvalid([FieldError(_label(unknown[0]), "unknown field")])
         instances = body.get("instances")
         if not isinstance(instances, list):
             raise RequestInvalid([FieldError("instances", "required, a list")])
@@ -92,7 +99,9 @@ class RequestValidator:
                 errors.append(FieldError(f"instances[{i}]", "must be an object"))
                 continue
             for name in row.keys() - self._columns.keys():
-                errors.append(FieldError(f"instances[{i}].{name}", "not a feature of this model"))
+                errors.append(
+                    FieldError(f"instances[{i}].{_label(name)}", "not a feature of this model")
+                )
             for name, column in self._columns.items():
                 if name not in row:
                     errors.append(FieldError(f"instances[{i}].{name}", "required"))

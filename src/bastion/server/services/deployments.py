@@ -106,16 +106,16 @@ def create_deployment(
         select(Deployment).where(Deployment.project_id == project.id, Deployment.name == name)
     ).first():
         raise Conflict(f"deployment {name!r} exists; use 'bastion deploy update' to change it")
-    target: Cluster = get_cluster(session, cluster)
-    model_name, number = parse_dataset_ref(model)
-    version = _deployable(
-        session, project=project, model=model, cluster=target, allow_unapproved=allow_unapproved
-    )
     if int(settings.get("replicas", 1)) > 1 and not settings.get("redis_url"):
         raise InvalidInput(
             "replicas share their rate limits and quotas in Redis: give a Redis URL "
             "(--redis-url) for more than one replica"
         )
+    target: Cluster = get_cluster(session, cluster)
+    model_name, number = parse_dataset_ref(model)
+    version = _deployable(
+        session, project=project, model=model, cluster=target, allow_unapproved=allow_unapproved
+    )
     deployment = Deployment(
         project_id=project.id,
         name=name,
