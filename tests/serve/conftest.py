@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import socket
 import threading
 import time
@@ -23,14 +22,13 @@ from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, digits, patients
 from bastion.data.schema import infer_image_schema, infer_table_schema
 from bastion.security.keys import Keyring
-from bastion.security.sealed import MANIFEST, open_sealed, seal
-from bastion.security.signing import signature_path_for
+from bastion.security.sealed import open_sealed, seal
 from bastion.serve.app import ServeState, create_serve_app
 from bastion.serve.audit import AuditWriter
 from bastion.serve.config import ServeConfig
 from bastion.serve.guards.auth import SERVING_KEY_PREFIX, KeyRecord, KeyStore
 from bastion.serve.guards.ratelimit import Limiter, MemoryLimiter
-from bastion.serve.model import SEALED, load_verified
+from bastion.serve.model import copy_signed_manifest, load_verified
 from bastion.serve.runtime import fit_guards
 from bastion.server.auth import new_token
 from bastion.train.config import BuiltinModel
@@ -109,10 +107,7 @@ def stage(
         manifest_hash=sealed.manifest_hash,
         into=folder,
     )
-    (folder / SEALED).mkdir()
-    shutil.copy(sealed.directory / MANIFEST, folder / SEALED / MANIFEST)
-    signature = signature_path_for(sealed.directory / MANIFEST)
-    shutil.copy(signature, folder / SEALED / signature.name)
+    copy_signed_manifest(sealed.directory, folder)
     (folder / "version.json").write_text(
         json.dumps({"name": name, "version": 1, "manifest_hash": sealed.manifest_hash})
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from bastion.errors import IntegrityError
 from bastion.serve.config import ServeConfig
@@ -371,3 +372,11 @@ def test_audit_spools_encrypted_while_the_sink_is_down_and_fails_closed_when_ful
     assert len(served_events) == served.count(200) + codes.count(200) + 1  # nothing lost
     times = [e["at"] for e in sink.events]
     assert times == sorted(times)  # spooled events first, in order
+
+
+def test_request_rows_become_the_same_inputs_as_training_rows(patients_workload: Workload) -> None:
+    """The request path's row transform equals the training transform, value for value."""
+    frame = patients_workload.frame.drop(columns=["diagnosis"])  # type: ignore[attr-defined]
+    rows = frame.head(50).to_dict(orient="records")
+    prep = patients_workload.prep
+    assert torch.equal(prep.row_features(rows), prep.table_features(frame.head(50)))

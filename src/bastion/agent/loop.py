@@ -34,12 +34,11 @@ from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
-from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.files import atomic_write_bytes
 from bastion.security.keys import load_keyring
-from bastion.security.sealed import MANIFEST, sealed_dir
-from bastion.security.signing import signature_path_for
+from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
-from bastion.serve.model import SEALED, SWAP_REQUEST
+from bastion.serve.model import SWAP_REQUEST, copy_signed_manifest
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -358,10 +357,7 @@ class Agent:
             name=info["name"],
             manifest_hash=info["manifest_hash"],
         )
-        target = workdir / INPUTS / "model" / SEALED
-        ensure_private_dir(target)
-        for file in (sealed / MANIFEST, signature_path_for(sealed / MANIFEST)):
-            atomic_write_bytes(target / file.name, file.read_bytes())
+        copy_signed_manifest(sealed, workdir / INPUTS / "model")
         return {
             "cluster": self.config.cluster,
             "signing_public_keys": [k.public_pem.decode() for k in self.keyring.signing_keys()],

@@ -8,10 +8,12 @@ hash, decision, flags) is queued for the audit trail whatever the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,9 @@ from bastion.serve.model import ServedModel
 from bastion.serve.monitor import DriftFinding, DriftMonitor, ServeMetrics
 from bastion.serve.output import harden
 
-__all__ = ["Loaded", "ServeState", "create_serve_app"]
+__all__ = ["Loaded", "ServeState", "check_drift", "create_serve_app"]
+
+log = logging.getLogger("bastion.serve")
 
 
 @dataclass
@@ -96,8 +100,41 @@ def _parse(raw: bytes) -> Any:
         raise RequestInvalid([FieldError("body", "not valid JSON")]) from None
 
 
+#: How often drift statistics are recomputed, off the request path.
+DRIFT_SECONDS = 1.0
+
+
+@contextlib.asynccontextmanager
+async def _monitoring(app: FastAPI) -> AsyncIterator[None]:
+    """While the server runs, a thread recomputes drift and reports what it finds."""
+    state: ServeState = app.state.serve
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(DRIFT_SECONDS):
+            try:
+                check_drift(state)
+            except Exception:  # a statistics failure must not take the server down
+                log.exception("drift check failed")
+
+    thread = threading.Thread(target=loop, name="drift", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def create_serve_app(state: ServeState) -> FastAPI:
-    app = FastAPI(title="Bastion inference server", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Bastion inference server",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=_monitoring,
+    )
+    app.state.serve = state
     config = state.config
 
     def _guarded(endpoint: str, scope: Scope) -> Callable[[Request], Any]:
@@ -117,12 +154,12 @@ def create_serve_app(state: ServeState) -> FastAPI:
                 response = _error(exc)
                 event["decision"], event["status"] = type(exc).__name__, response.status_code
             outcome = str(event["status"])
-            state.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
+            state.metrics.count(endpoint, outcome)
             try:
                 state.audit.record(event)
             except BastionError as exc:  # the trail is full: this response must not go out
                 response = _error(exc)
-            state.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            state.metrics.observe(endpoint, time.perf_counter() - started)
             return response
 
         return handle
@@ -146,9 +183,6 @@ def create_serve_app(state: ServeState) -> FastAPI:
         except BastionError as exc:
             return _error(exc)
         state.metrics.spooled.set(state.audit.spooled)
-        drift = state.current.drift
-        if drift is not None:
-            state.metrics.drift(drift.latest)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -167,11 +201,11 @@ def _serve(
     state.limiter.take(key, len(instances) * (config.throttle_factor if throttled else 1))
     x = current.validator(body)
     served = current.served
-    probabilities = served.probabilities(x)
+    probabilities, features = served.infer(x)
     flags: list[str] = []
     flagged = np.zeros(len(x), dtype=bool)
     if current.detector is not None:
-        flagged = current.detector(served.features, served.probabilities, x).flagged
+        flagged = current.detector(lambda _: features, served.probabilities, x).flagged
         if flagged.any():
             flags.append(f"out_of_distribution:{int(flagged.sum())}")
             state.metrics.flagged.inc(int(flagged.sum()))
@@ -224,9 +258,18 @@ def _watch(
             },
         )
     if current.drift is not None:
-        found: list[DriftFinding] = current.drift.observe(flat)
-        for drift in found:
-            state.report(
-                "drift",
-                {"feature": drift.feature, "psi": round(drift.psi, 4), "ks": round(drift.ks, 4)},
-            )
+        current.drift.observe(flat)
+
+
+def check_drift(state: ServeState) -> None:
+    """Recompute drift statistics (a background thread calls this); report new findings."""
+    drift = state.current.drift
+    if drift is None:
+        return
+    found: list[DriftFinding] = drift.evaluate()
+    for finding in found:
+        state.report(
+            "drift",
+            {"feature": finding.feature, "psi": round(finding.psi, 4), "ks": round(finding.ks, 4)},
+        )
+    state.metrics.drift(drift.latest)

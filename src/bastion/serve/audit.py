@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +84,7 @@ class AuditWriter:
                     "the audit trail cannot keep up (control plane unreachable and the spool "
                     "is full); requests are refused until it drains"
                 )
-            self._queue.append({"at": dt.datetime.now(dt.UTC).isoformat(), **event})
+            self._queue.append({**event, "at": time.time()})  # formatted when sent
             if len(self._queue) >= self._batch:
                 self._wake.set()
 
@@ -99,6 +100,8 @@ class AuditWriter:
     def _take(self) -> list[dict[str, Any]]:
         with self._lock:
             taken = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+        for event in taken:
+            event["at"] = dt.datetime.fromtimestamp(event["at"], dt.UTC).isoformat()
         return taken
 
     def _spool_batch(self, batch: list[dict[str, Any]]) -> None:

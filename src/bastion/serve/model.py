@@ -18,13 +18,14 @@ from safetensors.torch import load_file
 
 from bastion.data.schema import ImageSchema, TableSchema
 from bastion.errors import IntegrityError, InvalidInput
-from bastion.security.sealed import Manifest
+from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.security.sealed import MANIFEST, Manifest
 from bastion.security.signing import signature_path_for, verify_path
 from bastion.train.config import BuiltinModel, EntrypointModel
 from bastion.train.data import Preprocessing
 from bastion.train.models import build_model, penultimate
 
-__all__ = ["SEALED", "SWAP_REQUEST", "ServedModel", "load_verified"]
+__all__ = ["SEALED", "SWAP_REQUEST", "ServedModel", "copy_signed_manifest", "load_verified"]
 
 #: Where the agent puts the version's signed manifest inside the staged folder.
 SEALED = ".sealed"
@@ -50,9 +51,29 @@ class ServedModel:
         with torch.inference_mode():
             return torch.softmax(self.model(x), dim=1)
 
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and penultimate features in one forward pass where the model
+        exposes its parts (``features`` then ``head``), else in two."""
+        body = getattr(self.model, "features", None)
+        head = getattr(self.model, "head", None)
+        if body is None or head is None:
+            return self.probabilities(x), self.features(x)
+        with torch.inference_mode():
+            features = body(x)
+            return torch.softmax(head(features), dim=1), features.flatten(1)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer activations (what the OOD detector measures)."""
         return penultimate(self.model, x)
+
+
+def copy_signed_manifest(sealed: Path, folder: Path) -> None:
+    """Put a sealed version's manifest and signature beside its decrypted files, so the
+    server can check them itself (the agent does this when it stages a model)."""
+    target = folder / SEALED
+    ensure_private_dir(target)
+    for file in (sealed / MANIFEST, signature_path_for(sealed / MANIFEST)):
+        atomic_write_bytes(target / file.name, file.read_bytes())
 
 
 def _sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -65,11 +66,15 @@ class DriftMonitor:
         self._since = 0
         self._lock = threading.Lock()
 
-    def observe(self, rows: np.ndarray) -> list[DriftFinding]:
-        """Add request rows; every ``every`` rows recompute and return new findings."""
+    def observe(self, rows: np.ndarray) -> None:
+        """Add request rows (cheap: the statistics are computed off the request path)."""
         with self._lock:
             self.window.extend(rows)
             self._since += len(rows)
+
+    def evaluate(self) -> list[DriftFinding]:
+        """Recompute when ``every`` new rows arrived; return features newly over the line."""
+        with self._lock:
             if self._since < self.every or len(self.window) < self.every:
                 return []
             self._since = 0
@@ -92,6 +97,8 @@ class ServeMetrics:
     """The server's own registry (scraped at /metrics with the metrics scope)."""
 
     def __init__(self) -> None:
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "bastion_serve_requests",
@@ -135,6 +142,20 @@ class ServeMetrics:
             "Audit events waiting in the local spool",
             registry=self.registry,
         )
+
+    def count(self, endpoint: str, outcome: str) -> None:
+        child = self._counted.get((endpoint, outcome))
+        if child is None:  # label lookups cost more than the increment: keep the children
+            child = self._counted[endpoint, outcome] = self.requests.labels(
+                endpoint=endpoint, outcome=outcome
+            )
+        child.inc()
+
+    def observe(self, endpoint: str, seconds: float) -> None:
+        child = self._timed.get(endpoint)
+        if child is None:
+            child = self._timed[endpoint] = self.latency.labels(endpoint=endpoint)
+        child.observe(seconds)
 
     def drift(self, latest: dict[str, tuple[float, float]]) -> None:
         for name, (value, ks) in latest.items():

@@ -70,6 +70,24 @@ class Preprocessing(BaseModel):
             raise InvalidInput("missing or infinite values in the feature columns")
         return torch.from_numpy(matrix)
 
+    def row_features(self, rows: list[dict[str, object]]) -> torch.Tensor:
+        """:meth:`table_features` for a few validated rows (an inference request), without
+        building a data frame: the same numbers, an order of magnitude sooner."""
+        width = self.input_shape[0]
+        matrix = np.zeros((len(rows), width), dtype=np.float64)
+        if self.numeric:
+            values = np.array([[row[c] for c in self.numeric] for row in rows], dtype=np.float64)
+            matrix[:, : len(self.numeric)] = (values - np.array(self.mean)) / np.array(self.std)
+        start = len(self.numeric)
+        for column, categories in self.categorical.items():
+            index = {category: i for i, category in enumerate(categories)}
+            for r, row in enumerate(rows):
+                code = index.get(str(row[column]))
+                if code is not None:
+                    matrix[r, start + code] = 1.0
+            start += len(categories)
+        return torch.from_numpy(matrix.astype(np.float32))
+
     def labels(self, data: Loaded) -> torch.Tensor:
         raw = data.arrays()[1] if self.kind == "images" else data.table()[self.target].to_numpy()
         index = {label: i for i, label in enumerate(self.classes)}

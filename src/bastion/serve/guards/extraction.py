@@ -63,9 +63,27 @@ class InputGrid:
         return [tuple(int(v) for v in row) for row in codes]
 
 
+class _Ring:
+    """The last ``size`` queries of one class, as one array (no per-query stacking)."""
+
+    def __init__(self, size: int, width: int) -> None:
+        self.rows = np.empty((size, width))
+        self.count = 0
+
+    def nearest(self, row: np.ndarray) -> float | None:
+        filled = min(self.count, len(self.rows))
+        if filled == 0:
+            return None
+        return float(np.sqrt(((self.rows[:filled] - row) ** 2).sum(axis=1).min()))
+
+    def add(self, row: np.ndarray) -> None:
+        self.rows[self.count % len(self.rows)] = row
+        self.count += 1
+
+
 @dataclass
 class _KeyState:
-    samples: dict[int, deque[np.ndarray]] = field(default_factory=lambda: defaultdict(deque))
+    samples: dict[int, _Ring] = field(default_factory=dict)
     distances: deque[float] = field(default_factory=deque)
     stamps: deque[float] = field(default_factory=deque)
     cells: set[tuple[int, ...]] = field(default_factory=set)
@@ -116,15 +134,15 @@ class ExtractionDetector:
         with self._lock:
             state = self._keys[key_id]
             for row, label in zip(flat, predicted.tolist(), strict=True):
-                previous = state.samples[label]
-                if previous:
-                    nearest = np.min(np.linalg.norm(np.stack(previous) - row, axis=1))
-                    state.distances.append(float(nearest))
+                ring = state.samples.get(label)
+                if ring is None:
+                    ring = state.samples[label] = _Ring(self.memory, flat.shape[1])
+                nearest = ring.nearest(row)
+                if nearest is not None:
+                    state.distances.append(nearest)
                     if len(state.distances) > self.window:
                         state.distances.popleft()
-                previous.append(row)
-                if len(previous) > self.memory:
-                    previous.popleft()
+                ring.add(row)
                 state.stamps.append(now)
             state.queries += len(flat)
             while state.stamps and state.stamps[0] < now - self.window_seconds:

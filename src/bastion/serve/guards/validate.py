@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bastion.data.schema import ColumnSchema, ColumnType, ImageSchema, TableSchema
@@ -113,7 +112,7 @@ class RequestValidator:
                 break
         if errors:
             raise RequestInvalid(errors)
-        return self.prep.table_features(pd.DataFrame.from_records(instances))
+        return self.prep.row_features(instances)
 
     # -- images ----------------------------------------------------------------------------
 
