@@ -42,6 +42,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_pii.py
 	$(BIN)/python benchmarks/bench_dp.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 quickstart: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo

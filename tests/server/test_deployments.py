@@ -41,6 +41,13 @@ def test_only_production_versions_deploy_unless_overridden_outside_production_pr
     assert (
         body["unapproved"] is True and body["status"] == "starting" and len(body["replicas"]) == 1
     )
+    graph = cp.client.get(
+        "/api/v1/projects/p1/lineage", params={"node": "model:m@1"}, headers=cp.as_(cp.admin_token)
+    )
+    assert graph.status_code == 200, graph.text
+    relations = {(e["from"], e["to"], e["relation"]) for e in graph.json()["edges"]}
+    assert ("model:m@1", "deployment:d1", "deployed") in relations
+    assert ("model:m@1", f"run:{body['run_id']}", "served") in relations
     created = _events(cp, "deployment.created")
     assert created and created[-1]["details"]["unapproved"] is True  # the override is audited
     assert _deploy(cp, role_tokens["ml-engineer"], allow_unapproved=True).status_code == 409

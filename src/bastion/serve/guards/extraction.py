@@ -25,6 +25,9 @@ from scipy.stats import shapiro
 
 __all__ = ["ExtractionDetector", "Finding", "InputGrid"]
 
+#: How often (in queries of one key) the PRADA normality test runs.
+TEST_EVERY = 10
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -74,7 +77,8 @@ class _Ring:
         filled = min(self.count, len(self.rows))
         if filled == 0:
             return None
-        return float(np.sqrt(((self.rows[:filled] - row) ** 2).sum(axis=1).min()))
+        diff = self.rows[:filled] - row
+        return float(np.sqrt(np.einsum("ij,ij->i", diff, diff).min()))
 
     def add(self, row: np.ndarray) -> None:
         self.rows[self.count % len(self.rows)] = row
@@ -151,16 +155,18 @@ class ExtractionDetector:
                 state.cells.update(self.grid.cells(flat))
             if state.flagged is not None:
                 return None
-            reason = self._reason(state)
+            reason = self._reason(state, batch=len(flat))
             if reason is None:
                 return None
             state.flagged = reason
             return Finding(key_id=key_id, reason=reason, queries=state.queries)
 
-    def _reason(self, state: _KeyState) -> str | None:
+    def _reason(self, state: _KeyState, *, batch: int) -> str | None:
         if len(state.stamps) > self.max_queries:
             return f"{len(state.stamps)} queries within {self.window_seconds:.0f} s"
-        if len(state.distances) >= self.min_queries:
+        # The normality test every TEST_EVERY new distances, not on every query.
+        crossed = state.queries // TEST_EVERY != (state.queries - batch) // TEST_EVERY
+        if len(state.distances) >= self.min_queries and crossed:
             statistic = float(shapiro(np.asarray(state.distances)).statistic)
             if statistic < self.delta:
                 return (

@@ -193,7 +193,7 @@ def lease_next(
             name=f"job {run.id} attempt {run.attempt}",
             secret_hash=minted.secret_hash,
             scopes=["runs:report", f"run:{run.id}:{run.attempt}"],
-            expires_at=utcnow() + dt.timedelta(seconds=_timeout(run) + 3600),
+            expires_at=_token_expiry(run),
         )
     )
     project = unit.session.get(Project, run.project_id)
@@ -218,6 +218,15 @@ def lease_next(
         resume_from=checkpoint[0] if checkpoint else None,
         inputs=inputs,
     )
+
+
+def _token_expiry(run: Run) -> dt.datetime | None:
+    """A job token outlives its job's timeout by an hour; an inference server's lasts as long
+    as its run is active (the token is bound to the run and attempt, and refused after)."""
+    job = run.spec.get("job")
+    if isinstance(job, dict) and job.get("type") == "serve":
+        return None
+    return utcnow() + dt.timedelta(seconds=_timeout(run) + 3600)
 
 
 def _timeout(run: Run) -> int:

@@ -4,8 +4,10 @@ Nodes are ``dataset:NAME@V``, ``run:ID`` and ``model:NAME@V``; edges say how one
 from another: ``derived`` (a dataset version made from another, e.g. pseudonymised),
 ``registered`` (the run that sealed a dataset version), ``input`` (a dataset version a
 run read), ``produced`` (the model version a run registered) and ``initialized`` (the
-model version a run fine-tuned from). :func:`lineage` returns the part of the project's
-graph connected to the node asked for.
+model version a run fine-tuned from); a deployment (``deployment:NAME``) is ``deployed``
+from each model version it has served, and its serve runs are ``served`` from the version
+they started with. :func:`lineage` returns the part of the project's graph connected to the
+node asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.errors import NotFound
-from bastion.server.db.models import Dataset, DatasetVersion, Model, ModelVersion, Project, Run
+from bastion.server.db.models import (
+    Dataset,
+    DatasetVersion,
+    Deployment,
+    Model,
+    ModelVersion,
+    Project,
+    Run,
+)
 
 __all__ = ["downstream", "lineage"]
 
@@ -83,6 +93,21 @@ def _graph(
             edges.append(
                 {"from": f"model:{job['init_from']}", "to": key, "relation": "initialized"}
             )
+        if job.get("type") == "serve":
+            edges.append({"from": f"model:{job['model']}", "to": key, "relation": "served"})
+    for deployment in session.scalars(
+        select(Deployment).where(Deployment.project_id == project.id)
+    ):
+        key = f"deployment:{deployment.name}"
+        nodes[key] = {
+            "id": key,
+            "kind": "deployment",
+            "model": f"{deployment.model_name}@{deployment.model_version}",
+            "stopped": deployment.stopped_at is not None,
+        }
+        for number in dict.fromkeys([*deployment.history, deployment.model_version]):
+            source = f"model:{deployment.model_name}@{number}"
+            edges.append({"from": source, "to": key, "relation": "deployed"})
     return nodes, [e for e in edges if e["from"] in nodes and e["to"] in nodes]
 
 
