@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from bastion.evaluate.attacks import pgd
-from bastion.serve.config import ExtractionAction, ServeConfig
-from bastion.serve.output import OutputMode
+from bastion.serve.config import ExtractionAction, OutputMode, ServeConfig
 from bastion.train.config import BuiltinModel
 from bastion.train.models import build_model
 from tests.serve.conftest import Running, Workload, make_state, mint_key, train

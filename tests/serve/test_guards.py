@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from bastion.errors import IntegrityError
-from bastion.serve.config import ServeConfig
+from bastion.serve.config import OutputMode, ServeConfig
 from bastion.serve.guards.ratelimit import RedisLimiter
 from bastion.serve.model import load_verified
-from bastion.serve.output import OutputMode
 from tests.conftest import other_keyring
 from tests.serve.conftest import Sink, Workload, make_state, mint_key
 

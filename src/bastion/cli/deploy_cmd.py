@@ -14,9 +14,7 @@ from bastion.cli.context import out
 from bastion.cli.keys_cmd import describe_key
 from bastion.cli.remote import client
 from bastion.errors import ServiceUnavailable
-from bastion.serve.config import ExtractionAction
-from bastion.serve.guards.ood import OodAction
-from bastion.serve.output import OutputMode
+from bastion.serve.config import ExtractionAction, OodAction, OutputMode
 
 app = typer.Typer(
     help="Deploy model versions: verified loading, scoped keys, rate limits, guards, audit.",

@@ -6,10 +6,23 @@ import enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.serve.guards.ood import OodAction
-from bastion.serve.output import OutputMode
+__all__ = ["ExtractionAction", "OodAction", "OutputMode", "ServeConfig"]
 
-__all__ = ["ExtractionAction", "ServeConfig"]
+
+class OutputMode(enum.StrEnum):
+    """How much of the model's belief a caller sees (see ``bastion.serve.output``)."""
+
+    PROBABILITIES = "probabilities"
+    ROUNDED = "rounded"
+    TOP_K = "top_k"
+    LABEL = "label"
+
+
+class OodAction(enum.StrEnum):
+    """What happens to an input the detectors flag."""
+
+    FLAG = "flag"
+    REJECT = "reject"
 
 
 class ExtractionAction(enum.StrEnum):

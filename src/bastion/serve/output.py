@@ -6,19 +6,13 @@ probabilities, the top-k classes, or the label alone.
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 import torch
 
+from bastion.serve.config import OutputMode
+
 __all__ = ["OutputMode", "harden"]
-
-
-class OutputMode(enum.StrEnum):
-    PROBABILITIES = "probabilities"
-    ROUNDED = "rounded"
-    TOP_K = "top_k"
-    LABEL = "label"
 
 
 def harden(

@@ -14,7 +14,6 @@ rows (``k`` scores), so at most about ``fpr`` of clean requests are flagged in a
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,15 +22,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from sklearn.covariance import LedoitWolf
 
+from bastion.serve.config import OodAction
+
 __all__ = ["Detection", "InputDetector", "MahalanobisScore", "OodAction", "SqueezeScore"]
 
 Probabilities = Callable[[torch.Tensor], torch.Tensor]
 Features = Callable[[torch.Tensor], torch.Tensor]
-
-
-class OodAction(enum.StrEnum):
-    FLAG = "flag"
-    REJECT = "reject"
 
 
 @dataclass(frozen=True)
