@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bastion.evaluate.attacks import pgd
-from bastion.serve.config import ExtractionAction, OutputMode, ServeConfig
+from bastion.serve.config import ExtractionAction, OodAction, OutputMode, ServeConfig
 from bastion.train.config import BuiltinModel
 from bastion.train.models import build_model
 from tests.serve.conftest import Running, Workload, make_state, mint_key, train
@@ -201,3 +201,57 @@ def test_label_only_output_fidelity_of_a_completed_extraction_is_measured(
         f"deployment on {fidelity:.2f} of held-out images"
     )
     assert 0.1 < fidelity <= 1.0
+
+
+def test_repeated_queries_are_not_taken_for_extraction(
+    digits_workload: Workload, serve: Any
+) -> None:
+    """A client that scores the same records again and again is not a thief."""
+    token, record = mint_key(("predict",))
+    state, _, reports = make_state(digits_workload, records=[record])
+    running: Running = serve(state)
+    same = digits_workload.raw[digits_workload.test_rows[:20]].tolist()  # type: ignore[index]
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        for _ in range(30):
+            assert (
+                http.post(
+                    "/v1/predict", json={"instances": same}, headers=_bearer(token)
+                ).status_code
+                == 200
+            )
+    assert [kind for kind, _ in reports if kind == "extraction"] == []
+
+
+def test_reject_refuses_flagged_inputs(digits_workload: Workload, serve: Any) -> None:
+    token, record = mint_key(("predict",))
+    config = ServeConfig(ood_action=OodAction.REJECT)
+    state, _, _ = make_state(digits_workload, records=[record], config=config)
+    running: Running = serve(state)
+    clean = digits_workload.raw[digits_workload.test_rows[1:3]].tolist()  # type: ignore[index]
+    noise = np.random.default_rng(0).integers(0, 17, size=(4, 8, 8)).tolist()
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        served = http.post("/v1/predict", json={"instances": clean}, headers=_bearer(token))
+        rejected = http.post("/v1/predict", json={"instances": noise}, headers=_bearer(token))
+    assert served.status_code == 200
+    assert rejected.status_code == 422
+    assert all("out of distribution" in e["rule"] for e in rejected.json()["errors"])
+
+
+def test_block_refuses_a_key_once_it_is_caught_extracting(
+    digits_workload: Workload, serve: Any
+) -> None:
+    token, record = mint_key(("predict",))
+    config = ServeConfig(extraction_action=ExtractionAction.BLOCK)
+    state, sink, reports = make_state(digits_workload, records=[record], config=config)
+    running: Running = serve(state)
+    transfer = _transfer_set(digits_workload, 600)
+    pixels = np.clip(np.round(transfer.reshape(-1, 8, 8) * 16), 0, 16).astype(int)
+    codes = []
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        for i in range(0, 600, 20):
+            batch = {"instances": pixels[i : i + 20].tolist()}
+            codes.append(http.post("/v1/predict", json=batch, headers=_bearer(token)).status_code)
+    assert any(kind == "extraction" for kind, _ in reports)
+    assert codes[0] == 200 and codes[-1] == 403  # served until caught, then blocked
+    state.audit.flush()
+    assert any(e["status"] == 403 and e["decision"] == "NotAuthorized" for e in sink.events)

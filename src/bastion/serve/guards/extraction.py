@@ -3,7 +3,8 @@
 - PRADA (Juuti et al., 2019): the distance from each new query to the nearest earlier
   query of the same key and predicted class. A person's queries give roughly normally
   distributed distances; the synthetic, perturbed queries that extraction attacks make
-  do not. A Shapiro-Wilk statistic below ``delta`` over the recent distances raises.
+  do not. Exact repeats (a client scoring the same record again) are left out. A
+  Shapiro-Wilk statistic below ``delta`` over the recent distances raises.
 - Volume: more than ``max_queries`` in the window.
 - Coverage: the share of the input space's cells (a grid on the training data's
   principal components) a key has visited. A busy honest client covers much of it too,
@@ -142,6 +143,9 @@ class ExtractionDetector:
                 if ring is None:
                     ring = state.samples[label] = _Ring(self.memory, flat.shape[1])
                 nearest = ring.nearest(row)
+                if nearest == 0.0:  # an exact repeat teaches a thief nothing: not counted
+                    state.stamps.append(now)
+                    continue
                 if nearest is not None:
                     state.distances.append(nearest)
                     if len(state.distances) > self.window:
