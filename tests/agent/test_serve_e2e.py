@@ -3,6 +3,7 @@ verifies the model, serves authenticated predictions and audits every request.""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.serve.runner import KEY_REFRESH_SECONDS as KEY_REFRESH
 from tests.agent.test_agent_e2e import Plane, running_plane
 from tests.serve.conftest import free_port
-from tests.server.test_live import _bastion
+from tests.server.test_live import _bastion, _certificates
 
 SPEC: dict[str, Any] = {
     "name": "readmission",
@@ -248,9 +249,12 @@ def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> N
     assert "weights.safetensors" in refused.stdout + refused.stderr
 
 
-def test_two_replicas_share_one_address_and_one_limit(plane: Plane, redis_url: str) -> None:
+def test_two_replicas_share_one_address_and_one_limit_over_tls(
+    plane: Plane, redis_url: str, tmp_path: Path
+) -> None:
     """Runs last: the replicas hold both of the agent's job slots until they stop."""
     home = plane.client_home
+    ca, cert, key = _certificates(tmp_path / "tls")
     production = plane.admin.model_versions("p", "readmission")[-1]
     port = free_port()
     started = _bastion(
@@ -270,8 +274,13 @@ def test_two_replicas_share_one_address_and_one_limit(plane: Plane, redis_url: s
         "2",
         "--redis-url",
         redis_url,
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
     )
     assert started.returncode == 0, started.stdout + started.stderr
+    assert f"at https://127.0.0.1:{port}" in started.stdout
     shown = plane.admin.get_deployment("p", "shared")
     assert [r["status"] for r in shown["replicas"]] == ["running", "running"]
     minted = _bastion(
@@ -279,11 +288,14 @@ def test_two_replicas_share_one_address_and_one_limit(plane: Plane, redis_url: s
     )
     bearer = {"Authorization": f"Bearer {minted.stdout.strip().splitlines()[-1]}"}
     time.sleep(KEY_REFRESH + 1)
+    url = f"https://127.0.0.1:{port}"
+    with pytest.raises(httpx.ConnectError):  # TLS only, and only with the deployment's CA
+        httpx.get(f"{url}/healthz", timeout=5)
+    trusted = ssl.create_default_context(cafile=str(ca))
     codes = []
     for _ in range(10):  # a new connection each time: the kernel picks a replica
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            codes.append(
-                http.post("/v1/predict", json={"instances": _rows(1)}, headers=bearer).status_code
-            )
+        with httpx.Client(base_url=url, timeout=30, verify=trusted) as http:
+            answer = http.post("/v1/predict", json={"instances": _rows(1)}, headers=bearer)
+            codes.append(answer.status_code)
     assert codes.count(200) == 6 and codes[6:] == [429] * 4
     assert _bastion(home, "deploy", "stop", "shared", "-p", "p").returncode == 0

@@ -267,6 +267,8 @@ class Running:
             port=self.port,
             log_level="warning",
             access_log=False,
+            # a loaded 2-core host can leave a pooled connection idle past uvicorn's 5 s
+            timeout_keep_alive=60,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
