@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bastion.errors import IntegrityError
+from bastion.serve.audit import SPOOL, AuditWriter, replay_spool
 from bastion.serve.config import OutputMode, ServeConfig
 from bastion.serve.guards.ratelimit import RedisLimiter
 from bastion.serve.model import load_verified
@@ -379,3 +380,34 @@ def test_request_rows_become_the_same_inputs_as_training_rows(patients_workload:
     rows = frame.head(50).to_dict(orient="records")
     prep = patients_workload.prep
     assert torch.equal(prep.row_features(rows), prep.table_features(frame.head(50)))
+
+
+def test_a_spool_left_behind_is_replayed_by_the_agent_in_order(
+    patients_workload: Workload, tmp_path: Path
+) -> None:
+    """A server that died with its control plane unreachable leaves sealed batches; only the
+    cluster's key opens them, and the agent delivers them in order."""
+    sink = Sink()
+    sink.down = True
+    spool = tmp_path / SPOOL
+    writer = AuditWriter(
+        sink=sink,
+        spool=spool,
+        cluster="local",
+        cluster_keyset=patients_workload.keyring.hybrid_public_keyset(),
+        batch=3,
+    )
+    for i in range(7):
+        writer.record({"endpoint": "predict", "status": 200, "n": i})
+    writer.flush()  # the sink is down: three sealed batches, and the server "dies" here
+    assert spool.is_file() and "predict" not in spool.read_text()
+    foreign = other_keyring(tmp_path / "other")
+    with pytest.raises(IntegrityError):
+        replay_spool(spool, cluster="local", keyring=foreign, send=sink)
+    assert spool.is_file()  # nothing sent, nothing lost
+    delivered: list[dict[str, object]] = []
+    sent = replay_spool(
+        spool, cluster="local", keyring=patients_workload.keyring, send=delivered.extend
+    )
+    assert sent == 7 and [e["n"] for e in delivered] == list(range(7))
+    assert not spool.exists()

@@ -34,10 +34,11 @@ from bastion.agent.storage import Storage
 from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
-from bastion.files import atomic_write_bytes
+from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import load_keyring
 from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
+from bastion.serve.audit import SPOOL, replay_spool
 from bastion.serve.model import SWAP_REQUEST, copy_signed_manifest
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
@@ -429,6 +430,8 @@ class Agent:
             code = job.handle.poll()
             if code is not None and job.spec_type == "train":
                 self._seal_checkpoints(job)  # what the job handed over before it ended
+            if code is not None and job.spec_type == "serve":
+                self._replay_audit(job)  # what a server that died could not deliver
             serving = job.spec_type == "serve"  # runs until stopped, not timed out
             if code is None and not serving and job.handle.elapsed() > request.timeout_seconds:
                 job.handle.kill()
@@ -442,6 +445,28 @@ class Agent:
                 wipe(request.workdir)
                 with self.state.lock:
                     self.state.jobs.pop(run_id, None)
+
+    def _replay_audit(self, job: _Running) -> None:
+        """Deliver the audit events a server left in its spool; keep them if that fails."""
+        spool = job.handle.request.workdir / SPOOL
+        if not spool.is_file():
+            return
+        run_id = job.lease["run_id"]
+        try:
+            sent = replay_spool(
+                spool,
+                cluster=self.config.cluster,
+                keyring=self.keyring,
+                send=lambda batch: self.client.serving_audit(job.project, run_id, events=batch),
+            )
+            log.warning("run %s: delivered %d audit events the server had spooled", run_id, sent)
+        except (BastionError, OSError, ValueError) as exc:
+            kept = self.storage.root / "audit-spool" / f"{run_id}-{job.handle.request.attempt}"
+            ensure_private_dir(kept.parent)
+            spool.replace(kept)
+            log.error(
+                "run %s: spooled audit events not delivered (%s); kept in %s", run_id, exc, kept
+            )
 
     def _seal(self, job: _Running) -> None:
         """Encrypt, sign and record the version the job left; then end the run."""

@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import ServiceUnavailable
-from bastion.security.transfer import seal_for_cluster
+from bastion.security.keys import Keyring
+from bastion.security.transfer import open_for_cluster, seal_for_cluster
 
-__all__ = ["AuditWriter", "input_digest"]
+__all__ = ["SPOOL", "AuditWriter", "input_digest", "replay_spool"]
+
+#: The spool's file name in the serve job's folder, and the purpose its batches are sealed for.
+SPOOL = "audit.spool"
+SPOOL_PURPOSE = "serve-audit-spool"
 
 log = logging.getLogger("bastion.serve.audit")
 Sink = Callable[[list[dict[str, Any]]], None]
@@ -33,6 +38,25 @@ Sink = Callable[[list[dict[str, Any]]], None]
 def input_digest(body: bytes) -> str:
     """What the audit keeps of an input: its SHA-256, never the input."""
     return hashlib.sha256(body).hexdigest()
+
+
+def replay_spool(spool: Path, *, cluster: str, keyring: Keyring, send: Sink) -> int:
+    """Send the batches a server left in its spool (the agent, after the server ended).
+
+    Every batch must open with the cluster's key before any is sent; the spool is removed
+    once all are sent. Returns the number of events sent.
+    """
+    batches = [
+        json.loads(
+            open_for_cluster(line, purpose=SPOOL_PURPOSE, recipient=cluster, keyring=keyring)
+        )
+        for line in spool.read_text().splitlines()
+        if line.strip()
+    ]
+    for batch in batches:
+        send(batch)
+    spool.unlink()
+    return sum(len(batch) for batch in batches)
 
 
 class AuditWriter:
@@ -107,7 +131,7 @@ class AuditWriter:
     def _spool_batch(self, batch: list[dict[str, Any]]) -> None:
         sealed = seal_for_cluster(
             json.dumps(batch).encode(),
-            purpose="serve-audit-spool",
+            purpose=SPOOL_PURPOSE,
             recipient=self._cluster,
             recipient_keyset=self._keyset,
         )

@@ -26,7 +26,7 @@ from bastion.agent.data_jobs import staged_input
 from bastion.agent.staging import INPUTS
 from bastion.errors import BastionError, Conflict, InvalidInput, NotAuthorized, ServiceUnavailable
 from bastion.serve.app import Loaded, ServeState, create_serve_app
-from bastion.serve.audit import AuditWriter
+from bastion.serve.audit import SPOOL, AuditWriter
 from bastion.serve.guards.auth import KeyRecord, KeyStore
 from bastion.serve.guards.ratelimit import make_limiter
 from bastion.serve.model import SWAP_REQUEST, load_verified
@@ -148,7 +148,7 @@ def run_serve(context: JobContext, job: ServeJob) -> str:
     keys.replace(_records(context.client.serving_keys(context.project, context.run_id)))
     audit = AuditWriter(
         sink=sink,
-        spool=context.workdir / "audit.spool",
+        spool=context.workdir / SPOOL,
         cluster=manifest["cluster"],
         cluster_keyset=manifest["hybrid_public_keyset"],
     )
