@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from bastion.client_base import Calls
+
 __all__ = ["DeploymentsMixin"]
 
 
-class DeploymentsMixin:
-    """Mixed into :class:`bastion.client.Client` (which provides ``request``)."""
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:  # pragma: no cover
-        raise NotImplementedError
+class DeploymentsMixin(Calls):
+    """Mixed into :class:`bastion.client.Client` (which provides the calls)."""
 
     def create_deployment(self, project: str, **body: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
