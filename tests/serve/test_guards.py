@@ -411,3 +411,31 @@ def test_a_spool_left_behind_is_replayed_by_the_agent_in_order(
     )
     assert sent == 7 and [e["n"] for e in delivered] == list(range(7))
     assert not spool.exists()
+
+
+def test_concurrent_flushes_never_lose_the_spool_file(
+    patients_workload: Workload, tmp_path: Path
+) -> None:
+    """The writer's own thread and a caller flush at once: every spooled batch stays on disk."""
+    sink = Sink()
+    sink.down = True
+    spool = tmp_path / SPOOL
+    writer = AuditWriter(
+        sink=sink,
+        spool=spool,
+        cluster="local",
+        cluster_keyset=patients_workload.keyring.hybrid_public_keyset(),
+        batch=1,
+        interval=0.0005,
+    )
+    writer.start()
+    try:
+        for i in range(150):
+            writer.record({"endpoint": "predict", "status": 200, "n": i})
+            writer.flush()
+            assert spool.is_file()
+            assert len(spool.read_text().splitlines()) == writer.spooled
+    finally:
+        sink.down = False
+        writer.close()
+    assert [e["n"] for e in sink.events] == list(range(150)) and not spool.exists()

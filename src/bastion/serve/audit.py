@@ -83,6 +83,8 @@ class AuditWriter:
         self._spooled: deque[list[dict[str, Any]]] = deque()
         self._spooled_events = 0
         self._lock = threading.Lock()
+        #: One flush at a time: the spool file is written, drained and removed under it.
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -167,6 +169,10 @@ class AuditWriter:
 
     def flush(self) -> None:
         """Send everything queued now (spool first, to keep the order)."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         drained = self._drain_spool()
         while batch := self._take():
             if not drained:
