@@ -22,6 +22,7 @@ from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.config import EvaluateConfig
 from bastion.spec import EvaluateJob
 from bastion.train.data import Preprocessing, Split, split_rows
+from bastion.train.models import load_packaged
 
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
@@ -140,10 +141,8 @@ def _fairness(
 
 def run_evaluate(context: JobContext, job: EvaluateJob) -> str:
     """Evaluate a registered version; the summaries go to the control plane as the result."""
-    from bastion.agent.train_job import _load_staged  # noqa: PLC0415 - shares the loader
-
     folder = context.workdir / "inputs" / "model"
-    model, prep = _load_staged(folder, job.model)
+    model, prep = load_packaged(folder, job.model)
     evidence = json.loads((folder / "metadata.json").read_text())
     data, info = staged_input(context.workdir)
     if "split" not in evidence:

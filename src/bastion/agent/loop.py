@@ -232,16 +232,18 @@ class Agent:
                 log.error("run %s: cannot seal a checkpoint: %s", job.lease["run_id"], exc)
                 return
             for epoch, manifest_hash in done:
-                try:
-                    self.client.report_event(
-                        job.project,
-                        job.lease["run_id"],
-                        stage="checkpoint",
-                        status="running",
-                        message=f"step {epoch} sealed {manifest_hash}",
-                    )
-                except BastionError as exc:
-                    log.warning("run %s: checkpoint not reported: %s", job.lease["run_id"], exc)
+                self._report(
+                    job, stage="checkpoint", message=f"step {epoch} sealed {manifest_hash}"
+                )
+
+    def _report(self, job: _Running, *, stage: str, message: str) -> None:
+        """Tell the control plane about a running job; a refusal is logged, not raised."""
+        try:
+            self.client.report_event(
+                job.project, job.lease["run_id"], stage=stage, status="running", message=message
+            )
+        except BastionError as exc:
+            log.warning("run %s: %s event not reported: %s", job.lease["run_id"], stage, exc)
 
     def _kill(self, run_ids: list[str]) -> None:
         with self.state.lock:
@@ -392,16 +394,7 @@ class Agent:
             self._serve_inputs(lease, workdir / folder)
         except (BastionError, OSError) as exc:
             log.error("run %s: cannot stage %s for a hot-swap: %s", job.lease["run_id"], ref, exc)
-            try:
-                self.client.report_event(
-                    job.project,
-                    job.lease["run_id"],
-                    stage="serve",
-                    status="running",
-                    message=f"swap to {ref} refused: {exc}",
-                )
-            except BastionError as report_error:
-                log.warning("run %s: could not report: %s", job.lease["run_id"], report_error)
+            self._report(job, stage="serve", message=f"swap to {ref} refused: {exc}")
             return
         request = {"folder": folder, "model": ref}
         atomic_write_bytes(workdir / SWAP_REQUEST, json.dumps(request).encode(), mode=0o600)

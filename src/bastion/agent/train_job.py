@@ -36,9 +36,8 @@ from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.robustness import accuracy
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
-from bastion.train.config import BuiltinModel, EntrypointModel
-from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
-from bastion.train.models import build_model, penultimate
+from bastion.train.data import fit_preprocessing, split_rows
+from bastion.train.models import build_model, load_packaged, penultimate
 from bastion.train.recipe import recipe
 from bastion.train.trainer import Event, Trainer, TrainState
 
@@ -235,23 +234,6 @@ def _package(
     atomic_write_bytes(workdir / OUTPUTS / REQUEST, json.dumps(request).encode())
 
 
-def _load_staged(folder: Path, ref: str) -> tuple[torch.nn.Module, Preprocessing]:
-    """Build the model its config describes and load its weights (they must fit)."""
-    config = json.loads((folder / "model.json").read_text())
-    prep = Preprocessing.model_validate(config["preprocessing"])
-    model_spec = (
-        EntrypointModel.model_validate(config["model"])
-        if "entrypoint" in config["model"]
-        else BuiltinModel.model_validate(config["model"])
-    )
-    model = build_model(model_spec, input_shape=prep.input_shape, classes=len(prep.classes))
-    try:
-        model.load_state_dict(load_file(str(folder / "weights.safetensors")))
-    except RuntimeError as exc:
-        raise InvalidInput(f"{ref}: weights do not fit the model config ({exc})") from None
-    return model, prep
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -260,7 +242,7 @@ def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
     """The agent verified signature and hashes while staging; the weights must also load."""
     folder = context.workdir / "inputs" / "model"
     info = json.loads((folder / "version.json").read_text())
-    _load_staged(folder, job.model)
+    load_packaged(folder, job.model)
     digest = _digest(folder / "weights.safetensors")
     context.result(
         {"verified": True, "manifest_hash": info["manifest_hash"], "weights_sha256": digest}
@@ -273,7 +255,7 @@ def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
 
 def run_export_model(context: JobContext, job: ExportModelJob) -> None:
     """Check the staged model loads; the agent writes the transfer file (it holds the keys)."""
-    _load_staged(context.workdir / "inputs" / "model", job.model)
+    load_packaged(context.workdir / "inputs" / "model", job.model)
     context.log(f"{job.model} verified; the agent encrypts it to cluster {job.to_cluster}")
     outputs = context.workdir / OUTPUTS
     ensure_private_dir(outputs)
@@ -284,7 +266,7 @@ def run_import_model(context: JobContext, job: ImportModelJob) -> None:
     """The agent verified and opened the transfer; check it loads and hand it back to seal."""
     staged = context.workdir / "inputs" / "model"
     transfer = json.loads((context.workdir / "inputs" / "transfer.json").read_text())
-    _load_staged(staged, job.model_name)
+    load_packaged(staged, job.model_name)
     origin = transfer["model"]
     context.log(
         f"model {origin['name']}@{origin['version']} from cluster {transfer['sender']} loads"

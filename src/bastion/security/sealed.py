@@ -38,9 +38,11 @@ __all__ = [
     "Artifact",
     "Manifest",
     "Sealed",
+    "load_manifest",
     "open_sealed",
     "seal",
     "sealed_dir",
+    "sha256_file",
 ]
 
 MANIFEST = "manifest.json"
@@ -99,7 +101,7 @@ def sealed_dir(
     return _parent(root, artifact, project, name) / manifest_hash
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
@@ -144,7 +146,7 @@ def seal(
                 artifact_id=artifact_id,
             )
             entries[stored] = FileEntry(
-                sha256=_sha256_file(source),
+                sha256=sha256_file(source),
                 bytes=source.stat().st_size,
                 artifact_id=str(artifact_id),
             )
@@ -170,7 +172,7 @@ def seal(
     return Sealed(manifest=manifest, manifest_hash=manifest_hash, directory=final)
 
 
-def _load_manifest(directory: Path, manifest_hash: str) -> Manifest:
+def load_manifest(directory: Path, manifest_hash: str) -> Manifest:
     body = (directory / MANIFEST).read_bytes()
     if hashlib.sha256(body).hexdigest() != manifest_hash:
         raise IntegrityError(
@@ -205,7 +207,7 @@ def open_sealed(
     if not (directory / MANIFEST).is_file():
         raise NotFound(f"{artifact} {name} ({manifest_hash[:12]}) is not stored on this cluster")
     # (2) The manifest must be the one the control plane recorded.
-    manifest = _load_manifest(directory, manifest_hash)
+    manifest = load_manifest(directory, manifest_hash)
     # (3) Its signature must verify under this cluster's keys.
     verify_path(directory / MANIFEST, keyring=keyring)
     # (4) It must describe this artifact, and the directory must hold exactly its files.
@@ -238,7 +240,7 @@ def open_sealed(
             )
             if str(header.artifact_id) != entry.artifact_id:
                 raise IntegrityError(f"{directory / file}: encrypted file was swapped")
-            if target.stat().st_size != entry.bytes or _sha256_file(target) != entry.sha256:
+            if target.stat().st_size != entry.bytes or sha256_file(target) != entry.sha256:
                 raise IntegrityError(f"{directory / file}: content differs from the manifest")
     except BaseException:
         if into is not None:

@@ -62,12 +62,11 @@ class ServeState:
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
     #: Findings (extraction, drift) go here, for the control plane's alerts.
     report: Callable[[str, dict[str, Any]], None] = lambda kind, details: None
-    swap_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def swap(self, loaded: Loaded) -> None:
-        """Replace the model; requests in flight finish on the one they started with."""
-        with self.swap_lock:
-            self.current = loaded
+        """Replace the model; requests in flight finish on the one they started with (each
+        reads ``current`` once)."""
+        self.current = loaded
 
 
 def _error(exc: BastionError) -> JSONResponse:
@@ -199,7 +198,7 @@ def _serve(
         raise NotAuthorized(f"serving key {key.id[:8]} is blocked: {flagged_reason}")
     throttled = flagged_reason is not None and config.extraction_action is ExtractionAction.THROTTLE
     state.limiter.take(key, len(instances) * (config.throttle_factor if throttled else 1))
-    x = current.validator(body)
+    x = current.validator.features(instances)
     served = current.served
     probabilities, features = served.infer(x)
     flags: list[str] = []

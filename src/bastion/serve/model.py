@@ -7,23 +7,20 @@ staging is refused rather than served.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from bastion.data.schema import ImageSchema, TableSchema
-from bastion.errors import IntegrityError, InvalidInput
+from bastion.errors import IntegrityError
 from bastion.files import atomic_write_bytes, ensure_private_dir
-from bastion.security.sealed import MANIFEST, Manifest
+from bastion.security.sealed import MANIFEST, Manifest, load_manifest, sha256_file
 from bastion.security.signing import signature_path_for, verify_path
-from bastion.train.config import BuiltinModel, EntrypointModel
 from bastion.train.data import Preprocessing
-from bastion.train.models import build_model, penultimate
+from bastion.train.models import load_packaged, penultimate
 
 __all__ = ["SEALED", "SWAP_REQUEST", "ServedModel", "copy_signed_manifest", "load_verified"]
 
@@ -76,27 +73,14 @@ def copy_signed_manifest(sealed: Path, folder: Path) -> None:
         atomic_write_bytes(target / file.name, file.read_bytes())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_manifest(folder: Path, public_keys: list[bytes]) -> tuple[Manifest, dict[str, Any]]:
     """Steps (1)-(3) of :func:`load_verified`."""
     info = json.loads((folder / "version.json").read_text())
-    manifest_path = folder / SEALED / "manifest.json"
+    manifest_path = folder / SEALED / MANIFEST
     if not manifest_path.is_file():
         raise IntegrityError(f"{folder}: no signed manifest in {SEALED}/; stage it again")
-    body = manifest_path.read_bytes()
     # (1) The manifest is the one the control plane recorded for this version.
-    if hashlib.sha256(body).hexdigest() != info["manifest_hash"]:
-        raise IntegrityError(
-            f"{manifest_path}: its hash differs from the one recorded for "
-            f"{info['name']}@{info['version']}"
-        )
+    manifest = load_manifest(folder / SEALED, info["manifest_hash"])
     # (2) It is signed by one of this cluster's keys.
     if not public_keys:
         raise IntegrityError("no trusted signing key given; refusing to load an unverified model")
@@ -111,7 +95,6 @@ def _check_manifest(folder: Path, public_keys: list[bytes]) -> tuple[Manifest, d
             errors.append(str(exc))
     else:
         raise IntegrityError(f"{manifest_path}: signature does not verify: {errors[-1]}")
-    manifest = Manifest.model_validate(json.loads(body))
     # (3) It describes this model version.
     if manifest.artifact != "model" or manifest.name != info["name"]:
         raise IntegrityError(f"{manifest_path}: describes {manifest.artifact} {manifest.name}")
@@ -138,22 +121,11 @@ def load_verified(folder: Path, *, public_keys: list[bytes]) -> ServedModel:
         )
     for name, entry in manifest.files.items():
         path = folder / name
-        if path.stat().st_size != entry.bytes or _sha256(path) != entry.sha256:
+        if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
             raise IntegrityError(f"{path}: content differs from the signed manifest (tampered)")
     # (5) Weights load only from safetensors, into the recorded architecture.
     ref = f"{info['name']}@{info['version']}"
-    config = json.loads((folder / "model.json").read_text())
-    prep = Preprocessing.model_validate(config["preprocessing"])
-    spec = (
-        EntrypointModel.model_validate(config["model"])
-        if "entrypoint" in config["model"]
-        else BuiltinModel.model_validate(config["model"])
-    )
-    model = build_model(spec, input_shape=prep.input_shape, classes=len(prep.classes))
-    try:
-        model.load_state_dict(load_file(str(folder / "weights.safetensors")))
-    except RuntimeError as exc:
-        raise InvalidInput(f"{ref}: weights do not fit the model config ({exc})") from None
+    model, prep = load_packaged(folder, ref)
     raw_schema = json.loads((folder / "schema.json").read_text())
     schema: TableSchema | ImageSchema = (
         ImageSchema.model_validate(raw_schema)

@@ -9,15 +9,26 @@ backdoor scan and the OOD detector read it); for entrypoint models it is optiona
 from __future__ import annotations
 
 import importlib
+import json
 import math
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from bastion.errors import InvalidSpec
+from bastion.errors import InvalidInput, InvalidSpec
 from bastion.train.config import BuiltinModel, EntrypointModel, ModelSpec
+from bastion.train.data import Preprocessing
 
-__all__ = ["BuiltinModel", "EntrypointModel", "ModelSpec", "build_model", "penultimate"]
+__all__ = [
+    "BuiltinModel",
+    "EntrypointModel",
+    "ModelSpec",
+    "build_model",
+    "load_packaged",
+    "penultimate",
+]
 
 
 class _Classifier(nn.Module):
@@ -103,3 +114,21 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out: torch.Tensor = extract(x)
     return out.flatten(1)
+
+
+def load_packaged(folder: Path, ref: str) -> tuple[nn.Module, Preprocessing]:
+    """Build the model a package's ``model.json`` describes and load its safetensors weights
+    (they must fit the architecture)."""
+    config = json.loads((folder / "model.json").read_text())
+    prep = Preprocessing.model_validate(config["preprocessing"])
+    spec = (
+        EntrypointModel.model_validate(config["model"])
+        if "entrypoint" in config["model"]
+        else BuiltinModel.model_validate(config["model"])
+    )
+    model = build_model(spec, input_shape=prep.input_shape, classes=len(prep.classes))
+    try:
+        model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    except RuntimeError as exc:
+        raise InvalidInput(f"{ref}: weights do not fit the model config ({exc})") from None
+    return model, prep

@@ -84,7 +84,10 @@ class RequestValidator:
         return instances
 
     def __call__(self, body: Any) -> torch.Tensor:
-        instances = self.instances(body)
+        return self.features(self.instances(body))
+
+    def features(self, instances: list[Any]) -> torch.Tensor:
+        """Model inputs for the instances :meth:`instances` accepted, checked row by row."""
         if isinstance(self.schema, ImageSchema):
             return self._images(instances, self.schema)
         return self._table(instances)
