@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,3 +96,41 @@ def smoke_spec(project: str = "p1", cluster: str = "c1", **job: object) -> dict[
         "cluster": cluster,
         "job": {"type": "smoke", **job},
     }
+
+
+WEB = "https://testserver"  # the session cookie is Secure: the test client must speak https
+
+
+@pytest.fixture
+def dashboard_users(control_plane: ControlPlane, role_tokens: dict[str, str]) -> list[str]:
+    """Every human of ``role_tokens`` gets PASSWORD, so each can log in to the dashboard."""
+    cp = control_plane
+    humans = ["steward", "engineer", "reviewer", "auditor"]
+    for username in humans:
+        patched = cp.client.patch(
+            f"/api/v1/users/{username}",
+            json={"password": PASSWORD},
+            headers=cp.as_(cp.admin_token),
+        )
+        assert patched.status_code == 200, patched.text
+    return ["admin", *humans]
+
+
+def form_value(html: str, name: str) -> str:
+    """The value of the first hidden input called ``name`` in a page."""
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found is not None, f"no {name} field in the page"
+    return found.group(1)
+
+
+def dashboard_login(cp: ControlPlane, username: str, password: str = PASSWORD) -> TestClient:
+    """A browser-like client with a dashboard session of ``username``."""
+    client = TestClient(cp.app, base_url=WEB, client=("127.0.0.1", 50001), follow_redirects=False)
+    form = client.get("/ui/login")
+    assert form.status_code == 200
+    response = client.post(
+        "/ui/login",
+        data={"username": username, "password": password, "nonce": form_value(form.text, "nonce")},
+    )
+    assert response.status_code == 303, response.text
+    return client

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from bastion.errors import InvalidInput
 from bastion.server.db.models import Cluster, Model, ModelVersion, Project, Run, User
+from bastion.server.db.session import Database
 from bastion.server.services.evaluations import MAX_SUMMARY_BYTES, record_evaluations
 from tests.server.conftest import ControlPlane
 
@@ -61,17 +62,20 @@ RESULTS: dict[str, Any] = {
 
 
 def make_version(
-    cp: ControlPlane,
+    cp: ControlPlane | Database,
     *,
     evidence: dict[str, Any],
     results: dict[str, Any] | None = None,
     number: int = 1,
     signature: str = "sig",
+    project_name: str = "p1",
+    cluster_name: str = "c1",
 ) -> None:
     """A version of model m as a training run of the engineer would have registered it."""
-    with cp.database.write(actor="agent:test") as unit:
-        project = unit.session.scalars(select(Project).where(Project.name == "p1")).one()
-        cluster = unit.session.scalars(select(Cluster).where(Cluster.name == "c1")).one()
+    database = cp if isinstance(cp, Database) else cp.database
+    with database.write(actor="agent:test") as unit:
+        project = unit.session.scalars(select(Project).where(Project.name == project_name)).one()
+        cluster = unit.session.scalars(select(Cluster).where(Cluster.name == cluster_name)).one()
         engineer = unit.session.scalars(select(User.id).where(User.username == "engineer")).one()
         model = unit.session.scalars(select(Model).where(Model.name == "m")).first()
         if model is None:

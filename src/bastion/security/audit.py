@@ -377,6 +377,22 @@ class AuditLog:
             ).all()
         return [EventRow(*row) for row in reversed(rows)]
 
+    def search(self, text: str, *, limit: int) -> list[EventRow]:
+        """The last ``limit`` events whose actor, action, target or details contain
+        ``text`` (case as stored), oldest first."""
+        column = audit_events.c
+        matches = (
+            column.actor.contains(text, autoescape=True)
+            | column.action.contains(text, autoescape=True)
+            | column.target.contains(text, autoescape=True)
+            | column.details.contains(text, autoescape=True)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*_COLUMNS).where(matches).order_by(column.seq.desc()).limit(limit)
+            ).all()
+        return [EventRow(*row) for row in reversed(rows)]
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())

@@ -29,6 +29,7 @@ from bastion.server.routes import (
     resources,
 )
 from bastion.server.schemas.common import ERROR_RESPONSES
+from bastion.server.web import install_dashboard
 
 __all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
 
@@ -94,4 +95,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(identity.public, responses=ERROR_RESPONSES)
     app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(api)
+    install_dashboard(app)
     return app

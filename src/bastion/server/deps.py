@@ -22,7 +22,7 @@ from bastion.server.db.models import ApiToken, Membership, Project, User
 from bastion.server.db.session import Database
 from bastion.server.permissions import PROJECT_SCOPED, Permission, Role, allowed
 
-__all__ = ["DatabaseDep", "Identity", "Principal", "get_database", "require"]
+__all__ = ["DatabaseDep", "Identity", "Principal", "authorize", "get_database", "require"]
 
 WILDCARD_SCOPE = "*"
 
@@ -173,9 +173,12 @@ def _lookup(database: Database, token_id: str, project: str | None) -> tuple[Any
     return row, roles
 
 
-def _authorize(request: Request, database: Database, permission: Permission) -> Principal:
-    """Authenticate and resolve roles: one indexed query, usually answered from the cache."""
-    token_id, secret = _bearer(request)
+def authorize(
+    request: Request, database: Database, permission: Permission, credentials: tuple[str, str]
+) -> Principal:
+    """Authenticate ``credentials`` (token id, secret) and resolve roles for ``permission``:
+    one indexed query, usually answered from the cache."""
+    token_id, secret = credentials
     scoped = permission in PROJECT_SCOPED
     name = str(request.path_params.get("project", "")) if scoped else None
     row, membership_roles = _lookup(database, token_id, name)
@@ -215,7 +218,7 @@ def require(permission: Permission) -> Any:
     """
 
     async def check(request: Request, database: DatabaseDep) -> Principal:
-        return _authorize(request, database, permission)
+        return authorize(request, database, permission, _bearer(request))
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the route-table test
     return Depends(check)

@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +21,7 @@ from bastion.errors import (
 from bastion.http_status import status_for
 from bastion.server.db.session import Database
 from bastion.server.services import alerts
+from bastion.server.web import is_dashboard, web_error
 
 __all__ = ["install_error_handlers"]
 
@@ -57,26 +58,32 @@ def _record_denial(request: Request, exc: NotAuthorized) -> None:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BastionError)
-    async def _bastion(request: Request, exc: BastionError) -> JSONResponse:
+    async def _bastion(request: Request, exc: BastionError) -> Response:
         status = _status(exc)
         if isinstance(exc, NotAuthorized):
             await run_in_threadpool(_record_denial, request, exc)
+        if is_dashboard(request.url.path):
+            return web_error(request, status=status, message=str(exc))
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg", "invalid"))}
             for e in exc.errors()
         ]
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        if is_dashboard(request.url.path):
+            return web_error(request, status=422, message=summary)
         return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_dashboard(request.url.path):
+            return web_error(request, status=exc.status_code, message=str(exc.detail))
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )

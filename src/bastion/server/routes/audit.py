@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from bastion.governance.compliance import build_report, render_report
 from bastion.security.audit_chain import canonical_json
 from bastion.server.db.models import Alert
+from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.schemas.common import JSON_ERROR_RESPONSES
@@ -56,12 +57,18 @@ def verify(_: Auditor, database: DatabaseDep) -> AuditVerifyOut:
 )
 def export(_: Auditor, database: DatabaseDep) -> StreamingResponse:
     """Every event as canonical JSON lines, verifiable offline with the public key."""
+    return export_response(database)
+
+
+def export_response(database: Database, *, filename: str | None = None) -> StreamingResponse:
+    """The whole log as canonical JSON lines, streamed (as a download when ``filename``)."""
 
     def lines() -> Iterator[bytes]:
         for row in database.audit.rows():
             yield canonical_json(row.to_export()) + b"\n"
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else {}
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
 
 
 @router.get("/alerts", response_model=list[AlertOut])

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidInput, NotAuthorized, NotFound
-from bastion.server.auth import hash_password, new_token, verify_password
+from bastion.server.auth import hash_password, new_token, secrets_match, verify_password
 from bastion.server.db.models import ApiToken, Membership, Project, User, utcnow
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
@@ -18,6 +18,7 @@ __all__ = [
     "authenticate_password",
     "create_token",
     "create_user",
+    "end_session",
     "get_user",
     "list_tokens",
     "revoke_token",
@@ -166,6 +167,21 @@ def authenticate_password(
         scopes=["*"],
         expires_in=dt.timedelta(hours=session_hours),
     )
+
+
+def end_session(unit: UnitOfWork, *, token_id: str, secret: str) -> bool:
+    """Revoke the session token ``token_id`` when ``secret`` is its secret (a logout)."""
+    token = unit.session.get(ApiToken, token_id)
+    if (
+        token is None
+        or token.revoked_at is not None
+        or not secrets_match(secret, token.secret_hash)
+    ):
+        return False
+    token.revoked_at = utcnow()
+    unit.actor = f"user:{token.user.username}"
+    unit.record("auth.logout", f"token:{token_id}", {"owner": token.user.username})
+    return True
 
 
 def memberships_of(session: Session, user_id: str) -> dict[str, str]:
