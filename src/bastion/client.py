@@ -166,6 +166,13 @@ class Client(DeploymentsMixin, GovernanceMixin):
         )
         return result
 
+    def set_password(self, username: str, password: str) -> dict[str, Any]:
+        """Set a person's dashboard password (administrators only)."""
+        result: dict[str, Any] = self.request(
+            "PATCH", f"/api/v1/users/{username}", json={"password": password}
+        )
+        return result
+
     def create_token(
         self,
         name: str,

@@ -98,6 +98,9 @@ def up(
         out.print(
             "you are logged in as 'admin'; try: bastion run submit examples/smoke.yaml --follow"
         )
+        out.print(
+            f"dashboard: {url}/ui/ (give a person a password first: bastion user password admin)"
+        )
         out.print("stop with Ctrl-C")
         agent.run()
     finally:

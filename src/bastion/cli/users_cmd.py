@@ -56,3 +56,12 @@ def disable(username: Annotated[str, typer.Argument(help="User to disable.")]) -
     with client() as remote:
         remote.disable_user(username)
     out.print(f"disabled {username}")
+
+
+@app.command()
+def password(username: Annotated[str, typer.Argument(help="Person to set it for.")]) -> None:
+    """Set a person's dashboard password (prompted twice, never echoed; administrators only)."""
+    secret = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    with client() as remote:
+        remote.set_password(username, secret)
+    out.print(f"set the dashboard password of {username}")
