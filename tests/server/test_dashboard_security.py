@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -10,6 +13,14 @@ from bastion.server.web.session import LOGIN_COOKIE, SESSION_COOKIE
 from tests.server.conftest import WEB, ControlPlane, dashboard_login, form_value
 from tests.server.test_dashboard import POLICY, seed_run
 from tests.server.test_evaluations import EVIDENCE, make_version
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: these checks are about HTTP, not the database (the pages run on
+    PostgreSQL too in test_dashboard.py)."""
+    return f"sqlite:///{tmp_path / 'control-plane.db'}"
+
 
 SCRIPT = "<script>alert(1)</script>"
 ATTRIBUTE = '"><img src=x onerror=alert(2)>'

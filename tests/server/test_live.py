@@ -123,6 +123,22 @@ def test_init_start_and_manage_from_the_cli(
         for step in steps:
             result = _bastion(client_home, *step)
             assert result.returncode == 0, f"{step}: {result.stderr}"
+        secret = "a dashboard passphrase"
+        set_password = subprocess.run(
+            [BASTION, "user", "password", "alice"],
+            env=_env(client_home),
+            input=f"{secret}\n{secret}\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert set_password.returncode == 0, set_password.stderr
+        assert secret not in set_password.stdout + set_password.stderr
+        logged_in = httpx.post(
+            f"{url}/api/v1/auth/login", json={"username": "alice", "password": secret}
+        )
+        assert logged_in.status_code == 201
         members = _bastion(client_home, "member", "list", "cardiology")
         assert "alice" in members.stdout and "ml-engineer" in members.stdout
         minted = _bastion(client_home, "token", "create", "alice-ci", "--user", "alice")
