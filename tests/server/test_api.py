@@ -289,3 +289,20 @@ def test_run_for_a_cluster_without_agent_stays_queued_and_says_why(
         "/api/v1/projects/p1/runs", json=smoke_spec(cluster="nowhere"), headers=engineer
     )
     assert unknown_cluster.status_code == 404 and "nowhere" in unknown_cluster.json()["detail"]
+
+
+def test_malformed_names_in_paths_are_refused_before_any_lookup(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    for method, path in (
+        ("POST", "/api/v1/projects/p1/models/%3F/versions/1/evaluate"),
+        ("GET", "/api/v1/projects/p1/datasets/Bad%20Name/versions"),
+        ("GET", "/api/v1/projects/p1/models/" + "m" * 65 + "/versions"),
+    ):
+        response = cp.client.request(method, path, json={"evaluate": {}}, headers=admin)
+        assert response.status_code == 422, path
+        assert response.json()["errors"][0]["field"] == "path.name"
+    missing = cp.client.get("/api/v1/projects/p1/models/ghost/versions", headers=admin)
+    assert missing.status_code == 404

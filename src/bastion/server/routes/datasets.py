@@ -10,6 +10,7 @@ from sqlalchemy import select
 from bastion.server.db.models import Dataset, DatasetVersion, Run
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
+from bastion.server.schemas.common import NamePath
 from bastion.server.schemas.datasets import (
     DatasetIn,
     DatasetOut,
@@ -54,7 +55,7 @@ def create_dataset(
 @router.get(_BASE + "/{name}/versions", response_model=list[DatasetVersionOut])
 def list_versions(
     project: str,
-    name: str,
+    name: NamePath,
     principal: Annotated[Principal, require(Permission.DATASETS_READ)],
     database: DatabaseDep,
 ) -> list[dict[str, Any]]:
@@ -68,7 +69,7 @@ def list_versions(
 @router.get(_BASE + "/{name}/versions/{version}", response_model=DatasetVersionOut)
 def get_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Version,
     principal: Annotated[Principal, require(Permission.DATASETS_READ)],
     database: DatabaseDep,
@@ -87,7 +88,7 @@ def get_version(
 )
 def record_version(
     project: str,
-    name: str,
+    name: NamePath,
     body: DatasetVersionIn,
     principal: Annotated[Principal, require(Permission.DATASETS_RECORD)],
     database: DatabaseDep,
@@ -107,7 +108,7 @@ def record_version(
 @router.put(_BASE + "/{name}/versions/{version}/schema", response_model=DatasetVersionOut)
 def edit_schema(
     project: str,
-    name: str,
+    name: NamePath,
     version: Version,
     body: SchemaIn,
     principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
@@ -132,7 +133,7 @@ def edit_schema(
 @router.post(_BASE + "/{name}/register", response_model=RunOut, status_code=201)
 def register(
     project: str,
-    name: str,
+    name: NamePath,
     body: RegisterIn,
     principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
     database: DatabaseDep,
@@ -155,7 +156,7 @@ def register(
 )
 def pseudonymize(
     project: str,
-    name: str,
+    name: NamePath,
     version: Version,
     body: PseudonymizeIn,
     principal: Annotated[Principal, require(Permission.DATASETS_WRITE)],
@@ -189,7 +190,7 @@ def _queue_on_version(
 @router.post(_BASE + "/{name}/versions/{version}/verify", response_model=RunOut, status_code=201)
 def verify(
     project: str,
-    name: str,
+    name: NamePath,
     version: Version,
     body: VersionJobIn,
     principal: Annotated[Principal, require(Permission.DATASETS_READ)],
@@ -202,7 +203,7 @@ def verify(
 @router.post(_BASE + "/{name}/versions/{version}/scan", response_model=RunOut, status_code=201)
 def scan(
     project: str,
-    name: str,
+    name: NamePath,
     version: Version,
     body: VersionJobIn,
     principal: Annotated[Principal, require(Permission.DATASETS_READ)],

@@ -12,6 +12,7 @@ from bastion.server.db.models import Approval, Model, ModelVersion, Policy
 from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
+from bastion.server.schemas.common import NamePath
 from bastion.server.schemas.resources import (
     ApprovalOut,
     CommentIn,
@@ -74,7 +75,7 @@ _VERSION = "/projects/{project}/models/{name}/versions/{version}"
 @router.post(_VERSION + "/promote", response_model=ApprovalOut, status_code=201)
 def promote_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: PromoteIn,
     principal: Annotated[Principal, require(Permission.APPROVALS_REQUEST)],
@@ -114,7 +115,7 @@ def _decide(
 @router.post(_VERSION + "/approve", response_model=ApprovalOut)
 def approve_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: CommentIn,
     principal: Annotated[Principal, require(Permission.APPROVALS_DECIDE)],
@@ -127,7 +128,7 @@ def approve_model_version(
 @router.post(_VERSION + "/reject", response_model=ApprovalOut)
 def reject_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: CommentIn,
     principal: Annotated[Principal, require(Permission.APPROVALS_DECIDE)],
@@ -140,7 +141,7 @@ def reject_model_version(
 @router.post(_VERSION + "/archive", response_model=ModelVersionOut)
 def archive_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: CommentIn,
     principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
@@ -161,7 +162,7 @@ def archive_model_version(
 @router.post("/projects/{project}/models/{name}/rollback", response_model=ModelVersionOut)
 def rollback_model(
     project: str,
-    name: str,
+    name: NamePath,
     body: RollbackIn,
     principal: Annotated[Principal, require(Permission.APPROVALS_DECIDE)],
     database: DatabaseDep,
@@ -199,7 +200,7 @@ def project_lineage(
 @router.get("/projects/{project}/models/{name}/history", response_model=list[StageTransitionOut])
 def model_history(
     project: str,
-    name: str,
+    name: NamePath,
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
 ) -> list[dict[str, Any]]:
@@ -222,7 +223,7 @@ def list_policies(
 @router.put("/projects/{project}/policies/{name}", response_model=PolicyOut)
 def put_policy(
     project: str,
-    name: str,
+    name: NamePath,
     body: PolicyIn,
     principal: Annotated[Principal, require(Permission.POLICIES_WRITE)],
     database: DatabaseDep,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, status
 from bastion.security.keys import load_keyring
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
+from bastion.server.schemas.common import NamePath
 from bastion.server.schemas.datasets import DatasetVersionOut, ErasureIn, ErasureOut, HoldIn
 from bastion.server.services import datasets, privacy
 
@@ -63,7 +64,7 @@ def get_erasure(
 )
 def set_hold(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: HoldIn,
     principal: Annotated[Principal, require(Permission.PRIVACY_ERASE)],

@@ -24,7 +24,7 @@ from bastion.server.db.models import (
 from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.schemas.common import JSON_ERROR_RESPONSES
+from bastion.server.schemas.common import JSON_ERROR_RESPONSES, NamePath
 from bastion.server.schemas.resources import (
     ClusterIn,
     ClusterOut,
@@ -101,7 +101,7 @@ def get_cluster(
 
 @clusters.post("/clusters/{name}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(
-    name: str,
+    name: NamePath,
     body: HeartbeatIn,
     request: Request,
     principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
@@ -126,7 +126,7 @@ def heartbeat(
     responses={204: {"description": "No work arrived while waiting."}},
 )
 async def lease(
-    name: str,
+    name: NamePath,
     request: Request,
     principal: Annotated[Principal, require(Permission.CLUSTERS_HEARTBEAT)],
     database: DatabaseDep,
@@ -370,7 +370,7 @@ def create_model(
 @registry.get("/projects/{project}/models/{name}/versions", response_model=list[ModelVersionOut])
 def list_model_versions(
     project: str,
-    name: str,
+    name: NamePath,
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
 ) -> list[ModelVersion]:
@@ -385,7 +385,7 @@ def list_model_versions(
 )
 def get_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
@@ -403,7 +403,7 @@ def get_model_version(
 )
 def verify_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
@@ -426,7 +426,7 @@ def verify_model_version(
 )
 def export_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: ExportIn,
     principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
@@ -459,7 +459,7 @@ def export_model_version(
 )
 def evaluate_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     body: EvaluateIn,
     principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
@@ -486,7 +486,7 @@ def evaluate_model_version(
 )
 def list_model_evaluations(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
@@ -509,7 +509,7 @@ def _card(principal: Principal, database: Database, name: str, version: int) -> 
 @registry.get("/projects/{project}/models/{name}/versions/{version}/card")
 def model_card(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
@@ -525,7 +525,7 @@ def model_card(
 )
 def model_card_html(
     project: str,
-    name: str,
+    name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
     principal: Annotated[Principal, require(Permission.MODELS_READ)],
     database: DatabaseDep,
@@ -540,7 +540,7 @@ def model_card_html(
 @registry.post("/projects/{project}/models/{name}/import", response_model=RunOut, status_code=201)
 def import_model(
     project: str,
-    name: str,
+    name: NamePath,
     body: ImportIn,
     principal: Annotated[Principal, require(Permission.MODELS_WRITE)],
     database: DatabaseDep,
@@ -564,7 +564,7 @@ def import_model(
 )
 def record_model_version(
     project: str,
-    name: str,
+    name: NamePath,
     body: ModelVersionIn,
     principal: Annotated[Principal, require(Permission.MODELS_RECORD)],
     database: DatabaseDep,

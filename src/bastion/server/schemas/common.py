@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bastion.spec import NAME_PATTERN
 
-__all__ = ["Name", "Page", "Request", "Response", "Text"]
+__all__ = ["Name", "NamePath", "Page", "Request", "Response", "Text"]
 
 #: Lower-case names for users, projects, clusters, datasets, models, policies.
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=64)]
+#: A dataset, model or policy name in a route's path: malformed ones are 422 before any lookup.
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN, min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=2000)]
 
 
