@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from bastion.config import Settings
 from bastion.server.app import build_database, create_app
@@ -123,14 +124,25 @@ def form_value(html: str, name: str) -> str:
     return found.group(1)
 
 
-def dashboard_login(cp: ControlPlane, username: str, password: str = PASSWORD) -> TestClient:
-    """A browser-like client with a dashboard session of ``username``."""
-    client = TestClient(cp.app, base_url=WEB, client=("127.0.0.1", 50001), follow_redirects=False)
+def web_client(cp: ControlPlane) -> TestClient:
+    """A browser-like client of the dashboard (https, redirects not followed), no session yet."""
+    return TestClient(cp.app, base_url=WEB, client=("127.0.0.1", 50001), follow_redirects=False)
+
+
+def post_login(client: TestClient, username: str, password: str = PASSWORD) -> Response:
+    """Open the login form and send it, with its nonce, as a browser would."""
     form = client.get("/ui/login")
     assert form.status_code == 200
-    response = client.post(
+    response: Response = client.post(
         "/ui/login",
         data={"username": username, "password": password, "nonce": form_value(form.text, "nonce")},
     )
+    return response
+
+
+def dashboard_login(cp: ControlPlane, username: str, password: str = PASSWORD) -> TestClient:
+    """A browser-like client with a dashboard session of ``username``."""
+    client = web_client(cp)
+    response = post_login(client, username, password)
     assert response.status_code == 303, response.text
     return client

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -97,7 +96,7 @@ def _shot(page: Any, name: str) -> None:
 def test_review_and_audit_a_model_in_a_real_browser(
     bastion_up: tuple[str, Path, dict[str, str]],
 ) -> None:
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), (
+    assert Path(CHROMIUM).exists(), (
         "the dashboard tests need Debian's Chromium: apt-get install chromium"
     )
     url, home, admin = bastion_up

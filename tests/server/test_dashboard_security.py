@@ -5,12 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from bastion.server.db.models import Approval, RunLog
 from bastion.server.web.session import LOGIN_COOKIE, SESSION_COOKIE
-from tests.server.conftest import WEB, ControlPlane, dashboard_login, form_value
+from tests.server.conftest import (
+    PASSWORD,
+    ControlPlane,
+    dashboard_login,
+    form_value,
+    post_login,
+    web_client,
+)
 from tests.server.test_dashboard import POLICY, seed_run
 from tests.server.test_evaluations import EVIDENCE, make_version
 
@@ -26,25 +32,12 @@ SCRIPT = "<script>alert(1)</script>"
 ATTRIBUTE = '"><img src=x onerror=alert(2)>'
 
 
-def _fresh(cp: ControlPlane) -> TestClient:
-    return TestClient(cp.app, base_url=WEB, client=("127.0.0.1", 50002), follow_redirects=False)
-
-
 def test_session_and_login_cookies_carry_every_flag(
     control_plane: ControlPlane, dashboard_users: list[str]
 ) -> None:
-    client = _fresh(control_plane)
-    form = client.get("/ui/login")
-    login_cookie = form.headers["set-cookie"]
+    login_cookie = web_client(control_plane).get("/ui/login").headers["set-cookie"]
     assert login_cookie.startswith(f"{LOGIN_COOKIE}=")
-    response = client.post(
-        "/ui/login",
-        data={
-            "username": "auditor",
-            "password": "correct horse battery staple",
-            "nonce": form_value(form.text, "nonce"),
-        },
-    )
+    response = post_login(web_client(control_plane), "auditor")
     assert response.status_code == 303
     session = next(
         c for c in response.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)
@@ -107,8 +100,8 @@ def test_forms_without_the_sessions_csrf_token_change_nothing(
 def test_login_needs_its_form_nonce_and_refuses_bad_passwords_alike(
     control_plane: ControlPlane, dashboard_users: list[str]
 ) -> None:
-    client = _fresh(control_plane)
-    good = {"username": "auditor", "password": "correct horse battery staple"}
+    client = web_client(control_plane)
+    good = {"username": "auditor", "password": PASSWORD}
     forged = client.post("/ui/login", data={**good, "nonce": "forged"})
     assert forged.status_code == 403 and "expired" in forged.text
     nonce = form_value(forged.text, "nonce")  # every form shown carries a new nonce
@@ -134,18 +127,9 @@ def test_login_never_adopts_a_presented_session_and_logout_ends_it(
     first = dashboard_login(cp, "reviewer")
     planted = first.cookies[SESSION_COOKIE]
     # The browser arrives at login already holding a session (planted or left over).
-    client = _fresh(cp)
+    client = web_client(cp)
     client.cookies.set(SESSION_COOKIE, planted, domain="testserver.local")
-    form = client.get("/ui/login")
-    logged_in = client.post(
-        "/ui/login",
-        data={
-            "username": "reviewer",
-            "password": "correct horse battery staple",
-            "nonce": form_value(form.text, "nonce"),
-        },
-    )
-    assert logged_in.status_code == 303
+    assert post_login(client, "reviewer").status_code == 303
     fresh = client.cookies[SESSION_COOKIE]
     assert fresh != planted
     assert first.get("/ui/p/p1").status_code == 303  # the presented session was ended
@@ -154,11 +138,16 @@ def test_login_never_adopts_a_presented_session_and_logout_ends_it(
     out = client.post("/ui/logout", data={"csrf": form_value(page.text, "csrf")})
     assert out.status_code == 303 and out.headers["location"] == "/ui/login"
     assert SESSION_COOKIE not in client.cookies
-    replay = _fresh(cp)
+    replay = web_client(cp)
     replay.cookies.set(SESSION_COOKIE, fresh, domain="testserver.local")
     assert replay.get("/ui/p/p1").status_code == 303  # the token is revoked, not just forgotten
     events = cp.client.get("/api/v1/audit/events?limit=100", headers=cp.as_(cp.admin_token))
-    assert [e["action"] for e in events.json()].count("auth.logout") == 2
+    logouts = [
+        e
+        for e in events.json()
+        if e["action"] == "token.revoke" and e["details"].get("by") == "logout"
+    ]
+    assert len(logouts) == 2
 
 
 def test_stored_payloads_are_escaped_on_every_page(

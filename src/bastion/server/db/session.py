@@ -79,7 +79,7 @@ class AuthCache:
 
 
 #: Audit actions after which cached credentials may be stale.
-_AUTH_ACTIONS = ("token.", "user.", "member.", "project.", "auth.logout")
+_AUTH_ACTIONS = ("token.", "user.", "member.", "project.")
 
 
 class Database:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, status
 
 from bastion.errors import NotAuthenticated
 from bastion.server.db.models import ApiToken, User
+from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.schemas.identity import (
@@ -56,19 +57,36 @@ def healthz() -> dict[str, str]:
 @public.post("/api/v1/auth/login", response_model=NewTokenOut, status_code=status.HTTP_201_CREATED)
 def login(body: LoginIn, request: Request, database: DatabaseDep) -> TokenOut:
     """Exchange a password for a session token (rate-limited per account and address)."""
+    result = password_login(request, database, username=body.username, password=body.password)
+    if result is None:
+        raise NotAuthenticated("wrong username or password")
+    return _token_out(*result)
+
+
+def password_login(
+    request: Request,
+    database: Database,
+    *,
+    username: str,
+    password: str,
+    ending: tuple[str, str] | None = None,
+) -> tuple[ApiToken, str] | None:
+    """Check a password (throttled per account and client address) and mint a login session,
+    for the API and the dashboard alike. ``ending`` (token id, secret), a session the caller
+    presented, is revoked in the same transaction. None: wrong username or password."""
     address = request.client.host if request.client else "unknown"
     with database.write(actor="anonymous") as unit:
         result = service.authenticate_password(
             unit,
-            username=body.username,
-            password=body.password,
+            username=username,
+            password=password,
             address=address,
             throttle=request.app.state.login_throttle,
             session_hours=request.app.state.settings.session_token_hours,
         )
-    if result is None:
-        raise NotAuthenticated("wrong username or password")
-    return _token_out(*result)
+        if result is not None and ending is not None:
+            service.end_session(unit, token_id=ending[0], secret=ending[1])
+    return result
 
 
 @router.get("/auth/whoami", response_model=WhoAmI)

@@ -124,9 +124,14 @@ def revoke_token(unit: UnitOfWork, *, caller: Identity, token_id: str) -> ApiTok
     if token is None or (token.user_id != caller.user_id and not caller.is_admin):
         raise NotFound(f"token {token_id} does not exist")
     if token.revoked_at is None:
-        token.revoked_at = utcnow()
-        unit.record("token.revoke", f"token:{token_id}", {"owner": token.user.username})
+        _revoke(unit, token)
     return token
+
+
+def _revoke(unit: UnitOfWork, token: ApiToken, **details: str) -> None:
+    """Stop ``token`` working; the ``token.revoke`` event also clears cached credentials."""
+    token.revoked_at = utcnow()
+    unit.record("token.revoke", f"token:{token.id}", {"owner": token.user.username, **details})
 
 
 def authenticate_password(
@@ -178,9 +183,8 @@ def end_session(unit: UnitOfWork, *, token_id: str, secret: str) -> bool:
         or not secrets_match(secret, token.secret_hash)
     ):
         return False
-    token.revoked_at = utcnow()
     unit.actor = f"user:{token.user.username}"
-    unit.record("auth.logout", f"token:{token_id}", {"owner": token.user.username})
+    _revoke(unit, token, by="logout")
     return True
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bastion.errors import RateLimited
 from bastion.server.auth import parse_token
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
+from bastion.server.routes.identity import password_login
 from bastion.server.services import identity
 from bastion.server.services import projects as project_service
 from bastion.server.web.render import WEB_PREFIX, page
@@ -59,40 +60,36 @@ def login_form(request: Request, after: str = "") -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, database: DatabaseDep) -> Response:
+def login(
+    request: Request,
+    database: DatabaseDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    nonce: Annotated[str, Form()] = "",
+    after: Annotated[str, Form()] = "",
+) -> Response:
     """Check the password; on success start a new session (never reuse a presented one)."""
-    form = await request.form()
-    username, password, nonce, after = (
-        str(form.get(key, "")) for key in ("username", "password", "nonce", "after")
-    )
     if not check_login_nonce(request, nonce):
         return _login_page(
             request, error="the login form expired; please try again", status=403, after=after
         )
     if not username or len(username) > _MAX_USERNAME or len(password) > _MAX_PASSWORD:
         return _login_page(request, error="wrong username or password", status=401, after=after)
-    address = request.client.host if request.client else "unknown"
-    settings = request.app.state.settings
     try:
-        with database.write(actor="anonymous") as unit:
-            result = identity.authenticate_password(
-                unit,
-                username=username,
-                password=password,
-                address=address,
-                throttle=request.app.state.login_throttle,
-                session_hours=settings.session_token_hours,
-            )
+        result = password_login(
+            request,
+            database,
+            username=username,
+            password=password,
             # Session fixation: a session presented at login is ended, never adopted.
-            presented = parse_token(request.cookies.get(SESSION_COOKIE, ""))
-            if result is not None and presented is not None:
-                identity.end_session(unit, token_id=presented[0], secret=presented[1])
+            ending=parse_token(request.cookies.get(SESSION_COOKIE, "")),
+        )
     except RateLimited as refused:
         return _login_page(request, error=str(refused), status=429, after=after)
     if result is None:
         return _login_page(request, error="wrong username or password", status=401, after=after)
     response = RedirectResponse(_local(after), status_code=303)
-    set_session(response, result[1], hours=settings.session_token_hours)
+    set_session(response, result[1], hours=request.app.state.settings.session_token_hours)
     return response
 
 
