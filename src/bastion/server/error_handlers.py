@@ -27,8 +27,6 @@ __all__ = ["install_error_handlers"]
 
 log = logging.getLogger("bastion.server")
 
-_status = status_for
-
 
 def _field(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc) or "request"
@@ -59,7 +57,7 @@ def _record_denial(request: Request, exc: NotAuthorized) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BastionError)
     async def _bastion(request: Request, exc: BastionError) -> Response:
-        status = _status(exc)
+        status = status_for(exc)
         if isinstance(exc, NotAuthorized):
             await run_in_threadpool(_record_denial, request, exc)
         if is_dashboard(request.url.path):

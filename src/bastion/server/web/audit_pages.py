@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -40,7 +39,7 @@ def audit(
             "actor": row.actor,
             "action": row.action,
             "target": row.target,
-            "details": json.loads(row.details),
+            "details": row.details,  # canonical JSON text, shown as stored
         }
         for row in reversed(rows)
     ]

@@ -66,7 +66,7 @@ def model_version(
             session, project=project_row, name=name, version=version
         )
         card = evaluations.model_card(session, project=project_row, name=name, row=row)
-        found = views.model_page(session, project=project_row, name=name, version=version)
+        found = views.model_page(session, row=row)
     plots = {key: svg_image(svg, _PLOT_NAMES[key]) for key, svg in card_plots(card).items()}
     return page(
         request,

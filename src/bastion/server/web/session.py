@@ -99,13 +99,17 @@ def _cookie(response: Response, name: str, value: str, *, max_age: int) -> None:
     )
 
 
+def _forget(response: Response, name: str) -> None:
+    response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="strict")
+
+
 def set_session(response: Response, token: str, *, hours: int) -> None:
     _cookie(response, SESSION_COOKIE, token, max_age=hours * 3600)
-    response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    _forget(response, LOGIN_COOKIE)
 
 
 def clear_session(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    _forget(response, SESSION_COOKIE)
 
 
 def new_login_nonce() -> str:

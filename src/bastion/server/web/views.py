@@ -235,25 +235,18 @@ def dataset_page(session: Session, *, project: Project, name: str) -> list[dict[
 
 
 def models_page(session: Session, *, project: Project) -> list[dict[str, Any]]:
-    models = list(
-        session.scalars(select(Model).where(Model.project_id == project.id).order_by(Model.name))
-    )
-    listed = []
-    for model in models:
-        versions = list(
-            session.scalars(
-                select(ModelVersion)
-                .where(ModelVersion.model_id == model.id)
-                .order_by(ModelVersion.version.desc())
-            )
-        )
-        listed.append(
-            {
-                "name": model.name,
-                "versions": [_version_row(v) for v in versions],
-            }
-        )
-    return listed
+    """Each model with its versions, newest first (one query)."""
+    listed: dict[str, list[dict[str, Any]]] = {}
+    for name, row in session.execute(
+        select(Model.name, ModelVersion)
+        .outerjoin(ModelVersion, ModelVersion.model_id == Model.id)
+        .where(Model.project_id == project.id)
+        .order_by(Model.name, ModelVersion.version.desc())
+    ):
+        versions = listed.setdefault(name, [])
+        if row is not None:
+            versions.append(_version_row(row))
+    return [{"name": name, "versions": versions} for name, versions in listed.items()]
 
 
 def _version_row(row: ModelVersion) -> dict[str, Any]:
@@ -269,9 +262,8 @@ def _version_row(row: ModelVersion) -> dict[str, Any]:
     }
 
 
-def model_page(session: Session, *, project: Project, name: str, version: int) -> dict[str, Any]:
+def model_page(session: Session, *, row: ModelVersion) -> dict[str, Any]:
     """A version's approvals (newest first) with their gate results, and its creator."""
-    row = resource_service.get_model_version(session, project=project, name=name, version=version)
     approvals = list(
         session.scalars(
             select(Approval)
