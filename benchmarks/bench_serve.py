@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from safetensors.torch import save_file
 
 from bastion.config import Settings
 from bastion.data.ingest import Loaded
@@ -44,7 +43,7 @@ from bastion.security.sealed import open_sealed, seal
 from bastion.serve.model import copy_signed_manifest
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
-from bastion.train.models import build_model
+from bastion.train.models import build_model, package_model
 
 SPEC = BuiltinModel(builtin="mlp", hidden=[128, 64])
 
@@ -71,16 +70,14 @@ def _stage(root: Path) -> Path:
             optimiser.step()
     package = root / "package"
     package.mkdir()
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(package / "weights.safetensors"),
+    package_model(
+        package,
+        model=model,
+        spec=SPEC,
+        prep=prep,
+        schema=infer_table_schema(frame).model_dump(mode="json"),
+        metadata={"split": split.model_dump()},
     )
-    config = {"model": SPEC.model_dump(mode="json"), "preprocessing": prep.model_dump()}
-    (package / "model.json").write_text(json.dumps(config))
-    (package / "schema.json").write_text(
-        json.dumps(infer_table_schema(frame).model_dump(mode="json"))
-    )
-    (package / "metadata.json").write_text(json.dumps({"split": split.model_dump()}))
     keyring = load_keyring(Settings(home=root / "home", master_key=None))
     sealed = seal(
         {p.name: p for p in package.iterdir()},

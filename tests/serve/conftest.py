@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
-from safetensors.torch import save_file
 
 from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, digits, patients
@@ -33,7 +32,7 @@ from bastion.serve.runtime import fit_guards
 from bastion.server.auth import new_token
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
-from bastion.train.models import build_model
+from bastion.train.models import build_model, package_model
 from tests.conftest import other_keyring
 
 
@@ -78,15 +77,7 @@ def stage(
     """Package, seal, then verify and decrypt into a job folder with the signed manifest."""
     package = root / f"package-{name}"
     package.mkdir()
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(package / "weights.safetensors"),
-    )
-    (package / "model.json").write_text(
-        json.dumps({"model": spec.model_dump(mode="json"), "preprocessing": prep.model_dump()})
-    )
-    (package / "schema.json").write_text(json.dumps(schema))
-    (package / "metadata.json").write_text(json.dumps(metadata))
+    package_model(package, model=model, spec=spec, prep=prep, schema=schema, metadata=metadata)
     files = {p.name: p for p in package.iterdir()}
     sealed = seal(
         files,

@@ -9,7 +9,6 @@ the packaged model in ``outputs/model/`` for the agent to seal and register.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from bastion.agent.data_jobs import staged_input
 from bastion.agent.eval_job import Evaluation, evaluate_model
@@ -35,9 +34,10 @@ from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.robustness import accuracy
 from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
-from bastion.train.models import build_model, load_packaged, penultimate
+from bastion.train.models import build_model, load_packaged, package_model, penultimate
 from bastion.train.recipe import recipe
 from bastion.train.trainer import Event, Trainer, TrainState
 
@@ -222,20 +222,11 @@ def _package(
     """outputs/model/: weights, config, schema, metadata; and the request to seal it."""
     folder = workdir / OUTPUTS / "model"
     ensure_private_dir(folder)
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(folder / "weights.safetensors"))
-    digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
-    evidence["weights_sha256"] = digest
-    config = {"model": job.model.model_dump(mode="json"), "preprocessing": prep.model_dump()}
-    atomic_write_bytes(folder / "model.json", json.dumps(config, indent=2).encode())
-    atomic_write_bytes(folder / "schema.json", json.dumps(info["schema"], indent=2).encode())
-    atomic_write_bytes(folder / "metadata.json", json.dumps(evidence, indent=2).encode())
+    evidence["weights_sha256"] = package_model(
+        folder, model=model, spec=job.model, prep=prep, schema=info["schema"], metadata=evidence
+    )
     request = {"artifact": "model", "name": job.model_name, "evidence": evidence}
     atomic_write_bytes(workdir / OUTPUTS / REQUEST, json.dumps(request).encode())
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
@@ -243,7 +234,7 @@ def run_verify_model(context: JobContext, job: VerifyModelJob) -> str:
     folder = context.workdir / "inputs" / "model"
     info = json.loads((folder / "version.json").read_text())
     load_packaged(folder, job.model)
-    digest = _digest(folder / "weights.safetensors")
+    digest = sha256_file(folder / "weights.safetensors")
     context.result(
         {"verified": True, "manifest_hash": info["manifest_hash"], "weights_sha256": digest}
     )
@@ -277,6 +268,6 @@ def run_import_model(context: JobContext, job: ImportModelJob) -> None:
         atomic_write_bytes(folder / path.name, path.read_bytes())
     evidence = json.loads((folder / "metadata.json").read_text())
     evidence["imported_from"] = {"cluster": transfer["sender"], **origin}
-    evidence["weights_sha256"] = _digest(folder / "weights.safetensors")
+    evidence["weights_sha256"] = sha256_file(folder / "weights.safetensors")
     request = {"artifact": "model", "name": job.model_name, "evidence": evidence}
     atomic_write_bytes(context.workdir / OUTPUTS / REQUEST, json.dumps(request).encode())

@@ -14,10 +14,12 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bastion.errors import InvalidInput, InvalidSpec
+from bastion.files import atomic_write_bytes
+from bastion.security.sealed import sha256_file
 from bastion.train.config import BuiltinModel, EntrypointModel, ModelSpec
 from bastion.train.data import Preprocessing
 
@@ -27,6 +29,7 @@ __all__ = [
     "ModelSpec",
     "build_model",
     "load_packaged",
+    "package_model",
     "penultimate",
 ]
 
@@ -114,6 +117,31 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out: torch.Tensor = extract(x)
     return out.flatten(1)
+
+
+def package_model(
+    folder: Path,
+    *,
+    model: nn.Module,
+    spec: ModelSpec,
+    prep: Preprocessing,
+    schema: dict[str, object],
+    metadata: dict[str, object],
+) -> str:
+    """Write the package ``load_packaged`` reads into ``folder`` (which must exist):
+    safetensors weights, ``model.json``, ``schema.json``, and ``metadata.json`` with the
+    weights' SHA-256 added. Returns that digest."""
+    weights = folder / "weights.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    digest = sha256_file(weights)
+    config = {"model": spec.model_dump(mode="json"), "preprocessing": prep.model_dump()}
+    for name, value in (
+        ("model.json", config),
+        ("schema.json", schema),
+        ("metadata.json", {**metadata, "weights_sha256": digest}),
+    ):
+        atomic_write_bytes(folder / name, json.dumps(value, indent=2).encode())
+    return digest
 
 
 def load_packaged(folder: Path, ref: str) -> tuple[nn.Module, Preprocessing]:
