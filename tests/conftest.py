@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -98,3 +99,14 @@ def redis_url() -> str:
             except redis.ConnectionError:
                 time.sleep(0.1)
     return "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def tampered(path: Path) -> Iterator[None]:
+    """Flip the last 10 bytes of a stored artifact for the ``with`` block, then restore them."""
+    original = path.read_bytes()
+    path.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
+    try:
+        yield
+    finally:
+        path.write_bytes(original)

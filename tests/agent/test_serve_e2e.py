@@ -17,6 +17,7 @@ import yaml
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.serve.runner import KEY_REFRESH_SECONDS as KEY_REFRESH
 from tests.agent.test_agent_e2e import Plane, running_plane
+from tests.conftest import tampered
 from tests.serve.conftest import free_port
 from tests.server.test_live import _bastion, _certificates
 
@@ -206,15 +207,10 @@ def _hot_swap_and_rollback(plane: Plane, tmp_path: Path, url: str) -> None:
     # A version whose stored files were changed is refused; the server keeps serving.
     stored = plane.storage / "models" / "p" / "readmission"
     version_2 = plane.admin.model_versions("p", "readmission")[-1]["manifest_hash"]
-    weights = stored / version_2 / "weights.safetensors.bst"
-    original = weights.read_bytes()
-    weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
-    try:
+    with tampered(stored / version_2 / "weights.safetensors.bst"):
         refused = _bastion(
             home, "deploy", "update", "readmission", "-p", "p", "--model", "readmission@2"
         )
-    finally:
-        weights.write_bytes(original)
     assert refused.returncode == 1 and "refused" in refused.stdout, refused.stdout + refused.stderr
     with httpx.Client(base_url=url, timeout=30) as http:
         still = http.post("/v1/predict", json={"instances": _rows(1)}, headers=bearer)
@@ -225,10 +221,7 @@ def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> N
     home = plane.client_home
     production = plane.admin.model_versions("p", "readmission")[-1]  # version 2, after the swap
     stored = plane.storage / "models" / "p" / "readmission" / production["manifest_hash"]
-    weights = stored / "weights.safetensors.bst"
-    original = weights.read_bytes()
-    weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
-    try:
+    with tampered(stored / "weights.safetensors.bst"):
         refused = _bastion(
             home,
             "deploy",
@@ -243,8 +236,6 @@ def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> N
             "--port",
             str(free_port()),
         )
-    finally:
-        weights.write_bytes(original)
     assert refused.returncode == 1
     assert "weights.safetensors" in refused.stdout + refused.stderr
 

@@ -23,6 +23,7 @@ from tests.agent.test_agent_e2e import (
     start_agent,
     wait_for_heartbeat,
 )
+from tests.conftest import tampered
 from tests.server.test_live import _bastion
 
 
@@ -137,12 +138,9 @@ def test_a_private_robust_model_is_trained_sealed_and_registered(
     verified = _bastion(plane.client_home, "model", "verify", "readmission@1", "-p", "p")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "weights load" in verified.stdout
-    weights = stored / "weights.safetensors.bst"
-    original = weights.read_bytes()
-    weights.write_bytes(original[:-10] + bytes(b ^ 1 for b in original[-10:]))
-    tampered = _bastion(plane.client_home, "model", "verify", "readmission@1", "-p", "p")
-    assert tampered.returncode == 1 and "weights.safetensors" in tampered.stdout + tampered.stderr
-    weights.write_bytes(original)
+    with tampered(stored / "weights.safetensors.bst"):
+        refused = _bastion(plane.client_home, "model", "verify", "readmission@1", "-p", "p")
+    assert refused.returncode == 1 and "weights.safetensors" in refused.stdout + refused.stderr
     _the_evaluate_stage_left_its_evidence(plane, tmp_path, version)
 
 
