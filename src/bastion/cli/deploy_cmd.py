@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,41 +97,71 @@ def create(
             out.print(
                 "[yellow]not a production version: deployed with --allow-unapproved (audited)[/]"
             )
-        deadline = time.monotonic() + wait
-        while wait > 0:
-            state = remote.get_deployment(project, made["name"])
-            if state["status"] == "running":
-                out.print(f"[green]{escape(state['status_reason'])}[/]")
-                return
+
+        def started(state: dict[str, Any]) -> bool:
             if state["status"] in ("failed", "cancelled", "stopped"):
                 out.print(f"[red]the server did not start: {escape(state['status_reason'])}[/]")
                 raise typer.Exit(1)
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"deployment {made['name']} is still {state['status']}; "
-                    "see 'bastion deploy show'"
-                )
-            time.sleep(1.0)
+            if state["status"] != "running":
+                return False
+            out.print(f"[green]{escape(state['status_reason'])}[/]")
+            return True
+
+        _watch(
+            remote,
+            project,
+            made["name"],
+            wait,
+            settled=started,
+            pending=lambda state: f"is still {state['status']}",
+        )
+
+
+def _watch(
+    remote: Any,
+    project: str,
+    name: str,
+    wait: float,
+    *,
+    settled: Callable[[dict[str, Any]], bool],
+    pending: Callable[[dict[str, Any]], str],
+) -> None:
+    """Poll the deployment until ``settled`` says so (it prints, and exits 1 on a failure),
+    for at most ``wait`` seconds; then say what it is still doing."""
+    deadline = time.monotonic() + wait
+    while wait > 0:
+        state = remote.get_deployment(project, name)
+        if settled(state):
+            return
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"deployment {name} {pending(state)}; see 'bastion deploy show'"
+            )
+        time.sleep(0.5)
 
 
 def _await_model(remote: Any, project: str, name: str, model: str, wait: float) -> None:
     """Wait until the server reports it serves ``model`` (or that it refused it)."""
-    deadline = time.monotonic() + wait
-    while wait > 0:
-        state = remote.get_deployment(project, name)
+
+    def swapped(state: dict[str, Any]) -> bool:
         messages = [replica["message"] for replica in state["replicas"]]
-        if all(m.startswith(f"serving {model} ") for m in messages):
-            out.print(f"[green]{escape(messages[0])}[/] ({len(messages)} replica(s))")
-            return
         refused = [m for m in messages if m.startswith(f"swap to {model} refused")]
         if refused:
             out.print(f"[red]{escape(refused[0])}[/]; the server still serves the previous version")
             raise typer.Exit(1)
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(
-                f"deployment {name} has not swapped to {model} yet; see 'bastion deploy show'"
-            )
-        time.sleep(0.5)
+        if not all(m.startswith(f"serving {model} ") for m in messages):
+            return False
+        out.print(f"[green]{escape(messages[0])}[/] ({len(messages)} replica(s))")
+        return True
+
+    _watch(
+        remote,
+        project,
+        name,
+        wait,
+        settled=swapped,
+        pending=lambda _: f"has not swapped to {model} yet",
+    )
 
 
 @app.command()
