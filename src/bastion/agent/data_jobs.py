@@ -137,6 +137,7 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
         target=target if target in transformed.columns else None,
         subject_id_column=subject if subject in transformed.columns else None,
         baseline=data,
+        transformed=[*job.pseudonymize, *job.generalize],
     )
     # A keyed pseudonym still identifies a person to whoever holds the key (GDPR: personal
     # data), and so do the input's identifier columns that were kept as they were.

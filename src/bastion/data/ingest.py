@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -205,9 +206,15 @@ def describe(
     target: str | None = None,
     subject_id_column: str | None = None,
     baseline: Loaded | None = None,
+    transformed: Collection[str] = (),
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Schema, row count and scan summaries: everything registration reports."""
+    """Schema, row count and scan summaries: everything registration reports.
+
+    ``transformed`` names columns changed on purpose against ``baseline`` (pseudonymised or
+    generalised): their change is the point, not drift, so they are left out of the drift
+    comparison and listed as such.
+    """
     if data.kind == "images":
         if target is not None or subject_id_column is not None:
             raise InvalidInput("image datasets take no --target or --subject-id-column")
@@ -236,7 +243,8 @@ def describe(
     }
     if baseline is not None and baseline.kind == "table":
         previous = baseline.table()
-        shared = [c for c in frame.columns if c in previous.columns and c not in identifiers]
+        skipped = identifiers | set(transformed)
+        shared = [c for c in frame.columns if c in previous.columns and c not in skipped]
         results = drift(previous[shared], frame[shared])
         summaries["drift"] = {
             "columns": [
@@ -251,6 +259,7 @@ def describe(
                 for r in results
             ],
             "drifted": sum(r.drifted for r in results),
+            "transformed": sorted(set(transformed) & set(frame.columns)),
         }
     return {
         "kind": "table",
