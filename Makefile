@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 DEMO_HOME ?= .bastion-demo
+QUICKSTART ?= .quickstart
+QUICKSTART_PORT ?= 8600
 
-.PHONY: install test lint typecheck unit bench quickstart clean
+.PHONY: install test lint typecheck unit bench quickstart demo clean
 
 install: $(STAMP)
 
@@ -44,8 +46,14 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_serve.py
 
+# The whole lifecycle on embedded defaults; a rerun clears the previous quickstart first.
 quickstart: install
+	BASTION_HOME=$(QUICKSTART)/home $(BIN)/bastion quickstart \
+		--workdir $(QUICKSTART)/files --port $(QUICKSTART_PORT)
+
+# The security core alone (encrypt, sign, scan, rotate, audit), without a control plane.
+demo: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_HOME)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_HOME) $(QUICKSTART)

@@ -20,6 +20,7 @@ from bastion.agent.fanout import fanout_from_environment
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.config import EvaluateConfig
+from bastion.progress import progress_line
 from bastion.spec import EvaluateJob
 from bastion.train.data import Preprocessing, Split, split_rows
 from bastion.train.models import load_packaged
@@ -104,7 +105,9 @@ def evaluate_model(
                 fanout=fanout,
                 epsilon=evidence.get("epsilon"),
                 seed=seed,
-                progress=lambda done, total: context.log(f"shadow model {done}/{total} trained"),
+                progress=lambda done, total: context.log(
+                    progress_line("shadow model", done, total, "trained")
+                ),
             )
         elif kind == "fairness" and config.fairness is not None:
             results[kind] = _fairness(subject, config, evaluate_fairness, test)

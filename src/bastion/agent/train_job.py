@@ -34,6 +34,7 @@ from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.robustness import accuracy
 from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.progress import progress_line
 from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
@@ -59,14 +60,11 @@ class _Reporter:
         latest = state.history[-1]
         for name in ("loss", "accuracy"):
             self.context.metric(name, state.epoch, latest[name])
-        line = (
-            f"epoch {state.epoch}/{state.config.epochs}: loss {latest['loss']:.4f}, "
-            f"accuracy {latest['accuracy']:.4f}"
-        )
+        detail = f"loss {latest['loss']:.4f}, accuracy {latest['accuracy']:.4f}"
         if state.epsilon is not None:
             self.context.metric("epsilon", state.epoch, state.epsilon)
-            line += f", epsilon {state.epsilon:.3f}"
-        self.context.log(line)
+            detail += f", epsilon {state.epsilon:.3f}"
+        self.context.log(progress_line("epoch", state.epoch, state.config.epochs, detail))
 
 
 def _validate(data: Any, info: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -30,6 +30,15 @@ def report(
         summary = json.loads(remote.compliance_report(framework, "json"))
     if output is not None:
         atomic_write_bytes(output, text.encode())
+    print_controls(summary)
+    if output is not None:
+        out.print(f"{fmt} report written to {output}", markup=False)
+    elif fmt != "json":
+        out.print(text, markup=False)
+
+
+def print_controls(summary: dict[str, Any]) -> None:
+    """A report's controls with their status, and the tally."""
     table = Table("control", "status", title=summary["title"])
     colours = {"pass": "green", "fail": "red", "manual": "yellow"}
     for control in summary["controls"]:
@@ -40,7 +49,3 @@ def report(
     out.print(table)
     tally = summary["summary"]
     out.print(f"{tally['pass']} pass, {tally['fail']} fail, {tally['manual']} manual")
-    if output is not None:
-        out.print(f"{fmt} report written to {output}", markup=False)
-    elif fmt != "json":
-        out.print(text, markup=False)

@@ -62,14 +62,14 @@ def follow_job(
     return finished
 
 
-def _version_made_by(remote: Client, project: str, name: str, run_id: str) -> dict[str, Any]:
+def version_made_by(remote: Client, project: str, name: str, run_id: str) -> dict[str, Any]:
     for version in remote.dataset_versions(project, name):
         if version["run_id"] == run_id:
             return version
     raise CheckFailed(f"run {run_id} succeeded but recorded no version of {name!r}")
 
 
-def _print_version(name: str, version: dict[str, Any]) -> None:
+def print_version(name: str, version: dict[str, Any]) -> None:
     out.print(
         f"[bold]{name}@{version['version']}[/bold]  {version['row_count']} rows  "
         f"on cluster {version['cluster']}  manifest {version['manifest_hash']}"
@@ -81,10 +81,10 @@ def _print_version(name: str, version: dict[str, Any]) -> None:
             out.print(f"  {label}: {version[key]}", markup=False)
     if version["parent_version"]:
         out.print(f"  made from {name}@{version['parent_version']}")
-    _print_summaries(version["summaries"])
+    print_summaries(version["summaries"])
 
 
-def _print_summaries(summaries: dict[str, Any]) -> None:
+def print_summaries(summaries: dict[str, Any]) -> None:
     pii = summaries.get("pii", {}).get("columns", [])
     if pii:
         table = Table("column", "entity", "confidence", "matched rows", title="PII scan")
@@ -106,6 +106,9 @@ def _print_summaries(summaries: dict[str, Any]) -> None:
     if "drift" in summaries:
         drifted = [c["column"] for c in summaries["drift"]["columns"] if c["drifted"]]
         out.print(f"  drift against the previous version: {', '.join(drifted) or 'none'}")
+        changed = summaries["drift"].get("transformed")
+        if changed:
+            out.print(f"  changed on purpose (not drift): {', '.join(changed)}")
 
 
 @app.command()
@@ -156,7 +159,7 @@ def register(
         )
         if follow_job(remote, project, run, no_follow=no_follow) is run:
             return
-        _print_version(name, _version_made_by(remote, project, name, run["id"]))
+        print_version(name, version_made_by(remote, project, name, run["id"]))
 
 
 @app.command("list")
@@ -190,7 +193,7 @@ def show(
     if schema:
         out.print_json(json.dumps(version["schema"]))
         return
-    _print_version(name, version)
+    print_version(name, version)
 
 
 @app.command()
@@ -212,7 +215,7 @@ def scan(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
         run = remote.dataset_job(project, name, number, "scan")
         finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
-        _print_summaries(finished["result"] or {})
+        print_summaries(finished["result"] or {})
 
 
 @app.command()
@@ -250,7 +253,7 @@ def pseudonymize(
         run = remote.dataset_job(project, name, number, "pseudonymize", body)
         if follow_job(remote, project, run, no_follow=no_follow) is run:
             return
-        _print_version(name, _version_made_by(remote, project, name, run["id"]))
+        print_version(name, version_made_by(remote, project, name, run["id"]))
 
 
 @app.command("schema")

@@ -107,7 +107,7 @@ def create(
             out.print(f"[green]{escape(state['status_reason'])}[/]")
             return True
 
-        _watch(
+        watch(
             remote,
             project,
             made["name"],
@@ -117,7 +117,7 @@ def create(
         )
 
 
-def _watch(
+def watch(
     remote: Any,
     project: str,
     name: str,
@@ -154,7 +154,7 @@ def _await_model(remote: Any, project: str, name: str, model: str, wait: float) 
         out.print(f"[green]{escape(messages[0])}[/] ({len(messages)} replica(s))")
         return True
 
-    _watch(
+    watch(
         remote,
         project,
         name,

@@ -29,6 +29,7 @@ from bastion.cli import (
     policy_cmd,
     privacy_cmd,
     projects_cmd,
+    quickstart_cmd,
     runs_cmd,
     scan_cmd,
     server_cmd,
@@ -73,6 +74,7 @@ crypto_cmd.register(app)
 sign_cmd.register(app)
 scan_cmd.register(app)
 demo_cmd.register(app)
+quickstart_cmd.register(app)
 session_cmd.register(app)
 up_cmd.register(app)
 app.add_typer(keys_cmd.app, name="keys")

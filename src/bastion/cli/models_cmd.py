@@ -100,13 +100,13 @@ def card(
     if as_json:
         out.print_json(json.dumps(found))
     else:
-        _print_card(found)
+        print_card(found)
     if html is not None and page is not None:
         atomic_write_bytes(html, page.encode())
         out.print(f"HTML card written to {html}", markup=False)
 
 
-def _print_card(card: dict[str, Any]) -> None:
+def print_card(card: dict[str, Any]) -> None:
     model, training = card["model"], card["training"]
     out.print(f"[bold]{model['name']}@{model['version']}[/bold]  stage {model['stage']}")
     out.print(f"  data {card['data']['dataset']}; epsilon {_epsilon(training)}", markup=False)
@@ -127,8 +127,13 @@ def _print_card(card: dict[str, Any]) -> None:
             f"TPR at 1% FPR {found['tpr_at_1%_fpr']:.4f}"
         )
     if card["fairness"]:
-        gap = card["fairness"].get("max_demographic_parity_difference")
-        out.print(f"  largest demographic-parity difference {gap}")
+        for label, key in (
+            ("demographic-parity", "max_demographic_parity_difference"),
+            ("equalized-odds", "max_equalized_odds_difference"),
+        ):
+            gap = card["fairness"].get(key)
+            if gap is not None:
+                out.print(f"  largest {label} difference between groups {gap:.4f}")
     if card["explanations"] and card["explanations"].get("top_features"):
         out.print(f"  top features: {', '.join(card['explanations']['top_features'][:5])}")
     table = Table("OWASP ML", "status", "evidence", title="security scorecard")
@@ -142,7 +147,7 @@ def _print_card(card: dict[str, Any]) -> None:
     out.print(table)
 
 
-def _gates(approval: dict[str, Any]) -> Table:
+def gate_table(approval: dict[str, Any]) -> Table:
     table = Table("gate", "result", "required", "actual", title=f"policy {approval['policy']}")
     for gate in approval["gate_results"]:
         mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
@@ -163,7 +168,7 @@ def promote(
     name, number = parse_ref(ref)
     with client() as remote:
         approval = remote.promote_model(project, name, number, to=to, policy=policy)
-    out.print(_gates(approval))
+    out.print(gate_table(approval))
     if approval["status"] == "failed":
         failed = [g["gate"] for g in approval["gate_results"] if not g["passed"]]
         raise CheckFailed(f"{ref} cannot go to {to}: gate(s) failed: {', '.join(failed)}")

@@ -7,12 +7,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.spinner import Spinner
 from rich.table import Table
 
 from bastion.cli.context import out
 from bastion.cli.remote import client
 from bastion.client import Client
 from bastion.errors import CheckFailed
+from bastion.progress import parse_progress
 
 app = typer.Typer(help="Submit and follow runs.", no_args_is_help=True)
 
@@ -20,10 +32,52 @@ Project = Annotated[str, typer.Option("--project", "-p", help="Project of the ru
 _TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-def follow_run(remote: Client, project: str, run_id: str, *, poll: float = 0.5) -> str:
-    """Print events and log lines as they arrive, with a live status line; return the status."""
+class _Display:
+    """A spinner with the run's status, and a bar for each count the job reports in its
+    log (epochs, shadow models); drawn on a terminal only (logs and pipes get the lines)."""
+
+    def __init__(self) -> None:
+        self.spinner = Spinner("dots", text="waiting for the agent")
+        self.bars = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(bar_width=40),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self.counted: dict[str, TaskID] = {}
+        self.live = Live(
+            Group(self.spinner, self.bars), console=out, transient=True, refresh_per_second=8
+        )
+
+    def __enter__(self) -> _Display:
+        if out.is_terminal:
+            self.live.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if out.is_terminal:
+            self.live.stop()
+
+    def status(self, text: str) -> None:
+        self.spinner.update(text=text)
+
+    def line(self, text: str) -> None:
+        counted = parse_progress(text)
+        if counted is None:
+            return
+        what, done, total = counted
+        if what not in self.counted:
+            self.counted[what] = self.bars.add_task(f"{what}s", total=total)
+        self.bars.update(self.counted[what], completed=done, total=total)
+
+
+def follow_run(
+    remote: Client, project: str, run_id: str, *, poll: float = 0.5, echo: bool = True
+) -> str:
+    """Print events and log lines as they arrive (unless ``echo`` is off), under a live
+    status line and progress bars; return the final status."""
     seen_events, last_log = 0, 0
-    with out.status(f"run {run_id}: waiting for its agent") as status:
+    with _Display() as display:
         while True:
             run = remote.get_run(project, run_id)
             events = remote.run_events(project, run_id)
@@ -33,8 +87,10 @@ def follow_run(remote: Client, project: str, run_id: str, *, poll: float = 0.5) 
             merged += [(line["ts"], 1, line) for line in lines]
             for _, is_log, item in sorted(merged, key=lambda entry: (entry[0], entry[1])):
                 if is_log:
-                    out.print(f"  {item['line']}", markup=False)
-                else:
+                    display.line(item["line"])
+                    if echo:
+                        out.print(f"  {item['line']}", markup=False)
+                elif echo:
                     out.print(
                         f"[bold]{item['stage']}[/bold] {item['status']}  {item['message']}",
                         highlight=False,
@@ -43,9 +99,10 @@ def follow_run(remote: Client, project: str, run_id: str, *, poll: float = 0.5) 
             if lines:
                 last_log = lines[-1]["id"]
             stage = events[-1]["stage"] if events else "-"
-            status.update(
-                f"run {run_id}: {run['status']} (attempt {run['attempt']}, stage {stage}) "
-                f"- {run['status_reason']}"
+            waiting = f": {run['status_reason']}" if run["status"] == "queued" else ""
+            display.status(
+                f"run {run_id[:12]}: {run['status']}, stage {stage} "
+                f"(attempt {run['attempt']}){waiting}"
             )
             if run["status"] in _TERMINAL:
                 return str(run["status"])

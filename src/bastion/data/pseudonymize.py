@@ -16,7 +16,7 @@ from tink.prf import Prf
 
 from bastion.errors import InvalidInput
 
-__all__ = ["Generalization", "pseudonym", "pseudonymize_frame"]
+__all__ = ["Generalization", "coarsen", "pseudonym", "pseudonymize_frame"]
 
 PREFIX = "psn_"
 _BYTES = 10
@@ -55,6 +55,14 @@ def _zip3(series: pd.Series) -> pd.Series:
     return (codes.str[:3] + "**").astype(object).where(codes.notna(), None)
 
 
+def coarsen(series: pd.Series, how: Generalization, *, today: dt.date | None = None) -> pd.Series:
+    """One column coarsened as a pseudonymisation job does it (new rows sent to a model
+    trained on generalised data must be coarsened the same way)."""
+    if how is Generalization.AGE_BAND:
+        return _age_band(series, today or dt.date.today())
+    return _zip3(series)
+
+
 def pseudonymize_frame(
     frame: pd.DataFrame,
     *,
@@ -79,8 +87,5 @@ def pseudonymize_frame(
     for column in pseudonymize:
         result[column] = _pseudonyms(frame[column], prf)
     for column, how in generalize.items():
-        if how is Generalization.AGE_BAND:
-            result[column] = _age_band(frame[column], today or dt.date.today())
-        else:
-            result[column] = _zip3(frame[column])
+        result[column] = coarsen(frame[column], how, today=today)
     return result

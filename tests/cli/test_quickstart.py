@@ -1,0 +1,104 @@
+"""`bastion quickstart` (what `make quickstart` runs): the whole lifecycle, each step checked."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.quickstart_plane import MARK, prepare
+from bastion.errors import InvalidInput
+from tests.conftest import Cli
+
+BASTION = str(Path(sys.executable).with_name("bastion"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
+    home, files, port = tmp_path / "home", tmp_path / "files", _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    done = subprocess.run(
+        [BASTION, "quickstart", "--port", str(port), "--workdir", str(files)],
+        env={**env, "BASTION_HOME": str(home), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = done.stdout
+    assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
+    # (1) Every step ran, in order, and says so.
+    steps = ["1. Start", "2. Register", "3. Train", "4. Read the model card", "5a.", "5b.", "6."]
+    positions = [output.index(step) for step in steps]
+    assert positions == sorted(positions)
+    # (2) PII found in the raw data, none left after pseudonymisation.
+    assert "us_ssn" in output and "the PII scan now finds nothing" in output
+    # (3) DP-SGD spent about its budget; the evaluation evidence is on the card.
+    assert "epsilon spent 2.9" in output or "epsilon spent 3.0" in output
+    for evidence in ("robust accuracy", "membership inference (lira)", "demographic-parity"):
+        assert evidence in output
+    # (4)-(5) The gates passed, the engineer could not approve, the reviewer did.
+    assert "every gate passed" in output and "refused ml-engineer approving" in output
+    assert "reviewer approved: patients-mlp@1 is in production" in output
+    assert "4 unseen patients scored by patients-mlp@1" in output
+    for refusal in (
+        "a request without a key (401)",
+        "an invalid body (422)",
+        "a model whose stored weights were changed on disk",
+    ):
+        assert f"refused {refusal}" in output
+    # (6) The audit chain verified; the files the summary points at exist.
+    assert "audit events verified" in output and "Every step did what it says" in output
+    card = (files / "model-card.html").read_text()
+    assert "patients-mlp" in card and "<svg" in card
+    assert "164.312" in (files / "hipaa-report.html").read_text()
+    passwords = files / "passwords.txt"
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    names = [line.split("\t")[0] for line in passwords.read_text().splitlines()]
+    assert names == ["admin", "ml-engineer", "reviewer"]
+    # Secrets stay in their file: no password or serving token is printed.
+    for line in passwords.read_text().splitlines():
+        assert line.split("\t")[1] not in output
+    assert "bsk_" not in output
+    # Nothing is left running: the control plane's port is closed again.
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
+
+
+def test_the_quickstart_refuses_a_home_it_did_not_make(cli: Cli, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "master.key").write_text("someone's real key")
+    result = cli("quickstart", "--workdir", str(home.parent / "files"))
+    assert result.code == 2 and "already holds files the quickstart did not make" in result.stderr
+    assert (home / "master.key").read_text() == "someone's real key"
+
+
+def test_the_quickstart_clears_only_what_an_earlier_quickstart_made(tmp_path: Path) -> None:
+    home, files = tmp_path / "home", tmp_path / "files"
+    assert prepare(home, files) is False
+    (home / "control-plane.db").write_text("old")
+    (files / "model-card.html").write_text("old")
+    assert prepare(home, files) is True
+    assert [p.name for p in home.iterdir()] == [MARK]
+    assert not (files / "model-card.html").exists()
+    with pytest.raises(InvalidInput, match="must not contain one another"):
+        prepare(home, home / "files")
+
+
+def test_the_quickstart_refuses_a_busy_port(cli: Cli, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("quickstart", "--port", str(port), "--workdir", str(tmp_path / "files"))
+    assert result.code == 2 and f"port {port} is in use" in result.stderr
