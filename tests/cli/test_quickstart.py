@@ -47,6 +47,10 @@ def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
     assert "epsilon spent 2.9" in output or "epsilon spent 3.0" in output
     for evidence in ("robust accuracy", "membership inference (lira)", "demographic-parity"):
         assert evidence in output
+    # The identifiers stayed out of the features; the lineage leads from the upload to the model.
+    assert "identifiers kept out of them: email, ssn, subject_id" in output
+    assert "dataset:patients@1 --derived--> dataset:patients@2" in output
+    assert "--produced--> model:patients-mlp@1" in output
     # (4)-(5) The gates passed, the engineer could not approve, the reviewer did.
     assert "every gate passed" in output and "refused ml-engineer approving" in output
     assert "reviewer approved: patients-mlp@1 is in production" in output

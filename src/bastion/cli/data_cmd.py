@@ -273,7 +273,7 @@ def edit_schema(
     out.print(f"{ref}: schema replaced (audited)")
 
 
-def print_lineage(graph: dict[str, Any]) -> None:
+def print_lineage(graph: dict[str, Any], *, indent: str = "") -> None:
     """The graph's edges, one per line, with what each node is."""
     nodes = {node["id"]: node for node in graph["nodes"]}
 
@@ -286,7 +286,8 @@ def print_lineage(graph: dict[str, Any]) -> None:
 
     for edge in graph["edges"]:
         out.print(
-            f"{label(edge['from'])} --{edge['relation']}--> {label(edge['to'])}", markup=False
+            f"{indent}{label(edge['from'])} --{edge['relation']}--> {label(edge['to'])}",
+            markup=False,
         )
 
 

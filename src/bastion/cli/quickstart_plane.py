@@ -161,7 +161,10 @@ def _embedded_env(home: Path) -> dict[str, str]:
 def running_plane(settings: Settings, workdir: Path, *, port: int) -> Iterator[Plane]:
     """``bastion up`` in the background for the ``with`` block; stopped on the way out."""
     if _port_in_use(port):
-        raise InvalidInput(f"port {port} is in use; choose another with --port")
+        raise InvalidInput(
+            f"port {port} is in use; choose another with --port "
+            "(make quickstart QUICKSTART_PORT=...)"
+        )
     log = workdir / "bastion-up.log"
     plane_home = settings.home_dir.absolute()  # the child starts in another folder
     with log.open("wb") as sink:

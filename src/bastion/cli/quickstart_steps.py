@@ -18,7 +18,7 @@ from rich.table import Table
 
 from bastion.cli.compliance_cmd import print_controls
 from bastion.cli.context import out
-from bastion.cli.data_cmd import print_summaries, version_made_by
+from bastion.cli.data_cmd import print_lineage, print_summaries, version_made_by
 from bastion.cli.deploy_cmd import watch
 from bastion.cli.models_cmd import gate_table, print_card
 from bastion.cli.quickstart_plane import PEOPLE, Plane, create_people, free_port
@@ -227,6 +227,19 @@ def train(plane: Plane) -> dict[str, Any]:
         f"{MODEL}@{version['version']} sealed: manifest {version['manifest_hash'][:16]}, "
         f"signed by cluster {CLUSTER!r} (run {finished['id'][:12]})"
     )
+    identifiers = plane.engineer.dataset_version(PROJECT, DATASET, 2)["summaries"]
+    kept_out = sorted(set(identifiers["identifier_columns"]) - set(evidence["features"]))
+    leaked = set(identifiers["identifier_columns"]) & set(evidence["features"])
+    _require(not leaked, f"identifier columns used as features: {sorted(leaked)}")
+    _done(
+        f"{len(evidence['features'])} feature columns; pseudonymised identifiers kept out of "
+        f"them: {', '.join(kept_out)}"
+    )
+    graph = plane.engineer.lineage(PROJECT, f"dataset:{DATASET}@1")
+    produced = [e for e in graph["edges"] if e["to"] == f"model:{MODEL}@{version['version']}"]
+    _require(len(produced) == 1, "the lineage does not lead from the raw data to the model")
+    _done("lineage, from the raw upload to the model:")
+    print_lineage(graph, indent="    ")
     return version
 
 
