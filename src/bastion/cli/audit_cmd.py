@@ -10,7 +10,6 @@ from rich.table import Table
 
 from bastion.cli.context import audit, out, record
 from bastion.errors import InvalidInput
-from bastion.security.audit import verify_export
 
 app = typer.Typer(
     help="Verify, export and read the tamper-evident audit log.", no_args_is_help=True
@@ -32,6 +31,8 @@ def verify(
             raise InvalidInput(
                 "--file needs --public-key PEM (the key that signed the checkpoints)"
             )
+        from bastion.security.audit import verify_export
+
         report = verify_export(file, public_keys=[public_key.read_bytes()])
     elif public_key is not None:
         raise InvalidInput("--public-key is only used with --file")

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -19,8 +19,10 @@ from rich.progress import (
 )
 
 from bastion.config import Settings
-from bastion.security.audit import AuditLog, local_actor, open_local_audit_log
-from bastion.security.keys import Keyring, load_keyring
+
+if TYPE_CHECKING:  # imported where used: every CLI call pays for what it imports
+    from bastion.security.audit import AuditLog
+    from bastion.security.keys import Keyring
 
 __all__ = [
     "State",
@@ -53,16 +55,22 @@ def settings() -> Settings:
 
 @cache
 def keyring() -> Keyring:
+    from bastion.security.keys import load_keyring
+
     return load_keyring(settings())
 
 
 @cache
 def audit() -> AuditLog:
+    from bastion.security.audit import open_local_audit_log
+
     return open_local_audit_log(settings(), keyring())
 
 
 def record(action: str, target: str, details: dict[str, Any] | None = None) -> None:
     """Append an audit event for a verb that changed keys or artifacts."""
+    from bastion.security.audit import local_actor
+
     audit().append(actor=local_actor(), action=action, target=target, details=details or {})
 
 

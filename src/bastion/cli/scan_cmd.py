@@ -9,13 +9,14 @@ import typer
 
 from bastion.cli.context import err, out
 from bastion.errors import UnsafeFileError
-from bastion.security.filescan import scan_file
 
 
 def scan_file_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Model files to scan.")],
 ) -> None:
     """Scan pickle, joblib, PyTorch and NumPy files; exit 1 if any is not provably safe."""
+    from bastion.security.filescan import scan_file
+
     refused: list[UnsafeFileError] = []
     for path in paths:
         try:

@@ -9,13 +9,14 @@ import typer
 
 from bastion.cli.context import keyring, out, record
 from bastion.errors import InvalidInput
-from bastion.security.signing import sign_path, verify_path
 
 
 def sign(
     path: Annotated[Path, typer.Argument(help="File or directory to sign.")],
 ) -> None:
     """Sign a file or directory; the signature is written beside it as PATH.sig."""
+    from bastion.security.signing import sign_path
+
     ring = keyring()
     signature = sign_path(path, keyring=ring)
     record(
@@ -34,6 +35,8 @@ def verify(
     ] = None,
 ) -> None:
     """Verify PATH against PATH.sig; exit 1 on any changed, added, removed or renamed file."""
+    from bastion.security.signing import verify_path
+
     if public_key is not None:
         if not public_key.is_file():
             raise InvalidInput(f"{public_key}: no such public key file")
