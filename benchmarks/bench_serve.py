@@ -40,7 +40,7 @@ from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.data.schema import infer_table_schema
 from bastion.security.keys import load_keyring
 from bastion.security.sealed import open_sealed, seal
-from bastion.serve.model import copy_signed_manifest
+from bastion.serve.staged import copy_signed_manifest
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
 from bastion.train.models import build_model, package_model

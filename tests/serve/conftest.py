@@ -27,8 +27,9 @@ from bastion.serve.audit import AuditWriter
 from bastion.serve.config import ServeConfig
 from bastion.serve.guards.auth import SERVING_KEY_PREFIX, KeyRecord, KeyStore
 from bastion.serve.guards.ratelimit import Limiter, MemoryLimiter
-from bastion.serve.model import copy_signed_manifest, load_verified
+from bastion.serve.model import load_verified
 from bastion.serve.runtime import fit_guards
+from bastion.serve.staged import copy_signed_manifest
 from bastion.server.auth import new_token
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows

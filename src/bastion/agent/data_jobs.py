@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from bastion.agent.staging import INPUTS, OUTPUTS, REQUEST
 from bastion.config import Settings
 from bastion.data.ingest import (
-    DATA_FILES,
     Loaded,
     describe,
     read_canonical,
     read_source,
     write_canonical,
 )
+from bastion.data.layout import DATA_FILES
 from bastion.data.pseudonymize import Generalization, pseudonym, pseudonymize_frame
 from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
 from bastion.errors import ConfigurationError, InvalidInput

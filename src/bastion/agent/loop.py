@@ -39,7 +39,7 @@ from bastion.security.keys import load_keyring
 from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
 from bastion.serve.audit import SPOOL, replay_spool
-from bastion.serve.model import SWAP_REQUEST, copy_signed_manifest
+from bastion.serve.staged import SWAP_REQUEST, copy_signed_manifest
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.client import Client
-from bastion.data.ingest import DATA_FILES
+from bastion.data.layout import DATA_FILES
 from bastion.errors import IntegrityError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.envelope import shred_file

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bastion.data.layout import DATA_FILES
 from bastion.data.pii import scan_frame
 from bastion.data.poisoning import conflicting_duplicates, drift, label_issues, outliers
 from bastion.data.schema import infer_image_schema, infer_table_schema
@@ -25,7 +26,6 @@ from bastion.errors import InvalidInput
 from bastion.files import atomic_output
 
 __all__ = [
-    "DATA_FILES",
     "Loaded",
     "describe",
     "read_canonical",
@@ -34,8 +34,6 @@ __all__ = [
     "write_table",
 ]
 
-#: The canonical data file of a dataset version, by kind.
-DATA_FILES = {"table": "data.parquet", "images": "data.npz"}
 #: Label scans cross-validate two models; above this many rows they run on a sample.
 LABEL_SCAN_ROWS = 20_000
 #: Outlier and duplicate scans run on at most this many rows.

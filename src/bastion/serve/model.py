@@ -16,19 +16,14 @@ import torch
 
 from bastion.data.schema import ImageSchema, TableSchema
 from bastion.errors import IntegrityError
-from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.sealed import MANIFEST, Manifest, load_manifest, sha256_file
 from bastion.security.signing import signature_path_for, verify_path
+from bastion.serve.staged import SEALED
 from bastion.train.data import Preprocessing
 from bastion.train.models import load_packaged, penultimate
 
-__all__ = ["SEALED", "SWAP_REQUEST", "ServedModel", "copy_signed_manifest", "load_verified"]
+__all__ = ["ServedModel", "load_verified"]
 
-#: Where the agent puts the version's signed manifest inside the staged folder.
-SEALED = ".sealed"
-#: The agent's hand-over of a version staged for a hot-swap (in the job's folder).
-SWAP_REQUEST = "swap.json"
-#: Files the agent adds next to the model's own (its description of the staged version).
 _STAGING_FILES = {"version.json", SEALED}
 _CHUNK = 1 << 20
 
@@ -62,15 +57,6 @@ class ServedModel:
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer activations (what the OOD detector measures)."""
         return penultimate(self.model, x)
-
-
-def copy_signed_manifest(sealed: Path, folder: Path) -> None:
-    """Put a sealed version's manifest and signature beside its decrypted files, so the
-    server can check them itself (the agent does this when it stages a model)."""
-    target = folder / SEALED
-    ensure_private_dir(target)
-    for file in (sealed / MANIFEST, signature_path_for(sealed / MANIFEST)):
-        atomic_write_bytes(target / file.name, file.read_bytes())
 
 
 def _check_manifest(folder: Path, public_keys: list[bytes]) -> tuple[Manifest, dict[str, Any]]:

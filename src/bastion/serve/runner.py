@@ -29,8 +29,9 @@ from bastion.serve.app import Loaded, ServeState, create_serve_app
 from bastion.serve.audit import SPOOL, AuditWriter
 from bastion.serve.guards.auth import KeyRecord, KeyStore
 from bastion.serve.guards.ratelimit import make_limiter
-from bastion.serve.model import SWAP_REQUEST, load_verified
+from bastion.serve.model import load_verified
 from bastion.serve.runtime import fit_guards
+from bastion.serve.staged import SWAP_REQUEST
 from bastion.spec import ServeJob
 from bastion.train.data import Split, split_rows
 
