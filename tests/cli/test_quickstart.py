@@ -11,21 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from bastion.cli.quickstart_plane import MARK, prepare
+from bastion.cli.quickstart_plane import MARK, free_port, prepare
 from bastion.errors import InvalidInput
 from tests.conftest import Cli
 
 BASTION = str(Path(sys.executable).with_name("bastion"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
-    home, files, port = tmp_path / "home", tmp_path / "files", _free_port()
+    home, files, port = tmp_path / "home", tmp_path / "files", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     done = subprocess.run(
         [BASTION, "quickstart", "--port", str(port), "--workdir", str(files)],
