@@ -35,9 +35,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from bastion.config import Settings
+from bastion.data.checks import infer_table_schema
 from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
-from bastion.data.schema import infer_table_schema
 from bastion.security.keys import load_keyring
 from bastion.security.sealed import open_sealed, seal
 from bastion.serve.staged import copy_signed_manifest

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bastion.data.reference import digits, patients
-from bastion.data.schema import (
-    ColumnType,
-    TableSchema,
+from bastion.data.checks import (
     infer_image_schema,
     infer_table_schema,
     validate_images,
     validate_table,
 )
+from bastion.data.reference import digits, patients
+from bastion.data.schema import ColumnType, TableSchema
 
 
 def test_inferred_patient_schema_matches_the_data() -> None:

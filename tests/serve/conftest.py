@@ -17,9 +17,9 @@ import pytest
 import torch
 import uvicorn
 
+from bastion.data.checks import infer_image_schema, infer_table_schema
 from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, digits, patients
-from bastion.data.schema import infer_image_schema, infer_table_schema
 from bastion.security.keys import Keyring
 from bastion.security.sealed import open_sealed, seal
 from bastion.serve.app import ServeState, create_serve_app

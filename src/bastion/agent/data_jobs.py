@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.agent.staging import INPUTS, OUTPUTS, REQUEST
 from bastion.config import Settings
+from bastion.data.checks import validate_images, validate_table
 from bastion.data.ingest import (
     Loaded,
     describe,
@@ -23,7 +24,7 @@ from bastion.data.ingest import (
 )
 from bastion.data.layout import DATA_FILES
 from bastion.data.pseudonymize import Generalization, pseudonym, pseudonymize_frame
-from bastion.data.schema import ImageSchema, TableSchema, validate_images, validate_table
+from bastion.data.schema import ImageSchema, TableSchema
 from bastion.errors import ConfigurationError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import prf_from_capability

@@ -22,14 +22,9 @@ from bastion.agent.data_jobs import staged_input
 from bastion.agent.eval_job import Evaluation, evaluate_model
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
+from bastion.data.checks import validate_images, validate_table
 from bastion.data.privacy import check_features
-from bastion.data.schema import (
-    MAX_CATEGORIES,
-    ImageSchema,
-    TableSchema,
-    validate_images,
-    validate_table,
-)
+from bastion.data.schema import MAX_CATEGORIES, ImageSchema, TableSchema
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.robustness import accuracy

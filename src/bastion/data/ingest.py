@@ -18,10 +18,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bastion.data.checks import infer_image_schema, infer_table_schema
 from bastion.data.layout import DATA_FILES
 from bastion.data.pii import scan_frame
 from bastion.data.poisoning import conflicting_duplicates, drift, label_issues, outliers
-from bastion.data.schema import infer_image_schema, infer_table_schema
 from bastion.errors import InvalidInput
 from bastion.files import atomic_output
 
