@@ -1,6 +1,7 @@
 """Insider-threat signals: unusual behaviour of one identity, stored as alerts and audited.
 
-- ``self_approval``: someone tried to approve or reject their own model version or request;
+- ``self_approval``: someone tried to approve or reject their own model version or request,
+  or to acknowledge an alert about themselves;
 - ``outside_projects``: a request into a project the caller is not a member of;
 - ``repeated_denials``: ``REPEATED_DENIALS`` refused requests within ``DENIAL_WINDOW``;
 - ``export_volume``: more model exports in a day than ``EXPORT_FACTOR`` times the caller's
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from bastion.errors import Conflict, NotFound
+from bastion.errors import Conflict, NotFound, SeparationOfDuties
 from bastion.server.db.models import AccessDenial, Alert, Run, utcnow
 from bastion.server.db.session import UnitOfWork
 
@@ -148,10 +149,23 @@ def list_alerts(session: Session, *, include_acknowledged: bool) -> list[Alert]:
     return list(session.scalars(query.order_by(Alert.created_at.desc()).limit(500)))
 
 
-def acknowledge(unit: UnitOfWork, *, alert_id: str, actor: str, note: str) -> Alert:
+def acknowledge(
+    unit: UnitOfWork, *, alert_id: str, actor: str, note: str, project: str | None = None
+) -> Alert:
+    """Mark an alert as looked into, with a note (audited).
+
+    Nobody acknowledges an alert about themselves: that attempt is refused as a
+    separation-of-duties breach, which raises an alert of its own. With ``project`` (the
+    dashboard's project pages), only that project's alerts and the global ones are found.
+    """
     alert = unit.session.get(Alert, alert_id)
-    if alert is None:
+    if alert is None or (project is not None and alert.project not in (None, project)):
         raise NotFound(f"alert {alert_id} does not exist")
+    if alert.actor == actor:
+        raise SeparationOfDuties(
+            f"separation of duties: alert {alert_id} is about {actor}; "
+            "somebody else must acknowledge it"
+        )
     if alert.acknowledged_at is not None:
         raise Conflict(f"alert {alert_id} was already acknowledged by {alert.acknowledged_by}")
     alert.acknowledged_by, alert.acknowledged_at = actor, utcnow()

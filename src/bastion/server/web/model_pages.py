@@ -6,13 +6,11 @@ CLI, so the policy gates and the separation-of-duties rules are the same ones.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 
-from bastion.errors import InvalidInput
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
 from bastion.server.schemas.resources import CommentIn, PromoteIn
@@ -20,6 +18,7 @@ from bastion.server.services import evaluations
 from bastion.server.services import governance as governance_service
 from bastion.server.services import resources as resource_service
 from bastion.server.web import views
+from bastion.server.web.forms import FormText, parse_form
 from bastion.server.web.render import WEB_PREFIX, page, svg_image
 from bastion.server.web.session import require_page
 
@@ -79,20 +78,8 @@ def model_version(
     )
 
 
-def _form(model: type[PromoteIn] | type[CommentIn], values: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "form"
-        raise InvalidInput(f"{field}: {problem['msg']}") from None
-
-
 def _back(project: str, name: str, version: int) -> RedirectResponse:
     return RedirectResponse(f"{WEB_PREFIX}/p/{project}/models/{name}/{version}", status_code=303)
-
-
-FormText = Annotated[str, Form(max_length=2000)]
 
 
 @router.post("/{name}/{version}/promote")
@@ -105,7 +92,7 @@ def promote(
     to: FormText = "production",
     policy: FormText = "",
 ) -> Response:
-    body = _form(PromoteIn, {"to": to, "policy": policy or None})
+    body = parse_form(PromoteIn, {"to": to, "policy": policy or None})
     with database.write(actor=principal.actor) as unit:
         governance_service.promote(
             unit,
@@ -130,7 +117,7 @@ def decide(
     comment: FormText = "",
 ) -> Response:
     """Approve or reject the pending promotion (never its requester or the version's creator)."""
-    body = _form(CommentIn, {"comment": comment})
+    body = parse_form(CommentIn, {"comment": comment})
     with database.write(actor=principal.actor) as unit:
         governance_service.decide(
             unit,

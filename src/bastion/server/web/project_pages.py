@@ -1,15 +1,19 @@
-"""A project's pages: overview, runs (with the live log tail) and datasets."""
+"""A project's pages: overview (with alert acknowledgement), runs (with the live log tail)
+and datasets."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission, allowed
+from bastion.server.schemas.resources import CommentIn
+from bastion.server.services import alerts
 from bastion.server.web import views
+from bastion.server.web.forms import FormText, parse_form
 from bastion.server.web.render import WEB_PREFIX, page
 from bastion.server.web.session import require_page
 
@@ -32,7 +36,30 @@ def overview(
             clusters=allowed(Permission.CLUSTERS_READ, principal.roles),
             alerts=allowed(Permission.ALERTS_READ, principal.roles),
         )
-    return page(request, "overview.html.j2", project=project, **found)
+    return page(request, "overview.html.j2", project=project, actor=principal.actor, **found)
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge_alert(
+    project: str,
+    alert_id: Annotated[str, Path(max_length=32)],
+    principal: Annotated[Principal, require_page(Permission.ALERTS_WRITE)],
+    database: DatabaseDep,
+    comment: FormText = "",
+) -> Response:
+    """Acknowledge an open alert of this project (or a global one) with a note; never one
+    about oneself. Acknowledging is an administrator's global permission, so the project
+    in the path only narrows which alerts this page's form may reach."""
+    body = parse_form(CommentIn, {"comment": comment})
+    with database.write(actor=principal.actor) as unit:
+        alerts.acknowledge(
+            unit,
+            alert_id=alert_id,
+            actor=principal.actor,
+            note=body.comment,
+            project=project,
+        )
+    return RedirectResponse(f"{WEB_PREFIX}/p/{project}", status_code=303)
 
 
 @router.get("/runs", response_class=HTMLResponse)

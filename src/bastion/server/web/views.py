@@ -153,7 +153,13 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
         ]
     if alerts:
         found["alerts"] = [
-            {"kind": a.kind, "actor": a.actor, "created_at": a.created_at, "details": a.details}
+            {
+                "id": a.id,
+                "kind": a.kind,
+                "actor": a.actor,
+                "created_at": a.created_at,
+                "details": a.details,
+            }
             for a in session.scalars(
                 select(Alert)
                 .where(Alert.acknowledged_at.is_(None))
