@@ -55,6 +55,13 @@ def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
         "a model whose stored weights were changed on disk",
     ):
         assert f"refused {refusal}" in output
+    # The tampered file is named and the reason is whole (lines are wrapped at 80 columns).
+    words = " ".join(output.split())
+    assert (
+        "changed on disk: deployment patients-mlp-tampered failed: weights.safetensors.bst:"
+        in words
+    )
+    assert "payload authentication failed; the file was altered" in words
     # (6) The audit chain verified; the files the summary points at exist.
     assert "audit events verified" in output and "Every step did what it says" in output
     card = (files / "model-card.html").read_text()

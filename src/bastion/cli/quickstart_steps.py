@@ -426,8 +426,9 @@ def _tampered_model(plane: Plane, version: dict[str, Any]) -> None:
             _wait_running(plane, name)
         except CheckFailed as exc:
             _require("weights.safetensors" in str(exc), f"refused for another reason: {exc}")
-            reason = str(exc).split(": ", 1)[-1]
-            _refused(f"a model whose stored weights were changed on disk: {reason[:200]}")
+            # The agent names the file by its full path; the folder is printed at the end.
+            reason = str(exc).split(": ", 1)[-1].replace(f"{stored}/", "")
+            _refused(f"a model whose stored weights were changed on disk: {reason[:300]}")
             return
     raise CheckFailed("quickstart: a tampered model was deployed")
 
