@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     database_url: str | None = None
     audit_checkpoint_interval: int = Field(default=1000, ge=1)
+    #: How often a dashboard view verifies the control plane's audit chain from its start.
+    audit_whole_verify_minutes: int = Field(default=60, ge=0, le=10080)
     server_database_url: str | None = None
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     login_max_failures: int = Field(default=5, ge=1)

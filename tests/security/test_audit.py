@@ -24,7 +24,12 @@ from bastion.security.audit import (
     open_local_audit_log,
     verify_export,
 )
-from bastion.security.audit_chain import CHECKPOINT_ACTION, EventRow, canonical_json
+from bastion.security.audit_chain import (
+    CHECKPOINT_ACTION,
+    EventRow,
+    VerifiedPrefix,
+    canonical_json,
+)
 from bastion.security.keys import Keyring, load_keyring
 from tests.conftest import Cli, other_keyring
 from tests.security import audit_helpers as tamper
@@ -370,3 +375,67 @@ def test_cli_export_and_offline_verify(cli: Cli, tmp_path: Path) -> None:
     assert cli("audit", "verify", "--file", exported).code == 2
     tail = cli("audit", "tail", "-n", "2")
     assert tail.code == 0 and "audit.checkpoint" in tail.stdout
+
+
+def test_a_resumed_verification_equals_the_full_one_and_reads_only_the_tail(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=5)
+    _fill(log, 12)  # checkpoints at seq 6 (signs 5) and 11 (signs 10); head 14
+    first = log.verify()
+    assert first.prefix is not None and first.resumed_from is None
+    assert (first.prefix.seq, first.prefix.signed_seq, first.prefix.events) == (11, 10, 11)
+    _fill(log, 9)
+    resumed = log.verify(since=first.prefix)
+    full = log.verify()
+    assert resumed.resumed_from == first.prefix
+    for field in ("events", "head_seq", "head_hash", "checkpoints", "last_checkpoint_seq"):
+        assert getattr(resumed, field) == getattr(full, field), field
+    assert resumed.prefix == full.prefix and resumed.prefix is not None
+    assert resumed.prefix.seq > first.prefix.seq
+    # Nothing new since the prefix: still a valid report, of the same head.
+    again = log.verify(since=full.prefix)
+    assert (again.events, again.head_hash) == (full.events, full.head_hash)
+
+
+def _verified(engine: Engine, keyring: Keyring, tmp_path: Path) -> tuple[AuditLog, VerifiedPrefix]:
+    """A log of 14 events (checkpoints at seq 6 and 11) and the prefix its verification left."""
+    log = _log(engine, keyring, tmp_path, interval=5)
+    _fill(log, 12)
+    prefix = log.verify().prefix
+    assert prefix is not None and prefix.seq == 11
+    return log, prefix
+
+
+def test_a_resumed_verification_finds_tampering_after_its_prefix(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log, prefix = _verified(engine, keyring, tmp_path)
+    _fill(log, 6)
+    tamper.execute(
+        engine, f"UPDATE audit_events SET actor = 'mallory' WHERE seq = {prefix.seq + 3}"
+    )
+    # The failure is named as a verification from the start names it.
+    with pytest.raises(AuditChainError) as info:
+        log.verify(since=prefix)
+    assert (info.value.kind, info.value.seq) == ("modified", prefix.seq + 3)
+
+
+def test_a_changed_prefix_falls_back_to_the_whole_chain(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log, prefix = _verified(engine, keyring, tmp_path)
+    # A change before the prefix's checkpoint is trusted away by design...
+    tamper.execute(engine, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 3")
+    assert log.verify(since=prefix).resumed_from == prefix
+    with pytest.raises(AuditChainError):  # ...and found by the whole verification.
+        log.verify()
+    # Rewriting the prefix's own checkpoint row is noticed: the whole chain is read again.
+    tamper.execute(
+        engine,
+        "UPDATE audit_events SET actor = 'alice' WHERE seq = 3",
+        f"UPDATE audit_events SET hash = '{'f' * 64}' WHERE seq = {prefix.seq}",
+    )
+    with pytest.raises(AuditChainError) as info:
+        log.verify(since=prefix)
+    assert info.value.seq == prefix.seq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -263,3 +264,52 @@ def test_compliance_reports_render_for_auditors(
     assert auditor.get("/ui/compliance", params={"framework": "sox"}).status_code == 422
     with cp.database.read() as session:
         assert session.scalars(select(Project.name)).all() == ["p1"]
+
+
+def test_the_audit_page_resumes_from_a_verified_checkpoint_and_rereads_it_all_in_time(
+    control_plane: ControlPlane, dashboard_users: list[str]
+) -> None:
+    cp = control_plane
+    auditor = dashboard_login(cp, "auditor")
+
+    def status() -> str:
+        page: str = auditor.get("/ui/audit").text
+        return page.split('id="chain-status"', 1)[1].split("<form", 1)[0]
+
+    def tamper(seq: int, actor: str) -> str:
+        with cp.database.engine.begin() as conn:
+            was = conn.exec_driver_sql(f"SELECT actor FROM audit_events WHERE seq = {seq}")
+            conn.exec_driver_sql(f"UPDATE audit_events SET actor = '{actor}' WHERE seq = {seq}")
+            return str(was.scalar_one())
+
+    def new_events() -> None:
+        for name in ("q1", "q2"):
+            created = cp.client.post(
+                "/api/v1/projects",
+                json={"name": f"{name}-{cp.database.audit.count()}"},
+                headers=cp.as_(cp.admin_token),
+            )
+            assert created.status_code == 201
+
+    signed = cp.database.audit.checkpoint()  # a signed checkpoint to resume from
+    first = status()
+    assert "Chain verified" in first and "checked the events after" not in first  # all of it
+    new_events()
+    resumed = status()
+    assert f"checked the events after the signed checkpoint #{signed.seq + 1}" in resumed
+    assert "after 60 minutes" in resumed
+    # A change before the checkpoint waits for the next verification from the start...
+    original = tamper(2, "user:mallory")
+    assert "Chain verified" in status()
+    cp.database.audit_whole_every = dt.timedelta(0)
+    assert "Chain verification FAILED" in status()
+    tamper(2, original)
+    cp.database.audit_whole_every = dt.timedelta(hours=1)
+    assert "Chain verified" in status()
+    # ...while a change after it is found on the next view.
+    new_events()
+    head = cp.database.audit.count()
+    assert "checked the events after" in status()
+    tamper(head, "user:mallory")
+    failed = status()
+    assert "Chain verification FAILED" in failed and f"seq {head}" in failed

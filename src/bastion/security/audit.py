@@ -47,6 +47,7 @@ from bastion.security.audit_chain import (
     ChainReport,
     Checkpoint,
     EventRow,
+    VerifiedPrefix,
     canonical_json,
     canonical_json_text,
     event_hash,
@@ -397,26 +398,63 @@ class AuditLog:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
 
-    def verify(self, *, trusted_keys: Sequence[bytes] | None = None) -> ChainReport:
-        """Verify the whole chain, its checkpoints and the head anchor."""
+    def verify(
+        self,
+        *,
+        trusted_keys: Sequence[bytes] | None = None,
+        since: VerifiedPrefix | None = None,
+    ) -> ChainReport:
+        """Verify the whole chain, its checkpoints and the head anchor.
+
+        With ``since`` (an earlier report's ``prefix``), only the events after that signed
+        checkpoint are read, once its stored hash is seen unchanged; the events before it
+        are trusted as verified then. Whenever that cannot stand (the checkpoint row
+        changed or is gone, the anchor is older than it) or the shorter check fails, the
+        whole chain is verified instead, so a failure always names the first bad event.
+        """
         keys = list(trusted_keys) if trusted_keys is not None else self._trusted
+        anchor = self._read_anchor()
         with self.engine.connect() as conn:
+            if since is not None and self._prefix_stands(conn, since, anchor):
+                try:
+                    return self._verify_from(conn, keys, anchor, since)
+                except AuditChainError:
+                    pass  # verified again from the start, which names the first problem
+            return self._verify_from(conn, keys, anchor, None)
 
-            def find_hash(digest: str) -> int | None:
-                found = conn.execute(
-                    select(audit_events.c.seq).where(audit_events.c.hash == digest)
-                ).first()
-                return int(found[0]) if found else None
+    @staticmethod
+    def _prefix_stands(conn: Connection, since: VerifiedPrefix, anchor: Checkpoint | None) -> bool:
+        if anchor is not None and anchor.seq < since.signed_seq:
+            return False
+        stored = conn.execute(
+            select(audit_events.c.hash).where(audit_events.c.seq == since.seq)
+        ).first()
+        return stored is not None and stored[0] == since.hash
 
-            result = conn.execution_options(yield_per=5000).execute(
-                select(*_COLUMNS).order_by(audit_events.c.seq)
-            )
-            return verify_chain(
-                (EventRow(*row) for row in result),
-                find_hash=find_hash,
-                verify_checkpoint=checkpoint_verifier(keys),
-                anchor=self._read_anchor(),
-            )
+    @staticmethod
+    def _verify_from(
+        conn: Connection,
+        keys: Sequence[bytes],
+        anchor: Checkpoint | None,
+        since: VerifiedPrefix | None,
+    ) -> ChainReport:
+        def find_hash(digest: str) -> int | None:
+            found = conn.execute(
+                select(audit_events.c.seq).where(audit_events.c.hash == digest)
+            ).first()
+            return int(found[0]) if found else None
+
+        query = select(*_COLUMNS).order_by(audit_events.c.seq)
+        if since is not None:
+            query = query.where(audit_events.c.seq > since.seq)
+        result = conn.execution_options(yield_per=5000).execute(query)
+        return verify_chain(
+            (EventRow(*row) for row in result),
+            find_hash=find_hash,
+            verify_checkpoint=checkpoint_verifier(keys),
+            anchor=anchor,
+            start=since,
+        )
 
     def export(self, path: Path) -> int:
         """Write every event as one canonical JSON object per line; return the count."""

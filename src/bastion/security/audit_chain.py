@@ -31,6 +31,7 @@ __all__ = [
     "Checkpoint",
     "EventRow",
     "TamperKind",
+    "VerifiedPrefix",
     "canonical_json",
     "canonical_json_text",
     "checkpoint_statement",
@@ -213,6 +214,24 @@ CheckpointVerifier = Callable[[Checkpoint], bool]
 
 
 @dataclass(frozen=True)
+class VerifiedPrefix:
+    """Where a verification may resume: just after a verified, signed checkpoint event.
+
+    ``seq``/``hash`` are the checkpoint event's own; ``signed_seq``/``signed_hash`` are the
+    head its signature covers; ``events`` and ``checkpoints`` count up to and including it.
+    Resuming trusts the events up to ``seq`` as they were when they were verified: only a
+    verification from the start finds a later change to them.
+    """
+
+    seq: int
+    hash: str
+    signed_seq: int
+    signed_hash: str
+    events: int
+    checkpoints: int
+
+
+@dataclass(frozen=True)
 class ChainReport:
     """The result of a successful verification."""
 
@@ -221,6 +240,10 @@ class ChainReport:
     head_hash: str
     checkpoints: int
     last_checkpoint_seq: int
+    #: The last point a later verification may resume from (None before the first checkpoint).
+    prefix: VerifiedPrefix | None = None
+    #: The prefix this verification resumed from (None: it read the chain from the start).
+    resumed_from: VerifiedPrefix | None = None
 
     @property
     def unsigned_tail(self) -> int:
@@ -269,14 +292,60 @@ def _classify_break(  # noqa: PLR0911 - one return per tamper kind
     return _fail(TamperKind.DELETED, row.seq, "the event before it is missing")
 
 
+def _signed_checkpoint(seq: int, details: str, verify: CheckpointVerifier) -> Checkpoint:
+    """The checkpoint event ``seq`` carries, once its signature verifies."""
+    try:
+        checkpoint = Checkpoint.from_details(json.loads(details))
+    except ValueError:
+        raise _fail(TamperKind.SIGNATURE, seq, "malformed checkpoint event") from None
+    if not verify(checkpoint):
+        raise _fail(
+            TamperKind.SIGNATURE,
+            seq,
+            f"checkpoint signature does not verify with a trusted key "
+            f"(key {checkpoint.key_fingerprint[:16]}...)",
+        )
+    return checkpoint
+
+
+def _check_anchor(
+    anchor: Checkpoint,
+    verify: CheckpointVerifier,
+    *,
+    head_seq: int,
+    actual: str | None,
+    last_checkpoint_seq: int,
+) -> None:
+    """The anchor is validly signed, the log reaches it, and its event has the signed hash."""
+    if not verify(anchor):
+        raise _fail(TamperKind.SIGNATURE, anchor.seq, "the head anchor's signature is invalid")
+    if head_seq < anchor.seq:
+        raise _fail(
+            TamperKind.TRUNCATED,
+            head_seq + 1,
+            f"the log ends at seq {head_seq} but seq {anchor.seq} was signed",
+        )
+    if actual != anchor.hash:
+        raise _fail(
+            TamperKind.MODIFIED,
+            last_checkpoint_seq + 1,
+            f"events up to seq {anchor.seq} no longer match the signed head anchor",
+        )
+
+
 def verify_chain(
     rows: Iterable[EventRow],
     *,
     find_hash: Callable[[str], int | None],
     verify_checkpoint: CheckpointVerifier,
     anchor: Checkpoint | None = None,
+    start: VerifiedPrefix | None = None,
 ) -> ChainReport:
-    """Verify rows given in stored order; raise :class:`AuditChainError` at the first problem."""
+    """Verify rows given in stored order; raise :class:`AuditChainError` at the first problem.
+
+    With ``start``, ``rows`` begin right after that verified checkpoint event, and the
+    verification carries on from its state (the anchor must not be older than it).
+    """
     iterator = iter(rows)
     prev: EventRow | None = None
     before_prev: EventRow | None = None
@@ -286,6 +355,14 @@ def verify_chain(
     signed_heads: dict[int, str] = {}
     events = 0
     expected_seq, prev_hash = 1, GENESIS_HASH
+    prefix = start
+    if start is not None:
+        if anchor is not None and anchor.seq < start.signed_seq:
+            raise ValueError("the head anchor is older than the prefix; verify from the start")
+        checkpoints, last_checkpoint_seq, events = start.checkpoints, start.signed_seq, start.events
+        hashes_since_checkpoint = {start.seq: start.hash}
+        signed_heads = {start.signed_seq: start.signed_hash}
+        expected_seq, prev_hash = start.seq + 1, start.hash
     for row in iterator:
         events += 1
         seq, ts, actor, action, target, details, row_prev, row_hash = row
@@ -312,17 +389,7 @@ def verify_chain(
         hashes_since_checkpoint[seq] = row_hash
         # (4) Checkpoint events carry a signature over an earlier (seq, hash).
         if action == CHECKPOINT_ACTION:
-            try:
-                checkpoint = Checkpoint.from_details(json.loads(details))
-            except ValueError:
-                raise _fail(TamperKind.SIGNATURE, seq, "malformed checkpoint event") from None
-            if not verify_checkpoint(checkpoint):
-                raise _fail(
-                    TamperKind.SIGNATURE,
-                    seq,
-                    f"checkpoint signature does not verify with a trusted key "
-                    f"(key {checkpoint.key_fingerprint[:16]}...)",
-                )
+            checkpoint = _signed_checkpoint(seq, details, verify_checkpoint)
             if hashes_since_checkpoint.get(checkpoint.seq) != checkpoint.hash:
                 raise _fail(
                     TamperKind.MODIFIED,
@@ -334,31 +401,35 @@ def verify_chain(
             last_checkpoint_seq = checkpoint.seq
             signed_heads[checkpoint.seq] = checkpoint.hash
             hashes_since_checkpoint = {seq: row_hash}
+            prefix = VerifiedPrefix(
+                seq=seq,
+                hash=row_hash,
+                signed_seq=checkpoint.seq,
+                signed_hash=checkpoint.hash,
+                events=events,
+                checkpoints=checkpoints,
+            )
         before_prev, prev = prev, row
         expected_seq, prev_hash = seq + 1, row_hash
-    head_seq = prev.seq if prev else 0
-    head_hash = prev.hash if prev else GENESIS_HASH
+    if prev is not None:
+        head_seq, head_hash = prev.seq, prev.hash
+    else:
+        head_seq, head_hash = (start.seq, start.hash) if start else (0, GENESIS_HASH)
     # (5) A signed anchor kept outside the log proves how far the log reached.
     if anchor is not None:
-        if not verify_checkpoint(anchor):
-            raise _fail(TamperKind.SIGNATURE, anchor.seq, "the head anchor's signature is invalid")
-        if head_seq < anchor.seq:
-            raise _fail(
-                TamperKind.TRUNCATED,
-                head_seq + 1,
-                f"the log ends at seq {head_seq} but seq {anchor.seq} was signed",
-            )
-        actual = signed_heads.get(anchor.seq) or hashes_since_checkpoint.get(anchor.seq)
-        if actual != anchor.hash:
-            raise _fail(
-                TamperKind.MODIFIED,
-                last_checkpoint_seq + 1,
-                f"events up to seq {anchor.seq} no longer match the signed head anchor",
-            )
+        _check_anchor(
+            anchor,
+            verify_checkpoint,
+            head_seq=head_seq,
+            actual=signed_heads.get(anchor.seq) or hashes_since_checkpoint.get(anchor.seq),
+            last_checkpoint_seq=last_checkpoint_seq,
+        )
     return ChainReport(
         events=events,
         head_seq=head_seq,
         head_hash=head_hash,
         checkpoints=checkpoints,
         last_checkpoint_seq=last_checkpoint_seq,
+        prefix=prefix,
+        resumed_from=start,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI
@@ -52,7 +53,12 @@ def build_database(settings: Settings, *, url: str | None = None) -> Database:
         anchor_path=settings.home_dir / "control-plane-audit-anchor.json",
         create_schema=False,
     )
-    return Database(engine, audit_log, auth_cache_seconds=settings.auth_cache_seconds)
+    return Database(
+        engine,
+        audit_log,
+        auth_cache_seconds=settings.auth_cache_seconds,
+        audit_whole_every=dt.timedelta(minutes=settings.audit_whole_verify_minutes),
+    )
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:

@@ -10,6 +10,7 @@ event refuses to commit: no change without its event.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.db import SQLITE_WRITE_OPTIONS
+from bastion.errors import AuditChainError
 from bastion.security.audit import AuditEvent, AuditLog
+from bastion.security.audit_chain import ChainReport, VerifiedPrefix
 
 __all__ = ["AuthCache", "Database", "UnitOfWork"]
 
@@ -85,12 +88,48 @@ _AUTH_ACTIONS = ("token.", "user.", "member.", "project.")
 class Database:
     """The control plane's engine, sessions, audit log and credential cache."""
 
-    def __init__(self, engine: Engine, audit: AuditLog, *, auth_cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        audit: AuditLog,
+        *,
+        auth_cache_seconds: float = 2.0,
+        audit_whole_every: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
         self.engine = engine
         self.audit = audit
         self.auth_cache = AuthCache(auth_cache_seconds)
+        self.audit_whole_every = audit_whole_every
+        # The last checkpoint a page's verification reached, and when the chain was last
+        # verified from its first event (per process; empty until then, and after a failure).
+        self._verified: tuple[VerifiedPrefix | None, dt.datetime] | None = None
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         event.listen(self._sessions, "after_flush", _note_write)
+
+    def verify_audit_for_page(self) -> tuple[ChainReport, dt.datetime]:
+        """The audit chain verified for a page that shows it, and when the whole chain
+        was last verified from its first event.
+
+        The chain grows by an event per served request, so a page does not read it all
+        on every view: it resumes from the last signed checkpoint an earlier view
+        verified, and reads everything again once ``audit_whole_every`` has passed (and
+        after any failure). ``AuditLog.verify()`` (the API, the CLI, the compliance
+        report) always reads everything.
+        """
+        now = dt.datetime.now(dt.UTC)
+        remembered = self._verified
+        since, whole_at = remembered if remembered is not None else (None, now)
+        if since is None or now - whole_at >= self.audit_whole_every:
+            since, whole_at = None, now
+        try:
+            report = self.audit.verify(since=since)
+        except AuditChainError:
+            self._verified = None
+            raise
+        if report.resumed_from is None:
+            whole_at = now
+        self._verified = (report.prefix, whole_at)
+        return report, whole_at
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
