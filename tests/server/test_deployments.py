@@ -10,7 +10,7 @@ from bastion.server.db.models import Alert, Deployment, Run
 from bastion.server.deps import Identity
 from bastion.server.services import deployments
 from bastion.server.services.projects import get_project
-from tests.server.conftest import ControlPlane
+from tests.server.conftest import ControlPlane, dashboard_login, form_value
 from tests.server.test_evaluations import EVIDENCE, make_version
 
 
@@ -164,3 +164,44 @@ def test_the_serve_job_syncs_keys_and_its_findings_become_alerts(
         alerts = session.scalars(select(Alert).where(Alert.kind == "serve_extraction")).all()
         assert len(alerts) == 1 and alerts[0].details["deployment"] == "d1"
         assert session.scalars(select(Deployment)).one().replica_runs == [run_id]
+
+
+def test_the_deployment_page_lists_keys_and_revokes_and_stops_through_forms(
+    control_plane: ControlPlane, role_tokens: dict[str, str], dashboard_users: list[str]
+) -> None:
+    cp = control_plane
+    make_version(cp, evidence=EVIDENCE)
+    assert _deploy(cp, role_tokens["ml-engineer"], allow_unapproved=True).status_code == 201
+    keys = "/api/v1/projects/p1/deployments/d1/keys"
+    made = cp.client.post(
+        keys,
+        json={"scopes": ["predict"], "rate": 5, "name": "ward-app"},
+        headers=cp.as_(role_tokens["ml-engineer"]),
+    ).json()
+    secret = made["token"].split("_", 2)[2]
+    engineer, auditor = dashboard_login(cp, "engineer"), dashboard_login(cp, "auditor")
+    assert 'href="/ui/p/p1/deployments/d1"' in engineer.get("/ui/p/p1").text
+    page = engineer.get("/ui/p/p1/deployments/d1").text
+    assert "m@1" in page and "without a production approval" in page
+    assert made["id"] in page and "ward-app" in page and secret not in page
+    revoke = f"/ui/p/p1/deployments/d1/keys/{made['id']}/revoke"
+    assert f'action="{revoke}"' in page and 'id="stop"' in page
+    # The auditor reads the page but gets neither button, and the forms are refused.
+    seen = auditor.get("/ui/p/p1/deployments/d1").text
+    assert made["id"] in seen and "/revoke" not in seen and 'id="stop"' not in seen
+    for path in (revoke, "/ui/p/p1/deployments/d1/stop"):
+        assert auditor.post(path, data={"csrf": form_value(seen, "csrf")}).status_code == 403
+    assert engineer.get("/ui/p/p1/deployments/nope").status_code == 404
+    csrf = form_value(page, "csrf")
+    assert engineer.post(revoke, data={"csrf": csrf}).status_code == 303
+    listed = cp.client.get(keys, headers=cp.as_(cp.admin_token)).json()
+    assert listed[0]["revoked_at"] is not None
+    assert [e["details"]["key"] for e in _events(cp, "serving_key.revoked")] == [made["id"]]
+    page = engineer.get("/ui/p/p1/deployments/d1").text
+    assert "/revoke" not in page and "revoked" in page
+    stopped = engineer.post("/ui/p/p1/deployments/d1/stop", data={"csrf": csrf})
+    assert stopped.status_code == 303
+    page = engineer.get("/ui/p/p1/deployments/d1").text
+    assert "Stopped" in page and 'id="stop"' not in page
+    with cp.database.read() as session:
+        assert session.scalars(select(Deployment)).one().stopped_at is not None

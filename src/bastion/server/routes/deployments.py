@@ -6,10 +6,8 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, status
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from bastion.server.db.models import Cluster, Deployment, Run, RunEvent, ServingKey
+from bastion.server.db.models import ServingKey
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.schemas.deployments import (
@@ -24,50 +22,6 @@ from bastion.server.schemas.deployments import (
 from bastion.server.services import deployments as service
 
 router = APIRouter(tags=["deployments"])
-
-
-def _replica(session: Session, run_id: str) -> dict[str, Any]:
-    run = session.get(Run, run_id)
-    last = session.scalars(
-        select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id.desc()).limit(1)
-    ).first()
-    state = run.status if run else "unknown"
-    message = last.message if last else ""
-    if state in ("queued", "leased") or (state == "running" and not message.startswith("serving ")):
-        state = "starting"
-    if run is not None and run.status != "running":
-        message = run.status_reason
-    return {"run_id": run_id, "status": state, "message": message}
-
-
-def _describe(session: Session, deployment: Deployment) -> dict[str, Any]:
-    """The deployment and each replica's server: starting until it says where it listens."""
-    cluster = session.get(Cluster, deployment.cluster_id)
-    replicas = [_replica(session, run_id) for run_id in deployment.replica_runs]
-    states = {r["status"] for r in replicas}
-    state = states.pop() if len(states) == 1 else "starting"
-    if "failed" in {r["status"] for r in replicas}:
-        state = "failed"
-    if deployment.stopped_at:
-        state = "stopped"
-    return {
-        "id": deployment.id,
-        "name": deployment.name,
-        "model": f"{deployment.model_name}@{deployment.model_version}",
-        "cluster": cluster.name if cluster else "",
-        "run_id": deployment.run_id,
-        "replicas": replicas,
-        "status": state,
-        "status_reason": next(
-            (r["message"] for r in replicas if r["status"] != "running"),
-            replicas[0]["message"] if replicas else "",
-        ),
-        "unapproved": deployment.unapproved,
-        "settings": deployment.settings,
-        "history": deployment.history,
-        "created_at": deployment.created_at,
-        "stopped_at": deployment.stopped_at,
-    }
 
 
 @router.post(
@@ -97,7 +51,7 @@ def create_deployment(
             allow_unapproved=body.allow_unapproved,
             user_id=principal.identity.user_id,
         )
-        return _describe(unit.session, made)
+        return service.describe(unit.session, made)
 
 
 @router.get("/projects/{project}/deployments", response_model=list[DeploymentOut])
@@ -108,7 +62,7 @@ def list_deployments(
 ) -> list[dict[str, Any]]:
     with database.read() as session:
         found = service.list_deployments(session, project=principal.require_project())
-        return [_describe(session, d) for d in found]
+        return [service.describe(session, d) for d in found]
 
 
 @router.get("/projects/{project}/deployments/{deployment}", response_model=DeploymentOut)
@@ -122,7 +76,7 @@ def get_deployment(
         found = service.get_deployment(
             session, project=principal.require_project(), name=deployment
         )
-        return _describe(session, found)
+        return service.describe(session, found)
 
 
 @router.post("/projects/{project}/deployments/{deployment}/stop", response_model=DeploymentOut)
@@ -136,7 +90,7 @@ def stop_deployment(
         stopped = service.stop_deployment(
             unit, project=principal.require_project(), name=deployment
         )
-        return _describe(unit.session, stopped)
+        return service.describe(unit.session, stopped)
 
 
 @router.post("/projects/{project}/deployments/{deployment}/update", response_model=DeploymentOut)
@@ -156,7 +110,7 @@ def update_deployment(
             model=body.model,
             allow_unapproved=body.allow_unapproved,
         )
-        return _describe(unit.session, changed)
+        return service.describe(unit.session, changed)
 
 
 @router.post("/projects/{project}/deployments/{deployment}/rollback", response_model=DeploymentOut)
@@ -171,7 +125,7 @@ def rollback_deployment(
         changed = service.rollback_deployment(
             unit, project=principal.require_project(), name=deployment
         )
-        return _describe(unit.session, changed)
+        return service.describe(unit.session, changed)
 
 
 @router.post(

@@ -23,6 +23,7 @@ from bastion.server.db.models import (
     Policy,
     Project,
     Run,
+    RunEvent,
     ServingKey,
     utcnow,
 )
@@ -44,6 +45,7 @@ from bastion.spec import RunSpec, parse_dataset_ref
 __all__ = [
     "create_deployment",
     "create_key",
+    "describe",
     "desired_models",
     "get_deployment",
     "ingest_audit",
@@ -58,6 +60,50 @@ __all__ = [
 
 #: A serve run's resources: it runs until stopped (the agent does not time it out).
 _SERVE_TIMEOUT = 7 * 24 * 3600
+
+
+def _replica(session: Session, run_id: str) -> dict[str, Any]:
+    run = session.get(Run, run_id)
+    last = session.scalars(
+        select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id.desc()).limit(1)
+    ).first()
+    state = run.status if run else "unknown"
+    message = last.message if last else ""
+    if state in ("queued", "leased") or (state == "running" and not message.startswith("serving ")):
+        state = "starting"
+    if run is not None and run.status != "running":
+        message = run.status_reason
+    return {"run_id": run_id, "status": state, "message": message}
+
+
+def describe(session: Session, deployment: Deployment) -> dict[str, Any]:
+    """The deployment and each replica's server: starting until it says where it listens."""
+    cluster = session.get(Cluster, deployment.cluster_id)
+    replicas = [_replica(session, run_id) for run_id in deployment.replica_runs]
+    states = {r["status"] for r in replicas}
+    state = states.pop() if len(states) == 1 else "starting"
+    if "failed" in {r["status"] for r in replicas}:
+        state = "failed"
+    if deployment.stopped_at:
+        state = "stopped"
+    return {
+        "id": deployment.id,
+        "name": deployment.name,
+        "model": f"{deployment.model_name}@{deployment.model_version}",
+        "cluster": cluster.name if cluster else "",
+        "run_id": deployment.run_id,
+        "replicas": replicas,
+        "status": state,
+        "status_reason": next(
+            (r["message"] for r in replicas if r["status"] != "running"),
+            replicas[0]["message"] if replicas else "",
+        ),
+        "unapproved": deployment.unapproved,
+        "settings": deployment.settings,
+        "history": deployment.history,
+        "created_at": deployment.created_at,
+        "stopped_at": deployment.stopped_at,
+    }
 
 
 def get_deployment(session: Session, *, project: Project, name: str) -> Deployment:

@@ -11,7 +11,13 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from bastion.server.web import audit_pages, auth_pages, model_pages, project_pages
+from bastion.server.web import (
+    audit_pages,
+    auth_pages,
+    deployment_pages,
+    model_pages,
+    project_pages,
+)
 from bastion.server.web.errors import web_error
 from bastion.server.web.render import WEB_PREFIX
 
@@ -27,7 +33,7 @@ def is_dashboard(path: str) -> bool:
 
 def install_dashboard(app: FastAPI) -> None:
     """Add the dashboard's pages, its static files, and ``/`` leading to it."""
-    for module in (auth_pages, project_pages, model_pages, audit_pages):
+    for module in (auth_pages, project_pages, model_pages, deployment_pages, audit_pages):
         app.include_router(module.router)
     app.mount(
         f"{WEB_PREFIX}/static",
