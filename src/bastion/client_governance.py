@@ -89,6 +89,13 @@ class GovernanceMixin(Calls):
         )
         return result
 
+    def erasures(self, project: str) -> list[dict[str, Any]]:
+        """The project's erasure and locate requests, newest first."""
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/api/v1/projects/{project}/privacy/erasures"
+        )
+        return result
+
     def erasure(self, project: str, erasure_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "GET", f"/api/v1/projects/{project}/privacy/erasures/{erasure_id}"

@@ -463,6 +463,12 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
         home, "privacy", "erase", "-p", "p", "--subject-id", "S999-nobody", "--reason", "request"
     )
     assert unknown.returncode == 1 and "holds that subject" in unknown.stderr
+    # The register lists the three requests, newest first, without the subject id.
+    register = _bastion(home, "privacy", "list", "-p", "p")
+    assert register.returncode == 0, register.stdout + register.stderr
+    assert "3 request(s)" in register.stdout and subject not in register.stdout
+    statuses = [r["status"] for r in plane.admin.erasures("p")]
+    assert statuses == ["no data found", "completed", "found"]
 
 
 # Last: it adds cluster c2 (with a dataset of its own) and stops c2's agent afterwards.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tests.server.conftest import ControlPlane
+import datetime as dt
+
+from sqlalchemy import select
+
+from bastion.server.db.models import ErasureRequest, Project, User
+from tests.server.conftest import ControlPlane, dashboard_login
 from tests.server.test_compliance import make_dataset
 
 URL = "/api/v1/projects/p1/privacy/erasures"
@@ -52,3 +57,50 @@ def test_retention_holds_are_set_released_and_audited(
     events = cp.client.get("/api/v1/audit/events?limit=200", headers=cp.as_(cp.admin_token)).json()
     holds = [e["details"]["hold"] for e in events if e["action"] == "dataset.retention_hold"]
     assert holds == [True, False]
+
+
+def _requests(cp: ControlPlane) -> list[str]:
+    """Two requests as the erasure service leaves them (its jobs need an agent)."""
+    with cp.database.write(actor="user:steward") as unit:
+        project = unit.session.scalars(select(Project).where(Project.name == "p1")).one()
+        steward = unit.session.scalars(select(User).where(User.username == "steward")).one()
+        made = [
+            ErasureRequest(
+                project_id=project.id,
+                subject_pseudonym=f"subj_{n:032d}",
+                mode=mode,
+                reason=reason,
+                requested_by=steward.id,
+                created_at=dt.datetime(2026, 11, 20 + n, tzinfo=dt.UTC),
+            )
+            for n, (mode, reason) in enumerate([("locate", "access request"), ("erase", "Art. 17")])
+        ]
+        unit.session.add_all(made)
+        unit.session.flush()
+        unit.record("privacy.erasure_requested", "test", {})
+        return [m.id for m in made]
+
+
+def test_the_register_of_erasure_requests_lists_them_newest_first(
+    control_plane: ControlPlane, role_tokens: dict[str, str], dashboard_users: list[str]
+) -> None:
+    cp = control_plane
+    located, erased = _requests(cp)
+    listed = cp.client.get(URL, headers=cp.as_(role_tokens["auditor"]))
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()
+    assert [r["id"] for r in rows] == [erased, located]
+    assert [(r["mode"], r["requested_by"], r["reason"]) for r in rows] == [
+        ("erase", "steward", "Art. 17"),
+        ("locate", "steward", "access request"),
+    ]
+    assert all(r["subject"].startswith("subj_") for r in rows)
+    assert cp.client.get(URL, headers=cp.as_(role_tokens["ml-engineer"])).status_code == 403
+    page = dashboard_login(cp, "steward").get("/ui/p/p1/privacy")
+    assert page.status_code == 200
+    table = page.text.split('id="erasures"', 1)[1]
+    assert table.index(f"erasure-{erased}") < table.index(f"erasure-{located}")
+    assert (
+        "Art. 17" in table and "access request" in table and 'href="/ui/p/p1/privacy"' in page.text
+    )
+    assert 'href="/ui/p/p1/privacy"' not in dashboard_login(cp, "engineer").get("/ui/p/p1").text

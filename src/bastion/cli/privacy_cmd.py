@@ -103,3 +103,25 @@ def show(
     """An erasure request's status and what it did to each dataset version."""
     with client() as remote:
         _show(remote.erasure(project, erasure_id))
+
+
+@app.command("list")
+def list_requests(project: Project) -> None:
+    """Every erasure and locate request of the project, newest first: the register a data
+    protection officer keeps (the subject appears only as its keyed pseudonym)."""
+    with client() as remote:
+        found = remote.erasures(project)
+    table = Table("request", "kind", "subject", "status", "rows", "asked by", "when", "reason")
+    for request in found:
+        table.add_row(
+            request["id"],
+            request["mode"],
+            request["subject"],
+            request["status"],
+            str(request["rows_removed"]),
+            request["requested_by"],
+            str(request["created_at"])[:19],
+            request["reason"],
+        )
+    out.print(table)
+    out.print(f"{len(found)} request(s)", markup=False)

@@ -43,6 +43,18 @@ def request_erasure(
         return privacy.erasure_view(unit.session, made)
 
 
+@router.get("/projects/{project}/privacy/erasures", response_model=list[ErasureOut])
+def list_erasures(
+    project: str,
+    principal: Annotated[Principal, require(Permission.PRIVACY_READ)],
+    database: DatabaseDep,
+) -> list[dict[str, Any]]:
+    """The project's erasure and locate requests, newest first (the latest 200)."""
+    with database.read() as session:
+        found = privacy.list_erasures(session, project=principal.require_project())
+        return [privacy.erasure_view(session, request) for request in found]
+
+
 @router.get("/projects/{project}/privacy/erasures/{erasure_id}", response_model=ErasureOut)
 def get_erasure(
     project: str,

@@ -90,6 +90,7 @@ class ErasureOut(Response):
     mode: str
     subject: str
     reason: str
+    requested_by: str
     status: str
     runs: list[str]
     rows_removed: int

@@ -28,6 +28,7 @@ from bastion.server.db.models import (
     ModelVersion,
     Project,
     Run,
+    User,
     utcnow,
 )
 from bastion.server.db.session import UnitOfWork
@@ -38,6 +39,7 @@ from bastion.spec import EraseJob, parse_dataset_ref
 __all__ = [
     "erasure_view",
     "get_erasure",
+    "list_erasures",
     "note_new_version",
     "record_result",
     "request_erasure",
@@ -139,6 +141,18 @@ def get_erasure(session: Session, *, project: Project, erasure_id: str) -> Erasu
     return found
 
 
+def list_erasures(session: Session, *, project: Project, limit: int = 200) -> list[ErasureRequest]:
+    """The project's erasure and locate requests, newest first: its register of them."""
+    return list(
+        session.scalars(
+            select(ErasureRequest)
+            .where(ErasureRequest.project_id == project.id)
+            .order_by(ErasureRequest.created_at.desc(), ErasureRequest.id.desc())
+            .limit(limit)
+        )
+    )
+
+
 def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
     """The request with its overall status: running, completed, failed or no data found."""
     statuses = [
@@ -177,6 +191,7 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
         ).all()
         if _flagged_by(version, request.id)
     ]
+    requester = session.get(User, request.requested_by)
     return {
         "id": request.id,
         "mode": request.mode,
@@ -184,6 +199,7 @@ def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:
         "models_flagged": flagged,
         "downstream": downstream,
         "reason": request.reason,
+        "requested_by": requester.username if requester else "",
         "status": status,
         "runs": request.run_ids,
         "rows_removed": removed,

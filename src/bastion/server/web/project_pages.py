@@ -1,5 +1,5 @@
-"""A project's pages: overview (with alert acknowledgement), runs (with the live log tail)
-and datasets."""
+"""A project's pages: overview (with alert acknowledgement), runs (with the live log tail),
+datasets and the register of erasure requests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission, allowed
 from bastion.server.schemas.resources import CommentIn
-from bastion.server.services import alerts
+from bastion.server.services import alerts, privacy
 from bastion.server.web import views
 from bastion.server.web.forms import FormText, parse_form
 from bastion.server.web.render import WEB_PREFIX, page
@@ -89,6 +89,20 @@ def run(
         found = views.run_live(session, project=principal.require_project(), run_id=run_id)
     template = "run.html.j2" if part == "page" else "run_live.html.j2"
     return page(request, template, project=project, **found)
+
+
+@router.get("/privacy", response_class=HTMLResponse)
+def privacy_requests(
+    project: str,
+    request: Request,
+    principal: Annotated[Principal, require_page(Permission.PRIVACY_READ)],
+    database: DatabaseDep,
+) -> Response:
+    """The register of erasure and locate requests (GDPR Art. 17 and 15), newest first."""
+    with database.read() as session:
+        found = privacy.list_erasures(session, project=principal.require_project())
+        requests = [privacy.erasure_view(session, erasure) for erasure in found]
+    return page(request, "privacy.html.j2", project=project, requests=requests)
 
 
 @router.get("/datasets", response_class=HTMLResponse)
