@@ -313,3 +313,31 @@ def test_the_audit_page_resumes_from_a_verified_checkpoint_and_rereads_it_all_in
     tamper(head, "user:mallory")
     failed = status()
     assert "Chain verification FAILED" in failed and f"seq {head}" in failed
+
+
+def test_the_policies_page_shows_every_gate_of_every_policy(
+    control_plane: ControlPlane, dashboard_users: list[str]
+) -> None:
+    cp = control_plane
+    reviewer = dashboard_login(cp, "reviewer")
+    assert "No policy yet" in reviewer.get("/ui/p/p1/policies").text
+    document = {
+        "min_accuracy": 0.9,
+        "min_robust_accuracy": {"eps": 0.1, "value": 0.5},
+        "require_signature": True,
+    }
+    saved = cp.client.put(
+        "/api/v1/projects/p1/policies/production",
+        json={"document": document},
+        headers=cp.as_(cp.admin_token),
+    )
+    assert saved.status_code == 200, saved.text
+    page = reviewer.get("/ui/p/p1/policies").text
+    assert 'href="/ui/p/p1/policies"' in page and 'id="policy-production"' in page
+    gates = re.findall(r"<tr><td>(\w+)</td><td>([^<]*)</td></tr>", page)
+    assert gates == [
+        ("min_accuracy", "0.9"),
+        ("min_robust_accuracy", "attack pgd, eps 0.1, value 0.5"),
+        ("require_signature", "True"),
+        ("approvals", "1 (the default)"),
+    ]

@@ -216,8 +216,7 @@ def list_policies(
     database: DatabaseDep,
 ) -> list[Policy]:
     with database.read() as session:
-        query = select(Policy).where(Policy.project_id == principal.require_project().id)
-        return list(session.scalars(query.order_by(Policy.name)))
+        return governance_service.list_policies(session, project=principal.require_project())
 
 
 @router.put("/projects/{project}/policies/{name}", response_model=PolicyOut)

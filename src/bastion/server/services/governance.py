@@ -36,6 +36,7 @@ __all__ = [
     "archive",
     "decide",
     "history",
+    "list_policies",
     "pending_approval",
     "promote",
     "put_policy",
@@ -43,6 +44,12 @@ __all__ = [
 ]
 
 STAGES = ("none", "staging", "production", "archived")
+
+
+def list_policies(session: Session, *, project: Project) -> list[Policy]:
+    """The project's policies, by name."""
+    query = select(Policy).where(Policy.project_id == project.id).order_by(Policy.name)
+    return list(session.scalars(query))
 
 
 def put_policy(

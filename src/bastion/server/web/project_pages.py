@@ -1,5 +1,5 @@
 """A project's pages: overview (with alert acknowledgement), runs (with the live log tail),
-datasets and the register of erasure requests."""
+datasets, promotion policies and the register of erasure requests."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from bastion.governance.policy import parse_policy
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission, allowed
 from bastion.server.schemas.resources import CommentIn
-from bastion.server.services import alerts, privacy
+from bastion.server.services import alerts, governance, privacy
 from bastion.server.web import views
 from bastion.server.web.forms import FormText, parse_form
 from bastion.server.web.render import WEB_PREFIX, page
@@ -89,6 +90,30 @@ def run(
         found = views.run_live(session, project=principal.require_project(), run_id=run_id)
     template = "run.html.j2" if part == "page" else "run_live.html.j2"
     return page(request, template, project=project, **found)
+
+
+@router.get("/policies", response_class=HTMLResponse)
+def policies(
+    project: str,
+    request: Request,
+    principal: Annotated[Principal, require_page(Permission.POLICIES_READ)],
+    database: DatabaseDep,
+) -> Response:
+    """The project's promotion policies and their gates (saved with ``bastion policy put``)."""
+    with database.read() as session:
+        found = governance.list_policies(session, project=principal.require_project())
+        # As the gates apply them: with their defaults (a robustness gate's attack ...).
+        listed = [
+            {
+                "name": p.name,
+                "document": parse_policy(p.document, source=f"policy {p.name!r}").model_dump(
+                    mode="json", exclude_none=True
+                ),
+                "updated_at": p.updated_at,
+            }
+            for p in found
+        ]
+    return page(request, "policies.html.j2", project=project, policies=listed)
 
 
 @router.get("/privacy", response_class=HTMLResponse)
