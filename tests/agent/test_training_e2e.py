@@ -158,7 +158,11 @@ def _the_evaluate_stage_left_its_evidence(
     robustness = found["robustness"]
     assert robustness["rows"] == 114 and len(robustness["curve"]) == 4  # all held out
     membership = found["membership"]
-    assert membership["shadow_models"] == 4 and membership["fanout_width"] == 2
+    # The agent granted 2 workers; 4 shadows this small train faster in the job's process
+    # than a worker starts, so the fan-out may keep them there.
+    assert membership["shadow_models"] == 4 and membership["fanout_width"] in (1, 2)
+    logs = [line["line"] for line in plane.admin.run_logs("p", version["run_id"])]
+    assert any("training 4 shadow models, up to 2 at a time" in line for line in logs)
     assert membership["epsilon"] == evidence["epsilon"] and membership["rows"] == 200
     assert 0.3 < membership["auc"] < 0.7  # DP at epsilon 3 on a tiny audit: near chance
     assert {g["group"] for g in found["fairness"]["features"]["sex"]["groups"]} == {"F", "M"}

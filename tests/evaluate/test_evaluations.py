@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -163,7 +164,7 @@ def test_lira_finds_the_members_of_an_overfit_model() -> None:
         model_spec=spec,
         train_config=config,
         classes=2,
-        fanout=LocalFanOut(2),
+        fanout=LocalFanOut(2, worker_start_seconds=0),  # workers, however fast
     )
     assert summary["rows"] == 600 and summary["members"] == 300
     assert summary["shadow_models"] == 16 and summary["fanout_width"] == 2
@@ -195,7 +196,7 @@ def test_dp_at_epsilon_one_leaves_the_attack_at_chance() -> None:
         model_spec=spec,
         train_config=config,
         classes=2,
-        fanout=LocalFanOut(2),
+        fanout=LocalFanOut(2, worker_start_seconds=0),  # workers, however fast
         epsilon=result.epsilon,
     )
     assert summary["epsilon"] == result.epsilon
@@ -300,14 +301,27 @@ def _square(value: int) -> int:
     return value * value
 
 
+def _threads_seen(value: int) -> tuple[int, int]:
+    return value * value, torch.get_num_threads()
+
+
 def test_fanout_keeps_order_and_reports_progress() -> None:
     seen: list[tuple[int, int]] = []
-    assert LocalFanOut(2).map(_square, [3, 1, 2], progress=lambda d, t: seen.append((d, t))) == [
-        9,
-        1,
-        4,
-    ]
-    assert [done for done, _ in seen] == [1, 2, 3] and {t for _, t in seen} == {3}
+    pooled = LocalFanOut(2, worker_start_seconds=0)  # any saving is worth a worker
+    got = pooled.map(_square, [3, 1, 2, 5], progress=lambda d, t: seen.append((d, t)))
+    assert got == [9, 1, 4, 25] and pooled.last_width == 2
+    assert [done for done, _ in seen] == [1, 2, 3, 4] and {t for _, t in seen} == {4}
+
+
+def test_fanout_keeps_tasks_that_are_quicker_than_a_worker_start_in_the_job() -> None:
+    before = torch.get_num_threads()
+    local = LocalFanOut(2, worker_start_seconds=60)
+    results = local.map(_threads_seen, [1, 2, 3])
+    # Run here, in order, on the share of the cores a worker would have had (so the results
+    # are the ones workers would give), and the job's own thread count comes back after.
+    assert [value for value, _ in results] == [1, 4, 9] and local.last_width == 1
+    assert {threads for _, threads in results} == {max(1, (os.cpu_count() or 1) // 2)}
+    assert torch.get_num_threads() == before
     assert fanout_from_environment({"BASTION_FANOUT": "local:3"}).width == 3
     assert fanout_from_environment({}).width == 1
     for bad in ("local:x", "cloud:1", "ray:"):

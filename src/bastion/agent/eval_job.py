@@ -93,7 +93,7 @@ def evaluate_model(
             fanout = fanout_from_environment()
             shadows = config.membership_inference.shadow_models
             if config.membership_inference.attack == "lira":
-                context.log(f"training {shadows} shadow models, {fanout.width} at a time")
+                context.log(f"training {shadows} shadow models, up to {fanout.width} at a time")
             results[kind] = evaluate_membership(
                 model,
                 train=train,

@@ -212,7 +212,7 @@ def evaluate_membership(
         summary["shadow_models"] = config.shadow_models
         if shadow_config.get("privacy"):
             summary["shadow_noise_multiplier"] = shadow_config["privacy"].get("noise_multiplier")
-        summary["fanout_width"] = runner.width
+        summary["fanout_width"] = runner.last_width
         summary["lira_online"] = attack_summary(online, members)
         summary["lira_offline"] = attack_summary(offline, members)
     headline = summary["lira_online"] if config.attack == "lira" else summary["loss"]
