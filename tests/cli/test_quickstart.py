@@ -21,9 +21,11 @@ BASTION = str(Path(sys.executable).with_name("bastion"))
 def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
     home, files, port = tmp_path / "home", tmp_path / "files", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    # Relative folders, as `make quickstart` passes them.
     done = subprocess.run(
-        [BASTION, "quickstart", "--port", str(port), "--workdir", str(files)],
-        env={**env, "BASTION_HOME": str(home), "COLUMNS": "200"},
+        [BASTION, "quickstart", "--port", str(port), "--workdir", files.name],
+        env={**env, "BASTION_HOME": home.name, "COLUMNS": "200"},
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,

@@ -7,6 +7,7 @@ that did not raises :class:`CheckFailed`, and the quickstart exits 1.
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -427,7 +428,7 @@ def _tampered_model(plane: Plane, version: dict[str, Any]) -> None:
         except CheckFailed as exc:
             _require("weights.safetensors" in str(exc), f"refused for another reason: {exc}")
             # The agent names the file by its full path; the folder is printed at the end.
-            reason = str(exc).split(": ", 1)[-1].replace(f"{stored}/", "")
+            reason = re.sub(r"\S*/(?=weights\.safetensors)", "", str(exc).split(": ", 1)[-1])
             _refused(f"a model whose stored weights were changed on disk: {reason[:300]}")
             return
     raise CheckFailed("quickstart: a tampered model was deployed")
