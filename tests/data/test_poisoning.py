@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,6 +47,19 @@ def test_five_percent_label_flips_are_found(dataset: str, seed: int) -> None:
     recall, false_positive_rate = flagged[flipped].mean(), flagged[clean].mean()
     assert recall >= 0.8, f"recall {recall:.3f}"
     assert false_positive_rate < 0.05, f"false-positive rate {false_positive_rate:.3f}"
+
+
+def test_the_label_scan_starts_no_process_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forking a pool from a process with threads (torch, BLAS) can hang a child."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the label scan started a process pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    features, labels = _patients()
+    noisy, flipped = _flip(labels, 0.05, 0)
+    found = label_issues(features, noisy, seed=0)
+    assert len(set(found.indices) & set(flipped)) >= 0.8 * len(flipped)
 
 
 def test_label_scan_refuses_degenerate_input() -> None:

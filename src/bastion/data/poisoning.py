@@ -76,7 +76,10 @@ def label_issues(
         [cross_val_predict(m, x, encoded, cv=splitter, method="predict_proba") for m in models],
         axis=0,
     )
-    flagged = find_label_issues(encoded, probabilities, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab would fork a process pool from a process that already runs threads
+    # (torch, BLAS, an HTTP client), and a forked child can hang on a lock one of them held;
+    # per-class pruning of a scan's sample is quick in one process.
+    flagged = find_label_issues(encoded, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
     quality = get_label_quality_scores(encoded, probabilities)
     flagged |= quality < quality_threshold
     return LabelIssues(indices=np.flatnonzero(flagged), quality=quality)
