@@ -36,7 +36,7 @@ log = logging.getLogger("bastion.train")
 # the PRV accountant's domain bound both do, so reporting epsilon after every epoch took
 # 30 times as long as the epoch itself. The value depends only on (sampling rate, noise
 # multiplier, order) and is scaled by the step count afterwards, so it is remembered; the
-# numbers Opacus returns are unchanged (tests/train/test_privacy.py compares them).
+# numbers Opacus returns are unchanged (tests/train/test_privacy_accounting.py compares them).
 if not hasattr(_rdp._compute_rdp, "cache_info"):
     _rdp._compute_rdp = functools.lru_cache(maxsize=1 << 16)(_rdp._compute_rdp)
 

@@ -117,16 +117,15 @@ class Database:
         report) always reads everything.
         """
         now = dt.datetime.now(dt.UTC)
-        remembered = self._verified
-        since, whole_at = remembered if remembered is not None else (None, now)
-        if since is None or now - whole_at >= self.audit_whole_every:
-            since, whole_at = None, now
+        since, whole_at = self._verified or (None, now)
+        if now - whole_at >= self.audit_whole_every:
+            since = None
         try:
             report = self.audit.verify(since=since)
         except AuditChainError:
             self._verified = None
             raise
-        if report.resumed_from is None:
+        if report.resumed_from is None:  # read from the start now (or it fell back to that)
             whole_at = now
         self._verified = (report.prefix, whole_at)
         return report, whole_at

@@ -51,8 +51,7 @@ def list_erasures(
 ) -> list[dict[str, Any]]:
     """The project's erasure and locate requests, newest first (the latest 200)."""
     with database.read() as session:
-        found = privacy.list_erasures(session, project=principal.require_project())
-        return [privacy.erasure_view(session, request) for request in found]
+        return privacy.erasure_register(session, project=principal.require_project())
 
 
 @router.get("/projects/{project}/privacy/erasures/{erasure_id}", response_model=ErasureOut)

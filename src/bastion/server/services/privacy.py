@@ -37,9 +37,9 @@ from bastion.server.services.datasets import get_version, submit_job
 from bastion.spec import EraseJob, parse_dataset_ref
 
 __all__ = [
+    "erasure_register",
     "erasure_view",
     "get_erasure",
-    "list_erasures",
     "note_new_version",
     "record_result",
     "request_erasure",
@@ -141,16 +141,18 @@ def get_erasure(session: Session, *, project: Project, erasure_id: str) -> Erasu
     return found
 
 
-def list_erasures(session: Session, *, project: Project, limit: int = 200) -> list[ErasureRequest]:
-    """The project's erasure and locate requests, newest first: its register of them."""
-    return list(
-        session.scalars(
-            select(ErasureRequest)
-            .where(ErasureRequest.project_id == project.id)
-            .order_by(ErasureRequest.created_at.desc(), ErasureRequest.id.desc())
-            .limit(limit)
-        )
+def erasure_register(
+    session: Session, *, project: Project, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The project's erasure and locate requests, newest first, as :func:`erasure_view`
+    shows each: its register of them (the API and the dashboard list the same)."""
+    found = session.scalars(
+        select(ErasureRequest)
+        .where(ErasureRequest.project_id == project.id)
+        .order_by(ErasureRequest.created_at.desc(), ErasureRequest.id.desc())
+        .limit(limit)
     )
+    return [erasure_view(session, request) for request in found]
 
 
 def erasure_view(session: Session, request: ErasureRequest) -> dict[str, Any]:

@@ -125,8 +125,7 @@ def privacy_requests(
 ) -> Response:
     """The register of erasure and locate requests (GDPR Art. 17 and 15), newest first."""
     with database.read() as session:
-        found = privacy.list_erasures(session, project=principal.require_project())
-        requests = [privacy.erasure_view(session, erasure) for erasure in found]
+        requests = privacy.erasure_register(session, project=principal.require_project())
     return page(request, "privacy.html.j2", project=project, requests=requests)
 
 
