@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     database_url: str | None = None
     audit_checkpoint_interval: int = Field(default=1000, ge=1)
+    #: A long-running control plane signs its audit head this often (when events came since),
+    #: as well as at start-up and shutdown.
+    audit_checkpoint_seconds: float = Field(default=300.0, ge=0.05, le=86400)
     #: How often a dashboard view verifies the control plane's audit chain from its start.
     audit_whole_verify_minutes: int = Field(default=60, ge=0, le=10080)
     server_database_url: str | None = None

@@ -222,7 +222,43 @@ def test_checkpoints_every_interval_and_on_demand(
     assert on_demand.seq == 14
     assert json.loads((tmp_path / "anchor.json").read_text())["seq"] == 14
     report = log.verify()
-    assert (report.checkpoints, report.last_checkpoint_seq, report.unsigned_tail) == (3, 14, 1)
+    # The checkpoint event (seq 15) carries the signature itself: nothing is left unsigned.
+    assert (report.checkpoints, report.last_checkpoint_seq) == (3, 14)
+    assert (report.signed_through, report.unsigned_tail, report.unsigned_since) == (15, 0, None)
+
+
+def test_the_unsigned_tail_is_reported_with_its_age(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=1000)
+    _fill(log, 3)
+    first_written = tamper.rows(engine)[0].ts
+    report = log.verify()
+    assert (report.checkpoints, report.signed_through, report.unsigned_tail) == (0, 0, 3)
+    assert report.unsigned_since == first_written
+    assert log.checkpoint_if_new() is not None
+    assert log.checkpoint_if_new() is None  # nothing new since: no second checkpoint event
+    assert log.count() == 4
+    _fill(log, 2)
+    report = log.verify()
+    assert (report.signed_through, report.unsigned_tail) == (4, 2)
+    assert report.unsigned_since == tamper.rows(engine)[4].ts
+
+
+def test_a_rewritten_event_with_its_own_hash_recomputed_breaks_the_next_link(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Only the link check can see this one: every event's own hash matches its content.
+    log = _log(engine, None, tmp_path)
+    _fill(log, 10)
+    forged = tamper.rows(engine)[3]._replace(target="innocent")
+    forged = forged._replace(hash=forged.computed_hash())
+    tamper.execute(
+        engine,
+        f"UPDATE audit_events SET target = 'innocent', hash = '{forged.hash}' WHERE seq = 4",
+    )
+    error = _expect(log, "modified", 4)
+    assert "no longer links" in str(error)
 
 
 def test_truncation_after_signed_checkpoint_is_named(
@@ -291,27 +327,131 @@ def test_two_processes_append_one_chain(home: Path, tmp_path: Path) -> None:
     assert report.checkpoints == 4 and report.events == len(stored) == 244
 
 
+def _export(log: AuditLog, tmp_path: Path) -> tuple[Path, list[bytes]]:
+    exported = tmp_path / "audit.jsonl"
+    log.export(exported)
+    return exported, exported.read_bytes().splitlines()
+
+
+def _write_lines(path: Path, lines: list[bytes]) -> None:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _refused(path: Path, pem: bytes) -> AuditChainError:
+    with pytest.raises(AuditChainError) as info:
+        verify_export(path, public_keys=[pem])
+    return info.value
+
+
 def test_export_verifies_offline_with_public_key(
     engine: Engine, keyring: Keyring, tmp_path: Path
 ) -> None:
     log = _log(engine, keyring, tmp_path, interval=10)
-    _fill(log, 23)
-    log.checkpoint()
+    _fill(log, 23)  # checkpoints at seq 11 and 22; head 25
     exported = tmp_path / "audit.jsonl"
-    assert log.export(exported) == 26
+    assert log.export(exported) == 26  # the export signed the head: checkpoint event seq 26
     lines = exported.read_bytes().splitlines()
     assert all(canonical_json(json.loads(line)) == line for line in lines)
+    header = json.loads(lines[0])
+    assert header["export"] == "bastion-audit-export/v1" and header["head"]["seq"] == 26
+    assert header["head"]["hash"] == json.loads(lines[-1])["hash"]
     pem = keyring.primary_signing_key().public_pem
     report = verify_export(exported, public_keys=[pem])
-    assert report.events == 26 and report.unsigned_tail == 1
+    assert (report.events, report.checkpoints, report.unsigned_tail) == (26, 3, 0)
+    # A second export with nothing new adds no checkpoint event.
+    assert log.export(tmp_path / "again.jsonl") == 26
     # Tampering with the export is caught too.
     event = json.loads(lines[4])
     event["target"] = "something else"
     lines[4] = canonical_json(event)
-    exported.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.raises(AuditChainError) as info:
-        verify_export(exported, public_keys=[pem])
-    assert (info.value.kind, info.value.seq) == ("modified", 5)
+    _write_lines(exported, lines)
+    error = _refused(exported, pem)
+    assert (error.kind, error.seq) == ("modified", 4)
+
+
+def test_an_export_whose_tail_was_rewritten_and_rehashed_is_refused(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=1000)  # no in-chain checkpoint but the export's
+    _fill(log, 8)
+    exported, lines = _export(log, tmp_path)
+    pem = keyring.primary_signing_key().public_pem
+    # Rewrite event 5 and recompute every later hash: each link and hash is consistent.
+    forged, prev_hash = lines[:5], json.loads(lines[4])["hash"]  # the header, events 1 to 4
+    for line in lines[5:]:
+        event = json.loads(line)
+        if event["seq"] == 5:
+            event["actor"] = "someone-else"
+        event["prev_hash"] = prev_hash
+        row = EventRow(**{**event, "details": canonical_json(event["details"]).decode()})
+        event["hash"] = prev_hash = row.computed_hash()
+        forged.append(canonical_json(event))
+    _write_lines(exported, forged)
+    error = _refused(exported, pem)  # the export's checkpoint event (seq 9) no longer matches
+    assert error.kind == "modified" and "rewritten" in str(error)
+    # Without that checkpoint event (its signature cannot be forged), the signed head says
+    # the export reached seq 9.
+    _write_lines(exported, forged[:-1])
+    error = _refused(exported, pem)
+    assert (error.kind, error.seq) == ("truncated", 9)
+
+
+def test_an_export_whose_tail_was_cut_is_refused(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=5)
+    _fill(log, 12)  # in-chain checkpoints at seq 6 and 11; the export's at 15
+    exported, lines = _export(log, tmp_path)
+    pem = keyring.primary_signing_key().public_pem
+    _write_lines(exported, lines[:12])  # cut right after the in-chain checkpoint at seq 11
+    error = _refused(exported, pem)
+    assert (error.kind, error.seq) == ("truncated", 12)
+    assert "seq 15 was signed" in str(error)
+
+
+def test_an_export_without_its_signed_head_is_refused_naming_the_uncovered_events(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=5)
+    _fill(log, 12)
+    exported, lines = _export(log, tmp_path)
+    pem = keyring.primary_signing_key().public_pem
+    # The old format: events only, cut after seq 13 (two events past the last checkpoint).
+    _write_lines(exported, lines[1:14])
+    error = _refused(exported, pem)
+    assert (error.kind, error.seq) == ("truncated", 12)
+    assert "no signed head" in str(error) and "seq 12 to 13 are covered by no signature" in str(
+        error
+    )
+    # Without its header even a complete export is refused: its end cannot be proven.
+    _write_lines(exported, lines[1:])
+    assert "no signed head" in str(_refused(exported, pem))
+
+
+def test_events_appended_after_the_signed_head_are_refused(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=1000)
+    _fill(log, 4)
+    exported, lines = _export(log, tmp_path)
+    pem = keyring.primary_signing_key().public_pem
+    last = json.loads(lines[-1])
+    extra = EventRow(6, last["ts"], "mallory", "model.approve", "m@1", "{}", last["hash"], "")
+    extra = extra._replace(hash=extra.computed_hash())
+    _write_lines(exported, [*lines, canonical_json(extra.to_export())])
+    error = _refused(exported, pem)
+    assert (error.kind, error.seq) == ("inserted", 6)
+    assert "seq 6 are covered by no signed checkpoint" in str(error)
+
+
+def test_an_export_header_signed_by_a_stranger_is_refused(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=1000)
+    _fill(log, 4)
+    exported, _ = _export(log, tmp_path)
+    stranger = other_keyring(tmp_path / "stranger").primary_signing_key().public_pem
+    assert _refused(exported, stranger).kind == "signature"
 
 
 def test_cli_records_every_mutating_verb_and_verifies(cli: Cli, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from bastion.cli.context import audit, out, record
 from bastion.errors import InvalidInput
+from bastion.security.audit_chain import unsigned_tail_text
 
 app = typer.Typer(
     help="Verify, export and read the tamper-evident audit log.", no_args_is_help=True
@@ -40,8 +41,8 @@ def verify(
         report = audit().verify()
     out.print(f"{report.events} events verified, head {report.head_hash}")
     out.print(
-        f"{report.checkpoints} signed checkpoint(s); last signed seq {report.last_checkpoint_seq}, "
-        f"{report.unsigned_tail} event(s) after it"
+        f"{report.checkpoints} signed checkpoint(s); signed through seq {report.signed_through}; "
+        f"{unsigned_tail_text(report)}"
     )
 
 
@@ -49,10 +50,9 @@ def verify(
 def export(
     destination: Annotated[Path, typer.Argument(help="JSONL file to write.")],
 ) -> None:
-    """Sign the head, then export every event as canonical JSON lines."""
+    """Export every event as canonical JSON lines, after a signed head that covers them all."""
     log = audit()
     record("audit.export", str(destination))
-    log.checkpoint()
     count = log.export(destination)
     out.print(f"exported {count} events to {destination}")
 

@@ -15,7 +15,9 @@ import base64
 import datetime as dt
 import getpass
 import json
+import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +49,14 @@ from bastion.security.audit_chain import (
     ChainReport,
     Checkpoint,
     EventRow,
+    TamperKind,
     VerifiedPrefix,
     canonical_json,
     canonical_json_text,
+    checkpoint_statement,
     event_hash,
+    export_header,
+    parse_export_header,
     record_hash,
     validate_details,
     verify_chain,
@@ -62,12 +68,15 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "CheckpointSigner",
+    "CheckpointTimer",
     "KeyringCheckpointSigner",
     "audit_events",
     "local_actor",
     "open_local_audit_log",
     "verify_export",
 ]
+
+_log = logging.getLogger(__name__)
 
 LOCK_NAME = "bastion.audit"
 MAX_FIELD = {"actor": 255, "action": 100}
@@ -288,16 +297,42 @@ class AuditLog:
 
     def checkpoint(self) -> Checkpoint:
         """Sign the current head now (appending an ``audit.checkpoint`` event)."""
+        checkpoint = self.checkpoint_if_new(always=True)
+        if checkpoint is None:
+            raise InvalidInput("the audit log is empty; nothing to sign yet")
+        return checkpoint
+
+    def checkpoint_if_new(self, *, always: bool = False) -> Checkpoint | None:
+        """Sign the head unless it already is a checkpoint event (or the log is empty).
+
+        This is what start-up, the timer and shutdown call: a quiet log gains no
+        checkpoint events, and a busy one never leaves more than one interval unsigned.
+        """
         if self._signer is None:
             raise InvalidInput("this audit log has no signing key; cannot sign a checkpoint")
         with locked_transaction(self.engine, LOCK_NAME) as conn:
-            seq, head_hash = _head(conn)
-            if seq == 0:
-                raise InvalidInput("the audit log is empty; nothing to sign yet")
-            checkpoint, row = self._checkpoint_row(seq + 1, seq, head_hash)
+            head = conn.execute(_HEAD_ROW).first()
+            if head is None or (head.action == CHECKPOINT_ACTION and not always):
+                return None
+            checkpoint, row = self._checkpoint_row(head.seq + 1, head.seq, head.hash)
             conn.execute(_INSERT, [row._asdict()])
         self.write_anchor(checkpoint)
         return checkpoint
+
+    def sign_head(self) -> Checkpoint:
+        """Sign the chain for an export: the head as it is now, every event before it covered.
+
+        A checkpoint event is appended first when events came after the last one (so the
+        stored chain is signed that far too); the returned statement, detached from the
+        chain, signs that last event itself. An export starts with it, so a reader can
+        tell a cut or rewritten tail with nothing but the public key.
+        """
+        self.checkpoint_if_new()
+        with self.engine.connect() as conn:
+            head = conn.execute(_HEAD_ROW).first()
+        if head is None or self._signer is None:
+            raise InvalidInput("the audit log is empty; nothing to export yet")
+        return self._sign(int(head.seq), str(head.hash))
 
     def _row(
         self,
@@ -324,11 +359,7 @@ class AuditLog:
     def _checkpoint_row(
         self, seq: int, signed_seq: int, signed_hash: str
     ) -> tuple[Checkpoint, EventRow]:
-        if self._signer is None:  # pragma: no cover - callers check
-            raise InvalidInput("no signing key")
-        statement_cp = Checkpoint(signed_seq, signed_hash, self._signer.fingerprint, "")
-        signature = base64.b64encode(self._signer.sign(statement_cp.statement())).decode()
-        checkpoint = Checkpoint(signed_seq, signed_hash, self._signer.fingerprint, signature)
+        checkpoint = self._sign(signed_seq, signed_hash)
         row = self._row(
             seq=seq,
             actor="bastion",
@@ -338,6 +369,13 @@ class AuditLog:
             prev_hash=signed_hash,
         )
         return checkpoint, row
+
+    def _sign(self, seq: int, head_hash: str) -> Checkpoint:
+        if self._signer is None:  # pragma: no cover - callers check
+            raise InvalidInput("no signing key")
+        statement = checkpoint_statement(seq, head_hash)
+        signature = base64.b64encode(self._signer.sign(statement)).decode()
+        return Checkpoint(seq, head_hash, self._signer.fingerprint, signature)
 
     def write_anchor(self, checkpoint: Checkpoint) -> None:
         """Record ``checkpoint`` as the head anchor if it is newer than the one there."""
@@ -361,12 +399,13 @@ class AuditLog:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def rows(self) -> Iterator[EventRow]:
-        """Every stored event in seq order, streamed."""
+    def rows(self, *, through: int | None = None) -> Iterator[EventRow]:
+        """Every stored event in seq order (up to seq ``through``), streamed."""
+        query = select(*_COLUMNS).order_by(audit_events.c.seq)
+        if through is not None:
+            query = query.where(audit_events.c.seq <= through)
         with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=5000).execute(
-                select(*_COLUMNS).order_by(audit_events.c.seq)
-            )
+            result = conn.execution_options(yield_per=5000).execute(query)
             for row in result:
                 yield EventRow(*row)
 
@@ -456,17 +495,64 @@ class AuditLog:
             start=since,
         )
 
+    def export_lines(self) -> Iterator[bytes]:
+        """The signed export, line by line: the signed head first, then every event up to it.
+
+        The head is signed before the first line is yielded; events appended while the
+        export streams come after that head and are left for the next export.
+        """
+        head = self.sign_head()
+        yield export_header(head) + b"\n"
+        for row in self.rows(through=head.seq):
+            yield canonical_json(row.to_export()) + b"\n"
+
     def export(self, path: Path) -> int:
-        """Write every event as one canonical JSON object per line; return the count."""
-        count = 0
+        """Write the signed export (:meth:`export_lines`) to ``path``; return the event count."""
+        count = -1  # the first line is the signed head
         with atomic_output(path, mode=0o640) as handle:
-            for row in self.rows():
-                handle.write(canonical_json(row.to_export()) + b"\n")
+            for line in self.export_lines():
+                handle.write(line)
                 count += 1
         return count
 
 
+class CheckpointTimer:
+    """Keeps a long-running process's unsigned tail short: signs the head when started,
+    every ``every`` seconds while events keep arriving, and once more when stopped."""
+
+    def __init__(self, log: AuditLog, *, every: float) -> None:
+        self._log = log
+        self._every = every
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
+
+    def start(self) -> None:
+        self._log.checkpoint_if_new()  # a start that cannot sign fails, before serving anyone
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._sign()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every):
+            self._sign()
+
+    def _sign(self) -> None:
+        try:
+            self._log.checkpoint_if_new()
+        except Exception:  # the database is away: say so, and sign at the next tick
+            _log.exception("could not sign an audit checkpoint; retrying in %.0f s", self._every)
+
+
 _HEAD = select(audit_events.c.seq, audit_events.c.hash).order_by(audit_events.c.seq.desc()).limit(1)
+_HEAD_ROW = (
+    select(audit_events.c.seq, audit_events.c.hash, audit_events.c.action)
+    .order_by(audit_events.c.seq.desc())
+    .limit(1)
+)
 _INSERT = insert(audit_events)
 
 
@@ -475,11 +561,14 @@ def _head(conn: Connection) -> tuple[int, str]:
     return (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
 
 
-def _export_rows(path: Path) -> list[EventRow]:
+def _export_rows(path: Path) -> tuple[Checkpoint | None, list[EventRow]]:
+    head: Checkpoint | None = None
     rows: list[EventRow] = []
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
+                if number == 1 and (head := parse_export_header(line)) is not None:
+                    continue
                 obj = json.loads(line)
                 details = obj["details"]
                 validate_details(details)
@@ -499,20 +588,52 @@ def _export_rows(path: Path) -> list[EventRow]:
                 raise AuditChainError(
                     f"{path}: line {number} is not a valid audit event", kind="modified", seq=None
                 ) from None
-    return rows
+    return head, rows
+
+
+def _uncovered(report: ChainReport) -> str:
+    first, last = report.signed_through + 1, report.head_seq
+    return f"seq {first}" if first == last else f"seq {first} to {last}"
 
 
 def verify_export(path: Path, *, public_keys: Sequence[bytes]) -> ChainReport:
-    """Verify an exported JSONL log offline with nothing but the signer's public key(s)."""
+    """Verify an exported JSONL log offline with nothing but the signer's public key(s).
+
+    (1) Every link, hash and in-chain checkpoint verifies; (2) the signed head on the
+    first line verifies and names the last event's hash, so a rewritten tail fails; (3)
+    the log reaches that head, so a cut tail fails; (4) no event lies beyond what a
+    signature covers. An export without a signed head is refused: its end cannot be
+    proven.
+    """
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
-    rows = _export_rows(path)
+    head, rows = _export_rows(path)
     by_hash = {row.hash: row.seq for row in rows}
-    return verify_chain(
+    report = verify_chain(
         rows,
         find_hash=by_hash.get,
         verify_checkpoint=checkpoint_verifier(public_keys),
+        anchor=head,
     )
+    if head is None:
+        uncovered = (
+            f"; {_uncovered(report)} are covered by no signature" if report.unsigned_tail else ""
+        )
+        raise AuditChainError(
+            f"{path}: the export has no signed head on its first line, so a cut or rewritten "
+            f"tail would not show{uncovered}; export it again with 'bastion audit export' or "
+            "GET /api/v1/audit/export",
+            kind=TamperKind.TRUNCATED.value,
+            seq=report.signed_through + 1 if report.unsigned_tail else None,
+        )
+    if report.unsigned_tail:
+        raise AuditChainError(
+            f"{path}: {_uncovered(report)} are covered by no signed checkpoint (the signed "
+            f"head is seq {head.seq}); events after it were added to the export",
+            kind=TamperKind.INSERTED.value,
+            seq=report.signed_through + 1,
+        )
+    return report
 
 
 def open_local_audit_log(settings: Settings, keyring: Keyring | None) -> AuditLog:

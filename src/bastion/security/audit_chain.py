@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import datetime as dt
 import enum
 import hashlib
 import json
@@ -36,7 +38,10 @@ __all__ = [
     "canonical_json_text",
     "checkpoint_statement",
     "event_hash",
+    "export_header",
+    "parse_export_header",
     "record_hash",
+    "unsigned_tail_text",
     "validate_details",
     "verify_chain",
 ]
@@ -44,6 +49,8 @@ __all__ = [
 GENESIS_HASH = "0" * 64
 CHECKPOINT_ACTION = "audit.checkpoint"
 CHECKPOINT_DOMAIN = "bastion-audit-checkpoint/v1"
+#: The first line of an export: ``{"export": EXPORT_FORMAT, "head": <checkpoint>}``.
+EXPORT_FORMAT = "bastion-audit-export/v1"
 MAX_SAFE_INT = 2**53 - 1
 
 
@@ -209,6 +216,25 @@ def checkpoint_statement(seq: int, head_hash: str) -> bytes:
     return canonical_json({"domain": CHECKPOINT_DOMAIN, "hash": head_hash, "seq": seq})
 
 
+def export_header(head: Checkpoint) -> bytes:
+    """The line an export begins with: the signed statement of its last event."""
+    return canonical_json({"export": EXPORT_FORMAT, "head": head.to_details()})
+
+
+def parse_export_header(line: bytes) -> Checkpoint | None:
+    """The signed head of an export's first line; None when the line is not a header."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get("export") != EXPORT_FORMAT:
+        return None
+    head = obj.get("head")
+    if not isinstance(head, dict) or set(obj) != {"export", "head"}:
+        raise ValueError("malformed export header")
+    return Checkpoint.from_details(head)
+
+
 #: Checks a checkpoint's signature; returns False when it is invalid or the key unknown.
 CheckpointVerifier = Callable[[Checkpoint], bool]
 
@@ -244,10 +270,16 @@ class ChainReport:
     prefix: VerifiedPrefix | None = None
     #: The prefix this verification resumed from (None: it read the chain from the start).
     resumed_from: VerifiedPrefix | None = None
+    #: The last event a signature covers: a checkpoint event covers itself (its content is
+    #: the signature) and the events before it; a signed head anchor covers up to its seq.
+    signed_through: int = 0
+    #: When the first event after ``signed_through`` was written (None: every event is signed).
+    unsigned_since: str | None = None
 
     @property
     def unsigned_tail(self) -> int:
-        return self.head_seq - self.last_checkpoint_seq
+        """How many events no signature covers yet (a writer could rewrite them unseen)."""
+        return self.head_seq - self.signed_through
 
 
 def _fail(kind: TamperKind, seq: int | None, message: str) -> AuditChainError:
@@ -356,6 +388,7 @@ def verify_chain(
     events = 0
     expected_seq, prev_hash = 1, GENESIS_HASH
     prefix = start
+    unsigned_since: str | None = None  # when the first event after ``prefix`` was written
     if start is not None:
         if anchor is not None and anchor.seq < start.signed_seq:
             raise ValueError("the head anchor is older than the prefix; verify from the start")
@@ -401,6 +434,7 @@ def verify_chain(
             last_checkpoint_seq = checkpoint.seq
             signed_heads[checkpoint.seq] = checkpoint.hash
             hashes_since_checkpoint = {seq: row_hash}
+            unsigned_since = None
             prefix = VerifiedPrefix(
                 seq=seq,
                 hash=row_hash,
@@ -409,6 +443,8 @@ def verify_chain(
                 events=events,
                 checkpoints=checkpoints,
             )
+        elif unsigned_since is None:
+            unsigned_since = ts
         before_prev, prev = prev, row
         expected_seq, prev_hash = seq + 1, row_hash
     if prev is not None:
@@ -424,7 +460,7 @@ def verify_chain(
             actual=signed_heads.get(anchor.seq) or hashes_since_checkpoint.get(anchor.seq),
             last_checkpoint_seq=last_checkpoint_seq,
         )
-    return ChainReport(
+    report = ChainReport(
         events=events,
         head_seq=head_seq,
         head_hash=head_hash,
@@ -432,4 +468,44 @@ def verify_chain(
         last_checkpoint_seq=last_checkpoint_seq,
         prefix=prefix,
         resumed_from=start,
+        signed_through=prefix.seq if prefix else 0,
+        unsigned_since=unsigned_since,
     )
+    return _covered_by_anchor(report, anchor)
+
+
+def _covered_by_anchor(report: ChainReport, anchor: Checkpoint | None) -> ChainReport:
+    """An anchor that signs further than the last checkpoint event covers up to its seq."""
+    if anchor is None or anchor.seq <= report.signed_through:
+        return report
+    # The first event after the anchor is not tracked; keeping the earlier time makes the
+    # reported age err high, never low.
+    return dataclasses.replace(
+        report,
+        signed_through=anchor.seq,
+        unsigned_since=None if anchor.seq >= report.head_seq else report.unsigned_since,
+    )
+
+
+def unsigned_tail_text(report: ChainReport, *, now: dt.datetime | None = None) -> str:
+    """One line on what no signature covers yet: how many events, and since when."""
+    if not report.unsigned_tail:
+        return "every event is covered by a signature"
+    since = ""
+    if report.unsigned_since:
+        written = dt.datetime.strptime(report.unsigned_since, "%Y-%m-%dT%H:%M:%S.%fZ")
+        age = (now or dt.datetime.now(dt.UTC)) - written.replace(tzinfo=dt.UTC)
+        since = f", the oldest written {report.unsigned_since} ({_age(age)} ago)"
+    return (
+        f"{report.unsigned_tail} event(s) not yet covered by a signed checkpoint{since}; "
+        "until one is signed, a database writer could rewrite or cut them unseen"
+    )
+
+
+def _age(age: dt.timedelta) -> str:
+    seconds = max(int(age.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

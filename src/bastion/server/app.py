@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI
@@ -10,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from bastion import __version__
 from bastion.config import Settings
 from bastion.db import create_db_engine
-from bastion.security.audit import AuditLog, KeyringCheckpointSigner
+from bastion.security.audit import AuditLog, CheckpointTimer, KeyringCheckpointSigner
 from bastion.security.keys import load_keyring
 from bastion.server.db.session import Database
 from bastion.server.deps import Principal, require
@@ -61,6 +63,18 @@ def build_database(settings: Settings, *, url: str | None = None) -> Database:
     )
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Sign the audit head at start-up, on a timer while events arrive, and at shutdown."""
+    settings: Settings = app.state.settings
+    timer = CheckpointTimer(app.state.database.audit, every=settings.audit_checkpoint_seconds)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.stop()
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -69,6 +83,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served behind authentication below
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.database = database or build_database(settings)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from bastion.governance.compliance import build_report, render_report
-from bastion.security.audit_chain import canonical_json
+from bastion.security.audit_chain import unsigned_tail_text
 from bastion.server.db.models import Alert
 from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
@@ -34,7 +34,12 @@ def list_events(
 
 @router.get("/audit/verify", response_model=AuditVerifyOut)
 def verify(_: Auditor, database: DatabaseDep) -> AuditVerifyOut:
-    """Verify the whole chain; a broken chain is a 409 naming the first bad event."""
+    """Verify the whole chain; a broken chain is a 409 naming the first bad event.
+
+    ``unsigned_events`` are the events no signed checkpoint covers yet (written since
+    ``unsigned_since``): until the next checkpoint, a database writer could change them
+    without this verification noticing.
+    """
     report = database.audit.verify()
     return AuditVerifyOut(
         events=report.events,
@@ -42,6 +47,10 @@ def verify(_: Auditor, database: DatabaseDep) -> AuditVerifyOut:
         head_hash=report.head_hash,
         checkpoints=report.checkpoints,
         last_checkpoint_seq=report.last_checkpoint_seq,
+        signed_through_seq=report.signed_through,
+        unsigned_events=report.unsigned_tail,
+        unsigned_since=report.unsigned_since,
+        unsigned=unsigned_tail_text(report) if report.unsigned_tail else None,
     )
 
 
@@ -55,20 +64,24 @@ def verify(_: Auditor, database: DatabaseDep) -> AuditVerifyOut:
         }
     },
 )
-def export(_: Auditor, database: DatabaseDep) -> StreamingResponse:
-    """Every event as canonical JSON lines, verifiable offline with the public key."""
-    return export_response(database)
+def export(principal: Auditor, database: DatabaseDep) -> StreamingResponse:
+    """A signed head, then every event up to it as canonical JSON lines: verifiable offline
+    with the public key (``bastion audit verify --file F --public-key P``)."""
+    return export_response(database, actor=principal.actor)
 
 
-def export_response(database: Database, *, filename: str | None = None) -> StreamingResponse:
-    """The whole log as canonical JSON lines, streamed (as a download when ``filename``)."""
-
-    def lines() -> Iterator[bytes]:
-        for row in database.audit.rows():
-            yield canonical_json(row.to_export()) + b"\n"
-
+def export_response(
+    database: Database, *, actor: str, filename: str | None = None
+) -> StreamingResponse:
+    """The signed export (the head signed now), streamed (as a download when ``filename``)."""
+    with database.write(actor=actor) as unit:
+        unit.record("audit.export", "audit-log", {})
+    lines = database.audit.export_lines()
+    first = next(lines)  # signs the head before the response starts, so a failure is an error
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else {}
-    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
+    return StreamingResponse(
+        itertools.chain((first,), lines), media_type="application/x-ndjson", headers=headers
+    )
 
 
 @router.get("/alerts", response_model=list[AlertOut])

@@ -266,3 +266,10 @@ class AuditVerifyOut(Response):
     head_hash: str
     checkpoints: int
     last_checkpoint_seq: int
+    #: The last event a signature covers (a checkpoint event covers itself).
+    signed_through_seq: int
+    #: Events after ``signed_through_seq``, and when the oldest of them was written.
+    unsigned_events: int
+    unsigned_since: str | None
+    #: A sentence on the unsigned tail for people, None when every event is signed.
+    unsigned: str | None

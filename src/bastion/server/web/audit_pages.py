@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from bastion.errors import BastionError
 from bastion.governance.compliance import build_report
+from bastion.security.audit_chain import unsigned_tail_text
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
 from bastion.server.routes.audit import export_response
@@ -57,7 +58,9 @@ def audit(
             "head_hash": report.head_hash,
             "checkpoints": report.checkpoints,
             "last_checkpoint_seq": report.last_checkpoint_seq,
+            "signed_through": report.signed_through,
             "unsigned_tail": report.unsigned_tail,
+            "unsigned": unsigned_tail_text(report),
         }
     except BastionError as broken:
         chain = {"ok": False, "problem": str(broken)}
@@ -65,9 +68,9 @@ def audit(
 
 
 @router.get("/audit/export")
-def export(_: Auditor, database: DatabaseDep) -> StreamingResponse:
-    """Every event as canonical JSON lines, verifiable offline with the public key."""
-    return export_response(database, filename="bastion-audit.jsonl")
+def export(principal: Auditor, database: DatabaseDep) -> StreamingResponse:
+    """The signed export: a signed head, then every event up to it as canonical JSON lines."""
+    return export_response(database, actor=principal.actor, filename="bastion-audit.jsonl")
 
 
 @router.get("/compliance", response_class=HTMLResponse)
