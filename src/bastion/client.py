@@ -254,10 +254,14 @@ class Client(DeploymentsMixin, GovernanceMixin):
         )
         return result
 
-    def heartbeat(self, cluster: str, runs: dict[str, int]) -> dict[str, Any]:
-        """The runs to stop (``stop``) and the model each serve run should serve (``serve``)."""
+    def heartbeat(
+        self, cluster: str, runs: dict[str, int], *, stopping: bool = False
+    ) -> dict[str, Any]:
+        """The runs to stop (``stop``) and the model each serve run should serve (``serve``);
+        ``stopping`` says the agent is leaving (recorded as its disconnection)."""
+        body: dict[str, Any] = {"runs": runs, "stopping": True} if stopping else {"runs": runs}
         result: dict[str, Any] = self.request(
-            "POST", f"/api/v1/clusters/{cluster}/heartbeat", json={"runs": runs}
+            "POST", f"/api/v1/clusters/{cluster}/heartbeat", json=body
         )
         return result
 

@@ -146,3 +146,48 @@ def test_the_control_plane_signs_at_start_on_a_timer_and_at_shutdown(home: Path)
         assert login.status_code == 201
         assert _actions(settings)[-1] == "token.create"
     assert _actions(settings)[-2:] == ["token.create", CHECKPOINT_ACTION]
+
+
+def _joined_agent(cp: ControlPlane) -> dict[str, str]:
+    admin = cp.as_(cp.admin_token)
+    created = cp.client.post("/api/v1/clusters", json={"name": "site-a"}, headers=admin)
+    assert created.status_code == 201, created.text
+    joined = cp.client.post(
+        "/api/v1/agents/join",
+        json={
+            "cluster": "site-a",
+            "join_token": created.json()["join_token"],
+            "signing_public_key": "k",
+            "hybrid_public_keyset": "h",
+        },
+    )
+    assert joined.status_code == 201, joined.text
+    return cp.as_(joined.json()["token"])
+
+
+def test_heartbeats_keep_liveness_in_the_clusters_table_and_audit_only_changes(
+    control_plane: ControlPlane,
+) -> None:
+    cp = control_plane
+    agent = _joined_agent(cp)
+    beat = "/api/v1/clusters/site-a/heartbeat"
+    before = cp.database.audit.count()
+    for _ in range(5):
+        assert cp.client.post(beat, json={"runs": {}}, headers=agent).status_code == 200
+    assert cp.database.audit.count() == before  # five beats, no event
+    seen = cp.client.get("/api/v1/clusters/site-a", headers=cp.as_(cp.admin_token)).json()
+    assert seen["last_heartbeat"] is not None  # ...and the liveness is kept all the same
+    # A run the control plane does not know is to be stopped: a state change, audited.
+    unknown = "0" * 32
+    reply = cp.client.post(beat, json={"runs": {unknown: 1}}, headers=agent).json()
+    assert reply["stop"] == [unknown]
+    # Leaving, then coming back after a silence, are events.
+    assert cp.client.post(beat, json={"stopping": True}, headers=agent).status_code == 200
+    assert cp.client.post(beat, json={"runs": {}}, headers=agent).status_code == 200
+    events = list(cp.database.audit.rows())[before:]
+    assert [(e.action, e.target) for e in events] == [
+        ("cluster.stop_runs", "cluster:site-a"),
+        ("cluster.disconnected", "cluster:site-a"),
+        ("cluster.connected", "cluster:site-a"),
+    ]
+    assert json.loads(events[0].details) == {"runs": [unknown]}

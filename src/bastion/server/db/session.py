@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.db import SQLITE_WRITE_OPTIONS
@@ -42,9 +42,26 @@ class UnitOfWork:
         )
 
 
+#: Columns that only say "still alive". Heartbeats and lease renewals change them every few
+#: seconds; an event for each would drown the log, so they alone need none (connections,
+#: disconnections and every other change of a cluster or run are audited).
+_LIVENESS: dict[str, frozenset[str]] = {
+    "clusters": frozenset({"last_heartbeat"}),
+    "runs": frozenset({"lease_expires_at"}),
+}
+
+
+def _changes_more_than_liveness(obj: object) -> bool:
+    state = inspect(obj)
+    liveness = _LIVENESS.get(state.mapper.local_table.name, frozenset())
+    return any(attr.history.has_changes() for attr in state.attrs if attr.key not in liveness)
+
+
 def _note_write(session: Session, _context: Any) -> None:
-    if session.new or session.dirty or session.deleted:
+    if session.new or session.deleted:
         session.info["wrote"] = True
+    for obj in session.dirty:
+        session.info["wrote" if _changes_more_than_liveness(obj) else "liveness"] = True
 
 
 class AuthCache:
@@ -147,6 +164,9 @@ class Database:
                 if not unit.events:
                     if session.info.get("wrote"):
                         raise RuntimeError("a change was about to commit without an audit event")
+                    if session.info.get("liveness"):
+                        session.commit()  # a heartbeat: liveness columns only
+                        return
                     session.expunge_all()  # nothing changed: keep loaded objects readable
                     session.rollback()
                     return

@@ -115,6 +115,7 @@ def heartbeat(
             name=name,
             active=body.runs,
             lease_seconds=request.app.state.settings.lease_seconds,
+            stopping=body.stopping,
         )
         serve = deployments.desired_models(unit.session, run_ids=sorted(set(body.runs) - set(stop)))
     return HeartbeatOut(stop=stop, serve=serve)

@@ -43,6 +43,9 @@ class HeartbeatIn(Request):
     runs: Annotated[dict[RunId, Annotated[int, Field(ge=1)]], Field(max_length=1000)] = Field(
         default_factory=dict, description="The runs this agent is executing, with their attempt."
     )
+    stopping: bool = Field(
+        default=False, description="The agent is shutting down: record it as disconnected."
+    )
 
 
 class HeartbeatOut(Response):

@@ -147,10 +147,28 @@ def heartbeat(
     name: str,
     active: dict[str, int],
     lease_seconds: int = LEASE_SECONDS,
+    stopping: bool = False,
 ) -> tuple[Cluster, list[str]]:
-    """Record liveness, renew the leases the agent still holds; return runs to stop."""
+    """Record liveness, renew the leases the agent still holds; return runs to stop.
+
+    Liveness lives in the clusters table; the audit log records what changes: the agent
+    connecting after a silence, runs it is told to stop, and its leaving (``stopping``).
+    Each beat alone is no event (one every 5 s per agent drowned the log).
+    """
     cluster = _own_cluster(unit, caller=caller, name=name)
-    cluster.last_heartbeat = utcnow()
+    target = f"cluster:{name}"
+    now = utcnow()
+    if stopping:
+        cluster.last_heartbeat = None  # not live from now on; its leases run out as usual
+        unit.record("cluster.disconnected", target, {"active": len(active)})
+        return cluster, []
+    if not agent_is_live(cluster):
+        silent = (now - cluster.last_heartbeat) if cluster.last_heartbeat else None
+        details: dict[str, Any] = {"active": len(active)}
+        if silent is not None:
+            details["silent_seconds"] = int(silent.total_seconds())
+        unit.record("cluster.connected", target, details)
+    cluster.last_heartbeat = now
     stop: list[str] = []
     for run_id, attempt in active.items():
         run = unit.session.get(Run, run_id)
@@ -161,7 +179,8 @@ def heartbeat(
         else:
             run.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
     expire_leases(unit)
-    unit.record("cluster.heartbeat", f"cluster:{name}", {"active": len(active), "stop": len(stop)})
+    if stop:
+        unit.record("cluster.stop_runs", target, {"runs": sorted(stop)})
     return cluster, stop
 
 

@@ -61,17 +61,6 @@ def create_cluster(
     return cluster, minted.token
 
 
-def heartbeat(unit: UnitOfWork, *, name: str, signing_public_key: str | None) -> Cluster:
-    cluster = get_cluster(unit.session, name)
-    cluster.last_heartbeat = utcnow()
-    details: dict[str, Any] = {}
-    if signing_public_key and signing_public_key != cluster.signing_public_key:
-        cluster.signing_public_key = signing_public_key
-        details["signing_public_key_changed"] = True
-    unit.record("cluster.heartbeat", f"cluster:{name}", details)
-    return cluster
-
-
 # -- runs -----------------------------------------------------------------------------------
 
 
