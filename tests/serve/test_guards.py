@@ -71,6 +71,8 @@ def test_missing_unknown_revoked_expired_and_out_of_scope_keys_are_refused(
     expired, expired_record = mint_key(("predict",), expires_at=past)
     explain_only, explain_record = mint_key(("explain",))
     unknown, _ = mint_key(("predict",))
+    # A known key id with a secret of its own: only the secret comparison refuses it.
+    wrong_secret = f"bsk_{good_record.id}_{mint_key(('predict',))[0].split('_', 2)[2]}"
     state, sink, _ = make_state(
         patients_workload, records=[good_record, revoked_record, expired_record, explain_record]
     )
@@ -86,6 +88,10 @@ def test_missing_unknown_revoked_expired_and_out_of_scope_keys_are_refused(
                 401,
             ),
             "unknown": (http.post("/v1/predict", json=body, headers=_bearer(unknown)), 401),
+            "wrong secret": (
+                http.post("/v1/predict", json=body, headers=_bearer(wrong_secret)),
+                401,
+            ),
             "revoked": (http.post("/v1/predict", json=body, headers=_bearer(revoked)), 401),
             "expired": (http.post("/v1/predict", json=body, headers=_bearer(expired)), 401),
             "scope": (http.post("/v1/predict", json=body, headers=_bearer(explain_only)), 403),
@@ -97,13 +103,13 @@ def test_missing_unknown_revoked_expired_and_out_of_scope_keys_are_refused(
     assert "expired" in cases["expired"][0].json()["detail"]
     state.audit.flush()
     denied = [e for e in sink.events if e["status"] in (401, 403)]
-    assert len(denied) == 6  # every refusal is in the trail, with the key id when known
+    assert len(denied) == 7  # every refusal is in the trail, with the key id when known
     assert {e["key_id"] for e in denied} >= {
         revoked_record.id,
         expired_record.id,
         explain_record.id,
     }
-    for token in (good, revoked, expired, explain_only, unknown):
+    for token in (good, revoked, expired, explain_only, unknown, wrong_secret):
         secret = token.split("_", 2)[2]
         assert secret not in caplog.text
         assert all(secret not in str(e) for e in sink.events)

@@ -7,11 +7,12 @@ import json
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from bastion.server.db.models import ApiToken, Project
-from tests.server.conftest import PASSWORD, ControlPlane, smoke_spec
+from tests.server.conftest import PASSWORD, ControlPlane, human_token, smoke_spec
 
 
 def _actions(cp: ControlPlane) -> list[str]:
@@ -48,16 +49,24 @@ def test_login_issues_a_session_token_and_is_audited(control_plane: ControlPlane
     assert PASSWORD not in json.dumps([r.to_export() for r in cp.database.audit.rows()])
 
 
-def test_failed_logins_are_throttled_per_account_and_audited(control_plane: ControlPlane) -> None:
+def test_failed_logins_are_throttled_per_account_and_address_and_audited(
+    control_plane: ControlPlane,
+) -> None:
     cp = control_plane
     for _ in range(cp.settings.login_max_failures):
         bad = cp.client.post("/api/v1/auth/login", json={"username": "admin", "password": "wrong"})
         assert bad.status_code == 401 and bad.json()["detail"] == "wrong username or password"
     limited = cp.client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
-    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) == 2
     assert _actions(cp).count("auth.login.failed") == cp.settings.login_max_failures
+    failed = [row for row in cp.database.audit.rows() if row.action == "auth.login.failed"]
+    assert json.loads(failed[-1].details) == {"address": "127.0.0.1"}
     unknown = cp.client.post("/api/v1/auth/login", json={"username": "ghost", "password": "x"})
     assert unknown.status_code == 401 and unknown.json()["detail"] == "wrong username or password"
+    # The guesser is held back where it guesses from; the admin, elsewhere, is not locked out.
+    with TestClient(cp.app, client=("127.0.0.2", 50000)) as elsewhere:
+        ok = elsewhere.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
+        assert ok.status_code == 201
 
 
 def test_failed_logins_are_throttled_per_address(control_plane: ControlPlane) -> None:
@@ -88,9 +97,8 @@ def test_expired_token_and_disabled_user_are_refused(control_plane: ControlPlane
     cp = control_plane
     admin = cp.as_(cp.admin_token)
     cp.client.post("/api/v1/users", json={"username": "bob"}, headers=admin)
-    token = cp.client.post(
-        "/api/v1/tokens", json={"name": "b", "username": "bob"}, headers=admin
-    ).json()
+    bob_session = cp.as_(human_token(cp, "bob"))
+    token = cp.client.post("/api/v1/tokens", json={"name": "b"}, headers=bob_session).json()
     bob = cp.as_(token["token"])
     assert cp.client.get("/api/v1/auth/whoami", headers=bob).status_code == 200
     with cp.database.engine.begin() as conn:
@@ -98,7 +106,7 @@ def test_expired_token_and_disabled_user_are_refused(control_plane: ControlPlane
         conn.execute(update(ApiToken).where(ApiToken.id == token["id"]).values(expires_at=past))
     cp.database.auth_cache.clear()  # a change behind the API's back: see the next test
     assert cp.client.get("/api/v1/auth/whoami", headers=bob).status_code == 401
-    fresh = cp.client.post("/api/v1/tokens", json={"name": "c", "username": "bob"}, headers=admin)
+    fresh = cp.client.post("/api/v1/tokens", json={"name": "c"}, headers=bob_session)
     assert (
         cp.client.patch("/api/v1/users/bob", json={"disabled": True}, headers=admin).status_code
         == 200

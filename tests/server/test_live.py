@@ -141,18 +141,22 @@ def test_init_start_and_manage_from_the_cli(
         assert logged_in.status_code == 201
         members = _bastion(client_home, "member", "list", "cardiology")
         assert "alice" in members.stdout and "ml-engineer" in members.stdout
-        minted = _bastion(client_home, "token", "create", "alice-ci", "--user", "alice")
-        assert minted.returncode == 0
-        alice_token = minted.stdout.splitlines()[1].strip()
+        # An admin cannot mint a token that acts as alice; alice logs in and mints her own.
+        impersonate = _bastion(client_home, "token", "create", "alice-ci", "--user", "alice")
+        assert impersonate.returncode == 1 and "machine identities only" in impersonate.stderr
+        alice_token = logged_in.json()["token"]
         with Client(url, token=alice_token) as alice:
             assert alice.whoami()["memberships"] == {"cardiology": "ml-engineer"}
             assert [p["name"] for p in alice.list_projects()] == ["cardiology"]
-        listed = _bastion(client_home, "token", "list", "--user", "alice")
+        minted = _bastion(client_home, "token", "create", "runner-ci", "--user", "runner")
+        assert minted.returncode == 0, minted.stderr
+        runner_token = minted.stdout.splitlines()[1].strip()
+        listed = _bastion(client_home, "token", "list", "--user", "runner")
         token_id = minted.stdout.split()[1]
-        assert token_id in listed.stdout and alice_token not in listed.stdout
+        assert token_id in listed.stdout and runner_token not in listed.stdout
         assert _bastion(client_home, "token", "revoke", token_id).returncode == 0
-        with Client(url, token=alice_token) as alice, pytest.raises(Exception, match="401"):
-            alice.whoami()
+        with Client(url, token=runner_token) as runner, pytest.raises(Exception, match="401"):
+            runner.whoami()
         refused = _bastion(client_home, "project", "create", "Bad Name")
         assert refused.returncode == 2 and "body.name" in refused.stderr
         users = _bastion(client_home, "user", "list")
@@ -161,6 +165,35 @@ def test_init_start_and_manage_from_the_cli(
             f"{url}/api/v1/audit/verify", headers={"authorization": f"Bearer {token}"}
         ).json()
         assert audit["events"] >= 8
+
+
+def _failed_login_address(url: str, token: str, forwarded: str) -> str:
+    """Fail a login claiming ``X-Forwarded-For: forwarded``; the address the audit recorded."""
+    refused = httpx.post(
+        f"{url}/api/v1/auth/login",
+        json={"username": "admin", "password": "wrong"},
+        headers={"X-Forwarded-For": forwarded},
+    )
+    assert refused.status_code == 401
+    events = httpx.get(
+        f"{url}/api/v1/audit/events", headers={"authorization": f"Bearer {token}"}
+    ).json()
+    failed = [e for e in events if e["action"] == "auth.login.failed"]
+    return str(failed[-1]["details"]["address"])
+
+
+def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(server_home: Path) -> None:
+    token = _init(server_home)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    for _ in _serve(server_home, port):
+        _wait_healthy(url)
+        assert _failed_login_address(url, token, "203.0.113.7") == "127.0.0.1"
+    for _ in _serve(server_home, port, "--trusted-proxy", "127.0.0.0/8"):
+        _wait_healthy(url)
+        assert _failed_login_address(url, token, "203.0.113.8") == "203.0.113.8"
+    bad = _bastion(server_home, "server", "start", "--trusted-proxy", "proxy.example")
+    assert bad.returncode == 2 and "--trusted-proxy 'proxy.example'" in bad.stderr
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, Path]:

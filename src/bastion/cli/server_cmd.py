@@ -75,6 +75,14 @@ def start(
         bool, typer.Option("--insecure", help="Allow plain HTTP on a non-loopback address.")
     ] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Address or CIDR of a reverse proxy whose X-Forwarded-For to believe "
+            "(repeatable). Without it the header is ignored: the client address, which the "
+            "login throttle and the audit log use, is the socket's."
+        ),
+    ] = None,
 ) -> None:
     """Serve the API with uvicorn; refuses plain HTTP beyond loopback unless --insecure."""
     import uvicorn
@@ -87,6 +95,7 @@ def start(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise InvalidInput(f"{path}: no such file")
+    proxies = [_network(value) for value in trusted_proxy or []]
     tls = tls_cert is not None
     if not tls and not _is_loopback(host):
         if not insecure:
@@ -117,4 +126,18 @@ def start(
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_level="info",
         server_header=False,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=",".join(proxies) if proxies else "",
     )
+
+
+def _network(value: str) -> str:
+    """A trusted proxy's address or network, normalised; one clear line when malformed."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise InvalidInput(
+            f"--trusted-proxy {value!r} is not an IP address or CIDR network (e.g. 10.0.0.5 "
+            "or 10.0.0.0/24)"
+        ) from None

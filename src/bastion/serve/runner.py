@@ -170,6 +170,7 @@ def run_serve(context: JobContext, job: ServeJob) -> str:
             ssl_keyfile=job.tls_key,
             log_level="warning",
             access_log=False,  # the audit trail records requests, without their bodies
+            proxy_headers=False,  # the client address is the socket's, not a header's claim
         )
     )
 

@@ -1,10 +1,19 @@
-"""Login throttling: failures counted per account and per client address in a sliding window."""
+"""Login throttling: growing delays per (account, address), a cap per address.
+
+A guesser is slowed where it guesses from: after ``max_failures`` failures of one account
+from one address within the window, each further try from that address waits twice as long
+as the last (2 s, 4 s, 8 s, ... up to the window). The same account from another address is
+not held back, so a stranger cannot lock a user out. One address that fails ``4 *
+max_failures`` times across accounts (spraying) waits out the window. Failures of one
+account across all addresses are counted so the caller can raise an alert on guessing.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 from bastion.errors import RateLimited
 
@@ -12,11 +21,18 @@ __all__ = ["LoginThrottle"]
 
 
 class LoginThrottle:
-    """At most ``max_failures`` per account and ``4 * max_failures`` per address per window."""
+    """Failures per (account, address), per address and per account in a sliding window."""
 
-    def __init__(self, *, max_failures: int, window_seconds: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_failures: int,
+        window_seconds: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max = max_failures
         self._window = window_seconds
+        self._clock = clock
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
@@ -24,28 +40,45 @@ class LoginThrottle:
         stamps = self._failures[key]
         while stamps and stamps[0] <= now - self._window:
             stamps.popleft()
+        if not stamps:
+            del self._failures[key]  # nothing to remember: keep the table small
+            return deque()
         return stamps
 
+    def delay(self, failures: int) -> float:
+        """How long to wait after the last of ``failures`` failures of one account and address."""
+        if failures < self._max:
+            return 0.0
+        return float(min(2 ** (failures - self._max + 1), self._window))
+
     def check(self, *, account: str, address: str) -> None:
-        now = time.monotonic()
+        """Raise :class:`RateLimited` if this account may not be tried from this address now."""
+        now = self._clock()
         with self._lock:
-            for key, limit in (
-                (f"account:{account}", self._max),
-                (f"address:{address}", 4 * self._max),
-            ):
-                stamps = self._recent(key, now)
-                if len(stamps) >= limit:
-                    retry = int(stamps[0] + self._window - now) + 1
-                    raise RateLimited(
-                        f"too many failed logins; retry in {retry} seconds", retry_after=retry
-                    )
+            pair = self._recent(f"pair:{account}\0{address}", now)
+            if pair:
+                wait = pair[-1] + self.delay(len(pair)) - now
+                if wait > 0:
+                    self._refuse(wait, "from this address")
+            spray = self._recent(f"address:{address}", now)
+            if len(spray) >= 4 * self._max:
+                self._refuse(spray[0] + self._window - now, "from this address")
 
-    def failed(self, *, account: str, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._failures[f"account:{account}"].append(now)
-            self._failures[f"address:{address}"].append(now)
+    @staticmethod
+    def _refuse(wait: float, where: str) -> None:
+        retry = int(wait) + 1
+        raise RateLimited(
+            f"too many failed logins {where}; retry in {retry} seconds", retry_after=retry
+        )
 
-    def succeeded(self, *, account: str) -> None:
+    def failed(self, *, account: str, address: str) -> int:
+        """Count a failure; return the account's failures from every address in the window."""
+        now = self._clock()
         with self._lock:
-            self._failures.pop(f"account:{account}", None)
+            for key in (f"pair:{account}\0{address}", f"address:{address}", f"account:{account}"):
+                self._failures[key].append(now)
+            return len(self._recent(f"account:{account}", now))
+
+    def succeeded(self, *, account: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop(f"pair:{account}\0{address}", None)

@@ -4,6 +4,8 @@
   or to acknowledge an alert about themselves;
 - ``outside_projects``: a request into a project the caller is not a member of;
 - ``repeated_denials``: ``REPEATED_DENIALS`` refused requests within ``DENIAL_WINDOW``;
+- ``password_guessing``: ``GUESSING_FAILURES`` failed logins of one account, from any
+  addresses, within the login throttle's window (see :mod:`bastion.server.services.identity`);
 - ``export_volume``: more model exports in a day than ``EXPORT_FACTOR`` times the caller's
   daily average over the previous 30 days (and at least ``EXPORT_FLOOR``).
 
@@ -35,7 +37,13 @@ __all__ = [
 
 log = logging.getLogger("bastion.server")
 
-ALERT_KINDS = ("self_approval", "outside_projects", "repeated_denials", "export_volume")
+ALERT_KINDS = (
+    "self_approval",
+    "outside_projects",
+    "repeated_denials",
+    "export_volume",
+    "password_guessing",
+)
 REPEATED_DENIALS = 5
 DENIAL_WINDOW = dt.timedelta(minutes=10)
 ALERT_WINDOW = dt.timedelta(hours=1)

@@ -13,6 +13,7 @@ from bastion.server.db.models import ApiToken, Membership, Project, User, utcnow
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
 from bastion.server.ratelimit import LoginThrottle
+from bastion.server.services.alerts import raise_alert
 
 __all__ = [
     "authenticate_password",
@@ -24,6 +25,11 @@ __all__ = [
     "revoke_token",
     "update_user",
 ]
+
+
+#: Failed logins of one account (from any address, within the throttle's window) that raise
+#: a ``password_guessing`` alert.
+GUESSING_FAILURES = 10
 
 
 def get_user(session: Session, username: str) -> User:
@@ -85,6 +91,13 @@ def create_token(
         if not caller.is_admin:
             raise NotAuthorized("only administrators can create tokens for other users")
         owner = get_user(session, username)
+        if owner.kind == "human":
+            # A token minted for a person would let one admin act as them (and satisfy a
+            # two-person rule alone, credited to someone else).
+            raise NotAuthorized(
+                f"tokens are minted for machine identities only; {username!r} is a person, "
+                "who logs in with a password (bastion login --username) and mints their own"
+            )
     else:
         owner = get_user(session, caller.username)
         if "*" not in caller.scopes and not set(scopes) <= caller.scopes:
@@ -152,10 +165,18 @@ def authenticate_password(
     user = unit.session.scalars(select(User).where(User.username == username)).first()
     ok = verify_password(password, user.password_hash if user else None)
     if user is None or not ok or user.disabled or user.kind != "human":
-        throttle.failed(account=username, address=address)
+        failures = throttle.failed(account=username, address=address)
         unit.record("auth.login.failed", f"user:{username}", {"address": address})
+        if failures >= GUESSING_FAILURES:
+            raise_alert(
+                unit,
+                kind="password_guessing",
+                actor=f"user:{username}",
+                project=None,
+                details={"failures": failures, "last_address": address},
+            )
         return None
-    throttle.succeeded(account=username)
+    throttle.succeeded(account=username, address=address)
     unit.actor = f"user:{username}"
     identity = Identity(
         user_id=user.id,
