@@ -83,6 +83,11 @@ def role_tokens(control_plane: ControlPlane) -> dict[str, str]:
             assert put.status_code == 200, put.text
             tokens[role] = human_token(cp, username)
             continue
+        if kind == "serving":  # bound to the project it serves
+            put = cp.client.put(
+                f"/api/v1/projects/p1/members/{username}", json={"role": "serving"}, headers=admin
+            )
+            assert put.status_code == 200, put.text
         minted = cp.client.post(
             "/api/v1/tokens", json={"name": role, "username": username}, headers=admin
         )

@@ -45,6 +45,19 @@ def _bastion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _bastion_input(home: Path, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bastion ARGS`` answering its prompts from ``stdin`` (passwords)."""
+    return subprocess.run(
+        [BASTION, *args],
+        env=_env(home),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _init(home: Path, *extra: str) -> str:
     result = _bastion(home, "server", "init", *extra)
     assert result.returncode == 0, result.stderr
@@ -124,14 +137,8 @@ def test_init_start_and_manage_from_the_cli(
             result = _bastion(client_home, *step)
             assert result.returncode == 0, f"{step}: {result.stderr}"
         secret = "a dashboard passphrase"
-        set_password = subprocess.run(
-            [BASTION, "user", "password", "alice"],
-            env=_env(client_home),
-            input=f"{secret}\n{secret}\n",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        set_password = _bastion_input(
+            client_home, f"{secret}\n{secret}\n", "user", "password", "alice"
         )
         assert set_password.returncode == 0, set_password.stderr
         assert secret not in set_password.stdout + set_password.stderr

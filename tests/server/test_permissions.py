@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from bastion.server.app import PUBLIC_ROUTES
 from bastion.server.deps import route_permission
-from bastion.server.permissions import PERMISSIONS, Permission, Role
+from bastion.server.permissions import PERMISSIONS, Permission
 from bastion.server.web import is_dashboard
 from tests.server.conftest import ControlPlane, smoke_spec
 
@@ -26,6 +26,71 @@ PATH_VALUES = {
     "key_id": "0" * 32,
     "version": "1",
 }
+
+
+# The expected matrix, spelled out: which roles hold each permission. It is written here by
+# hand, not read from the table it checks.
+A, S, E, R, U = "admin", "data-steward", "ml-engineer", "reviewer", "auditor"
+PEOPLE = {A, S, E, R, U}
+EVERYONE = PEOPLE | {"agent", "job", "serving"}
+EXPECTED: dict[str, set[str]] = {
+    "self:read": EVERYONE,
+    "tokens:own": EVERYONE,
+    "users:read": {A, U},
+    "users:write": {A},
+    "projects:list": PEOPLE,
+    "projects:write": {A},
+    "project:read": PEOPLE,
+    "members:read": PEOPLE,
+    "members:write": {A},
+    "clusters:read": {A, S, E, U},
+    "clusters:write": {A},
+    "clusters:heartbeat": {"agent"},
+    "runs:read": PEOPLE,
+    "runs:write": {A, E},
+    "runs:report": {"agent", "job"},
+    "datasets:read": PEOPLE,
+    "datasets:write": {A, S},
+    "datasets:record": {"agent"},
+    "checks:run": {A, S, E},
+    "models:read": PEOPLE | {"serving"},
+    "models:write": {A, E},
+    "models:record": {"agent"},
+    "approvals:read": PEOPLE,
+    "approvals:request": {A, E},
+    "approvals:decide": {A, R},
+    "policies:read": PEOPLE,
+    "policies:write": {A},
+    "audit:read": {A, U},
+    "alerts:read": {A, U},
+    "alerts:write": {A},
+    "privacy:read": {A, S, U},
+    "privacy:erase": {A, S},
+    "deployments:read": PEOPLE,
+    "deployments:write": {A, E},
+    "serving-keys:write": {A, E},
+}
+#: Routes whose permission matters beyond the matrix, spelled out.
+EXPECTED_ROUTES = {
+    ("POST", "/api/v1/projects/{project}/datasets/{name}/versions/{version}/verify"): "checks:run",
+    ("POST", "/api/v1/projects/{project}/datasets/{name}/versions/{version}/scan"): "checks:run",
+    ("POST", "/api/v1/projects/{project}/models/{name}/versions/{version}/verify"): "checks:run",
+    ("POST", "/api/v1/tokens"): "tokens:own",
+    ("GET", "/api/v1/projects/{project}/models"): "models:read",
+}
+
+
+def test_the_permission_table_is_the_expected_matrix() -> None:
+    table = {
+        permission.value: {role.value for role in roles}
+        for permission, roles in PERMISSIONS.items()
+    }
+    assert table == EXPECTED
+
+
+def test_compute_plane_checks_are_not_for_read_only_roles(control_plane: ControlPlane) -> None:
+    declared = {(m, p): permission for m, p, permission in _routes(control_plane)}
+    assert {route: declared[route] for route in EXPECTED_ROUTES} == EXPECTED_ROUTES
 
 
 def _routes(cp: ControlPlane) -> list[tuple[str, str, Permission | None]]:
@@ -89,7 +154,7 @@ def test_each_role_gets_exactly_what_the_table_says(
             continue
         for role, token in role_tokens.items():
             response = cp.client.request(method, _url(path), json={}, headers=cp.as_(token))
-            allowed = Role(role) in PERMISSIONS[permission]
+            allowed = role in EXPECTED[permission.value]
             if allowed:
                 assert response.status_code not in (401, 403), (
                     f"{role} should be allowed {method} {path} ({permission}): {response.text}"
@@ -141,3 +206,33 @@ def test_roles_that_cannot_start_runs(
         headers=cp.as_(role_tokens[role]),
     )
     assert response.status_code == 403
+
+
+def test_a_serving_identity_reads_only_the_projects_it_is_bound_to(
+    control_plane: ControlPlane, role_tokens: dict[str, str]
+) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    serving = cp.as_(role_tokens["serving"])  # bound to p1 by the fixture
+    assert cp.client.post("/api/v1/projects", json={"name": "p2"}, headers=admin).status_code == 201
+    assert cp.client.get("/api/v1/projects/p1/models", headers=serving).status_code == 200
+    other = cp.client.get("/api/v1/projects/p2/models", headers=serving)
+    assert other.status_code == 403 and "not bound to project 'p2'" in other.json()["detail"]
+    # An unbound serving identity reads no project at all.
+    assert (
+        cp.client.post(
+            "/api/v1/users", json={"username": "loose", "kind": "serving"}, headers=admin
+        ).status_code
+        == 201
+    )
+    loose = cp.client.post(
+        "/api/v1/tokens", json={"name": "l", "username": "loose"}, headers=admin
+    ).json()["token"]
+    refused = cp.client.get("/api/v1/projects/p1/models", headers=cp.as_(loose))
+    assert refused.status_code == 403
+    # Only serving identities hold the serving role, and they hold no other.
+    for username, role in (("loose", "ml-engineer"), ("engineer", "serving"), ("job-1", "serving")):
+        put = cp.client.put(
+            f"/api/v1/projects/p1/members/{username}", json={"role": role}, headers=admin
+        )
+        assert put.status_code == 422, (username, role, put.text)

@@ -15,7 +15,7 @@ members = typer.Typer(
     help="Manage project memberships (one role per project).", no_args_is_help=True
 )
 
-ROLES = "admin, data-steward, ml-engineer, reviewer or auditor"
+ROLES = "admin, data-steward, ml-engineer, reviewer or auditor (serving, for a serving identity)"
 
 
 @projects.command()

@@ -121,7 +121,10 @@ _TOKEN_COLUMNS = (
 )
 
 
-def _roles(identity: Identity, membership_roles: list[str]) -> frozenset[Role]:
+def _roles(identity: Identity, membership_roles: list[str], *, scoped: bool) -> frozenset[Role]:
+    if identity.kind == Role.SERVING and scoped:
+        # A serving identity reads only the projects it was bound to.
+        return frozenset({Role.SERVING}) if Role.SERVING in membership_roles else frozenset()
     if identity.kind != "human":
         return frozenset({Role(identity.kind)})
     if identity.is_admin:
@@ -198,10 +201,16 @@ def authorize(
             description=row.project_description,
             created_at=_aware(row.project_created_at),
         )
-    roles = _roles(identity, membership_roles)
+    roles = _roles(identity, membership_roles, scoped=scoped)
     # A person with no role in the project the route is about (an insider-threat signal).
     request.state.outside_project = scoped and identity.kind == "human" and not roles
     if not allowed(permission, roles):
+        if identity.kind == Role.SERVING and scoped and project is not None and not roles:
+            raise NotAuthorized(
+                f"serving identity {identity.username!r} is not bound to project {project.name!r}"
+                f" (an admin binds it: bastion member add {project.name} {identity.username} "
+                "--role serving)"
+            )
         held = ", ".join(sorted(roles)) or "no role"
         where = f" in project {project.name!r}" if project is not None else ""
         raise NotAuthorized(f"{permission.value} is not allowed for {held}{where}")

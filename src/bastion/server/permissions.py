@@ -3,8 +3,10 @@
 Every route declares one :class:`Permission` (see ``deps.require``); this table
 says which roles hold it. Humans get ``admin`` globally when they are
 administrators and otherwise the role of their membership in the project the
-route is about; machine identities have exactly their own role. A token's
-scopes can narrow that further, never widen it.
+route is about; machine identities have exactly their own role, and a serving
+identity holds it only in the projects it was bound to (``bastion member add P NAME
+--role serving``): agents are bound to their cluster and jobs to their run by the
+services. A token's scopes can narrow that further, never widen it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Permission(enum.StrEnum):
     DATASETS_READ = "datasets:read"
     DATASETS_WRITE = "datasets:write"
     DATASETS_RECORD = "datasets:record"
+    #: Queue verify/scan jobs on the compute plane (they spend its time: not for read-only roles).
+    CHECKS_RUN = "checks:run"
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
     MODELS_RECORD = "models:record"
@@ -95,6 +99,7 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.DATASETS_WRITE: frozenset({_A, _S}),
     # Only the agent that sealed the data records a version (DESIGN §1: data stays put).
     Permission.DATASETS_RECORD: frozenset({Role.AGENT}),
+    Permission.CHECKS_RUN: frozenset({_A, _S, _E}),
     Permission.MODELS_READ: _READERS | {Role.SERVING},
     Permission.MODELS_WRITE: frozenset({_A, _E}),
     # A model version exists only as the agent sealed it after a training run.
@@ -126,6 +131,7 @@ PROJECT_SCOPED = frozenset(
         Permission.DATASETS_READ,
         Permission.DATASETS_WRITE,
         Permission.DATASETS_RECORD,
+        Permission.CHECKS_RUN,
         Permission.MODELS_READ,
         Permission.MODELS_WRITE,
         Permission.MODELS_RECORD,

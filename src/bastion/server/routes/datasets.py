@@ -193,7 +193,7 @@ def verify(
     name: NamePath,
     version: Version,
     body: VersionJobIn,
-    principal: Annotated[Principal, require(Permission.DATASETS_READ)],
+    principal: Annotated[Principal, require(Permission.CHECKS_RUN)],
     database: DatabaseDep,
 ) -> Run:
     """Queue a re-hash and signature check of a version where it is stored."""
@@ -206,7 +206,7 @@ def scan(
     name: NamePath,
     version: Version,
     body: VersionJobIn,
-    principal: Annotated[Principal, require(Permission.DATASETS_READ)],
+    principal: Annotated[Principal, require(Permission.CHECKS_RUN)],
     database: DatabaseDep,
 ) -> Run:
     """Queue a new PII and poisoning scan of a version where it is stored."""

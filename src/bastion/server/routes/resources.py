@@ -406,7 +406,7 @@ def verify_model_version(
     project: str,
     name: NamePath,
     version: Annotated[int, Path(ge=1, le=10**9)],
-    principal: Annotated[Principal, require(Permission.MODELS_READ)],
+    principal: Annotated[Principal, require(Permission.CHECKS_RUN)],
     database: DatabaseDep,
 ) -> Run:
     """Queue a check of the sealed model (signature, every file) on the cluster holding it."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from bastion.server.schemas.common import Name, Request, Response, Text
 
-ProjectRole = Literal["admin", "data-steward", "ml-engineer", "reviewer", "auditor"]
+ProjectRole = Literal["admin", "data-steward", "ml-engineer", "reviewer", "auditor", "serving"]
 
 
 class ProjectIn(Request):

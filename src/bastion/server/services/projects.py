@@ -42,7 +42,14 @@ def list_projects(session: Session, *, caller: Identity) -> list[Project]:
 def set_member(unit: UnitOfWork, *, project: str, username: str, role: str) -> Membership:
     found = get_project(unit.session, project)
     user = get_user(unit.session, username)
-    if user.kind != "human":
+    if user.kind == "serving" or role == "serving":
+        # A serving identity is bound to a project with the role of its own kind, and only so.
+        if user.kind != role:
+            raise InvalidInput(
+                f"{username!r} is a {user.kind} identity; only serving identities hold the "
+                "serving role, and they hold no other"
+            )
+    elif user.kind != "human":
         raise InvalidInput(f"{username!r} is a machine identity; it cannot hold a project role")
     membership = unit.session.scalars(
         select(Membership).where(Membership.project_id == found.id, Membership.user_id == user.id)
