@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     lease_seconds: int = Field(default=30, ge=2, le=3600)
     job_token: SecretStr | None = None  # set by the agent for a job process only
+    #: An agent's one-time join token (``bastion agent start``), kept out of the process list.
+    join_token: SecretStr | None = None
     pseudonym_key: SecretStr | None = None  # set by the agent for pseudonymisation jobs only
     erase_subject: SecretStr | None = None  # set by the agent for erasure jobs only
 

@@ -113,13 +113,18 @@ def start_agent(
         "--heartbeat-seconds",
         "0.5",
     ]
-    if join_token:
-        args += ["--join-token", join_token]
+    env = _env(home)
+    if join_token:  # from the environment: a command-line token shows in the process list
+        env["BASTION_JOIN_TOKEN"] = join_token
     if import_root is not None:
         args += ["--import-root", str(import_root)]
-    return subprocess.Popen(
-        args, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    agent = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    if join_token:
+        cmdline = Path(f"/proc/{agent.pid}/cmdline").read_bytes()
+        assert join_token.encode() not in cmdline
+    return agent
 
 
 def wait_for_heartbeat(admin: Client, agent: subprocess.Popen[str], cluster: str) -> None:
@@ -344,6 +349,9 @@ def test_agent_over_https_with_a_private_ca(tmp_path: Path) -> None:
             str(tmp_path / "sa"),
         )
         assert untrusting.returncode == 2 and "--ca-cert" in untrusting.stderr
+        token_file = tmp_path / "join-token"
+        token_file.write_text(join_token + "\n")
+        token_file.chmod(0o600)
         agent = subprocess.Popen(
             [
                 BASTION,
@@ -353,8 +361,8 @@ def test_agent_over_https_with_a_private_ca(tmp_path: Path) -> None:
                 "tls1",
                 "--control-plane",
                 url,
-                "--join-token",
-                join_token,
+                "--join-token-file",
+                str(token_file),
                 "--storage",
                 str(tmp_path / "sb"),
                 "--ca-cert",

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from rich.table import Table
 
-from bastion.cli.context import out, settings
+from bastion.cli.context import err, out, settings
 from bastion.cli.remote import client
+from bastion.errors import InvalidInput
 
 clusters = typer.Typer(help="Register compute planes (clusters).", no_args_is_help=True)
 agents = typer.Typer(help="Run a cluster's agent next to the data.", no_args_is_help=True)
@@ -48,7 +50,15 @@ def start(
     cluster: Annotated[str, typer.Option(help="The cluster this agent serves.")],
     control_plane: Annotated[str, typer.Option(help="Control plane URL (https://...).")],
     join_token: Annotated[
-        str | None, typer.Option(help="One-time join token (first start only).")
+        str | None,
+        typer.Option(
+            help="One-time join token (first start only). Visible to every local user in the "
+            "process list: prefer --join-token-file or BASTION_JOIN_TOKEN."
+        ),
+    ] = None,
+    join_token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file (mode 0600) holding the one-time join token (first start only)."),
     ] = None,
     storage: Annotated[Path | None, typer.Option(help="Storage root for runs.")] = None,
     executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
@@ -79,7 +89,8 @@ def start(
         heartbeat_seconds=heartbeat_seconds,
         import_roots=tuple(path.resolve() for path in import_root or ()),
     )
-    agent = run_agent(config, settings(), join_token=join_token)
+    token = join_token_from(option=join_token, file=join_token_file, env=settings().join_token)
+    agent = run_agent(config, settings(), join_token=token)
 
     def _stop(*_args: Any) -> None:
         agent.stop()
@@ -88,3 +99,31 @@ def start(
     signal.signal(signal.SIGINT, _stop)
     out.print(f"agent of cluster {cluster} connected to {control_plane}; storage {config.storage}")
     agent.run()
+
+
+def join_token_from(*, option: str | None, file: Path | None, env: SecretStr | None) -> str | None:
+    """The join token from exactly one of --join-token-file, BASTION_JOIN_TOKEN or
+    --join-token (the last shows in ``ps``, so it is warned about)."""
+    sources = (("--join-token-file", file), ("BASTION_JOIN_TOKEN", env), ("--join-token", option))
+    given = [name for name, value in sources if value is not None]
+    if len(given) > 1:
+        raise InvalidInput(f"give the join token once, not by {' and '.join(given)}")
+    if file is not None:
+        if not file.is_file():
+            raise InvalidInput(f"--join-token-file {file}: no such file")
+        if file.stat().st_mode & 0o077:
+            raise InvalidInput(
+                f"--join-token-file {file} is readable by group or others; chmod 600 it"
+            )
+        token = file.read_text(encoding="utf-8").strip()
+        if not token:
+            raise InvalidInput(f"--join-token-file {file} is empty")
+        return token
+    if env is not None:
+        return env.get_secret_value()
+    if option is not None:
+        err.print(
+            "warning: --join-token is visible in the process list; "
+            "use --join-token-file or BASTION_JOIN_TOKEN"
+        )
+    return option
