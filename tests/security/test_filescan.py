@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,56 @@ def test_source_never_unpickles() -> None:
             if "weights_only=True" not in m.group(1)
         ]
     assert offenders == []
+
+
+class _PersistentPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        return ("storage", "0") if obj == "tensor" else None
+
+
+def test_persistent_ids_outside_a_pytorch_zip_are_refused() -> None:
+    buffer = io.BytesIO()
+    _PersistentPickler(buffer, protocol=2).dump({"w": "tensor"})
+    binary = scan_bytes(buffer.getvalue(), name="x.pkl")
+    assert not binary.safe and "persistent ids (['BINPERSID'])" in binary.reasons[0]
+    text = scan_bytes(b"(dp0\nVw\np1\nPstorage-0\np2\ns.", name="y.pkl")  # protocol 0
+    assert not text.safe and "persistent ids (['PERSID'])" in text.reasons[0]
+
+
+def test_a_legacy_torch_file_is_refused_for_its_persistent_ids(tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeFileError, match="persistent ids"):
+        scan_file(path)
+
+
+def _torch_zip_plus(extra: dict[str, bytes]) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer)
+    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        for name, data in extra.items():
+            target.writestr(name, data)
+    return out.getvalue()
+
+
+def test_a_pytorch_zip_is_accepted_only_with_the_members_the_loader_expects() -> None:
+    assert scan_bytes(_torch_zip_plus({}), name="ok.pt").safe
+    shadow = pickle.dumps({"w": 1}, protocol=2)
+    for name, why in (
+        ("archive/DATA.PKL", "appears more than once"),
+        ("archive/Data.pkl", "appears more than once"),
+        ("archive/extra.txt", "not a member a PyTorch checkpoint has"),
+        ("archive/data/not-a-key", "not a member a PyTorch checkpoint has"),
+        ("other/data.pkl", "outside one top folder"),
+    ):
+        report = scan_bytes(_torch_zip_plus({name: shadow}), name="x.pt")
+        assert not report.safe, name
+        assert any(why in reason for reason in report.reasons), (name, report.reasons)

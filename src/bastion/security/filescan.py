@@ -17,6 +17,7 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -74,6 +75,25 @@ SAFE_IMPORTS: frozenset[tuple[str, str]] = frozenset(
 )
 
 _FORBIDDEN_OPCODES = frozenset({"EXT1", "EXT2", "EXT4"})  # copyreg's registry maps to any callable
+#: Persistent ids hand an object to the loader's own ``persistent_load``: PyTorch's zip
+#: reader maps them to the archive's storages; any other loader could map them to anything.
+_PERSISTENT_ID_OPCODES = frozenset({"PERSID", "BINPERSID"})
+
+#: The members ``torch.load`` reads from a zip checkpoint, under its one top folder; tensor
+#: storages are ``data/<key>``. Anything else (a second ``DATA.PKL``, a ``code/`` folder) is
+#: refused: the verdict must not depend on which copy a loader would pick.
+_TORCH_ZIP_MEMBERS = frozenset(
+    {
+        "data.pkl",
+        "version",
+        ".data/version",
+        "byteorder",
+        ".format_version",
+        ".storage_alignment",
+        ".data/serialization_id",
+    }
+)
+_TORCH_STORAGE = re.compile(r"data/[0-9]+")
 
 
 @dataclass
@@ -106,7 +126,9 @@ def _import_names(node: ast.Import | ast.ImportFrom) -> Iterable[tuple[str, str]
             yield (module, name)
 
 
-def _check_pickle(data: bytes, report: ScanReport, *, where: str) -> None:
+def _check_pickle(
+    data: bytes, report: ScanReport, *, where: str, persistent_ids: bool = False
+) -> None:
     if len(data) > MAX_PICKLE_BYTES:
         report.refuse(f"{where}: pickle larger than {MAX_PICKLE_BYTES} bytes, not analysed")
         return
@@ -123,6 +145,11 @@ def _check_pickle(data: bytes, report: ScanReport, *, where: str) -> None:
             report.refuse(f"{where}: invalid opcode sequence")
         if extensions := sorted(names & _FORBIDDEN_OPCODES):
             report.refuse(f"{where}: uses the copyreg extension registry ({extensions})")
+        if not persistent_ids and (persistent := sorted(names & _PERSISTENT_ID_OPCODES)):
+            report.refuse(
+                f"{where}: uses persistent ids ({persistent}) outside a PyTorch zip checkpoint; "
+                "what they load depends on the loader"
+            )
         # (2) Every import must be on the allowlist; (3) fickling must grade the rest.
         try:
             _check_imports(pickled, report, where=where)
@@ -180,15 +207,34 @@ def _scan_zip(data: bytes, report: ScanReport) -> None:
             with archive.open(info) as member:
                 _check_npy(io.BytesIO(member.read()), report, where=f"member {info.filename}")
         return
-    if any(name.name == "data.pkl" for name in names):
+    if any(name.name.lower() == "data.pkl" for name in names):
         report.file_format = "pytorch-zip"
         if any("code" in name.parts or name.name == "constants.pkl" for name in names):
             report.refuse("TorchScript archive: it carries code; export the weights as safetensors")
+        _check_torch_members([info.filename for info in members], report)
         for info in members:
-            if info.filename.endswith(".pkl"):
-                _check_pickle(archive.read(info), report, where=f"member {info.filename}")
+            if info.filename.lower().endswith(".pkl"):
+                _check_pickle(
+                    archive.read(info), report, where=f"member {info.filename}", persistent_ids=True
+                )
         return
     report.refuse("zip archive that is neither a PyTorch checkpoint nor an .npz")
+
+
+def _check_torch_members(names: list[str], report: ScanReport) -> None:
+    """Every member is one ``torch.load`` expects, once, under one top folder."""
+    tops = {name.split("/", 1)[0] for name in names}
+    if len(tops) != 1 or any("/" not in name for name in names):
+        report.refuse(f"PyTorch zip with members outside one top folder ({sorted(tops)})")
+        return
+    seen: set[str] = set()
+    for name in names:
+        inner = name.split("/", 1)[1]
+        if inner.lower() in seen:
+            report.refuse(f"member {name}: appears more than once (in some letter case)")
+        seen.add(inner.lower())
+        if inner not in _TORCH_ZIP_MEMBERS and not _TORCH_STORAGE.fullmatch(inner):
+            report.refuse(f"member {name}: not a member a PyTorch checkpoint has")
 
 
 _DECOMPRESSORS: tuple[tuple[bytes, str, Callable[[bytes], bytes]], ...] = (
