@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bastion.files import ensure_private_root
+
 __all__ = ["Settings"]
 
 
@@ -43,6 +45,14 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()
+
+    def private_home(self) -> Path:
+        """The home, created 0700 if missing; refused if group or others can reach it.
+
+        Long-running processes (``bastion up``, ``server``, ``agent``) check it before they
+        create anything in it, as the key store checks ``master.key``.
+        """
+        return ensure_private_root(self.home_dir, what="BASTION_HOME")
 
     @property
     def keys_dir(self) -> Path:

@@ -1,20 +1,34 @@
-"""Crash-safe file writing: write to a temp file beside the target, fsync, rename.
+"""Crash-safe, private file writing: write to a temp file beside the target, fsync, rename.
 
 A reader never sees a half-written file, and a failure leaves the old file (or
-no file) in place.
+no file) in place. Folders Bastion makes are its user's alone (0700); a root folder that
+group or others can reach (the home, a storage root) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import itertools
 import os
+import shlex
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_output", "atomic_write_bytes", "ensure_private_dir", "file_lock", "fsync_dir"]
+from bastion.errors import ConfigurationError
+
+__all__ = [
+    "atomic_output",
+    "atomic_write_bytes",
+    "ensure_private_dir",
+    "ensure_private_root",
+    "file_lock",
+    "fsync_dir",
+]
 
 
 def fsync_dir(path: Path) -> None:
@@ -27,8 +41,30 @@ def fsync_dir(path: Path) -> None:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable only by the owner."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` and the parents it lacks, each readable only by the owner."""
+    missing = itertools.takewhile(lambda folder: not folder.exists(), (path, *path.parents))
+    for folder in reversed(list(missing)):
+        folder.mkdir(exist_ok=True, mode=0o700)
+    if not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    return path
+
+
+def ensure_private_root(path: Path, *, what: str) -> Path:
+    """Create ``path`` private, or refuse an existing one that group or others can reach.
+
+    For the folders whose files must stay the user's alone (``BASTION_HOME``: keys,
+    databases, credentials; a storage root: plaintext while jobs run). Files inside need
+    not be checked one by one: nobody else can get past a 0700 folder.
+    """
+    ensure_private_dir(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"{path}: {what} has mode {mode:04o}, open to group or others; make it private "
+            f"with 'chmod -R go-rwx {shlex.quote(str(path))}' (and rotate the keys if others "
+            "may have read them)"
+        )
     return path
 
 

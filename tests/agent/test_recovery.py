@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bastion.client import Client
 from bastion.data.reference import patients
-from tests.agent.test_agent_e2e import running_plane, start_agent, wait_for_heartbeat
+from bastion.errors import Conflict
+from tests.agent.test_agent_e2e import _children, running_plane, start_agent, wait_for_heartbeat
 from tests.server.test_live import _bastion
 
 
@@ -39,9 +41,12 @@ def test_killed_agent_run_is_retried_from_its_checkpoint_and_the_stale_attempt_i
         ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        (job,) = _children(plane.agent.pid)
+        environ = Path(f"/proc/{job}/environ").read_bytes().split(b"\0")
+        stale_token = next(v for v in environ if v.startswith(b"BASTION_JOB_TOKEN=")).split(b"=")[1]
         plane.agent.send_signal(signal.SIGKILL)
         plane.agent.wait(timeout=10)
-        # The orphaned job of attempt 1 goes on until the control plane fences it off.
+        # The job of attempt 1 dies with its agent (tests/agent/test_lifeline.py).
         restarted = start_agent(plane.agent_home, plane.url, "c1", plane.storage)
         try:
             wait_for_heartbeat(plane.admin, restarted, "c1")
@@ -72,11 +77,12 @@ def test_killed_agent_run_is_retried_from_its_checkpoint_and_the_stale_attempt_i
                 if row["line"].startswith("step ")
             ]
             assert steps and min(steps) == resumed_at + 1 and max(steps) == 24
-            # Attempt 1's process was fenced off: it exited instead of finishing.
-            attempt1_log = (
-                plane.storage / "runs" / run["id"] / "attempt-1" / "job.log"
-            ).read_text()
-            assert "superseded" in attempt1_log or "may not report" in attempt1_log
+            # Attempt 1 is fenced off: its token may not report any more.
+            with (
+                Client(plane.url, token=stale_token.decode()) as stale,
+                pytest.raises(Conflict, match="superseded by attempt 2"),
+            ):
+                stale.report_logs("p", run["id"], ["step 25/24"])
             actions = [e["action"] for e in plane.admin.audit_events(limit=1000)]
             assert "run.lease_expired" in actions
         finally:
@@ -227,7 +233,7 @@ def test_full_storage_fails_the_run_with_the_reason_and_no_partial_files(tmp_pat
     mount = tmp_path / "small-disk"
     mount.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", "size=80m,mode=0700", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,

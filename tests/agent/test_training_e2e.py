@@ -336,7 +336,14 @@ def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_p
     plane.agent.send_signal(signal.SIGKILL)
     plane.agent.wait(timeout=10)
     assert plane.admin.get_run("p", run["id"])["status"] == "running"
+    attempt1 = plane.storage / "runs" / run["id"] / "attempt-1"
+    assert _plaintext(attempt1), "the killed attempt should have left decrypted inputs"
     _restart_agent(plane)
+    # The restarted agent wipes the plaintext the killed one left, before it leases anything.
+    deadline = time.monotonic() + 60
+    while left := _plaintext(attempt1):
+        assert time.monotonic() < deadline, left
+        time.sleep(0.1)
     current = _wait_status(plane.admin, run["id"], {"succeeded", "failed"}, timeout=180)
     assert current["status"] == "succeeded" and current["attempt"] == 2, current
     logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
@@ -344,6 +351,18 @@ def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_p
     resumed = _model_version(plane, "digits-killed")["evidence"]
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert resumed["history"] == whole["history"]
+    # No plaintext of the run is left anywhere under storage; what is sealed stays.
+    assert _plaintext(plane.storage / "runs" / run["id"]) == []
+    assert list((plane.storage / "checkpoints" / "p" / run["id"]).glob("*/weights.safetensors.bst"))
+
+
+def _plaintext(folder: Path) -> list[str]:
+    """Files under ``folder`` other than a job's description and log (rows, weights, ...)."""
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and path.name not in ("job.json", "job.log")
+    )
 
 
 def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:

@@ -3,7 +3,8 @@
 The agent writes ``WORKDIR/job.json`` (what to run) and passes a job token bound to
 this run and attempt in ``BASTION_JOB_TOKEN``; the job holds no other credential and
 no keys. It reports stages, log lines, metrics and checkpoints, and ends the run
-with ``succeeded`` or ``failed``.
+with ``succeeded`` or ``failed``. It dies with the agent that started it
+(:mod:`bastion.agent.lifeline`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bastion.agent.lifeline import die_with_agent
 from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import (
@@ -177,6 +180,7 @@ def _run(context: JobContext, spec: RunSpec) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_agent(os.environ)  # no work goes on once the agent that started it is gone
     workdir = Path((argv or sys.argv[1:])[0])
     manifest = json.loads((workdir / "job.json").read_text())
     settings = Settings()

@@ -3,6 +3,11 @@
 It only ever connects out to the control plane and listens on no socket. Its own
 credential and keys stay in its ``BASTION_HOME``; each job gets a fresh environment
 with nothing but a token bound to its run and attempt.
+
+Plaintext (decrypted inputs, unsealed checkpoints and outputs) exists only in the working
+folders of the attempts this agent runs: it holds its storage root alone, wipes the
+plaintext of every attempt it does not run when it starts (a previous agent killed
+mid-run), and of a superseded attempt as soon as a newer one is leased. Jobs die with it.
 """
 
 from __future__ import annotations
@@ -121,8 +126,10 @@ class Agent:
         check_transport(config.url)
         self.config = config
         self.settings = settings
+        settings.private_home()
         self.storage = Storage(config.storage)
         self.storage.check()
+        self.storage.claim()  # no other agent runs jobs here: what it does not run is stale
         self.executor: Executor = make_executor(
             config.executor, max_parallel=config.max_parallel, ray_address=config.ray_address
         )
@@ -175,6 +182,7 @@ class Agent:
         self._stop.set()
 
     def run(self) -> None:
+        self._wipe_unowned()  # what an agent killed mid-run left: plaintext nobody owns
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         sealer = threading.Thread(target=self._sealer, name="sealer", daemon=True)
@@ -197,14 +205,20 @@ class Agent:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         with self.state.lock:
-            for job in self.state.jobs.values():
+            stopping = list(self.state.jobs.values())
+            for job in stopping:
                 job.handle.kill()
+        for job in stopping:  # their runs resume from sealed checkpoints, not from plaintext
+            with job.sealing:
+                wipe(job.handle.request.workdir)
 
     def _heartbeats(self) -> None:
         while not self._stop.is_set():
             try:
-                reply = self.client.heartbeat(self.config.cluster, self.state.active())
-                self._kill([str(run_id) for run_id in reply["stop"]])
+                active = self.state.active()
+                reply = self.client.heartbeat(self.config.cluster, active)
+                stop = {str(run_id) for run_id in reply["stop"]}
+                self._kill({run_id: active[run_id] for run_id in stop if run_id in active})
                 for run_id, inputs in reply.get("serve", {}).items():
                     self._offer_model(str(run_id), inputs)
             except BastionError as exc:
@@ -247,16 +261,48 @@ class Agent:
         except BastionError as exc:
             log.warning("run %s: %s event not reported: %s", job.lease["run_id"], stage, exc)
 
-    def _kill(self, run_ids: list[str]) -> None:
+    def _kill(self, attempts: dict[str, int]) -> None:
+        """Kill the named attempts (not a newer attempt of the same run started since)."""
         with self.state.lock:
-            for run_id in run_ids:
+            for run_id, attempt in attempts.items():
                 job = self.state.jobs.get(run_id)
-                if job is not None:
+                if job is not None and job.handle.request.attempt == attempt:
                     job.stopped = True
                     job.handle.kill()
 
+    def _wipe_unowned(self, run_id: str | None = None) -> None:
+        """Wipe the plaintext of every attempt (of one run, or of all) this agent does not
+        run: left there, it would stay outside encryption and out of reach of erasure
+        (crypto-shredding destroys keys, not plaintext copies). Sealed artifacts stay."""
+        with self.state.lock:
+            owned = {self.storage.attempt_dir(r, a) for r, a in self.state.staging.items()}
+            owned |= {job.handle.request.workdir for job in self.state.jobs.values()}
+        for workdir in self.storage.attempts(run_id):
+            if workdir not in owned and wipe(workdir):
+                log.warning("wiped the plaintext of %s (an attempt no job runs)", workdir)
+
+    def _supersede(self, run_id: str, attempt: int) -> None:
+        """A newer attempt of a run is leased: its older attempts are fenced off. Stop the
+        one this agent may still run and wipe their plaintext now."""
+        with self.state.lock:
+            old = self.state.jobs.get(run_id)
+            if old is None or old.handle.request.attempt >= attempt:
+                old = None
+            else:
+                old.stopped = True
+                self.state.jobs.pop(run_id)
+        if old is not None:
+            old.handle.kill()
+            with old.sealing:  # not while the sealer reads its hand-over
+                wipe(old.handle.request.workdir)
+            log.warning(
+                "run %s: attempt %d superseded by %d", run_id, old.handle.request.attempt, attempt
+            )
+        self._wipe_unowned(run_id)
+
     def _start_or_fail(self, lease: dict[str, Any]) -> None:
         """Start the job; if its data does not verify or storage cannot take it, fail the run."""
+        self._supersede(lease["run_id"], int(lease["attempt"]))
         with self.state.lock:
             self.state.staging[lease["run_id"]] = int(lease["attempt"])
         try:

@@ -323,7 +323,19 @@ def _shred_replaced(lease: dict[str, Any], *, storage: Path) -> bool:
     return True
 
 
-def wipe(workdir: Path) -> None:
-    """Remove the plaintext a job saw or made (inputs, outputs, checkpoints)."""
-    for name in (INPUTS, OUTPUTS, SEALING, "checkpoints"):
-        shutil.rmtree(workdir / name, ignore_errors=True)
+#: Where an attempt's plaintext lives: what it read, what it made, its checkpoints before
+#: and after the hand-over. A serve job's hot-swaps stage into ``swap-*`` folders beside them.
+PLAINTEXT = (INPUTS, OUTPUTS, SEALING, "checkpoints")
+SWAP_FOLDERS = "swap-*"
+
+
+def wipe(workdir: Path) -> bool:
+    """Remove the plaintext a job saw or made; say whether there was any.
+
+    What stays (``job.json``, ``job.log``, small results) holds no rows or weights.
+    """
+    found = [workdir / name for name in PLAINTEXT if (workdir / name).exists()]
+    found += [path for path in workdir.glob(SWAP_FOLDERS) if path.is_dir()]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return bool(found)

@@ -7,6 +7,7 @@ the traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -131,4 +132,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
+    # What Bastion creates (databases and their journals, keys, storage, logs, credentials,
+    # files written for the user) is the user's alone, whatever umask the shell had; the
+    # processes it starts (control plane workers, agent, jobs) inherit this.
+    os.umask(0o077)
     sys.exit(run())

@@ -98,6 +98,7 @@ def _claim(folder: Path, what: str) -> bool:
             "empty one, e.g. BASTION_HOME=$(mktemp -d) bastion quickstart --workdir $(mktemp -d)"
         )
     ensure_private_dir(folder)
+    folder.chmod(0o700)  # an empty folder made by hand (0755): 'bastion up' refuses an open home
     atomic_write_bytes(folder / MARK, json.dumps({"made_by": "bastion quickstart"}).encode())
     return cleared
 

@@ -36,6 +36,7 @@ def migrate(db: DbOption = None) -> None:
     from bastion.server.app import build_database
     from bastion.server.db.migrate import upgrade
 
+    settings().private_home()
     config = settings().model_copy(update={"server_database_url": db}) if db else settings()
     revision = upgrade(build_database(config).engine)
     out.print(f"control-plane database at revision {revision}")
@@ -53,6 +54,7 @@ def init(
     from bastion.server.app import build_database
     from bastion.server.services.bootstrap import initialise
 
+    settings().private_home()
     config = settings().model_copy(update={"server_database_url": db}) if db else settings()
     secret = (
         typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
@@ -90,6 +92,7 @@ def start(
     from bastion.server.app import build_database
     from bastion.server.db.migrate import current_revision, head_revision
 
+    settings().private_home()  # before anything is created in it
     if (tls_cert is None) != (tls_key is None):
         raise InvalidInput("--tls-cert and --tls-key go together")
     for path in (tls_cert, tls_key):

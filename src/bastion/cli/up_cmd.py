@@ -51,6 +51,7 @@ def up(
     from bastion.server.services.resources import create_cluster
 
     config = settings()
+    config.private_home()  # created 0700, or refused before anything is written in it
     url = f"http://127.0.0.1:{port}"
     database = build_database(config)
     agent_home_credential = config.home_dir / f"agent-{CLUSTER}.json"
