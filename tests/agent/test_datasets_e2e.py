@@ -78,13 +78,24 @@ def test_registration_encrypts_signs_scans_and_records_metadata(
     assert found["card_number"] == "card_number" and found["name"] == "person"
     assert summaries["poisoning"]["label_issues"]["rows_scanned"] == 569
     schema = version["schema"]
-    assert isinstance(schema, dict) and schema["kind"] == "table"
-    # In the compute plane: ciphertext, a manifest and its signature; no plaintext.
+    assert isinstance(schema, dict) and schema["kind"] == "table" and schema["published"]
+    # The control plane holds the published schema: identifiers redacted, bounds rounded.
+    columns = {c["name"]: c for c in schema["columns"]}
+    for name in ("card_number", "ssn", "email", "subject_id"):
+        assert columns[name]["redacted"] is True, name
+        assert columns[name]["minimum"] is columns[name]["maximum"] is None, name
+        assert columns[name]["max_length"] is None, name
+    radius = columns["mean_radius"]  # 6.981 to 28.11 in the data
+    assert (radius["minimum"], radius["maximum"]) == (0.0, 30.0)
+    assert columns["sex"]["categories"] == ["F", "M"] and not columns["sex"]["redacted"]
+    # In the compute plane: ciphertext (the data and its exact schema), a manifest and its
+    # signature; no plaintext.
     directory = _version_dir(plane, "patients", 1)
     assert sorted(p.name for p in directory.iterdir()) == [
         "data.parquet.bst",
         "manifest.json",
         "manifest.json.sig",
+        "schema.json.bst",
     ]
     first_ssn = str(patients(seed=0)["ssn"].iloc[0]).encode()
     assert first_ssn not in (directory / "data.parquet.bst").read_bytes()

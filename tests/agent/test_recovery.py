@@ -3,22 +3,80 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import signal
+import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
 from bastion.client import Client
 from bastion.data.reference import patients
 from bastion.errors import Conflict
+from bastion.server.web.session import SESSION_COOKIE
 from tests.agent.test_agent_e2e import _children, running_plane, start_agent, wait_for_heartbeat
 from tests.server.test_live import _bastion
 
 
 def _events(plane_admin: object, run_id: str) -> list[dict[str, object]]:
     return plane_admin.run_events("p", run_id)  # type: ignore[attr-defined, no-any-return]
+
+
+#: A number as it may be written in text: JSON, a log line, a dashboard cell.
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def _numbers(value: object) -> Iterator[float]:
+    """Every number in a decoded JSON value, including those written inside its strings."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield float(value)
+    elif isinstance(value, dict):
+        for item in [*value.keys(), *value.values()]:
+            yield from _numbers(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, str | bytes):
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        for token in _NUMBER.findall(text):
+            yield float(token)
+
+
+def _database_values(database: Path) -> Iterator[object]:
+    """Every cell of every table of a SQLite file; JSON text decoded."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for table in tables:
+            for row in connection.execute(f'SELECT * FROM "{table}"'):
+                for cell in row:
+                    if isinstance(cell, str) and cell[:1] in "[{":
+                        try:
+                            yield json.loads(cell)
+                            continue
+                        except ValueError:
+                            pass
+                    yield cell
+
+
+def _leaked_numbers(found: Iterator[float], canaries: list[float]) -> set[float]:
+    """The canaries among ``found``, compared as numbers (a float's rounding included)."""
+    return {
+        canary
+        for number in found
+        for canary in canaries
+        if math.isclose(number, canary, rel_tol=1e-9)
+    }
 
 
 @pytest.mark.slow
@@ -96,6 +154,11 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
     canary = "CANARY-7f3a9c-PATIENT-SSN-123-45-6789"
     canary_name, canary_email = "Zebulon Canaryfield", "zebulon.canary7f3a9c@example.org"
     canary_ssn = "778-62-4417"
+    # Above every generated card number (an integer column the PII scan flags), above every
+    # mean radius, above every visit count, and a ward of one patient.
+    canary_card, canary_radius, canary_visits = 8_912_345_678_901_234_567, 33.71828459, 918_273
+    canary_ward = "ZQ-CANARY-WARD-7f3a9c"
+    numbers = [float(canary_card), canary_radius, float(canary_visits)]
     with running_plane(tmp_path) as plane:
         created = _bastion(plane.client_home, "cluster", "create", "c2")
         assert created.returncode == 0
@@ -146,6 +209,15 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
             # Registration, scans and pseudonymisation on c2 report only metadata.
             planted = patients(rows=120, seed=5)
             planted.loc[7, ["name", "email", "ssn"]] = [canary_name, canary_email, canary_ssn]
+            # Numbers and a category: each canary is its column's extreme (or a category of
+            # one row), which is what an exact schema would publish.
+            rng = np.random.default_rng(5)
+            planted["visits"] = rng.integers(0, 20, size=len(planted))
+            planted["ward"] = rng.choice(["cardiology", "oncology", "surgery"], size=len(planted))
+            planted.loc[7, "card_number"] = str(canary_card)
+            planted.loc[7, "mean_radius"] = canary_radius
+            planted.loc[7, "visits"] = canary_visits
+            planted.loc[7, "ward"] = canary_ward
             planted.to_csv(incoming / "planted.csv", index=False)
             for args in (
                 [
@@ -168,24 +240,57 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
             versions = plane.admin.dataset_versions("p", "planted")
             assert [v["cluster"] for v in versions] == ["c2", "c2"]
             found = {c["column"] for c in versions[0]["summaries"]["pii"]["columns"]}
-            assert {"name", "email", "ssn"} <= found
-            answers += json.dumps(
-                [
-                    versions,
-                    [plane.admin.get_run("p", r["id"]) for r in plane.admin.list_runs("p")],
-                    plane.admin.audit_events(limit=1000),
-                ]
+            assert {"name", "email", "ssn", "card_number"} <= found
+            runs = plane.admin.list_runs("p")
+            seen: list[object] = [
+                versions,
+                [plane.admin.get_run("p", r["id"]) for r in runs],
+                [plane.admin.run_logs("p", r["id"]) for r in runs],
+                [plane.admin.run_events("p", r["id"]) for r in runs],
+                plane.admin.audit_events(limit=1000),
+            ]
+            # The dashboard's page of the dataset (a session is a login token in the cookie).
+            token = str(plane.admin._http.headers["authorization"]).removeprefix("Bearer ")
+            page = httpx.get(
+                f"{plane.url}/ui/p/p/datasets/planted",
+                headers={"cookie": f"{SESSION_COOKIE}={token}"},
             )
-            secrets = [canary, canary_name, canary_email, canary_ssn]
-            for value in secrets:
-                assert value not in answers
-            for database in (tmp_path / "server").glob("*.db*"):
-                for value in secrets:
-                    assert value.encode() not in database.read_bytes()
+            assert page.status_code == 200 and "ward" in page.text, page.status_code
+            seen.append(page.text)
+            answers += json.dumps(seen)
+            secrets = [canary, canary_name, canary_email, canary_ssn, canary_ward]
+            databases = [d for d in (tmp_path / "server").glob("*.db*") if d.is_file()]
             server_log = (tmp_path / "server.log").read_bytes()
+            assert databases
             assert b"POST /api/v1/projects/p/runs" in server_log  # the log is really written
-            for value in secrets:
-                assert value.encode() not in server_log
+            cells = [v for d in databases if d.suffix == ".db" for v in _database_values(d)]
+            texts = {
+                "API answers and dashboard": answers.encode(),
+                "server log": server_log,
+                **{d.name: d.read_bytes() for d in databases},
+            }
+            leaks = [
+                f"{v!r} in the {where}"
+                for where, text in texts.items()
+                for v in secrets
+                if v.encode() in text
+            ]
+            for where, decoded in (
+                ("API answers and dashboard", seen),
+                ("database", cells),
+                ("server log", server_log),
+            ):
+                leaks += [
+                    f"{n!r} in the {where}" for n in _leaked_numbers(_numbers(decoded), numbers)
+                ]
+            assert not leaks, leaks
+            # The schema still says what a reader needs: which columns, and why some say less.
+            schema = {c["name"]: c for c in versions[0]["schema"]["columns"]}
+            assert schema["card_number"]["redacted"] is True
+            assert schema["card_number"]["maximum"] is None
+            assert schema["ward"]["categories"] == ["cardiology", "oncology", "surgery"]
+            assert schema["ward"]["categories_withheld"] == 1
+            assert schema["mean_radius"]["maximum"] >= canary_radius
             # At rest in the compute plane the planted rows exist only encrypted.
             for stored in (tmp_path / "storage2" / "datasets").rglob("*"):
                 if stored.is_file():

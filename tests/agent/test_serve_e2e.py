@@ -123,6 +123,16 @@ def test_a_production_model_deploys_serves_and_audits(plane: Plane, tmp_path: Pa
             "/v1/predict", json={"instances": [{"mean_radius": "x"}]}, headers=bearer
         )
         assert invalid.status_code == 422
+        # The server holds the exact schema: 29 is inside the published range (0 to 30) but
+        # above every training row (28.11), and the bound itself is not echoed.
+        beyond = http.post(
+            "/v1/predict",
+            json={"instances": [{**_rows(1)[0], "mean_radius": 29.0}]},
+            headers=bearer,
+        )
+        assert beyond.status_code == 422, beyond.text
+        assert beyond.json()["errors"][0]["rule"] == "above the maximum of the training data"
+        assert "28.11" not in beyond.text
         assert http.get("/metrics", headers=bearer).status_code == 403
         # (3) Revocation takes effect within five seconds.
         key_id = token.split("_")[1]

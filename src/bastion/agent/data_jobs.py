@@ -2,8 +2,9 @@
 
 ``ingest`` reads the file to register, ``pseudonymize`` transforms a staged version;
 both describe the result (schema, scans) and leave it in ``outputs/`` for the agent
-to seal. ``verify`` and ``scan`` report on a version the agent has already verified
-and staged in ``inputs/``. What they report is aggregates: never a value.
+to seal, with its exact schema beside it. ``verify`` and ``scan`` report on a version the
+agent has already verified and staged in ``inputs/``. What they report is aggregates and
+the published schema (:mod:`bastion.data.publish`): never a value.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.agent.staging import INPUTS, OUTPUTS, REQUEST
 from bastion.config import Settings
-from bastion.data.checks import validate_images, validate_table
+from bastion.data.checks import category_rows, validate_images, validate_table
 from bastion.data.ingest import (
     Loaded,
     describe,
@@ -22,10 +23,11 @@ from bastion.data.ingest import (
     read_source,
     write_canonical,
 )
-from bastion.data.layout import DATA_FILES
+from bastion.data.layout import DATA_FILES, SCHEMA_FILE
 from bastion.data.pseudonymize import Generalization, pseudonym, pseudonymize_frame
-from bastion.data.schema import ImageSchema, TableSchema
-from bastion.errors import ConfigurationError, InvalidInput
+from bastion.data.publish import KeptSchema, effective_schema, publish_schema
+from bastion.data.schema import ImageSchema, TableSchema, Violation, parse_schema
+from bastion.errors import ConfigurationError, IntegrityError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.keys import prf_from_capability
 from bastion.spec import EraseJob, IngestJob, PseudonymizeJob, ScanJob, VerifyJob
@@ -33,7 +35,15 @@ from bastion.spec import EraseJob, IngestJob, PseudonymizeJob, ScanJob, VerifyJo
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
 
-__all__ = ["run_ingest", "run_pseudonymize", "run_scan", "run_verify"]
+__all__ = [
+    "run_ingest",
+    "run_pseudonymize",
+    "run_scan",
+    "run_verify",
+    "schema_violations",
+    "staged_input",
+    "staged_schema",
+]
 
 
 def _staged(workdir: Path, role: str) -> tuple[Loaded, dict[str, Any]] | None:
@@ -50,6 +60,29 @@ def staged_input(workdir: Path) -> tuple[Loaded, dict[str, Any]]:
     if staged is None:
         raise ConfigurationError("the agent staged no input dataset for this job")
     return staged
+
+
+def staged_schema(workdir: Path, info: dict[str, Any]) -> TableSchema | ImageSchema:
+    """The schema the staged input is held to: the exact schema sealed with it, with the
+    edits a data steward made to the published one (the control plane's, in ``info``)."""
+    kept_file = workdir / INPUTS / "input" / SCHEMA_FILE
+    if not kept_file.is_file():
+        raise IntegrityError(
+            f"{info['name']}@{info['version']} was sealed without its exact schema (by an "
+            "older agent); register its file again"
+        )
+    kept = KeptSchema.model_validate_json(kept_file.read_bytes())
+    return effective_schema(
+        exact=kept.exact, published=kept.published, current=parse_schema(info["schema"])
+    )
+
+
+def schema_violations(data: Loaded, schema: TableSchema | ImageSchema) -> list[Violation]:
+    """Every rule of ``schema`` the data breaks (rules and counts, never values)."""
+    if isinstance(schema, ImageSchema):
+        images, labels = data.arrays()
+        return validate_images(images, schema, labels)
+    return validate_table(data.table(), schema)
 
 
 def _log_description(context: JobContext, described: dict[str, Any]) -> None:
@@ -80,11 +113,23 @@ def _leave_for_sealing(
     outputs = workdir / OUTPUTS
     ensure_private_dir(outputs)
     write_canonical(data, outputs)
+    # The exact schema is sealed with the data; the control plane gets the published one,
+    # decided only now that the identifier columns are final.
+    exact = parse_schema(described["schema"])
+    published = publish_schema(
+        exact,
+        identifiers=described.get("identifier_columns", []),
+        category_rows=(
+            category_rows(data.table(), exact) if isinstance(exact, TableSchema) else {}
+        ),
+    )
+    kept = KeptSchema(exact=exact, published=published)
+    atomic_write_bytes(outputs / SCHEMA_FILE, kept.model_dump_json().encode())
     request = {
         "dataset": dataset,
         "kind": described["kind"],
         "rows": described["rows"],
-        "schema": described["schema"],
+        "schema": published.model_dump(mode="json"),
         "summaries": {
             **described["summaries"],
             "identifier_columns": described.get("identifier_columns", []),
@@ -154,11 +199,7 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
 def run_verify(context: JobContext, job: VerifyJob) -> str:
     """The agent verified hashes and signature before staging; check the schema too."""
     data, info = staged_input(context.workdir)
-    if info["kind"] == "images":
-        images, labels = data.arrays()
-        violations = validate_images(images, ImageSchema.model_validate(info["schema"]), labels)
-    else:
-        violations = validate_table(data.table(), TableSchema.model_validate(info["schema"]))
+    violations = schema_violations(data, staged_schema(context.workdir, info))
     for violation in violations:
         context.log(f"schema: {violation.column}: {violation.rule} ({violation.rows} rows)")
     context.result(

@@ -4,8 +4,9 @@ The agent holds the keyring; jobs do not. Before a job that reads a dataset vers
 starts, the agent verifies the version (manifest hash, signature, every file's
 content) and decrypts it into the job's private ``inputs/``. A job that makes a
 version writes plaintext to ``outputs/`` with a ``version.json`` request and exits
-with :data:`EXIT_SEAL`; the agent then encrypts and signs it, records the version in
-the control plane and ends the run. Plaintext is removed when the job ends.
+with :data:`EXIT_SEAL`; the agent then encrypts and signs it (the data and its exact
+schema), records the version in the control plane with the published schema, and ends
+the run. Plaintext is removed when the job ends.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.client import Client
-from bastion.data.layout import DATA_FILES
+from bastion.data.layout import DATA_FILES, SCHEMA_FILE
+from bastion.data.publish import unpublished_columns
+from bastion.data.schema import parse_schema
 from bastion.errors import IntegrityError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.security.envelope import shred_file
@@ -276,10 +279,13 @@ def seal_outputs(
             f"the job asked to seal {request.dataset!r}, but the run makes {expected!r}"
         )
     data = workdir / OUTPUTS / DATA_FILES[request.kind]
-    if not data.is_file():
-        raise IntegrityError(f"the job left no {OUTPUTS}/{data.name} to seal")
+    kept_schema = workdir / OUTPUTS / SCHEMA_FILE
+    for required in (data, kept_schema):
+        if not required.is_file():
+            raise IntegrityError(f"the job left no {OUTPUTS}/{required.name} to seal")
+    _check_published(request)
     sealed = seal(
-        {data.name: data},
+        {data.name: data, kept_schema.name: kept_schema},
         root=storage,
         keyring=keyring,
         artifact="dataset",
@@ -307,6 +313,22 @@ def seal_outputs(
         },
     )
     return {**recorded, "kind": "dataset", "name": request.dataset, "shredded_parent": shredded}
+
+
+def _check_published(request: SealRequest) -> None:
+    """The schema the job asks to report must be the published one: no value of an
+    identifier column leaves the compute plane (the control plane checks it again)."""
+    try:
+        schema = parse_schema(request.schema_)
+    except InvalidInput as exc:
+        raise IntegrityError(f"the job reported an unreadable schema ({exc})") from None
+    listed = request.summaries.get("identifier_columns", [])
+    exposed = unpublished_columns(schema, identifiers=listed if isinstance(listed, list) else [])
+    if exposed:
+        raise IntegrityError(
+            f"the job reported a schema with values that may not leave the compute plane "
+            f"({', '.join(exposed)}); nothing was sealed or recorded"
+        )
 
 
 def _shred_replaced(lease: dict[str, Any], *, storage: Path) -> bool:

@@ -18,11 +18,10 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from bastion.agent.data_jobs import staged_input
+from bastion.agent.data_jobs import schema_violations, staged_input, staged_schema
 from bastion.agent.eval_job import Evaluation, evaluate_model
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
-from bastion.data.checks import validate_images, validate_table
 from bastion.data.privacy import check_features
 from bastion.data.schema import MAX_CATEGORIES, ImageSchema, TableSchema
 from bastion.errors import InvalidInput
@@ -62,12 +61,8 @@ class _Reporter:
         self.context.log(progress_line("epoch", state.epoch, state.config.epochs, detail))
 
 
-def _validate(data: Any, info: dict[str, Any]) -> None:
-    if info["kind"] == "images":
-        images, labels = data.arrays()
-        found = validate_images(images, ImageSchema.model_validate(info["schema"]), labels)
-    else:
-        found = validate_table(data.table(), TableSchema.model_validate(info["schema"]))
+def _validate(data: Any, info: dict[str, Any], schema: TableSchema | ImageSchema) -> None:
+    found = schema_violations(data, schema)
     if found:
         listed = "; ".join(f"{v.column}: {v.rule} ({v.rows} rows)" for v in found[:10])
         raise InvalidInput(f"{info['name']}@{info['version']} breaks its schema: {listed}")
@@ -119,7 +114,10 @@ def _hand_over(workdir: Path) -> Any:
 def run_train(context: JobContext, job: TrainJob) -> None:
     workdir = context.workdir
     data, info = staged_input(workdir)
-    _validate(data, info)
+    # The exact schema (with a steward's edits): validation here and, in the model
+    # package, at serving; the control plane's copy is rounded and redacted.
+    schema = staged_schema(workdir, info)
+    _validate(data, info, schema)
     target = job.target or info.get("target")
     if data.kind == "table":
         if target is None:
@@ -200,7 +198,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     if job.evaluate is not None:
         subject = Evaluation(result.model, prep, data, x, y, train_rows, test_rows, evidence)
         evidence["evaluation"] = evaluate_model(context, subject, job.evaluate)
-    _package(workdir, job=job, model=result.model, prep=prep, info=info, evidence=evidence)
+    _package(workdir, job=job, model=result.model, prep=prep, schema=schema, evidence=evidence)
 
 
 def _package(
@@ -209,14 +207,19 @@ def _package(
     job: TrainJob,
     model: torch.nn.Module,
     prep: Any,
-    info: dict[str, Any],
+    schema: TableSchema | ImageSchema,
     evidence: dict[str, Any],
 ) -> None:
     """outputs/model/: weights, config, schema, metadata; and the request to seal it."""
     folder = workdir / OUTPUTS / "model"
     ensure_private_dir(folder)
     evidence["weights_sha256"] = package_model(
-        folder, model=model, spec=job.model, prep=prep, schema=info["schema"], metadata=evidence
+        folder,
+        model=model,
+        spec=job.model,
+        prep=prep,
+        schema=schema.model_dump(mode="json"),
+        metadata=evidence,
     )
     request = {"artifact": "model", "name": job.model_name, "evidence": evidence}
     atomic_write_bytes(workdir / OUTPUTS / REQUEST, json.dumps(request).encode())

@@ -20,7 +20,13 @@ from bastion.data.schema import (
     Violation,
 )
 
-__all__ = ["infer_image_schema", "infer_table_schema", "validate_images", "validate_table"]
+__all__ = [
+    "category_rows",
+    "infer_image_schema",
+    "infer_table_schema",
+    "validate_images",
+    "validate_table",
+]
 
 
 def _column_type(series: pd.Series) -> ColumnType:  # noqa: PLR0911 - one return per type
@@ -57,6 +63,19 @@ def _infer_column(name: str, series: pd.Series) -> ColumnSchema:
 def infer_table_schema(frame: pd.DataFrame) -> TableSchema:
     """Infer a schema from a table; column order is kept."""
     return TableSchema(columns=[_infer_column(str(name), frame[name]) for name in frame.columns])
+
+
+def category_rows(frame: pd.DataFrame, schema: TableSchema) -> dict[str, dict[str, int]]:
+    """How many rows hold each category of each categorical column (publishing withholds
+    the rare ones)."""
+    return {
+        column.name: {
+            str(value): int(count)
+            for value, count in frame[column.name].dropna().astype(str).value_counts().items()
+        }
+        for column in schema.columns
+        if column.categories is not None and column.name in frame.columns
+    }
 
 
 def validate_table(frame: pd.DataFrame, schema: TableSchema) -> list[Violation]:

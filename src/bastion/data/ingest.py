@@ -2,8 +2,9 @@
 
 Tables come from CSV or Parquet, images from NPZ (``images`` and ``labels`` arrays;
 pickled objects are refused). Each is written in one canonical form (Parquet or NPZ)
-before it is sealed. :func:`describe` computes what the control plane may learn: the
-schema, the row count and aggregate scan summaries, never the values.
+before it is sealed. :func:`describe` computes the exact schema (which stays in the compute
+plane; :mod:`bastion.data.publish` makes the copy the control plane may learn), the row
+count and aggregate scan summaries, never the values.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def describe(
     transformed: Collection[str] = (),
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Schema, row count and scan summaries: everything registration reports.
+    """Exact schema, row count and scan summaries: what registration reports once the schema
+    is published (:func:`bastion.data.publish.publish_schema`, by the identifier columns).
 
     ``transformed`` names columns changed on purpose against ``baseline`` (pseudonymised or
     generalised): their change is the point, not drift, so they are left out of the drift

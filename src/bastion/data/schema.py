@@ -2,17 +2,22 @@
 (before training and, later, on inference requests).
 
 A schema lists each column's type, whether it may be null, the numeric range and the
-allowed categories; for image data it records the shape and value range. This module holds
-only the models, so the control plane and the inference guards read and write schemas
-without importing pandas; inferring and enforcing them on data is :mod:`bastion.data.checks`.
+allowed categories; for image data it records the shape and value range. The exact schema
+stays in the compute plane (sealed with the version, copied into each model package); the
+control plane holds the *published* one (``published: true``), which names no value of a
+row: see :mod:`bastion.data.publish`. This module holds only the models, so the control
+plane and the inference guards read and write schemas without importing pandas; inferring
+and enforcing them on data is :mod:`bastion.data.checks`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bastion.errors import InvalidInput
 
 __all__ = [
     "MAX_CATEGORIES",
@@ -21,6 +26,7 @@ __all__ = [
     "ImageSchema",
     "TableSchema",
     "Violation",
+    "parse_schema",
 ]
 
 #: At most this many distinct strings make a column categorical.
@@ -48,11 +54,19 @@ class ColumnSchema(_Strict):
     maximum: float | None = None
     categories: list[str] | None = None
     max_length: int | None = Field(default=None, ge=0)
+    #: Published schemas only: an identifier column, so no bound, category or length.
+    redacted: bool = False
+    #: Published schemas only: how many categories were left out of ``categories`` because
+    #: too few rows hold them (the compute plane keeps them all).
+    categories_withheld: int = Field(default=0, ge=0)
 
 
 class TableSchema(_Strict):
     kind: Literal["table"] = "table"
     columns: list[ColumnSchema]
+    #: The control plane's copy: identifiers redacted, bounds rounded outward, rare
+    #: categories withheld (:mod:`bastion.data.publish`); the exact schema is False.
+    published: bool = False
 
     def column(self, name: str) -> ColumnSchema | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -65,6 +79,8 @@ class ImageSchema(_Strict):
     minimum: float
     maximum: float
     classes: list[int]
+    #: The control plane's copy (value range rounded outward); the exact schema is False.
+    published: bool = False
 
 
 class Violation(_Strict):
@@ -76,3 +92,15 @@ class Violation(_Strict):
 
     def __str__(self) -> str:
         return f"{self.column}: {self.rule}" + (f" ({self.rows} rows)" if self.rows else "")
+
+
+def parse_schema(raw: Any) -> TableSchema | ImageSchema:
+    """A table or image schema from its JSON form; :class:`InvalidInput` naming the field."""
+    kind = raw.get("kind", "table") if isinstance(raw, dict) else None
+    model: type[TableSchema | ImageSchema] = ImageSchema if kind == "images" else TableSchema
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "schema"
+        raise InvalidInput(f"schema.{where}: {first['msg']}") from None

@@ -3,7 +3,9 @@
 A table request is ``{"instances": [{feature: value, ...}, ...]}`` with exactly the
 model's feature columns; an image request is ``{"instances": [[[pixel, ...], ...], ...]}``
 with the schema's shape. Types, ranges, categories, NaN/inf and the batch size are
-checked; every violation names the field and the rule, never the offending value.
+checked; every violation names the field and the rule, never the offending value, nor
+an exact bound of the training data (the schema here is the exact one: its bounds are
+values of training rows, which the published schema only rounds).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ __all__ = ["FieldError", "RequestInvalid", "RequestValidator"]
 
 #: At most this many violations are listed in one response.
 _MAX_LISTED = 20
+#: Range rules, without the bound: it is the value of one training row.
+_ABOVE = "above the maximum of the training data"
+_BELOW = "below the minimum of the training data"
 
 
 @dataclass(frozen=True)
@@ -178,11 +183,11 @@ def _check_value(  # noqa: PLR0911 - one return per rule
         if not math.isfinite(value):
             return "must be finite"
     except OverflowError:  # an integer beyond any float
-        return f"above maximum {column.maximum}"
+        return _ABOVE
     if column.type is ColumnType.INTEGER and float(value) != int(value):
         return "must be an integer"
     if column.minimum is not None and value < column.minimum:
-        return f"below minimum {column.minimum}"
+        return _BELOW
     if column.maximum is not None and value > column.maximum:
-        return f"above maximum {column.maximum}"
+        return _ABOVE
     return None

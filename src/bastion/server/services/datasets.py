@@ -2,21 +2,23 @@
 
 The control plane never sees rows. It queues dataset jobs (register, verify, scan,
 pseudonymise) for the cluster that holds the data, and records the version the
-agent reports after sealing: schema, row count, manifest hash, signature, scan
-summaries. A version is immutable except for its schema, which a data steward may
-correct (audited).
+agent reports after sealing: published schema, row count, manifest hash, signature, scan
+summaries. The published schema names no value of a row (identifier columns redacted,
+bounds rounded, rare categories withheld: :mod:`bastion.data.publish`); the exact one stays
+in the compute plane. A version is immutable except for its schema, which a data steward
+may correct (audited); the compute plane applies the correction to the exact schema.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.data.privacy import check_features
-from bastion.data.schema import ImageSchema, TableSchema
+from bastion.data.publish import unpublished_columns
+from bastion.data.schema import parse_schema
 from bastion.errors import (
     Conflict,
     InvalidInput,
@@ -365,6 +367,7 @@ def record_version(
     (1) The run must exist in this project, be active, and be leased by this agent.
     (2) It must be a job that makes a version of this dataset.
     (3) One run makes one version: a repeated report returns the recorded one.
+    (4) The schema is the published one: no value of an identifier column is stored.
     """
     run = unit.session.get(Run, fields["run_id"])
     # (1) ...
@@ -393,6 +396,16 @@ def record_version(
         return existing
     if run.status not in ACTIVE_STATUSES:
         raise Conflict(f"run {run.id} is {run.status}; it can no longer record a version")
+    # (4) ...
+    listed = fields["summaries"].get("identifier_columns", [])
+    exposed = unpublished_columns(
+        parse_schema(fields["schema_"]), identifiers=listed if isinstance(listed, list) else []
+    )
+    if exposed:
+        raise InvalidInput(
+            f"the schema reported for {name} is not the published one ({', '.join(exposed)}): "
+            "no value of an identifier column may leave the compute plane; upgrade the agent"
+        )
     parent = (
         get_version(unit.session, project=project, name=name, version=made_from)
         if made_from is not None
@@ -459,15 +472,11 @@ def edit_schema(
     """Replace a version's schema with a steward's correction (same kind, validated)."""
     row = get_version(unit.session, project=project, name=name, version=version)
     kind = row.schema_.get("kind", "table")
-    model = ImageSchema if kind == "images" else TableSchema
-    try:
-        checked = model.model_validate(schema)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "schema"
-        raise InvalidInput(f"schema.{where}: {first['msg']}") from None
-    if checked.kind != kind:
+    if schema.get("kind", kind) != kind:
         raise InvalidInput(f"schema.kind must stay {kind!r}")
+    checked = parse_schema({**schema, "kind": kind})
+    # A correction of the published schema is still the published schema.
+    checked.published = bool(row.schema_.get("published", False))
     before = row.schema_
     row.schema_ = checked.model_dump(mode="json")
     row.schema_edited_by = user_id
