@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,11 @@ def create_db_engine(url: str) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = Path(parsed.database)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Created 0600 whatever the umask: SQLite gives its -wal and -shm files the
+            # database file's mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
         engine = create_engine(parsed, connect_args={"timeout": 60})
         _configure_sqlite(engine)
         return engine

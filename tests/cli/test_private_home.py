@@ -99,3 +99,22 @@ def test_what_the_planes_create_is_private_whatever_the_umask(tmp_path: Path) ->
         if mode != (0o700 if Path(path).is_dir() else 0o600)
     }
     assert opened == {}
+
+
+def test_a_sqlite_database_made_in_process_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from bastion.db import create_db_engine
+
+    previous = os.umask(0o022)
+    try:
+        engine = create_db_engine(f"sqlite:///{tmp_path / 'db' / 'made-here.db'}")
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "db").iterdir()}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert files and all(mode == 0o600 for mode in files.values()), files
+    assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
