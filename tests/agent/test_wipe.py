@@ -137,3 +137,19 @@ def test_one_storage_root_serves_one_agent(tmp_path: Path) -> None:
     second = Storage(tmp_path / "storage")
     with pytest.raises(ConfigurationError, match="another agent runs jobs from this storage"):
         second.claim()
+
+
+def test_a_stopping_agent_tells_the_control_plane_it_leaves(agent: Agent) -> None:
+    beats: list[tuple[dict[str, int], bool]] = []
+
+    class _Client:
+        def heartbeat(
+            self, cluster: str, runs: dict[str, int], *, stopping: bool = False
+        ) -> dict[str, Any]:
+            beats.append((runs, stopping))
+            return {"stop": [], "serve": {}}
+
+    agent._client = cast(Any, _Client())
+    agent.stop()
+    agent.run()
+    assert beats[-1] == ({}, True)

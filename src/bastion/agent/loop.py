@@ -211,6 +211,10 @@ class Agent:
         for job in stopping:  # their runs resume from sealed checkpoints, not from plaintext
             with job.sealing:
                 wipe(job.handle.request.workdir)
+        try:  # say goodbye, so the control plane records the disconnection now
+            self.client.heartbeat(self.config.cluster, {}, stopping=True)
+        except BastionError as exc:
+            log.warning("could not tell the control plane this agent stops: %s", exc)
 
     def _heartbeats(self) -> None:
         while not self._stop.is_set():
