@@ -579,3 +579,36 @@ def test_a_changed_prefix_falls_back_to_the_whole_chain(
     with pytest.raises(AuditChainError) as info:
         log.verify(since=prefix)
     assert info.value.seq == prefix.seq
+
+
+def test_an_export_cut_back_to_an_in_chain_checkpoint_is_refused(
+    engine: Engine, keyring: Keyring, tmp_path: Path
+) -> None:
+    log = _log(engine, keyring, tmp_path, interval=5)
+    _fill(log, 12)  # in-chain checkpoints at seq 6 (signs 5) and 11 (signs 10)
+    exported, lines = _export(log, tmp_path)
+    pem = keyring.primary_signing_key().public_pem
+    checkpoint = json.loads(lines[11])
+    assert checkpoint["action"] == CHECKPOINT_ACTION and checkpoint["details"]["seq"] == 10
+    # Its signature is valid, but over a checkpoint's statement, not an export head's.
+    for extra in ({}, {"exported_at": checkpoint["ts"]}):
+        head = {**checkpoint["details"], **extra}
+        forged = canonical_json({"export": "bastion-audit-export/v1", "head": head})
+        _write_lines(exported, [forged, *lines[1:11]])  # events 1 to 10
+        error = _refused(exported, pem)
+        assert error.kind in ("signature", "modified"), str(error)
+
+
+def test_an_unreadable_event_time_in_the_unsigned_tail_is_reported_not_raised() -> None:
+    from bastion.security.audit_chain import ChainReport, unsigned_tail_text
+
+    report = ChainReport(
+        events=3,
+        head_seq=3,
+        head_hash="0" * 64,
+        checkpoints=0,
+        last_checkpoint_seq=0,
+        unsigned_since="yesterday-ish",
+    )
+    text = unsigned_tail_text(report)
+    assert "3 event(s) not yet covered" in text and "unreadable time 'yesterday-ish'" in text

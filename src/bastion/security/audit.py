@@ -12,6 +12,7 @@ log is noticed. Appends take a database-wide write lock, so concurrent writers
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -49,6 +50,7 @@ from bastion.security.audit_chain import (
     ChainReport,
     Checkpoint,
     EventRow,
+    ExportHead,
     TamperKind,
     VerifiedPrefix,
     canonical_json,
@@ -319,7 +321,7 @@ class AuditLog:
         self.write_anchor(checkpoint)
         return checkpoint
 
-    def sign_head(self) -> Checkpoint:
+    def sign_head(self) -> ExportHead:
         """Sign the chain for an export: the head as it is now, every event before it covered.
 
         A checkpoint event is appended first when events came after the last one (so the
@@ -332,7 +334,9 @@ class AuditLog:
             head = conn.execute(_HEAD_ROW).first()
         if head is None or self._signer is None:
             raise InvalidInput("the audit log is empty; nothing to export yet")
-        return self._sign(int(head.seq), str(head.hash))
+        unsigned = ExportHead(int(head.seq), str(head.hash), self._signer.fingerprint, "", _now())
+        signature = base64.b64encode(self._signer.sign(unsigned.statement())).decode()
+        return dataclasses.replace(unsigned, signature=signature)
 
     def _row(
         self,
@@ -509,7 +513,7 @@ class AuditLog:
     def export(self, path: Path) -> int:
         """Write the signed export (:meth:`export_lines`) to ``path``; return the event count."""
         count = -1  # the first line is the signed head
-        with atomic_output(path, mode=0o640) as handle:
+        with atomic_output(path, mode=0o600) as handle:
             for line in self.export_lines():
                 handle.write(line)
                 count += 1
@@ -561,8 +565,8 @@ def _head(conn: Connection) -> tuple[int, str]:
     return (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
 
 
-def _export_rows(path: Path) -> tuple[Checkpoint | None, list[EventRow]]:
-    head: Checkpoint | None = None
+def _export_rows(path: Path) -> tuple[ExportHead | None, list[EventRow]]:
+    head: ExportHead | None = None
     rows: list[EventRow] = []
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):

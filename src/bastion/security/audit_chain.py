@@ -32,6 +32,7 @@ __all__ = [
     "ChainReport",
     "Checkpoint",
     "EventRow",
+    "ExportHead",
     "TamperKind",
     "VerifiedPrefix",
     "canonical_json",
@@ -39,6 +40,7 @@ __all__ = [
     "checkpoint_statement",
     "event_hash",
     "export_header",
+    "export_statement",
     "parse_export_header",
     "record_hash",
     "unsigned_tail_text",
@@ -216,12 +218,51 @@ def checkpoint_statement(seq: int, head_hash: str) -> bytes:
     return canonical_json({"domain": CHECKPOINT_DOMAIN, "hash": head_hash, "seq": seq})
 
 
-def export_header(head: Checkpoint) -> bytes:
+@dataclass(frozen=True)
+class ExportHead(Checkpoint):
+    """The signed head an export begins with: its last event, signed when it was exported.
+
+    It signs a statement of its own domain (:func:`export_statement`), so the signature of
+    an in-chain checkpoint cannot pass for an export's head: a copy cut back to an earlier
+    checkpoint, with that checkpoint put on its first line, is refused.
+    """
+
+    exported_at: str = ""
+
+    def statement(self) -> bytes:
+        return export_statement(self.seq, self.hash, self.exported_at)
+
+    def to_details(self) -> dict[str, Any]:
+        return {**super().to_details(), "exported_at": self.exported_at}
+
+    @classmethod
+    def from_details(cls, details: Mapping[str, Any]) -> ExportHead:
+        checkpoint = Checkpoint.from_details(details)
+        exported_at = details.get("exported_at")
+        if not isinstance(exported_at, str) or not exported_at:
+            raise ValueError("malformed export head")
+        return cls(
+            checkpoint.seq,
+            checkpoint.hash,
+            checkpoint.key_fingerprint,
+            checkpoint.signature,
+            exported_at=exported_at,
+        )
+
+
+def export_statement(seq: int, head_hash: str, exported_at: str) -> bytes:
+    """The exact bytes an export's head signs (a domain apart from checkpoints')."""
+    return canonical_json(
+        {"domain": EXPORT_FORMAT, "exported_at": exported_at, "hash": head_hash, "seq": seq}
+    )
+
+
+def export_header(head: ExportHead) -> bytes:
     """The line an export begins with: the signed statement of its last event."""
     return canonical_json({"export": EXPORT_FORMAT, "head": head.to_details()})
 
 
-def parse_export_header(line: bytes) -> Checkpoint | None:
+def parse_export_header(line: bytes) -> ExportHead | None:
     """The signed head of an export's first line; None when the line is not a header."""
     try:
         obj = json.loads(line)
@@ -232,7 +273,7 @@ def parse_export_header(line: bytes) -> Checkpoint | None:
     head = obj.get("head")
     if not isinstance(head, dict) or set(obj) != {"export", "head"}:
         raise ValueError("malformed export header")
-    return Checkpoint.from_details(head)
+    return ExportHead.from_details(head)
 
 
 #: Checks a checkpoint's signature; returns False when it is invalid or the key unknown.
@@ -493,9 +534,13 @@ def unsigned_tail_text(report: ChainReport, *, now: dt.datetime | None = None) -
         return "every event is covered by a signature"
     since = ""
     if report.unsigned_since:
-        written = dt.datetime.strptime(report.unsigned_since, "%Y-%m-%dT%H:%M:%S.%fZ")
-        age = (now or dt.datetime.now(dt.UTC)) - written.replace(tzinfo=dt.UTC)
-        since = f", the oldest written {report.unsigned_since} ({_age(age)} ago)"
+        try:
+            written = dt.datetime.strptime(report.unsigned_since, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:  # the time is part of the hashed record; a writer may set any text
+            since = f", the oldest with an unreadable time {report.unsigned_since[:40]!r}"
+        else:
+            age = (now or dt.datetime.now(dt.UTC)) - written.replace(tzinfo=dt.UTC)
+            since = f", the oldest written {report.unsigned_since} ({_age(age)} ago)"
     return (
         f"{report.unsigned_tail} event(s) not yet covered by a signed checkpoint{since}; "
         "until one is signed, a database writer could rewrite or cut them unseen"
