@@ -43,8 +43,10 @@ def test_a_known_token_id_with_a_wrong_secret_is_refused(
     assert cp.client.get("/api/v1/auth/whoami", headers=cp.as_(role_tokens["auditor"])).is_success
     forged = f"{prefix}_{token_id}_{'A' * len(secret)}"
     assert cp.client.get("/api/v1/auth/whoami", headers=cp.as_(forged)).status_code == 401
-    # The refusal is not cached as a success either: the real one still works afterwards.
     assert cp.client.get("/api/v1/audit/verify", headers=cp.as_(forged)).status_code == 401
+    # The refusal poisons nothing: the real token still works afterwards.
+    real = cp.client.get("/api/v1/audit/verify", headers=cp.as_(role_tokens["auditor"]))
+    assert real.status_code == 200
 
 
 def test_the_throttle_delays_grow_per_account_and_address() -> None:
@@ -97,3 +99,56 @@ def test_guessing_one_account_from_many_addresses_raises_an_alert(
     # The admin logs in all the same.
     login = cp.client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
     assert login.status_code == 201
+
+
+def test_an_admin_replacing_a_persons_password_raises_an_alert(
+    control_plane: ControlPlane,
+) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    created = cp.client.post(
+        "/api/v1/users", json={"username": "ana", "password": PASSWORD}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    alerts = cp.client.get("/api/v1/alerts", headers=admin).json()
+    assert alerts == []  # a new account's first password is no reset
+    reset = cp.client.patch(
+        "/api/v1/users/ana", json={"password": "a password the admin now knows"}, headers=admin
+    )
+    assert reset.status_code == 200
+    alerts = cp.client.get("/api/v1/alerts", headers=admin).json()
+    assert [(a["kind"], a["actor"], a["details"]) for a in alerts] == [
+        ("password_reset", "user:admin", {"user": "ana"})
+    ]
+    update = [row for row in cp.database.audit.rows() if row.action == "user.update"][-1]
+    assert json.loads(update.details) == {"password_changed": True, "reset_by": "admin"}
+
+
+def test_parallel_tries_cannot_spend_one_delay_many_times() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=2, window_seconds=900, clock=lambda: now[0])
+    for _ in range(2):
+        with throttle.attempt(account="ana", address="a"):
+            throttle.failed(account="ana", address="a")
+    now[0] += 10  # past the 2 s delay: one more try may start...
+    with throttle.attempt(account="ana", address="a"):
+        # ...but not a second one beside it while the first is being checked.
+        with (
+            pytest.raises(RateLimited, match="while another is being checked"),
+            throttle.attempt(account="ana", address="a"),
+        ):
+            pass
+        throttle.failed(account="ana", address="a")
+    # Below the limit, tries may run side by side.
+    with throttle.attempt(account="bob", address="a"), throttle.attempt(account="bob", address="a"):
+        pass
+
+
+def test_ipv6_clients_count_by_their_64() -> None:
+    throttle = LoginThrottle(max_failures=2, window_seconds=900, clock=lambda: 0.0)
+    for host in ("2001:db8:1:2::a", "2001:db8:1:2::b"):
+        throttle.failed(account="ana", address=host)
+    with pytest.raises(RateLimited):
+        throttle.check(account="ana", address="2001:db8:1:2:ffff::1")  # same /64
+    throttle.check(account="ana", address="2001:db8:1:3::1")  # another /64
+    throttle.check(account="ana", address="127.0.0.1")

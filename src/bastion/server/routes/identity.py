@@ -133,7 +133,11 @@ def update_user(
 ) -> User:
     with database.write(actor=principal.actor) as unit:
         return service.update_user(
-            unit, username=username, disabled=body.disabled, password=body.password
+            unit,
+            username=username,
+            disabled=body.disabled,
+            password=body.password,
+            by=principal.identity.username,
         )
 
 

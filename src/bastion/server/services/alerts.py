@@ -6,6 +6,8 @@
 - ``repeated_denials``: ``REPEATED_DENIALS`` refused requests within ``DENIAL_WINDOW``;
 - ``password_guessing``: ``GUESSING_FAILURES`` failed logins of one account, from any
   addresses, within the login throttle's window (see :mod:`bastion.server.services.identity`);
+- ``password_reset``: an administrator replaced a person's existing password (and could
+  now log in as them);
 - ``export_volume``: more model exports in a day than ``EXPORT_FACTOR`` times the caller's
   daily average over the previous 30 days (and at least ``EXPORT_FLOOR``).
 
@@ -43,6 +45,7 @@ ALERT_KINDS = (
     "repeated_denials",
     "export_volume",
     "password_guessing",
+    "password_reset",
 )
 REPEATED_DENIALS = 5
 DENIAL_WINDOW = dt.timedelta(minutes=10)

@@ -59,18 +59,39 @@ def create_user(
 
 
 def update_user(
-    unit: UnitOfWork, *, username: str, disabled: bool | None, password: str | None
+    unit: UnitOfWork,
+    *,
+    username: str,
+    disabled: bool | None,
+    password: str | None,
+    by: str | None = None,
 ) -> User:
+    """Enable, disable or set the password of ``username`` (``by``: who asks).
+
+    An administrator who replaces a person's existing password could log in as them, so
+    that reset is recorded (``reset_by``) and raises a ``password_reset`` alert about the
+    administrator; setting the first password of a new account does not.
+    """
     user = get_user(unit.session, username)
-    changed: dict[str, bool] = {}
+    changed: dict[str, bool | str] = {}
     if disabled is not None and disabled != user.disabled:
         user.disabled = disabled
         changed["disabled"] = disabled
     if password is not None:
         if user.kind != "human":
             raise InvalidInput("machine identities cannot have passwords")
+        reset = user.password_hash is not None and by is not None and by != username
         user.password_hash = hash_password(password)
         changed["password_changed"] = True
+        if reset and by is not None:
+            changed["reset_by"] = by
+            raise_alert(
+                unit,
+                kind="password_reset",
+                actor=f"user:{by}",
+                project=None,
+                details={"user": username},
+            )
     if changed:
         unit.record("user.update", f"user:{username}", changed)
     return user
@@ -161,22 +182,22 @@ def authenticate_password(
     A failure returns None after recording ``auth.login.failed``, so the caller can
     commit that event before refusing.
     """
-    throttle.check(account=username, address=address)
-    user = unit.session.scalars(select(User).where(User.username == username)).first()
-    ok = verify_password(password, user.password_hash if user else None)
-    if user is None or not ok or user.disabled or user.kind != "human":
-        failures = throttle.failed(account=username, address=address)
-        unit.record("auth.login.failed", f"user:{username}", {"address": address})
-        if failures >= GUESSING_FAILURES:
-            raise_alert(
-                unit,
-                kind="password_guessing",
-                actor=f"user:{username}",
-                project=None,
-                details={"failures": failures, "last_address": address},
-            )
-        return None
-    throttle.succeeded(account=username, address=address)
+    with throttle.attempt(account=username, address=address):
+        user = unit.session.scalars(select(User).where(User.username == username)).first()
+        ok = verify_password(password, user.password_hash if user else None)
+        if user is None or not ok or user.disabled or user.kind != "human":
+            failures = throttle.failed(account=username, address=address)
+            unit.record("auth.login.failed", f"user:{username}", {"address": address})
+            if failures >= GUESSING_FAILURES:
+                raise_alert(
+                    unit,
+                    kind="password_guessing",
+                    actor=f"user:{username}",
+                    project=None,
+                    details={"failures": failures, "last_address": address},
+                )
+            return None
+        throttle.succeeded(account=username, address=address)
     unit.actor = f"user:{username}"
     identity = Identity(
         user_id=user.id,
