@@ -55,10 +55,12 @@ def _published() -> TableSchema:
         (143.5, 2501.0, (0.0, 3000.0)),
         (0.05263, 0.1634, (0.0, 0.2)),  # exact decimals, not 0.20000000000000004
         (-3.2, 5.1, (-4.0, 6.0)),
-        (0.0, 16.0, (0.0, 20.0)),
-        (0.0, 1.0, (0.0, 1.0)),  # already on the grid
+        (0.0, 16.0, (-10.0, 20.0)),  # a bound on the grid moves a step out
+        (0.0, 1.0, (-1.0, 2.0)),
+        (0.0, 7.0, (-1.0, 8.0)),  # small integers: never the exact extremes
+        (1931, 2000, (1930.0, 2010.0)),
         (5.0, 5.0, (5.0, 5.0)),  # a constant is every row's value, not one row's
-        (0.0, 918273.0, (0.0, 1000000.0)),
+        (0.0, 918273.0, (-100000.0, 1000000.0)),
         (None, None, (None, None)),
         (float("-inf"), 2.5, (None, 3.0)),
     ],
@@ -162,7 +164,7 @@ def test_image_schemas_round_their_value_range() -> None:
         "kind": "images",
         "shape": [8, 8],
         "dtype": "uint8",
-        "minimum": 0.0,
+        "minimum": -10.0,  # 0 lies on the grid of 10 (the spread is 16): one step out
         "maximum": 20.0,
         "classes": list(range(10)),
         "published": True,

@@ -6,10 +6,11 @@ control plane gets the *published* schema, which names no value of a row:
 
 * an identifier column (flagged by the PII scan, or the subject-id column) keeps its name,
   type and nullability and is marked ``redacted``: no bound, category or length;
-* numeric bounds (and an image's value range) are rounded outward to a multiple of the
-  power of ten just below the column's spread (maximum minus minimum; the magnitude of the
-  value when the column is constant), so each published bound places the extreme row only
-  within an interval wider than a tenth of the spread. ``[6.981, 28.11]`` becomes
+* numeric bounds (and an image's value range) are rounded strictly outward to a multiple
+  of the power of ten just below the column's spread (maximum minus minimum; a bound
+  already on that grid moves one step out; a constant column keeps its value, which is
+  every row's), so each published bound places the extreme row only within an interval
+  wider than a tenth of the spread. ``[6.981, 28.11]`` becomes
   ``[0, 30]``, ``[1931, 2004]`` becomes ``[1930, 2010]``. This hides the row's value, not
   the order of magnitude of an outlier; it is not differential privacy;
 * a string's maximum length is rounded up the same way (``37`` becomes ``40``);
@@ -55,7 +56,12 @@ class KeptSchema(BaseModel):
 
 
 def _grid(value: Decimal, step: Decimal, rounding: str) -> float:
-    return float((value / step).to_integral_value(rounding=rounding) * step)
+    """``value`` moved to the grid, strictly outward: a value already on it moves a step
+    (else a column of small integers, 0 to 7, would publish its exact extremes)."""
+    on_grid = (value / step).to_integral_value(rounding=rounding) * step
+    if on_grid == value:
+        on_grid += step if rounding == ROUND_CEILING else -step
+    return float(on_grid)
 
 
 def round_outward(low: float | None, high: float | None) -> tuple[float | None, float | None]:
@@ -69,10 +75,12 @@ def round_outward(low: float | None, high: float | None) -> tuple[float | None, 
     present = [v for v in given if v is not None]
     if not present:
         return None, None
+    lower, upper = given
+    if lower is not None and lower == upper:  # a constant is every row's value, not one row's
+        return float(lower), float(lower)
     spread = max(present) - min(present)
     scale = spread if spread else max(abs(v) for v in present)
     step = Decimal(1).scaleb(scale.adjusted()) if scale else Decimal(1)
-    lower, upper = given
     return (
         None if lower is None else _grid(lower, step, ROUND_FLOOR),
         None if upper is None else _grid(upper, step, ROUND_CEILING),

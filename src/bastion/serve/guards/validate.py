@@ -146,9 +146,7 @@ class RequestValidator:
         outside = (flat < schema.minimum) | (flat > schema.maximum)
         for i in np.flatnonzero(outside.any(axis=1))[:_MAX_LISTED]:
             errors.append(
-                FieldError(
-                    f"instances[{i}]", f"pixels outside [{schema.minimum}, {schema.maximum}]"
-                )
+                FieldError(f"instances[{i}]", "pixels outside the range of the training data")
             )
         if schema.dtype.startswith(("int", "uint")):
             fractional = np.flatnonzero(
