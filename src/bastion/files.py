@@ -58,7 +58,13 @@ def ensure_private_root(path: Path, *, what: str) -> Path:
     not be checked one by one: nobody else can get past a 0700 folder.
     """
     ensure_private_dir(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise ConfigurationError(
+            f"{path}: {what} belongs to user id {info.st_uid}, not to this user ({os.getuid()}); "
+            "run Bastion as the user who owns it, or give it a folder of its own"
+        )
+    mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         raise ConfigurationError(
             f"{path}: {what} has mode {mode:04o}, open to group or others; make it private "

@@ -118,3 +118,15 @@ def test_a_sqlite_database_made_in_process_is_private_whatever_the_umask(tmp_pat
         os.umask(previous)
     assert files and all(mode == 0o600 for mode in files.values()), files
     assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o700
+
+
+def test_a_home_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    from bastion.files import ensure_private_root
+
+    if os.geteuid() != 0:  # pragma: no cover - CI runs as root, which can give a folder away
+        pytest.skip("giving a folder to another user needs root")
+    home = tmp_path / "theirs"
+    home.mkdir(mode=0o700)
+    os.chown(home, 65534, 65534)
+    with pytest.raises(ConfigurationError, match="belongs to user id 65534"):
+        ensure_private_root(home, what="BASTION_HOME")

@@ -153,8 +153,9 @@ class Agent:
             return
         if join_token is None:
             raise ConfigurationError(
-                f"agent of {self.config.cluster!r} has not joined yet; pass --join-token "
-                "(from 'bastion cluster create')"
+                f"agent of {self.config.cluster!r} has not joined yet; give its one-time join "
+                "token (from 'bastion cluster create') with --join-token-file or "
+                "BASTION_JOIN_TOKEN"
             )
         with Client(self.config.url, verify=verify) as anonymous:
             joined = anonymous.join_cluster(
@@ -439,15 +440,25 @@ class Agent:
         folder = f"swap-{model['manifest_hash'][:16]}"
         workdir = job.handle.request.workdir
         ref = f"{model['name']}@{model['version']}"
-        try:
-            stage_inputs(
-                lease, workdir=workdir / folder, storage=self.storage.root, keyring=self.keyring
-            )
-            self._serve_inputs(lease, workdir / folder)
-        except (BastionError, OSError) as exc:
-            log.error("run %s: cannot stage %s for a hot-swap: %s", job.lease["run_id"], ref, exc)
-            self._report(job, stage="serve", message=f"swap to {ref} refused: {exc}")
-            return
+        # Under the job's lock and only while it runs: a stop or supersede wipes the
+        # attempt's plaintext holding the same lock, so nothing is decrypted after it.
+        with job.sealing:
+            if job.stopped:
+                return
+            try:
+                stage_inputs(
+                    lease,
+                    workdir=workdir / folder,
+                    storage=self.storage.root,
+                    keyring=self.keyring,
+                )
+                self._serve_inputs(lease, workdir / folder)
+            except (BastionError, OSError) as exc:
+                log.error(
+                    "run %s: cannot stage %s for a hot-swap: %s", job.lease["run_id"], ref, exc
+                )
+                self._report(job, stage="serve", message=f"swap to {ref} refused: {exc}")
+                return
         request = {"folder": folder, "model": ref}
         atomic_write_bytes(workdir / SWAP_REQUEST, json.dumps(request).encode(), mode=0o600)
         log.info("run %s: %s staged for a hot-swap", job.lease["run_id"], ref)

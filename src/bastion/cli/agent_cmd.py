@@ -69,7 +69,14 @@ def start(
     ray_address: Annotated[
         str | None, typer.Option(help="HOST:PORT of the Ray cluster (with --executor ray).")
     ] = None,
-    heartbeat_seconds: Annotated[float, typer.Option(min=0.2, max=60)] = 5.0,
+    heartbeat_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.2,
+            max=20,
+            help="Seconds between heartbeats (the control plane calls an agent silent after 30).",
+        ),
+    ] = 5.0,
     import_root: Annotated[
         list[Path] | None,
         typer.Option(help="A directory whose files may be registered as datasets (repeatable)."),
