@@ -223,7 +223,7 @@ def test_image_requests_are_checked_for_shape_range_and_integer_pixels(
             ({"instances": [[row[:7] for row in image]]}, "shape [8, 7] is not [8, 8]"),
             (
                 {"instances": [[[v + 20 for v in row] for row in image]]},
-                "pixels outside [0.0, 16.0]",
+                "pixels outside the range of the training data",
             ),
             (
                 {"instances": [[[min(v + 0.5, 15.5) for v in row] for row in image]]},
@@ -447,3 +447,32 @@ def test_concurrent_flushes_never_lose_the_spool_file(
         sink.down = False
         writer.close()
     assert [e["n"] for e in sink.events] == list(range(150)) and not spool.exists()
+
+
+def test_a_batch_being_spooled_still_counts_against_the_audit_capacity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bastion.serve.audit as serve_audit
+    from bastion.errors import ServiceUnavailable
+
+    def down(batch: list[dict[str, object]]) -> None:
+        raise ConnectionError("control plane unreachable")
+
+    writer = AuditWriter(
+        sink=down, spool=tmp_path / "spool", cluster="c1", cluster_keyset="k", capacity=1
+    )
+    writer.record({"status": 200})
+    admitted: list[bool] = []
+
+    def sealing(data: bytes, **_: object) -> str:
+        # A request arrives while the one queued event is being written to the spool.
+        try:
+            writer.admit()
+            admitted.append(True)
+        except ServiceUnavailable:
+            admitted.append(False)
+        return "sealed"
+
+    monkeypatch.setattr(serve_audit, "seal_for_cluster", sealing)
+    writer.flush()
+    assert admitted == [False] and writer.spooled == 1 and writer.pending == 1

@@ -82,6 +82,9 @@ class AuditWriter:
         #: Batches that failed to send, oldest first (their encrypted copy is in the spool).
         self._spooled: deque[list[dict[str, Any]]] = deque()
         self._spooled_events = 0
+        #: Events taken from the queue and not yet sent or spooled (one batch at a time). They
+        #: count against the capacity, else a request could slip in while a batch is spooled.
+        self._in_flight = 0
         self._lock = threading.Lock()
         #: One flush at a time: the spool file is written, drained and removed under it.
         self._flushing = threading.Lock()
@@ -96,7 +99,11 @@ class AuditWriter:
     @property
     def pending(self) -> int:
         with self._lock:
-            return len(self._queue) + self._spooled_events
+            return self._backlog()
+
+    def _backlog(self) -> int:
+        """Events not yet with the control plane (the caller holds the lock)."""
+        return len(self._queue) + self._in_flight + self._spooled_events
 
     @property
     def spooled(self) -> int:
@@ -105,7 +112,7 @@ class AuditWriter:
     def record(self, event: dict[str, Any]) -> None:
         """Queue one event; refuse (fail closed) when the backlog is at capacity."""
         with self._lock:
-            if len(self._queue) + self._spooled_events >= self.capacity:
+            if self._backlog() >= self.capacity:
                 raise ServiceUnavailable(
                     "the audit trail cannot keep up (control plane unreachable and the spool "
                     "is full); requests are refused until it drains"
@@ -117,7 +124,7 @@ class AuditWriter:
     def admit(self) -> None:
         """Raise before doing any work when a request could not be audited."""
         with self._lock:
-            if len(self._queue) + self._spooled_events >= self.capacity:
+            if self._backlog() >= self.capacity:
                 raise ServiceUnavailable(
                     "the audit spool is full; requests are refused until the control plane "
                     "takes the backlog"
@@ -126,6 +133,7 @@ class AuditWriter:
     def _take(self) -> list[dict[str, Any]]:
         with self._lock:
             taken = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            self._in_flight = len(taken)
         for event in taken:
             event["at"] = dt.datetime.fromtimestamp(event["at"], dt.UTC).isoformat()
         return taken
@@ -147,6 +155,7 @@ class AuditWriter:
         with self._lock:
             self._spooled.append(batch)
             self._spooled_events += len(batch)
+            self._in_flight = 0
 
     def _drain_spool(self) -> bool:
         """Send spooled batches in order; True when the spool is empty."""
@@ -175,16 +184,20 @@ class AuditWriter:
     def _flush(self) -> None:
         drained = self._drain_spool()
         while batch := self._take():
-            if not drained:
-                self._spool_batch(batch)
-                continue
             try:
-                self._sink(batch)
-                self.sent += len(batch)
-            except Exception as exc:
-                log.warning("audit sink unreachable (%s); spooling %d events", exc, len(batch))
-                self._spool_batch(batch)
-                drained = False
+                if not drained:
+                    self._spool_batch(batch)
+                    continue
+                try:
+                    self._sink(batch)
+                    self.sent += len(batch)
+                except Exception as exc:
+                    log.warning("audit sink unreachable (%s); spooling %d events", exc, len(batch))
+                    self._spool_batch(batch)
+                    drained = False
+            finally:
+                with self._lock:
+                    self._in_flight = 0
 
     def _run(self) -> None:
         while not self._stop.is_set():
