@@ -22,7 +22,6 @@ from bastion.security.audit import (
     AuditLog,
     KeyringCheckpointSigner,
     open_local_audit_log,
-    verify_export,
 )
 from bastion.security.audit_chain import (
     CHECKPOINT_ACTION,
@@ -30,6 +29,7 @@ from bastion.security.audit_chain import (
     VerifiedPrefix,
     canonical_json,
 )
+from bastion.security.audit_export import verify_export
 from bastion.security.keys import Keyring, load_keyring
 from tests.conftest import Cli, other_keyring
 from tests.security import audit_helpers as tamper

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from bastion.config import Settings
 from bastion.errors import AuditChainError
-from bastion.security.audit import verify_export
 from bastion.security.audit_chain import CHECKPOINT_ACTION
+from bastion.security.audit_export import verify_export
 from bastion.security.keys import load_keyring
 from bastion.server.app import build_database, create_app
 from bastion.server.services.bootstrap import initialise

@@ -32,7 +32,7 @@ def verify(
             raise InvalidInput(
                 "--file needs --public-key PEM (the key that signed the checkpoints)"
             )
-        from bastion.security.audit import verify_export
+        from bastion.security.audit_export import verify_export
 
         report = verify_export(file, public_keys=[public_key.read_bytes()])
     elif public_key is not None:
