@@ -1,11 +1,13 @@
 """Published dataset schemas: redact the exact schemas recorded before the data boundary held.
 
 Versions recorded by older agents carry their exact schema (real values of identifier
-columns, exact bounds, every category). Each is replaced by its published form
-(:func:`bastion.data.publish.publish_schema`): identifier columns (the version's
-``identifier_columns`` and its subject-id column) redacted, bounds rounded outward, and
-every category withheld, since how many rows hold each was never recorded. The exact
-schema is not lost: the compute plane never read it from here.
+columns, exact bounds, every category). Each is replaced by its published form, as
+``bastion.data.publish`` defined it when this migration was written (a frozen copy, so a
+later change there cannot change what this migration did): identifier columns (the
+version's ``identifier_columns`` and its subject-id column) redacted, numeric bounds and
+string lengths rounded strictly outward to the power of ten below the spread, and every
+category withheld, since how many rows hold each was never recorded. The exact schema is
+not lost: the compute plane never read it from here.
 
 Revision ID: 0010
 Revises: 0009
@@ -14,13 +16,12 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
+import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-
-from bastion.data.publish import publish_schema
-from bastion.data.schema import parse_schema
 
 revision = "0010"
 down_revision = "0009"
@@ -36,14 +37,69 @@ _versions = sa.table(
 )
 
 
-def published(schema: dict[str, Any], summaries: dict[str, Any], subject: str | None) -> Any:
+def _grid(value: Decimal, step: Decimal, rounding: str) -> float:
+    on_grid = (value / step).to_integral_value(rounding=rounding) * step
+    if on_grid == value:
+        on_grid += step if rounding == ROUND_CEILING else -step
+    return float(on_grid)
+
+
+def _round_outward(low: Any, high: Any) -> tuple[float | None, float | None]:
+    given = [
+        Decimal(repr(float(v))) if isinstance(v, int | float) and math.isfinite(v) else None
+        for v in (low, high)
+    ]
+    present = [v for v in given if v is not None]
+    if not present:
+        return None, None
+    lower, upper = given
+    if lower is not None and lower == upper:
+        return float(lower), float(lower)
+    spread = max(present) - min(present)
+    scale = spread if spread else max(abs(v) for v in present)
+    step = Decimal(1).scaleb(scale.adjusted()) if scale else Decimal(1)
+    return (
+        None if lower is None else _grid(lower, step, ROUND_FLOOR),
+        None if upper is None else _grid(upper, step, ROUND_CEILING),
+    )
+
+
+def _column(column: dict[str, Any], *, identifier: bool) -> dict[str, Any]:
+    kept = {
+        "name": column.get("name"),
+        "type": column.get("type"),
+        "nullable": column.get("nullable", True),
+    }
+    if identifier:
+        return {**kept, "redacted": True}
+    low, high = _round_outward(column.get("minimum"), column.get("maximum"))
+    length = column.get("max_length")
+    categories = column.get("categories")
+    return {
+        **kept,
+        "minimum": low,
+        "maximum": high,
+        "max_length": None if length is None else int(_round_outward(0, length)[1] or 0),
+        "categories": None if categories is None else [],
+        "categories_withheld": len(categories or []),
+    }
+
+
+def published(schema: dict[str, Any], summaries: Any, subject: str | None) -> dict[str, Any]:
     """The published form of a recorded schema (unchanged when it already is one)."""
     if schema.get("published"):
         return schema
+    if schema.get("kind") == "images":
+        low, high = _round_outward(schema.get("minimum"), schema.get("maximum"))
+        return {**schema, "minimum": low, "maximum": high, "published": True}
     listed = summaries.get("identifier_columns", []) if isinstance(summaries, dict) else []
-    identifiers = {str(name) for name in listed if isinstance(name, str)} | {subject or ""}
-    exact = parse_schema(schema)
-    return publish_schema(exact, identifiers=identifiers, category_rows={}).model_dump(mode="json")
+    identifiers = {name for name in listed if isinstance(name, str)} | {subject or ""}
+    columns = [
+        _column(column, identifier=column.get("name") in identifiers)
+        for column in schema.get("columns", [])
+        if isinstance(column, dict)
+    ]
+    return {"kind": "table", "columns": columns, "published": True}
 
 
 def upgrade() -> None:
