@@ -4,9 +4,11 @@
     with Client("https://bastion.example:8600", token="bst_...") as bastion:
         bastion.create_project("cardiology")
 
-HTTP errors come back as Bastion errors (401 ``NotAuthenticated``, 403
-``NotAuthorized``, 404 ``NotFound``, 409 ``Conflict``, 422 ``InvalidInput``, 429
-``RateLimited``, 503 ``ServiceUnavailable``) carrying the server's message.
+A refusal comes back as the Bastion error the server raised (its problem-details
+``type`` names the class: a signature failure is a ``SignatureError`` here too),
+carrying the server's message; an answer without a known type is mapped by status
+(401 ``NotAuthenticated``, 403 ``NotAuthorized``, 404 ``NotFound``, 409
+``Conflict``, 422 ``InvalidInput``, 429 ``RateLimited``, 503 ``ServiceUnavailable``).
 """
 
 from __future__ import annotations
@@ -26,40 +28,27 @@ from bastion.config import Settings
 from bastion.errors import (
     BastionError,
     ConfigurationError,
-    Conflict,
     InsecureKeyFileError,
-    InvalidInput,
     NotAuthenticated,
-    NotAuthorized,
-    NotFound,
-    RateLimited,
     ServiceUnavailable,
 )
 from bastion.files import atomic_write_bytes
+from bastion.http_status import error_from_problem
 
 __all__ = ["Client", "load_credentials", "save_credentials"]
 
-_ERRORS: dict[int, type[BastionError]] = {
-    401: NotAuthenticated,
-    403: NotAuthorized,
-    404: NotFound,
-    409: Conflict,
-    413: InvalidInput,
-    422: InvalidInput,
-    503: ServiceUnavailable,
-}
-
 
 def _error(response: httpx.Response) -> BastionError:
+    """The error the server raised, rebuilt from its problem details (RFC 9457)."""
     try:
-        detail = str(response.json().get("detail", response.text))
-    except (ValueError, AttributeError):
-        detail = response.text[:500] or response.reason_phrase
-    if response.status_code == 429:
-        retry = int(response.headers.get("retry-after", "60"))
-        return RateLimited(detail, retry_after=retry)
-    return _ERRORS.get(response.status_code, BastionError)(
-        f"control plane refused ({response.status_code}): {detail}"
+        body: object = response.json()
+    except ValueError:
+        body = None
+    return error_from_problem(
+        response.status_code,
+        body,
+        retry_after=response.headers.get("retry-after"),
+        fallback=response.text[:500] or response.reason_phrase,
     )
 
 

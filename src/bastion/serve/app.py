@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bastion.errors import BastionError, NotAuthenticated, NotAuthorized, RateLimited
-from bastion.http_status import status_for
+from bastion.http_status import PROBLEM_JSON, problem_details, status_for
 from bastion.serve.audit import AuditWriter, input_digest
 from bastion.serve.config import ExtractionAction, ServeConfig
 from bastion.serve.guards.auth import KeyRecord, KeyStore, Scope
@@ -73,10 +73,10 @@ def _error(exc: BastionError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else {}
     if isinstance(exc, NotAuthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    body: dict[str, Any] = {"detail": str(exc)}
+    body = problem_details(exc)
     if isinstance(exc, RequestInvalid):
         body["errors"] = [{"field": e.field, "rule": e.rule} for e in exc.errors]
-    return JSONResponse(body, status_code=status_for(exc), headers=headers)
+    return JSONResponse(body, status_code=status_for(exc), headers=headers, media_type=PROBLEM_JSON)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

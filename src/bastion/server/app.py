@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI
@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from bastion import __version__
 from bastion.config import Settings
 from bastion.db import create_db_engine
+from bastion.http_status import PROBLEM_JSON
 from bastion.security.audit import AuditLog, CheckpointTimer, KeyringCheckpointSigner
 from bastion.security.keys import load_keyring
 from bastion.server.db.session import Database
@@ -61,6 +62,26 @@ def build_database(settings: Settings, *, url: str | None = None) -> Database:
         auth_cache_seconds=settings.auth_cache_seconds,
         audit_whole_every=dt.timedelta(minutes=settings.audit_whole_verify_minutes),
     )
+
+
+def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` with each error response documented as problem details only (FastAPI
+    also lists the route's own media type for a response given a model)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for response in operation.get("responses", {}).values():
+                        content = response.get("content", {})
+                        if PROBLEM_JSON in content:
+                            response["content"] = {PROBLEM_JSON: content[PROBLEM_JSON]}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 @contextlib.asynccontextmanager
@@ -117,4 +138,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(api)
     install_dashboard(app)
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     return app

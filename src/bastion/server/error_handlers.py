@@ -1,8 +1,9 @@
-"""The one place where Bastion errors become HTTP responses."""
+"""The one place where Bastion errors become HTTP responses: RFC 9457 problem details."""
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -13,12 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bastion.errors import (
     BastionError,
+    InvalidInput,
     NotAuthenticated,
     NotAuthorized,
     RateLimited,
     SeparationOfDuties,
+    ServiceUnavailable,
 )
-from bastion.http_status import status_for
+from bastion.http_status import PROBLEM_JSON, problem, problem_details, status_for
 from bastion.server.db.session import Database
 from bastion.server.services import alerts
 from bastion.server.web import is_dashboard, web_error
@@ -54,6 +57,12 @@ def _record_denial(request: Request, exc: NotAuthorized) -> None:
         log.warning("could not record a refused request: %s", type(failure).__name__)
 
 
+def _problem(
+    status: int, body: dict[str, object], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BastionError)
     async def _bastion(request: Request, exc: BastionError) -> Response:
@@ -65,7 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        return _problem(status, problem_details(exc), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -76,14 +85,21 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         if is_dashboard(request.url.path):
             return web_error(request, status=422, message=summary)
-        return JSONResponse({"detail": summary, "errors": errors}, status_code=422)
+        return _problem(422, problem(InvalidInput, status=422, detail=summary, errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if is_dashboard(request.url.path):
             return web_error(request, status=exc.status_code, message=str(exc.detail))
+        # No Bastion error behind it (an unknown route, a wrong method): RFC 9457's plain kind.
+        body = {
+            "type": "about:blank",
+            "title": HTTPStatus(exc.status_code).phrase,
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+        }
         return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            body, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON
         )
 
     @app.exception_handler(OperationalError)
@@ -91,8 +107,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(_request: Request, exc: DBAPIError) -> JSONResponse:
         # The driver's message can quote SQL and parameters: log the class only.
         log.warning("database unavailable: %s", type(exc.orig).__name__)
-        return JSONResponse(
-            {"detail": "the database is unavailable; nothing was changed, retry later"},
-            status_code=503,
-            headers={"Retry-After": "5"},
+        return _problem(
+            503,
+            problem(
+                ServiceUnavailable,
+                status=503,
+                detail="the database is unavailable; nothing was changed, retry later",
+            ),
+            {"Retry-After": "5"},
         )

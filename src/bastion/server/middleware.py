@@ -7,6 +7,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.errors import InvalidInput
+from bastion.http_status import PROBLEM_JSON, problem
+
 __all__ = ["BodyLimitMiddleware", "SecurityHeadersMiddleware"]
 
 SECURITY_HEADERS = (
@@ -25,13 +28,14 @@ class _TooLarge(Exception):
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    detail = f"request body larger than {limit} bytes"
+    body = json.dumps(problem(InvalidInput, status=413, detail=detail)).encode()
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bastion.http_status import PROBLEM_JSON
 from bastion.spec import NAME_PATTERN
 
 __all__ = ["Name", "NamePath", "Page", "Request", "Response", "Text"]
@@ -38,16 +39,29 @@ class FieldError(Response):
     message: str
 
 
-class ErrorOut(Response):
-    """Every error response: what was wrong (and, for validation, which fields)."""
+class Problem(BaseModel):
+    """Every error response, as RFC 9457 problem details: ``type`` names the kind of error
+    (``urn:bastion:error:...``, one per Bastion error class; ``about:blank`` for a route
+    that does not exist), ``detail`` says what was wrong, and, for validation, ``errors``
+    names each field. Error classes add members of their own (``retry_after``, ``reasons``,
+    ``kind``, ``seq``)."""
 
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
     detail: str
     errors: list[FieldError] | None = None
 
 
 #: Documented on every API route so clients (and schemathesis) know the error shapes.
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorOut, "description": description}
+    status: {
+        "model": Problem,
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
     for status, description in (
         (401, "No valid token."),
         (403, "The token's roles or scopes do not allow this."),
@@ -64,7 +78,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 JSON_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {
         **response,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     for status, response in ERROR_RESPONSES.items()
 }
