@@ -31,7 +31,7 @@ from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, Text
 
 from bastion.config import Settings
 from bastion.db import create_db_engine
-from bastion.security.audit import AuditEvent, open_local_audit_log
+from bastion.security.audit_log import AuditEvent, open_local_audit_log
 from bastion.security.keys import load_keyring
 
 

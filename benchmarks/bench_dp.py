@@ -50,8 +50,8 @@ from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, digits, patients
 from bastion.train.config import BuiltinModel, PrivacyConfig, TrainConfig
 from bastion.train.data import fit_preprocessing
+from bastion.train.dp_sgd import PrivacyHook
 from bastion.train.models import build_model
-from bastion.train.privacy import PrivacyHook
 from bastion.train.trainer import Event, Hook, Rows, Trainer, TrainState, batch_as_is
 
 MODES = ("ghost", "hooks", "functorch", "ew")

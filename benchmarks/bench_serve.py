@@ -38,9 +38,9 @@ from bastion.config import Settings
 from bastion.data.checks import infer_table_schema
 from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
+from bastion.inference.staged import copy_signed_manifest
 from bastion.security.keys import load_keyring
 from bastion.security.sealed import open_sealed, seal
-from bastion.serve.staged import copy_signed_manifest
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
 from bastion.train.models import build_model, package_model
@@ -112,13 +112,13 @@ def _stage(root: Path) -> Path:
 def _serve_bastion(folder: Path, port: int, key_file: Path) -> None:
     import uvicorn
 
-    from bastion.serve.app import ServeState, create_serve_app
-    from bastion.serve.audit import AuditWriter
-    from bastion.serve.config import ServeConfig
-    from bastion.serve.guards.auth import KeyRecord, KeyStore
-    from bastion.serve.guards.ratelimit import MemoryLimiter
-    from bastion.serve.model import load_verified
-    from bastion.serve.runtime import fit_guards
+    from bastion.inference.app import ServeState, create_serve_app
+    from bastion.inference.config import ServeConfig
+    from bastion.inference.guards.auth import KeyRecord, KeyStore
+    from bastion.inference.guards.ratelimit import MemoryLimiter
+    from bastion.inference.model import load_verified
+    from bastion.inference.request_audit import AuditWriter
+    from bastion.inference.runtime import fit_guards
 
     served = load_verified(folder, public_keys=[(folder.parent / "public.pem").read_bytes()])
     _, _, x, y = _data()
@@ -254,7 +254,7 @@ def main() -> None:
         else:
             _serve_bare(Path(folder), int(port))
         return
-    from bastion.serve.guards.auth import SERVING_KEY_PREFIX
+    from bastion.inference.guards.auth import SERVING_KEY_PREFIX
     from bastion.server.auth import new_token
 
     with tempfile.TemporaryDirectory() as tmp:

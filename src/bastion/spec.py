@@ -26,7 +26,7 @@ from pydantic import (
 
 from bastion.errors import InvalidSpec
 from bastion.evaluate.config import EvaluateConfig
-from bastion.serve.config import ServeConfig
+from bastion.inference.config import ServeConfig
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
 
 __all__ = [

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
-from bastion.serve.runner import KEY_REFRESH_SECONDS as KEY_REFRESH
+from bastion.inference.runner import KEY_REFRESH_SECONDS as KEY_REFRESH
 from tests.agent.test_agent_e2e import Plane, running_plane
 from tests.conftest import tampered
-from tests.serve.conftest import free_port
+from tests.inference.conftest import free_port
 from tests.server.test_live import _bastion, _certificates
 
 SPEC: dict[str, Any] = {

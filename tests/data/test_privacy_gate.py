@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bastion.data.feature_gate import check_features
 from bastion.data.ingest import Loaded, describe
-from bastion.data.privacy import check_features
 from bastion.data.reference import patients
 from bastion.errors import PolicyViolation
 

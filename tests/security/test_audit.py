@@ -17,12 +17,6 @@ from sqlalchemy import Engine
 from bastion.config import Settings
 from bastion.db import create_db_engine
 from bastion.errors import AuditChainError, InvalidInput
-from bastion.security.audit import (
-    AuditEvent,
-    AuditLog,
-    KeyringCheckpointSigner,
-    open_local_audit_log,
-)
 from bastion.security.audit_chain import (
     CHECKPOINT_ACTION,
     EventRow,
@@ -30,6 +24,12 @@ from bastion.security.audit_chain import (
     canonical_json,
 )
 from bastion.security.audit_export import verify_export
+from bastion.security.audit_log import (
+    AuditEvent,
+    AuditLog,
+    KeyringCheckpointSigner,
+    open_local_audit_log,
+)
 from bastion.security.keys import Keyring, load_keyring
 from tests.conftest import Cli, other_keyring
 from tests.security import audit_helpers as tamper

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from bastion.config import Settings
 from bastion.db import create_db_engine
 from bastion.errors import AuditChainError
-from bastion.security.audit import open_local_audit_log
+from bastion.security.audit_log import open_local_audit_log
 from bastion.security.keys import load_keyring
 from tests.pg import postgres_schema
 from tests.security import audit_helpers as tamper

@@ -306,7 +306,7 @@ def test_progress_reports_every_plaintext_byte(keyring: Keyring, tmp_path: Path)
 
 def test_refused_decryption_is_audited(cli: Cli, tmp_path: Path) -> None:
     from bastion.config import Settings
-    from bastion.security.audit import open_local_audit_log
+    from bastion.security.audit_log import open_local_audit_log
     from bastion.security.keys import load_keyring
 
     bogus = tmp_path / "bogus.enc"

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bastion.errors import RateLimited
-from bastion.server.ratelimit import LoginThrottle
+from bastion.server.login_throttle import LoginThrottle
 from tests.server.conftest import PASSWORD, ControlPlane
 
 

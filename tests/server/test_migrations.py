@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 
-import bastion.security.audit
+import bastion.security.audit_log
 import bastion.server.db.models
 from bastion.db import create_db_engine, metadata
 from bastion.server.db.migrate import current_revision, head_revision, upgrade
@@ -19,7 +19,7 @@ def test_migrations_match_the_models(db_url: str) -> None:
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
-    assert bastion.security.audit.audit_events.name in metadata.tables
+    assert bastion.security.audit_log.audit_events.name in metadata.tables
     # Upgrading again is a no-op.
     assert upgrade(engine) == head_revision()
     engine.dispose()

@@ -82,9 +82,7 @@ def _raising_app(app: FastAPI) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(RAISED))
-def test_the_sdk_raises_the_class_the_server_raised(
-    control_plane: ControlPlane, name: str
-) -> None:
+def test_the_sdk_raises_the_class_the_server_raised(control_plane: ControlPlane, name: str) -> None:
     cp = control_plane
     _raising_app(cp.app)
     raised, status = RAISED[name]

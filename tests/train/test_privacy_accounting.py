@@ -1,6 +1,6 @@
 """The shortcuts on the training path change speed, never results.
 
-* Opacus's per-order RDP is remembered (``bastion.train.privacy``): the epsilon an
+* Opacus's per-order RDP is remembered (``bastion.train.dp_sgd``): the epsilon an
   accountant reports must equal what Opacus's own uncached function gives.
 * Batches are fetched a batch at a time (``bastion.train.trainer.Rows``): the loader must
   yield exactly the rows the per-row path yields, Poisson sampling's empty draw included.
@@ -18,7 +18,7 @@ from opacus.accountants.analysis import rdp
 from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-import bastion.train.privacy  # noqa: F401  (installs the memo)
+import bastion.train.dp_sgd  # noqa: F401  (installs the memo)
 from bastion.train.trainer import Rows, batch_as_is
 
 ORDERS = [1.5, 2.0, 3.5, 8.0, 32.0]

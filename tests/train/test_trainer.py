@@ -13,8 +13,8 @@ from bastion.errors import IntegrityError, InvalidSpec
 from bastion.evaluate.attacks import pgd
 from bastion.train.adversarial import AdversarialHook
 from bastion.train.config import AdversarialConfig, PrivacyConfig, TrainConfig
+from bastion.train.dp_sgd import PrivacyHook, make_private_compatible
 from bastion.train.models import BuiltinModel, EntrypointModel, build_model
-from bastion.train.privacy import PrivacyHook, make_private_compatible
 from bastion.train.trainer import Hook, Trainer
 
 Tensors = tuple[torch.Tensor, torch.Tensor]

@@ -165,7 +165,7 @@ _RUNNERS = {
     "import-model": "bastion.agent.train_job:run_import_model",
     "evaluate": "bastion.agent.eval_job:run_evaluate",
     "erase": "bastion.agent.data_jobs:run_erase",
-    "serve": "bastion.serve.runner:run_serve",
+    "serve": "bastion.inference.runner:run_serve",
 }
 
 

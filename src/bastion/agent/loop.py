@@ -40,11 +40,11 @@ from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.inference.request_audit import SPOOL, replay_spool
+from bastion.inference.staged import SWAP_REQUEST, copy_signed_manifest
 from bastion.security.keys import load_keyring
 from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
-from bastion.serve.audit import SPOOL, replay_spool
-from bastion.serve.staged import SWAP_REQUEST, copy_signed_manifest
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 

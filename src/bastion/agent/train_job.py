@@ -22,7 +22,7 @@ from bastion.agent.data_jobs import schema_violations, staged_input, staged_sche
 from bastion.agent.eval_job import Evaluation, evaluate_model
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
-from bastion.data.privacy import check_features
+from bastion.data.feature_gate import check_features
 from bastion.data.schema import MAX_CATEGORIES, ImageSchema, TableSchema
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds

@@ -1,1 +1,4 @@
-"""Bastion's command line: the only place that prints and exits."""
+"""Bastion's command line: one module per noun; the only place that prints and exits.
+
+Calls the control plane through the SDK; nothing imports ``bastion.cli``.
+"""

@@ -21,7 +21,7 @@ from rich.progress import (
 from bastion.config import Settings
 
 if TYPE_CHECKING:  # imported where used: every CLI call pays for what it imports
-    from bastion.security.audit import AuditLog
+    from bastion.security.audit_log import AuditLog
     from bastion.security.keys import Keyring
 
 __all__ = [
@@ -62,14 +62,14 @@ def keyring() -> Keyring:
 
 @cache
 def audit() -> AuditLog:
-    from bastion.security.audit import open_local_audit_log
+    from bastion.security.audit_log import open_local_audit_log
 
     return open_local_audit_log(settings(), keyring())
 
 
 def record(action: str, target: str, details: dict[str, Any] | None = None) -> None:
     """Append an audit event for a verb that changed keys or artifacts."""
-    from bastion.security.audit import local_actor
+    from bastion.security.audit_log import local_actor
 
     audit().append(actor=local_actor(), action=action, target=target, details=details or {})
 

@@ -15,7 +15,7 @@ from bastion.cli.context import out
 from bastion.cli.keys_cmd import describe_key
 from bastion.cli.remote import client
 from bastion.errors import ServiceUnavailable
-from bastion.serve.config import ExtractionAction, OodAction, OutputMode
+from bastion.inference.config import ExtractionAction, OodAction, OutputMode
 
 app = typer.Typer(
     help="Deploy model versions: verified loading, scoped keys, rate limits, guards, audit.",

@@ -231,7 +231,7 @@ def _shadow_recipe(train_config: dict[str, Any], *, rows: int) -> dict[str, Any]
     config = TrainConfig.model_validate(train_config)
     if config.privacy is None or config.privacy.target_epsilon is None:
         return train_config
-    from bastion.train.privacy import calibrated_noise  # noqa: PLC0415 - Opacus on demand
+    from bastion.train.dp_sgd import calibrated_noise  # noqa: PLC0415 - Opacus on demand
 
     noise = calibrated_noise(
         config.privacy, rows=rows, batch_size=config.batch_size, epochs=config.epochs

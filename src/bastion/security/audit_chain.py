@@ -1,6 +1,6 @@
 """The audit chain's math: canonical JSON, event hashes, checkpoints, chain verification.
 
-Pure functions over rows; :mod:`bastion.security.audit` does the storage.
+Pure functions over rows; :mod:`bastion.security.audit_log` does the storage.
 
 An event's hash is ``sha256(canonical_json(record))`` in lowercase hex, where
 ``record`` is the object ``{action, actor, details, prev_hash, seq, target, ts}``

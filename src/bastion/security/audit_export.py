@@ -1,6 +1,6 @@
 """Offline verification of an exported audit log, with nothing but the signer's public key.
 
-The export's format is :meth:`bastion.security.audit.AuditLog.export_lines`: a signed head,
+The export's format is :meth:`bastion.security.audit_log.AuditLog.export_lines`: a signed head,
 then every event up to it as canonical JSON lines (docs/security.md §5.3).
 """
 
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bastion.errors import AuditChainError, InvalidInput
-from bastion.security.audit import checkpoint_verifier
 from bastion.security.audit_chain import (
     ChainReport,
     EventRow,
@@ -22,6 +21,7 @@ from bastion.security.audit_chain import (
     validate_details,
     verify_chain,
 )
+from bastion.security.audit_log import checkpoint_verifier
 
 __all__ = ["verify_export"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI
@@ -12,15 +12,15 @@ from fastapi import APIRouter, FastAPI
 from bastion import __version__
 from bastion.config import Settings
 from bastion.db import create_db_engine
-from bastion.http_status import PROBLEM_JSON
-from bastion.security.audit import AuditLog, CheckpointTimer, KeyringCheckpointSigner
+from bastion.security.audit_log import AuditLog, CheckpointTimer, KeyringCheckpointSigner
 from bastion.security.keys import load_keyring
 from bastion.server.db.session import Database
 from bastion.server.deps import Principal, require
 from bastion.server.error_handlers import install_error_handlers
+from bastion.server.login_throttle import LoginThrottle
 from bastion.server.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from bastion.server.openapi import ERROR_RESPONSES, problem_openapi
 from bastion.server.permissions import Permission
-from bastion.server.ratelimit import LoginThrottle
 from bastion.server.routes import (
     agents,
     audit,
@@ -32,7 +32,6 @@ from bastion.server.routes import (
     projects,
     resources,
 )
-from bastion.server.schemas.common import ERROR_RESPONSES
 from bastion.server.web import install_dashboard
 
 __all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
@@ -62,26 +61,6 @@ def build_database(settings: Settings, *, url: str | None = None) -> Database:
         auth_cache_seconds=settings.auth_cache_seconds,
         audit_whole_every=dt.timedelta(minutes=settings.audit_whole_verify_minutes),
     )
-
-
-def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """``app.openapi`` with each error response documented as problem details only (FastAPI
-    also lists the route's own media type for a response given a model)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    for response in operation.get("responses", {}).values():
-                        content = response.get("content", {})
-                        if PROBLEM_JSON in content:
-                            response["content"] = {PROBLEM_JSON: content[PROBLEM_JSON]}
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return openapi
 
 
 @contextlib.asynccontextmanager
@@ -138,5 +117,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(agents.router, responses=ERROR_RESPONSES)
     app.include_router(api)
     install_dashboard(app)
-    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
+    app.openapi = problem_openapi(app)  # type: ignore[method-assign]
     return app

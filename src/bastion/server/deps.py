@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy import select
 
 from bastion.db import SINGLE_READ_OPTIONS
@@ -21,6 +21,7 @@ from bastion.server.auth import parse_token, secrets_match
 from bastion.server.db.models import ApiToken, Membership, Project, User
 from bastion.server.db.session import Database
 from bastion.server.permissions import PROJECT_SCOPED, Permission, Role, allowed
+from bastion.spec import NAME_PATTERN
 
 __all__ = ["DatabaseDep", "Identity", "Principal", "authorize", "get_database", "require"]
 
@@ -67,6 +68,8 @@ def get_database(request: Request) -> Database:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
+#: A dataset, model or policy name in a route's path: malformed ones are 422 before any lookup.
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN, min_length=1, max_length=64)]
 
 
 _REFUSED = "invalid, expired or revoked token"

@@ -33,7 +33,7 @@ def recipe(
     replaced: list[str] = []
     if config.privacy is not None:
         # Opacus is imported only by private runs (it takes seconds to import).
-        from bastion.train.privacy import PrivacyHook, make_private_compatible  # noqa: PLC0415
+        from bastion.train.dp_sgd import PrivacyHook, make_private_compatible  # noqa: PLC0415
 
         model, replaced = make_private_compatible(model)
         hooks.append(PrivacyHook(config.privacy, account=account))

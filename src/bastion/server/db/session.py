@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.db import SQLITE_WRITE_OPTIONS
 from bastion.errors import AuditChainError
-from bastion.security.audit import AuditEvent, AuditLog
 from bastion.security.audit_chain import ChainReport, VerifiedPrefix
+from bastion.security.audit_log import AuditEvent, AuditLog
 
 __all__ = ["AuthCache", "Database", "UnitOfWork"]
 

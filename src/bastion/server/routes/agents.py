@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
+from bastion.api.clusters import JoinIn, JoinOut
 from bastion.server.deps import DatabaseDep
-from bastion.server.schemas.resources import JoinIn, JoinOut
 from bastion.server.services import agents as service
 
 router = APIRouter(tags=["agents"])

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from bastion.api.audit import AuditEventOut, AuditVerifyOut
+from bastion.api.governance import AlertOut, CommentIn
 from bastion.governance.compliance import build_report, render_report
 from bastion.security.audit_chain import unsigned_tail_text
 from bastion.server.db.models import Alert
 from bastion.server.db.session import Database
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.schemas.common import JSON_ERROR_RESPONSES
-from bastion.server.schemas.resources import AlertOut, AuditEventOut, AuditVerifyOut, CommentIn
 from bastion.server.services import alerts, compliance
 
 router = APIRouter(tags=["audit"])
@@ -121,7 +121,6 @@ _MEDIA = {"json": "application/json", "md": "text/markdown", "html": "text/html"
             },
             "description": "The report, control by control, in the format asked for.",
         },
-        **JSON_ERROR_RESPONSES,
     },
 )
 def compliance_report(

@@ -7,11 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, status
 from sqlalchemy import select
 
-from bastion.server.db.models import Dataset, DatasetVersion, Run
-from bastion.server.deps import DatabaseDep, Principal, require
-from bastion.server.permissions import Permission
-from bastion.server.schemas.common import NamePath
-from bastion.server.schemas.datasets import (
+from bastion.api.datasets import (
     DatasetIn,
     DatasetOut,
     DatasetVersionIn,
@@ -21,7 +17,10 @@ from bastion.server.schemas.datasets import (
     SchemaIn,
     VersionJobIn,
 )
-from bastion.server.schemas.resources import RunOut
+from bastion.api.runs import RunOut
+from bastion.server.db.models import Dataset, DatasetVersion, Run
+from bastion.server.deps import DatabaseDep, NamePath, Principal, require
+from bastion.server.permissions import Permission
 from bastion.server.services import datasets as service
 
 router = APIRouter(tags=["datasets"])

@@ -7,10 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, status
 
-from bastion.server.db.models import ServingKey
-from bastion.server.deps import DatabaseDep, Principal, require
-from bastion.server.permissions import Permission
-from bastion.server.schemas.deployments import (
+from bastion.api.deployments import (
     DeploymentIn,
     DeploymentOut,
     DeploymentUpdateIn,
@@ -19,6 +16,9 @@ from bastion.server.schemas.deployments import (
     ServingKeyIn,
     ServingKeyOut,
 )
+from bastion.server.db.models import ServingKey
+from bastion.server.deps import DatabaseDep, Principal, require
+from bastion.server.permissions import Permission
 from bastion.server.services import deployments as service
 
 router = APIRouter(tags=["deployments"])

@@ -7,23 +7,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
-from bastion.errors import NotFound
-from bastion.server.db.models import Approval, Model, ModelVersion, Policy
-from bastion.server.db.session import Database
-from bastion.server.deps import DatabaseDep, Principal, require
-from bastion.server.permissions import Permission
-from bastion.server.schemas.common import NamePath
-from bastion.server.schemas.resources import (
+from bastion.api.governance import (
     ApprovalOut,
     CommentIn,
     DecisionIn,
-    ModelVersionOut,
     PolicyIn,
     PolicyOut,
     PromoteIn,
     RollbackIn,
     StageTransitionOut,
 )
+from bastion.api.models import ModelVersionOut
+from bastion.errors import NotFound
+from bastion.server.db.models import Approval, Model, ModelVersion, Policy
+from bastion.server.db.session import Database
+from bastion.server.deps import DatabaseDep, NamePath, Principal, require
+from bastion.server.permissions import Permission
 from bastion.server.services import governance as governance_service
 from bastion.server.services import lineage
 

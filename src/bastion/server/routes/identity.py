@@ -7,12 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, status
 
-from bastion.errors import NotAuthenticated
-from bastion.server.db.models import ApiToken, User
-from bastion.server.db.session import Database
-from bastion.server.deps import DatabaseDep, Principal, require
-from bastion.server.permissions import Permission
-from bastion.server.schemas.identity import (
+from bastion.api.identity import (
     HumanUserIn,
     LoginIn,
     NewTokenOut,
@@ -23,6 +18,11 @@ from bastion.server.schemas.identity import (
     UserPatch,
     WhoAmI,
 )
+from bastion.errors import NotAuthenticated
+from bastion.server.db.models import ApiToken, User
+from bastion.server.db.session import Database
+from bastion.server.deps import DatabaseDep, Principal, require
+from bastion.server.permissions import Permission
 from bastion.server.services import identity as service
 
 public = APIRouter(tags=["public"])

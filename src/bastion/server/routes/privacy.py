@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
 
+from bastion.api.datasets import DatasetVersionOut, ErasureIn, ErasureOut, HoldIn
 from bastion.security.keys import load_keyring
-from bastion.server.deps import DatabaseDep, Principal, require
+from bastion.server.deps import DatabaseDep, NamePath, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.schemas.common import NamePath
-from bastion.server.schemas.datasets import DatasetVersionOut, ErasureIn, ErasureOut, HoldIn
 from bastion.server.services import datasets, privacy
 
 router = APIRouter(tags=["privacy"])

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response, status
 
+from bastion.api.projects import MembershipIn, MembershipOut, ProjectIn, ProjectOut
 from bastion.server.db.models import Project
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.schemas.projects import MembershipIn, MembershipOut, ProjectIn, ProjectOut
 from bastion.server.services import projects as service
 
 router = APIRouter(tags=["projects"])

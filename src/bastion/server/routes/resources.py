@@ -11,6 +11,34 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
+from bastion.api.clusters import (
+    ClusterIn,
+    ClusterOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    LeaseOut,
+    NewClusterOut,
+)
+from bastion.api.models import (
+    EvaluateIn,
+    EvaluationOut,
+    ExportIn,
+    ImportIn,
+    ModelIn,
+    ModelOut,
+    ModelVersionIn,
+    ModelVersionOut,
+)
+from bastion.api.runs import (
+    LogLineOut,
+    LogsIn,
+    MetricIn,
+    MetricOut,
+    ResultIn,
+    RunEventIn,
+    RunEventOut,
+    RunOut,
+)
 from bastion.server.db.models import (
     Cluster,
     Evaluation,
@@ -22,33 +50,8 @@ from bastion.server.db.models import (
     RunMetric,
 )
 from bastion.server.db.session import Database
-from bastion.server.deps import DatabaseDep, Principal, require
+from bastion.server.deps import DatabaseDep, NamePath, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.schemas.common import JSON_ERROR_RESPONSES, NamePath
-from bastion.server.schemas.resources import (
-    ClusterIn,
-    ClusterOut,
-    EvaluateIn,
-    EvaluationOut,
-    ExportIn,
-    HeartbeatIn,
-    HeartbeatOut,
-    ImportIn,
-    LeaseOut,
-    LogLineOut,
-    LogsIn,
-    MetricIn,
-    MetricOut,
-    ModelIn,
-    ModelOut,
-    ModelVersionIn,
-    ModelVersionOut,
-    NewClusterOut,
-    ResultIn,
-    RunEventIn,
-    RunEventOut,
-    RunOut,
-)
 from bastion.server.services import agents, alerts, datasets, deployments, evaluations
 from bastion.server.services import resources as service
 from bastion.spec import RunSpec
@@ -522,7 +525,6 @@ def model_card(
 @registry.get(
     "/projects/{project}/models/{name}/versions/{version}/card.html",
     response_class=HTMLResponse,
-    responses=JSON_ERROR_RESPONSES,
 )
 def model_card_html(
     project: str,

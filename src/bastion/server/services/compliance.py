@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from bastion.errors import AuditChainError
 from bastion.governance.compliance import Facts
-from bastion.security.audit import audit_events
+from bastion.security.audit_log import audit_events
 from bastion.server.db.models import (
     Alert,
     ApiToken,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.data.privacy import check_features
+from bastion.data.feature_gate import check_features
 from bastion.data.publish import unpublished_columns
 from bastion.data.schema import parse_schema
 from bastion.errors import (

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidInput, NotFound, PolicyViolation
-from bastion.serve.guards.auth import SERVING_KEY_PREFIX
+from bastion.inference.guards.auth import SERVING_KEY_PREFIX
 from bastion.server.auth import new_token
 from bastion.server.db.models import (
     Cluster,

@@ -12,7 +12,7 @@ from bastion.server.auth import hash_password, new_token, secrets_match, verify_
 from bastion.server.db.models import ApiToken, Membership, Project, User, utcnow
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
-from bastion.server.ratelimit import LoginThrottle
+from bastion.server.login_throttle import LoginThrottle
 from bastion.server.services.alerts import raise_alert
 
 __all__ = [

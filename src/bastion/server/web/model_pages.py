@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from bastion.api.governance import CommentIn, PromoteIn
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
-from bastion.server.schemas.resources import CommentIn, PromoteIn
 from bastion.server.services import evaluations
 from bastion.server.services import governance as governance_service
 from bastion.server.services import resources as resource_service

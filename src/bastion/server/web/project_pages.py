@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from bastion.api.governance import CommentIn
 from bastion.governance.policy import parse_policy
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission, allowed
-from bastion.server.schemas.resources import CommentIn
 from bastion.server.services import alerts, governance, privacy
 from bastion.server.web import views
 from bastion.server.web.forms import FormText, parse_form

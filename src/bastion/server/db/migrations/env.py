@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import bastion.security.audit
+import bastion.security.audit_log
 import bastion.server.db.models  # noqa: F401 - registers the ORM tables on the metadata
 from bastion.db import create_db_engine, metadata
 

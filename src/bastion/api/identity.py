@@ -3,12 +3,65 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from bastion.server.permissions import Permission
-from bastion.server.schemas.common import Name, Request, Response
+from bastion.api.common import Name, Request, Response
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    DATA_STEWARD = "data-steward"
+    ML_ENGINEER = "ml-engineer"
+    REVIEWER = "reviewer"
+    AUDITOR = "auditor"
+    AGENT = "agent"
+    JOB = "job"
+    SERVING = "serving"
+
+
+class Permission(enum.StrEnum):
+    """One capability; ``project`` permissions are checked against the route's project."""
+
+    SELF_READ = "self:read"
+    TOKENS_OWN = "tokens:own"
+    USERS_READ = "users:read"
+    USERS_WRITE = "users:write"
+    PROJECTS_LIST = "projects:list"
+    PROJECTS_WRITE = "projects:write"
+    PROJECT_READ = "project:read"
+    MEMBERS_READ = "members:read"
+    MEMBERS_WRITE = "members:write"
+    CLUSTERS_READ = "clusters:read"
+    CLUSTERS_WRITE = "clusters:write"
+    CLUSTERS_HEARTBEAT = "clusters:heartbeat"
+    RUNS_READ = "runs:read"
+    RUNS_WRITE = "runs:write"
+    RUNS_REPORT = "runs:report"
+    DATASETS_READ = "datasets:read"
+    DATASETS_WRITE = "datasets:write"
+    DATASETS_RECORD = "datasets:record"
+    #: Queue verify/scan jobs on the compute plane (they spend its time: not for read-only roles).
+    CHECKS_RUN = "checks:run"
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
+    MODELS_RECORD = "models:record"
+    APPROVALS_READ = "approvals:read"
+    APPROVALS_REQUEST = "approvals:request"
+    APPROVALS_DECIDE = "approvals:decide"
+    POLICIES_READ = "policies:read"
+    POLICIES_WRITE = "policies:write"
+    AUDIT_READ = "audit:read"
+    ALERTS_READ = "alerts:read"
+    ALERTS_WRITE = "alerts:write"
+    PRIVACY_READ = "privacy:read"
+    PRIVACY_ERASE = "privacy:erase"
+    DEPLOYMENTS_READ = "deployments:read"
+    DEPLOYMENTS_WRITE = "deployments:write"
+    SERVING_KEYS_WRITE = "serving-keys:write"
+
 
 Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
 UserKind = Literal["human", "agent", "job", "serving"]

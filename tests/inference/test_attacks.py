@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from bastion.evaluate.attacks import pgd
-from bastion.serve.config import ExtractionAction, OodAction, OutputMode, ServeConfig
+from bastion.inference.config import ExtractionAction, OodAction, OutputMode, ServeConfig
 from bastion.train.config import BuiltinModel
 from bastion.train.models import build_model
-from tests.serve.conftest import Running, Workload, make_state, mint_key, train
+from tests.inference.conftest import Running, Workload, make_state, mint_key, train
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Protocol
 
 from bastion.errors import RateLimited, ServiceUnavailable
-from bastion.serve.guards.auth import KeyRecord
+from bastion.inference.guards.auth import KeyRecord
 
 __all__ = ["Limiter", "MemoryLimiter", "RedisLimiter", "make_limiter"]
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from bastion.server.schemas.common import Name, Request, Response, Text
+from bastion.api.common import Name, Request, Response, Text
 
 __all__ = [
     "DatasetIn",

@@ -31,7 +31,7 @@ __all__ = ["SPOOL", "AuditWriter", "input_digest", "replay_spool"]
 SPOOL = "audit.spool"
 SPOOL_PURPOSE = "serve-audit-spool"
 
-log = logging.getLogger("bastion.serve.audit")
+log = logging.getLogger("bastion.inference.request_audit")
 Sink = Callable[[list[dict[str, Any]]], None]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bastion.serve.app import Loaded
-from bastion.serve.config import ServeConfig
-from bastion.serve.guards.extraction import ExtractionDetector, InputGrid
-from bastion.serve.guards.ood import InputDetector
-from bastion.serve.guards.validate import RequestValidator
-from bastion.serve.model import ServedModel
-from bastion.serve.monitor import DriftMonitor, input_names
+from bastion.inference.app import Loaded
+from bastion.inference.config import ServeConfig
+from bastion.inference.guards.extraction import ExtractionDetector, InputGrid
+from bastion.inference.guards.ood import InputDetector
+from bastion.inference.guards.validate import RequestValidator
+from bastion.inference.model import ServedModel
+from bastion.inference.monitor import DriftMonitor, input_names
 
 __all__ = ["fit_guards"]
 

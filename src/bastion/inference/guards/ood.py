@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 from sklearn.covariance import LedoitWolf
 
-from bastion.serve.config import OodAction
+from bastion.inference.config import OodAction
 
 __all__ = ["Detection", "InputDetector", "MahalanobisScore", "OodAction", "SqueezeScore"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from bastion.server.schemas.common import Name, Request, Response, Text
+from bastion.api.common import Name, Request, Response, Text
 
 ProjectRole = Literal["admin", "data-steward", "ml-engineer", "reviewer", "auditor", "serving"]
 

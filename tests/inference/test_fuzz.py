@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.serve.app import ServeState, create_serve_app
-from tests.serve.conftest import Workload, make_state, mint_key
+from bastion.inference.app import ServeState, create_serve_app
+from tests.inference.conftest import Workload, make_state, mint_key
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

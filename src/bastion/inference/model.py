@@ -16,9 +16,9 @@ import torch
 
 from bastion.data.schema import ImageSchema, TableSchema
 from bastion.errors import IntegrityError
+from bastion.inference.staged import SEALED
 from bastion.security.sealed import MANIFEST, Manifest, load_manifest, sha256_file
 from bastion.security.signing import signature_path_for, verify_path
-from bastion.serve.staged import SEALED
 from bastion.train.data import Preprocessing
 from bastion.train.models import load_packaged, penultimate
 

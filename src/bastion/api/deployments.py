@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from bastion.serve.config import ServeConfig
-from bastion.server.schemas.common import Name, Request, Response
+from bastion.api.common import Name, Request, Response
+from bastion.inference.config import ServeConfig
 from bastion.spec import DATASET_REF_PATTERN
 
 ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bastion.serve.config import OutputMode
+from bastion.inference.config import OutputMode
 
 __all__ = ["OutputMode", "harden"]
 

@@ -25,20 +25,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bastion.errors import BastionError, NotAuthenticated, NotAuthorized, RateLimited
 from bastion.http_status import PROBLEM_JSON, problem_details, status_for
-from bastion.serve.audit import AuditWriter, input_digest
-from bastion.serve.config import ExtractionAction, ServeConfig
-from bastion.serve.guards.auth import KeyRecord, KeyStore, Scope
-from bastion.serve.guards.extraction import ExtractionDetector, Finding
-from bastion.serve.guards.ood import InputDetector, OodAction
-from bastion.serve.guards.ratelimit import Limiter
-from bastion.serve.guards.validate import FieldError, RequestInvalid, RequestValidator
-from bastion.serve.model import ServedModel
-from bastion.serve.monitor import DriftFinding, DriftMonitor, ServeMetrics
-from bastion.serve.output import harden
+from bastion.inference.config import ExtractionAction, ServeConfig
+from bastion.inference.guards.auth import KeyRecord, KeyStore, Scope
+from bastion.inference.guards.extraction import ExtractionDetector, Finding
+from bastion.inference.guards.ood import InputDetector, OodAction
+from bastion.inference.guards.ratelimit import Limiter
+from bastion.inference.guards.validate import FieldError, RequestInvalid, RequestValidator
+from bastion.inference.model import ServedModel
+from bastion.inference.monitor import DriftFinding, DriftMonitor, ServeMetrics
+from bastion.inference.output import harden
+from bastion.inference.request_audit import AuditWriter, input_digest
 
 __all__ = ["Loaded", "ServeState", "check_drift", "create_serve_app"]
 
-log = logging.getLogger("bastion.serve")
+log = logging.getLogger("bastion.inference")
 
 
 @dataclass

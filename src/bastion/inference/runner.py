@@ -25,13 +25,13 @@ import uvicorn
 from bastion.agent.data_jobs import staged_input
 from bastion.agent.staging import INPUTS
 from bastion.errors import BastionError, Conflict, InvalidInput, NotAuthorized, ServiceUnavailable
-from bastion.serve.app import Loaded, ServeState, create_serve_app
-from bastion.serve.audit import SPOOL, AuditWriter
-from bastion.serve.guards.auth import KeyRecord, KeyStore
-from bastion.serve.guards.ratelimit import make_limiter
-from bastion.serve.model import load_verified
-from bastion.serve.runtime import fit_guards
-from bastion.serve.staged import SWAP_REQUEST
+from bastion.inference.app import Loaded, ServeState, create_serve_app
+from bastion.inference.guards.auth import KeyRecord, KeyStore
+from bastion.inference.guards.ratelimit import make_limiter
+from bastion.inference.model import load_verified
+from bastion.inference.request_audit import SPOOL, AuditWriter
+from bastion.inference.runtime import fit_guards
+from bastion.inference.staged import SWAP_REQUEST
 from bastion.spec import ServeJob
 from bastion.train.data import Split, split_rows
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run_serve"]
 
-log = logging.getLogger("bastion.serve")
+log = logging.getLogger("bastion.inference")
 #: How often key records are refreshed (a revocation takes effect within this).
 KEY_REFRESH_SECONDS = 2.0
 #: How often the server looks for a version the agent staged for a hot-swap.

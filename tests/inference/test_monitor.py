@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bastion.serve.monitor import DriftMonitor, psi
-from tests.serve.conftest import Running, Workload, make_state, mint_key
+from bastion.inference.monitor import DriftMonitor, psi
+from tests.inference.conftest import Running, Workload, make_state, mint_key
 
 
 def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:

@@ -10,7 +10,7 @@ __all__ = ["ExtractionAction", "OodAction", "OutputMode", "ServeConfig"]
 
 
 class OutputMode(enum.StrEnum):
-    """How much of the model's belief a caller sees (see ``bastion.serve.output``)."""
+    """How much of the model's belief a caller sees (see ``bastion.inference.output``)."""
 
     PROBABILITIES = "probabilities"
     ROUNDED = "rounded"

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from bastion.errors import IntegrityError
-from bastion.serve.audit import SPOOL, AuditWriter, replay_spool
-from bastion.serve.config import OutputMode, ServeConfig
-from bastion.serve.guards.ratelimit import RedisLimiter
-from bastion.serve.model import load_verified
+from bastion.inference.config import OutputMode, ServeConfig
+from bastion.inference.guards.ratelimit import RedisLimiter
+from bastion.inference.model import load_verified
+from bastion.inference.request_audit import SPOOL, AuditWriter, replay_spool
 from tests.conftest import other_keyring
-from tests.serve.conftest import Sink, Workload, make_state, mint_key
+from tests.inference.conftest import Sink, Workload, make_state, mint_key
 
 
 def _rows(workload: Workload, count: int = 2) -> list[dict[str, object]]:
@@ -452,7 +452,7 @@ def test_concurrent_flushes_never_lose_the_spool_file(
 def test_a_batch_being_spooled_still_counts_against_the_audit_capacity(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bastion.serve.audit as serve_audit
+    import bastion.inference.request_audit as serve_audit
     from bastion.errors import ServiceUnavailable
 
     def down(batch: list[dict[str, object]]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve.conftest import Running, Workload, make_state, mint_key
+from tests.inference.conftest import Running, Workload, make_state, mint_key
 
 CLIENTS = 200
 SECONDS = 10 * int(os.environ.get("BASTION_SLOW_SCALE", "1"))

@@ -20,16 +20,16 @@ import uvicorn
 from bastion.data.checks import infer_image_schema, infer_table_schema
 from bastion.data.ingest import Loaded
 from bastion.data.reference import PATIENT_PII_COLUMNS, digits, patients
+from bastion.inference.app import ServeState, create_serve_app
+from bastion.inference.config import ServeConfig
+from bastion.inference.guards.auth import SERVING_KEY_PREFIX, KeyRecord, KeyStore
+from bastion.inference.guards.ratelimit import Limiter, MemoryLimiter
+from bastion.inference.model import load_verified
+from bastion.inference.request_audit import AuditWriter
+from bastion.inference.runtime import fit_guards
+from bastion.inference.staged import copy_signed_manifest
 from bastion.security.keys import Keyring
 from bastion.security.sealed import open_sealed, seal
-from bastion.serve.app import ServeState, create_serve_app
-from bastion.serve.audit import AuditWriter
-from bastion.serve.config import ServeConfig
-from bastion.serve.guards.auth import SERVING_KEY_PREFIX, KeyRecord, KeyStore
-from bastion.serve.guards.ratelimit import Limiter, MemoryLimiter
-from bastion.serve.model import load_verified
-from bastion.serve.runtime import fit_guards
-from bastion.serve.staged import copy_signed_manifest
 from bastion.server.auth import new_token
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows

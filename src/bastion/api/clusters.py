@@ -1,0 +1,90 @@
+"""Clusters and the agent protocol: join, heartbeat, lease."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+
+from bastion.api.common import (
+    Name,
+    Pem,
+    Request,
+    Response,
+    RunId,
+    Text,
+)
+
+__all__ = [
+    "ClusterIn",
+    "ClusterOut",
+    "HeartbeatIn",
+    "HeartbeatOut",
+    "JoinIn",
+    "JoinOut",
+    "LeaseOut",
+    "NewClusterOut",
+]
+
+
+class ClusterIn(Request):
+    name: Name
+    description: Text = ""
+    join_token_hours: int = Field(default=24, ge=1, le=720)
+
+
+class ClusterOut(Response):
+    id: str
+    name: str
+    description: str
+    signing_public_key: str | None
+    last_heartbeat: dt.datetime | None
+    created_at: dt.datetime
+
+
+class NewClusterOut(ClusterOut):
+    join_token: str = Field(description="Shown once; hand it to the cluster's agent.")
+
+
+class HeartbeatIn(Request):
+    runs: Annotated[dict[RunId, Annotated[int, Field(ge=1)]], Field(max_length=1000)] = Field(
+        default_factory=dict, description="The runs this agent is executing, with their attempt."
+    )
+    stopping: bool = Field(
+        default=False, description="The agent is shutting down: record it as disconnected."
+    )
+
+
+class HeartbeatOut(Response):
+    stop: list[str] = Field(description="Runs the agent must stop: cancelled, lost or fenced off.")
+    serve: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="For each serve run: the model version (and its training data) to serve; "
+        "when it differs from the one staged, the agent stages it for a hot-swap.",
+    )
+
+
+class JoinIn(Request):
+    cluster: Name
+    join_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    signing_public_key: Pem
+    hybrid_public_keyset: Annotated[str, StringConstraints(max_length=20000)]
+
+
+class JoinOut(Response):
+    cluster: str
+    token: str = Field(description="The agent's own credential, shown once.")
+
+
+class LeaseOut(Response):
+    run_id: str
+    project: str
+    attempt: int
+    spec: dict[str, Any]
+    job_token: str
+    lease_seconds: int
+    resume_from: int | None
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Dataset versions the job reads (verified first)."
+    )
