@@ -255,7 +255,7 @@ def main() -> None:
             _serve_bare(Path(folder), int(port))
         return
     from bastion.inference.guards.auth import SERVING_KEY_PREFIX
-    from bastion.server.auth import new_token
+    from bastion.security.credentials import new_token
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -28,9 +28,9 @@ from bastion.inference.model import load_verified
 from bastion.inference.request_audit import AuditWriter
 from bastion.inference.runtime import fit_guards
 from bastion.inference.staged import copy_signed_manifest
+from bastion.security.credentials import new_token
 from bastion.security.keys import Keyring
 from bastion.security.sealed import open_sealed, seal
-from bastion.server.auth import new_token
 from bastion.train.config import BuiltinModel
 from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
 from bastion.train.models import build_model, package_model

@@ -19,9 +19,10 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from bastion.errors import ConfigurationError
+from bastion.evaluate.fanout import FanOut, Progress
 
 __all__ = [
     "FANOUT_ENV",
@@ -40,24 +41,6 @@ WORKER_START_SECONDS = 4.0
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-Progress = Callable[[int, int], None]
-
-
-class FanOut(Protocol):
-    @property
-    def width(self) -> int: ...
-
-    @property
-    def last_width(self) -> int:
-        """How many tasks the last ``map`` ran at a time (1: all in this process)."""
-        ...
-
-    def map(
-        self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None
-    ) -> list[R]:
-        """``[fn(item) for item in items]``, run in parallel; ``progress(done, total)``."""
-        ...
 
 
 def _threads(width: int) -> None:

@@ -27,9 +27,9 @@ import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from bastion.agent.fanout import FanOut, LocalFanOut
 from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.config import MembershipConfig
+from bastion.evaluate.fanout import FanOut, InOrder
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
 from bastion.train.models import build_model
 from bastion.train.recipe import recipe
@@ -205,7 +205,7 @@ def evaluate_membership(
             )
             for s, mask in enumerate(population_masks)
         ]
-        runner = fanout or LocalFanOut(1)
+        runner = fanout or InOrder()
         shadow = np.stack(runner.map(train_shadow, tasks, progress=progress))
         masks = population_masks[:, scored]
         online, offline = lira_scores(confidence_scores(model, x, y), shadow, masks)

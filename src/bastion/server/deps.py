@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bastion.db import SINGLE_READ_OPTIONS
 from bastion.errors import NotAuthenticated, NotAuthorized, NotFound
-from bastion.server.auth import parse_token, secrets_match
+from bastion.security.credentials import parse_token, secrets_match
 from bastion.server.db.models import ApiToken, Membership, Project, User
 from bastion.server.db.session import Database
 from bastion.server.permissions import PROJECT_SCOPED, Permission, Role, allowed

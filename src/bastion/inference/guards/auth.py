@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from bastion.errors import NotAuthenticated, NotAuthorized, ServiceUnavailable
-from bastion.server.auth import parse_token, secrets_match
+from bastion.security.credentials import parse_token, secrets_match
 
 __all__ = ["SERVING_KEY_PREFIX", "KeyRecord", "KeyStore", "Scope"]
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bastion.errors import NotAuthenticated, NotAuthorized
-from bastion.server.auth import new_token, parse_token, secrets_match
+from bastion.security.credentials import new_token, parse_token, secrets_match
 from bastion.server.db.models import (
     ApiToken,
     Cluster,

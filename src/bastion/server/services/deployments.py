@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from bastion.inference.guards.auth import SERVING_KEY_PREFIX
-from bastion.server.auth import new_token
+from bastion.security.credentials import new_token
 from bastion.server.db.models import (
     Cluster,
     Deployment,

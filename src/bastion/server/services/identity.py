@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidInput, NotAuthorized, NotFound
-from bastion.server.auth import hash_password, new_token, secrets_match, verify_password
+from bastion.security.credentials import hash_password, new_token, secrets_match, verify_password
 from bastion.server.db.models import ApiToken, Membership, Project, User, utcnow
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidSpec, NotAuthorized, NotFound
-from bastion.server.auth import new_token
+from bastion.security.credentials import new_token
 from bastion.server.db.models import (
     Cluster,
     ClusterJoinToken,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bastion.errors import RateLimited
-from bastion.server.auth import parse_token
+from bastion.security.credentials import parse_token
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
 from bastion.server.routes.identity import password_login

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Response
 
 from bastion.errors import NotAuthenticated, NotAuthorized
-from bastion.server.auth import parse_token
+from bastion.security.credentials import parse_token
 from bastion.server.deps import DatabaseDep, Principal, authorize
 from bastion.server.permissions import Permission
 

@@ -1,4 +1,5 @@
-"""Secrets of the control plane: API tokens (random, shown once, stored hashed) and passwords.
+"""Credentials: API tokens (random, shown once, stored hashed) and passwords, for the control
+plane and the inference server alike.
 
 A token reads ``bst_<id>_<secret>``: the id finds the row, the secret's SHA-256 is
 compared in constant time. Tokens carry 256 bits of randomness, so a fast hash is
