@@ -105,10 +105,10 @@ def _one_rep(
         settings = Settings(
             home=home,
             master_key=SecretStr(base64.b64encode(os.urandom(32)).decode()),
-            database_url=f"sqlite:///{home / 'audit.db'}",
+            local_audit_database_url=f"sqlite:///{home / 'audit.db'}",
         )
         log = open_local_audit_log(settings, load_keyring(settings))
-        engine = create_db_engine(settings.effective_database_url)
+        engine = create_db_engine(settings.local_audit_database)
 
         def chained() -> float:
             started = time.perf_counter()

@@ -112,7 +112,7 @@ def _bastion_env(home: Path, db: str) -> dict[str, str]:
         **env,
         "BASTION_HOME": str(home),
         "BASTION_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "BASTION_SERVER_DATABASE_URL": db,
+        "BASTION_CONTROL_PLANE_DATABASE_URL": db,
     }
 
 

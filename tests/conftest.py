@@ -23,7 +23,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh BASTION_HOME for one test."""
     path = tmp_path / "bastion-home"
     monkeypatch.setenv("BASTION_HOME", str(path))
-    for name in ("BASTION_MASTER_KEY", "BASTION_DATABASE_URL", "BASTION_AUDIT_CHECKPOINT_INTERVAL"):
+    for name in (
+        "BASTION_MASTER_KEY",
+        "BASTION_DATABASE_URL",
+        "BASTION_LOCAL_AUDIT_DATABASE_URL",
+        "BASTION_SERVER_DATABASE_URL",
+        "BASTION_CONTROL_PLANE_DATABASE_URL",
+        "BASTION_AUDIT_CHECKPOINT_INTERVAL",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield path
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bastion.files import ensure_private_root
@@ -22,14 +22,31 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: Path.home() / ".bastion")
     master_key: SecretStr | None = None
-    database_url: str | None = None
+    #: The audit log of actions taken on this host without a control plane (``bastion
+    #: encrypt``, ``keys``, ...); ``BASTION_DATABASE_URL`` is its older name.
+    local_audit_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "local_audit_database_url",
+            "BASTION_LOCAL_AUDIT_DATABASE_URL",
+            "BASTION_DATABASE_URL",
+        ),
+    )
     audit_checkpoint_interval: int = Field(default=1000, ge=1)
     #: A long-running control plane signs its audit head this often (when events came since),
     #: as well as at start-up and shutdown.
     audit_checkpoint_seconds: float = Field(default=300.0, ge=0.05, le=86400)
     #: How often a dashboard view verifies the control plane's audit chain from its start.
     audit_whole_verify_minutes: int = Field(default=60, ge=0, le=10080)
-    server_database_url: str | None = None
+    #: The control plane's database; ``BASTION_SERVER_DATABASE_URL`` is its older name.
+    control_plane_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "control_plane_database_url",
+            "BASTION_CONTROL_PLANE_DATABASE_URL",
+            "BASTION_SERVER_DATABASE_URL",
+        ),
+    )
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     login_max_failures: int = Field(default=5, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
@@ -67,10 +84,10 @@ class Settings(BaseSettings):
         return self.home_dir / "storage"
 
     @property
-    def control_plane_database_url(self) -> str:
-        """The control plane's database; SQLite in ``BASTION_HOME`` unless configured."""
-        if self.server_database_url:
-            return self.server_database_url
+    def control_plane_database(self) -> str:
+        """The control plane's database URL; SQLite in ``BASTION_HOME`` unless configured."""
+        if self.control_plane_database_url:
+            return self.control_plane_database_url
         return f"sqlite:///{self.home_dir / 'control-plane.db'}"
 
     @property
@@ -78,7 +95,8 @@ class Settings(BaseSettings):
         return self.home_dir / "credentials.json"
 
     @property
-    def effective_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+    def local_audit_database(self) -> str:
+        """The local audit log's database URL; SQLite in ``BASTION_HOME`` unless configured."""
+        if self.local_audit_database_url:
+            return self.local_audit_database_url
         return f"sqlite:///{self.home_dir / 'bastion.db'}"

@@ -295,14 +295,14 @@ def test_untrusted_checkpoint_signature_is_named(
 
 
 def _append_worker(url: str, home: str, worker: int, count: int) -> None:
-    settings = Settings(home=Path(home), database_url=url, audit_checkpoint_interval=50)
+    settings = Settings(home=Path(home), local_audit_database_url=url, audit_checkpoint_interval=50)
     log = open_local_audit_log(settings, load_keyring(settings))
     for i in range(count):
         log.append(actor=f"worker-{worker}", action="test.append", target=str(i))
 
 
 def _concurrent_appends(url: str, home: Path) -> AuditLog:
-    settings = Settings(home=home, database_url=url, audit_checkpoint_interval=50)
+    settings = Settings(home=home, local_audit_database_url=url, audit_checkpoint_interval=50)
     log = open_local_audit_log(settings, load_keyring(settings))  # creates keys and schema first
     context = multiprocessing.get_context("spawn")
     workers = [
@@ -483,7 +483,7 @@ def test_cli_records_every_mutating_verb_and_verifies(cli: Cli, tmp_path: Path) 
     ]
     result = cli("audit", "verify")
     assert result.code == 0
-    head = tamper.rows(create_db_engine(Settings().effective_database_url))[-1].hash
+    head = tamper.rows(create_db_engine(Settings().local_audit_database))[-1].hash
     assert result.stdout.splitlines()[0] == f"6 events verified, head {head}"
 
 
@@ -492,7 +492,7 @@ def test_cli_audit_verify_names_tampering(cli: Cli, tmp_path: Path) -> None:
     plain.write_text("hello")
     for i in range(3):
         assert cli("encrypt", plain, tmp_path / f"p{i}.enc").code == 0
-    engine = create_db_engine(Settings().effective_database_url)
+    engine = create_db_engine(Settings().local_audit_database)
     tamper.execute(engine, "UPDATE audit_events SET actor = 'local:someone-else' WHERE seq = 2")
     result = cli("audit", "verify")
     assert result.code == 1

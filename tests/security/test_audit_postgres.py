@@ -26,7 +26,7 @@ def pg_url() -> Iterator[str]:
 
 
 def test_append_verify_and_detect_tampering_on_postgres(pg_url: str, home: Path) -> None:
-    settings = Settings(home=home, database_url=pg_url, audit_checkpoint_interval=10)
+    settings = Settings(home=home, local_audit_database_url=pg_url, audit_checkpoint_interval=10)
     log = open_local_audit_log(settings, load_keyring(settings))
     for i in range(25):
         log.append(actor="alice", action="artifact.encrypt", target=f"f{i}", details={"i": i})

@@ -44,7 +44,7 @@ class ControlPlane:
 
 @pytest.fixture
 def control_plane(db_url: str, home: Path) -> Iterator[ControlPlane]:
-    settings = Settings(home=home, server_database_url=db_url, audit_checkpoint_interval=50)
+    settings = Settings(home=home, control_plane_database_url=db_url, audit_checkpoint_interval=50)
     database = build_database(settings)
     result = initialise(database, username="admin", password=PASSWORD)
     app = create_app(settings, database=database)

@@ -38,7 +38,14 @@ PEOPLE = {
     "reviewer": ("reviewer", "approves or rejects promotions; cannot train or deploy"),
 }
 STARTUP_SECONDS = 120.0
-_DATABASE_VARIABLES = frozenset({"BASTION_DATABASE_URL", "BASTION_SERVER_DATABASE_URL"})
+_DATABASE_VARIABLES = frozenset(
+    {
+        "BASTION_DATABASE_URL",
+        "BASTION_LOCAL_AUDIT_DATABASE_URL",
+        "BASTION_SERVER_DATABASE_URL",
+        "BASTION_CONTROL_PLANE_DATABASE_URL",
+    }
+)
 
 
 @dataclass

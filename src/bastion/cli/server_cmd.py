@@ -37,7 +37,7 @@ def migrate(db: DbOption = None) -> None:
     from bastion.server.db.migrate import upgrade
 
     settings().private_home()
-    config = settings().model_copy(update={"server_database_url": db}) if db else settings()
+    config = settings().model_copy(update={"control_plane_database_url": db}) if db else settings()
     revision = upgrade(build_database(config).engine)
     out.print(f"control-plane database at revision {revision}")
 
@@ -55,7 +55,7 @@ def init(
     from bastion.server.services.bootstrap import initialise
 
     settings().private_home()
-    config = settings().model_copy(update={"server_database_url": db}) if db else settings()
+    config = settings().model_copy(update={"control_plane_database_url": db}) if db else settings()
     secret = (
         typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
     )
@@ -107,7 +107,7 @@ def start(
                 "or --insecure if a TLS proxy sits in front"
             )
         err.print(f"warning: serving plain HTTP on {host}; tokens cross the network in clear")
-    config = settings().model_copy(update={"server_database_url": db}) if db else settings()
+    config = settings().model_copy(update={"control_plane_database_url": db}) if db else settings()
     engine = build_database(config).engine
     if current_revision(engine) != head_revision():
         raise ConfigurationError(
@@ -116,7 +116,8 @@ def start(
     if db:
         import os
 
-        os.environ["BASTION_SERVER_DATABASE_URL"] = db  # workers build their app from settings
+        # The workers build their app from settings.
+        os.environ["BASTION_CONTROL_PLANE_DATABASE_URL"] = db
     scheme = "https" if tls else "http"
     out.print(f"Bastion control plane on {scheme}://{host}:{port}")
     uvicorn.run(

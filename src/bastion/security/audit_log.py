@@ -565,7 +565,7 @@ def _head(conn: Connection) -> tuple[int, str]:
 def open_local_audit_log(settings: Settings, keyring: Keyring | None) -> AuditLog:
     """The audit log of this ``BASTION_HOME``, signing checkpoints with its keyring."""
     return AuditLog(
-        create_db_engine(settings.effective_database_url),
+        create_db_engine(settings.local_audit_database),
         signer=KeyringCheckpointSigner(keyring) if keyring else None,
         trusted_keys=[key.public_pem for key in keyring.signing_keys()] if keyring else (),
         checkpoint_interval=settings.audit_checkpoint_interval,

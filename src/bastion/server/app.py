@@ -45,7 +45,7 @@ PUBLIC_ROUTES = frozenset(
 
 def build_database(settings: Settings, *, url: str | None = None) -> Database:
     """The control-plane database, its audit log signing checkpoints with this home's keyring."""
-    engine = create_db_engine(url or settings.control_plane_database_url)
+    engine = create_db_engine(url or settings.control_plane_database)
     keyring = load_keyring(settings)
     audit_log = AuditLog(
         engine,
