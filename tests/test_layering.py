@@ -26,6 +26,11 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "services are HTTP-free business rules",
     ),
     (
+        "bastion.server.routes",
+        ("sqlalchemy",),
+        "routes translate HTTP and call services; every query lives in a service",
+    ),
+    (
         "bastion.agent",
         ("bastion.server", "bastion.cli"),
         "the compute plane talks to the control plane through the SDK only",
@@ -99,6 +104,28 @@ def test_layer_imports_stay_one_direction(layer: str, forbidden: tuple[str, ...]
         if any(_within(imported, bad) for bad in forbidden)
     )
     assert not broken, f"{why}:\n" + "\n".join(broken)
+
+
+def test_services_import_each_other_without_a_cycle() -> None:
+    """Lazy imports included: a cycle hidden in a function is still a cycle."""
+    prefix = "bastion.server.services."
+    graph = {
+        name.removeprefix(prefix): {
+            imported.removeprefix(prefix).split(".")[0]
+            for imported in _imports(path)
+            if imported.startswith(prefix)
+        }
+        for name, path in MODULES.items()
+        if name.startswith(prefix)
+    }
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, set()):
+                assert nxt != start, "import cycle: " + " -> ".join([*path, nxt])
+                if nxt not in path:
+                    stack.append((nxt, [*path, nxt]))
 
 
 def test_the_rules_can_fail(tmp_path: Path) -> None:

@@ -47,8 +47,8 @@ def up(
     from bastion.client import save_credentials
     from bastion.server.app import build_database
     from bastion.server.services.bootstrap import initialise
+    from bastion.server.services.clusters import create_cluster
     from bastion.server.services.projects import create_project
-    from bastion.server.services.resources import create_cluster
 
     config = settings()
     config.private_home()  # created 0700, or refused before anything is written in it

@@ -24,13 +24,15 @@ from bastion.server.permissions import Permission
 from bastion.server.routes import (
     agents,
     audit,
+    clusters,
     datasets,
     deployments,
     governance,
     identity,
+    models,
     privacy,
     projects,
-    resources,
+    runs,
 )
 from bastion.server.web import install_dashboard
 
@@ -98,10 +100,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     for router in (
         identity.router,
         projects.router,
-        resources.clusters,
-        resources.runs,
+        clusters.router,
+        runs.router,
         datasets.router,
-        resources.registry,
+        models.router,
         governance.router,
         privacy.router,
         audit.router,

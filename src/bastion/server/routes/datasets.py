@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
-from sqlalchemy import select
 
 from bastion.api.datasets import (
     DatasetIn,
@@ -18,7 +17,7 @@ from bastion.api.datasets import (
     VersionJobIn,
 )
 from bastion.api.runs import RunOut
-from bastion.server.db.models import Dataset, DatasetVersion, Run
+from bastion.server.db.models import Dataset, Run
 from bastion.server.deps import DatabaseDep, NamePath, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import datasets as service
@@ -36,8 +35,7 @@ def list_datasets(
     database: DatabaseDep,
 ) -> list[Dataset]:
     with database.read() as session:
-        query = select(Dataset).where(Dataset.project_id == principal.require_project().id)
-        return list(session.scalars(query.order_by(Dataset.name)))
+        return service.list_datasets(session, project=principal.require_project())
 
 
 @router.post(_BASE, response_model=DatasetOut, status_code=status.HTTP_201_CREATED)
@@ -59,10 +57,7 @@ def list_versions(
     database: DatabaseDep,
 ) -> list[dict[str, Any]]:
     with database.read() as session:
-        dataset = service.get_dataset(session, project=principal.require_project(), name=name)
-        query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
-        rows = session.scalars(query.order_by(DatasetVersion.version))
-        return [service.version_view(session, row) for row in rows]
+        return service.list_versions(session, project=principal.require_project(), name=name)
 
 
 @router.get(_BASE + "/{name}/versions/{version}", response_model=DatasetVersionOut)

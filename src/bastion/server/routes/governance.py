@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import select
 
 from bastion.api.governance import (
     ApprovalOut,
@@ -36,8 +35,7 @@ def list_approvals(
     database: DatabaseDep,
 ) -> list[Approval]:
     with database.read() as session:
-        query = select(Approval).where(Approval.project_id == principal.require_project().id)
-        return list(session.scalars(query.order_by(Approval.created_at)))
+        return governance_service.list_approvals(session, project=principal.require_project())
 
 
 @router.post("/projects/{project}/approvals/{approval_id}/decision", response_model=ApprovalOut)

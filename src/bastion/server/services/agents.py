@@ -29,8 +29,9 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
+from bastion.server.services.clusters import JOIN_TOKEN_KIND, get_cluster
 from bastion.server.services.datasets import lease_inputs
-from bastion.server.services.resources import ACTIVE_STATUSES, JOIN_TOKEN_KIND, get_cluster
+from bastion.server.services.jobs import ACTIVE_STATUSES
 
 __all__ = [
     "LEASE_SECONDS",

@@ -30,12 +30,10 @@ from bastion.errors import (
 from bastion.server.db.models import Cluster, Dataset, DatasetVersion, ModelVersion, Project, Run
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
-from bastion.server.services.resources import (
-    ACTIVE_STATUSES,
-    create_run,
-    get_cluster,
-    get_model_version,
-)
+from bastion.server.services.clusters import get_cluster
+from bastion.server.services.erasure_results import note_new_version
+from bastion.server.services.jobs import ACTIVE_STATUSES, create_run
+from bastion.server.services.models import get_model_version
 from bastion.spec import DATASET_JOB_TYPES, RunSpec, parse_dataset_ref, parse_spec
 
 __all__ = [
@@ -44,6 +42,8 @@ __all__ = [
     "get_dataset",
     "get_version",
     "lease_inputs",
+    "list_datasets",
+    "list_versions",
     "record_version",
     "submit_job",
     "submit_training",
@@ -447,8 +447,6 @@ def record_version(
         },
     )
     if job.type == "erase" and parent is not None:
-        from bastion.server.services.privacy import note_new_version  # noqa: PLC0415 - cycle
-
         note_new_version(
             unit,
             project=project,
@@ -486,3 +484,18 @@ def edit_schema(
         {"changed": before != row.schema_},
     )
     return row
+
+
+def list_datasets(session: Session, *, project: Project) -> list[Dataset]:
+    query = select(Dataset).where(Dataset.project_id == project.id)
+    return list(session.scalars(query.order_by(Dataset.name)))
+
+
+def list_versions(session: Session, *, project: Project, name: str) -> list[dict[str, Any]]:
+    """Every version of the dataset, oldest first, as the API shows them."""
+    dataset = get_dataset(session, project=project, name=name)
+    query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    return [
+        version_view(session, row)
+        for row in session.scalars(query.order_by(DatasetVersion.version))
+    ]

@@ -30,16 +30,11 @@ from bastion.server.db.models import (
 from bastion.server.db.session import UnitOfWork
 from bastion.server.deps import Identity
 from bastion.server.services.alerts import raise_alert
+from bastion.server.services.clusters import get_cluster
 from bastion.server.services.datasets import job_inputs
-from bastion.server.services.resources import (
-    ACTIVE_STATUSES,
-    cancel_run,
-    check_reporter,
-    create_run,
-    get_cluster,
-    get_model_version,
-    get_run,
-)
+from bastion.server.services.jobs import ACTIVE_STATUSES, create_run
+from bastion.server.services.models import get_model_version
+from bastion.server.services.runs import cancel_run, check_reporter, get_run
 from bastion.spec import RunSpec, parse_dataset_ref
 
 __all__ = [

@@ -29,13 +29,14 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.services.evaluations import model_card
-from bastion.server.services.resources import get_model, get_model_version
+from bastion.server.services.models import get_model, get_model_version
 
 __all__ = [
     "STAGES",
     "archive",
     "decide",
     "history",
+    "list_approvals",
     "list_policies",
     "pending_approval",
     "promote",
@@ -352,3 +353,8 @@ def history(session: Session, *, project: Project, name: str) -> list[dict[str, 
         }
         for row, number in rows
     ]
+
+
+def list_approvals(session: Session, *, project: Project) -> list[Approval]:
+    query = select(Approval).where(Approval.project_id == project.id)
+    return list(session.scalars(query.order_by(Approval.created_at)))

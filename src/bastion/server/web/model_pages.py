@@ -16,7 +16,7 @@ from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
 from bastion.server.services import evaluations
 from bastion.server.services import governance as governance_service
-from bastion.server.services import resources as resource_service
+from bastion.server.services import models as model_service
 from bastion.server.web import views
 from bastion.server.web.forms import FormText, parse_form
 from bastion.server.web.render import WEB_PREFIX, page, svg_image
@@ -61,7 +61,7 @@ def model_version(
 
     with database.read() as session:
         project_row = principal.require_project()
-        row = resource_service.get_model_version(
+        row = model_service.get_model_version(
             session, project=project_row, name=name, version=version
         )
         card = evaluations.model_card(session, project=project_row, name=name, row=row)

@@ -29,7 +29,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.services import agents, lineage
 from bastion.server.services import datasets as dataset_service
-from bastion.server.services import resources as resource_service
+from bastion.server.services import runs as run_service
 from bastion.server.web.charts import line_chart
 
 __all__ = [
@@ -173,7 +173,7 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
 
 def run_live(session: Session, *, project: Project, run_id: str) -> dict[str, Any]:
     """A run with its stages, the tail of its log and its metric charts."""
-    run = resource_service.get_run(session, project=project, run_id=run_id)
+    run = run_service.get_run(session, project=project, run_id=run_id)
     events = list(
         session.scalars(select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id))
     )

@@ -1,0 +1,54 @@
+"""Compute planes (clusters): registration and their one-time join tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion.errors import Conflict, NotFound
+from bastion.security.credentials import new_token
+from bastion.server.db.models import (
+    Cluster,
+    ClusterJoinToken,
+    utcnow,
+)
+from bastion.server.db.session import UnitOfWork
+
+__all__ = ["JOIN_TOKEN_KIND", "create_cluster", "get_cluster", "list_clusters"]
+
+
+JOIN_TOKEN_KIND = "bstjoin"  # noqa: S105 - a label, not a secret
+
+
+def get_cluster(session: Session, name: str) -> Cluster:
+    cluster = session.scalars(select(Cluster).where(Cluster.name == name)).first()
+    if cluster is None:
+        raise NotFound(f"cluster {name!r} does not exist")
+    return cluster
+
+
+def create_cluster(
+    unit: UnitOfWork, *, name: str, description: str, join_token_hours: int
+) -> tuple[Cluster, str]:
+    if unit.session.scalars(select(Cluster).where(Cluster.name == name)).first() is not None:
+        raise Conflict(f"cluster {name!r} already exists")
+    cluster = Cluster(name=name, description=description)
+    unit.session.add(cluster)
+    unit.session.flush()
+    minted = new_token(JOIN_TOKEN_KIND)
+    unit.session.add(
+        ClusterJoinToken(
+            id=minted.id,
+            cluster_id=cluster.id,
+            secret_hash=minted.secret_hash,
+            expires_at=utcnow() + dt.timedelta(hours=join_token_hours),
+        )
+    )
+    unit.record("cluster.create", f"cluster:{name}", {"join_token_hours": join_token_hours})
+    return cluster, minted.token
+
+
+def list_clusters(session: Session) -> list[Cluster]:
+    return list(session.scalars(select(Cluster).order_by(Cluster.name)))
