@@ -61,7 +61,7 @@ def _wait_healthy(url: str) -> None:
 
 def _wait(admin: Client, run_id: str, statuses: set[str]) -> str:
     while True:
-        status = str(admin.get_run("demo", run_id)["status"])
+        status = admin.get_run("demo", run_id).status
         if status in statuses:
             return status
         time.sleep(0.02)
@@ -103,11 +103,11 @@ def measure(
                 for _ in range(args.latency_samples):  # one at a time, on an idle agent
                     submitted = time.perf_counter()
                     run = admin.submit_run(SMOKE)
-                    _wait(admin, run["id"], {"running", "succeeded", "failed"})
+                    _wait(admin, run.id, {"running", "succeeded", "failed"})
                     latencies.append(time.perf_counter() - submitted)
-                    _wait(admin, run["id"], {"succeeded", "failed"})
+                    _wait(admin, run.id, {"succeeded", "failed"})
                 started = time.perf_counter()
-                ids = [admin.submit_run(SMOKE)["id"] for _ in range(args.runs)]
+                ids = [admin.submit_run(SMOKE).id for _ in range(args.runs)]
                 outcomes = [
                     _wait(admin, run_id, {"succeeded", "failed", "cancelled"}) for run_id in ids
                 ]

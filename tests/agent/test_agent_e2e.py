@@ -10,13 +10,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from bastion.client import Client
+from bastion.client import Client, RunOut
 from tests.server.test_live import BASTION, _bastion, _env, _free_port, _init, _wait_healthy
 
 
@@ -130,8 +129,8 @@ def start_agent(
 def wait_for_heartbeat(admin: Client, agent: subprocess.Popen[str], cluster: str) -> None:
     deadline = time.monotonic() + 60
     while True:
-        found = {c["name"]: c for c in admin.list_clusters()}
-        if found[cluster]["last_heartbeat"]:
+        found = {c.name: c for c in admin.list_clusters()}
+        if found[cluster].last_heartbeat:
             return
         assert time.monotonic() < deadline, "agent never heartbeated"
         assert agent.poll() is None, agent.stdout.read() if agent.stdout else ""
@@ -145,13 +144,11 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         yield started
 
 
-def _wait_status(
-    admin: Client, run_id: str, statuses: set[str], timeout: float = 60
-) -> dict[str, Any]:
+def _wait_status(admin: Client, run_id: str, statuses: set[str], timeout: float = 60) -> RunOut:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = admin.get_run("p", run_id)
-        if run["status"] in statuses:
+        if run.status in statuses:
             return run
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} never reached {statuses}: {admin.get_run('p', run_id)}")
@@ -164,12 +161,12 @@ def test_smoke_run_end_to_end(plane: Plane, tmp_path: Path) -> None:
     assert "step 4/4" in result.stdout and "succeeded" in result.stdout
     run_id = result.stdout.split()[2]
     run = plane.admin.get_run("p", run_id)
-    assert run["status"] == "succeeded" and run["attempt"] == 1
-    assert [m["step"] for m in plane.admin.run_metrics("p", run["id"])] == [1, 2, 3, 4]
-    actions = [e["action"] for e in plane.admin.audit_events(limit=200)]
+    assert run.status == "succeeded" and run.attempt == 1
+    assert [m.step for m in plane.admin.run_metrics("p", run.id)] == [1, 2, 3, 4]
+    actions = [e.action for e in plane.admin.audit_events(limit=200)]
     for action in ("cluster.join", "run.create", "run.leased", "run.status"):
         assert action in actions
-    workdir = plane.storage / "runs" / run["id"] / "attempt-1"
+    workdir = plane.storage / "runs" / run.id / "attempt-1"
     assert json.loads((workdir / "result.json").read_text())["steps"] == 4
     # The other run verbs, as a person would use them.
     listed = _bastion(plane.client_home, "run", "list", "-p", "p")
@@ -200,7 +197,7 @@ def test_bad_spec_is_refused_before_queueing(plane: Plane, tmp_path: Path) -> No
     result = _bastion(plane.client_home, "run", "submit", str(bad))
     assert result.returncode == 2
     assert "job.steps" in result.stderr and "gpu" in result.stderr
-    assert all(run["name"] != "x" for run in plane.admin.list_runs("p"))
+    assert all(run.name != "x" for run in plane.admin.list_runs("p"))
 
 
 def _listening_inodes() -> set[str]:
@@ -243,7 +240,7 @@ def test_agent_listens_on_nothing_and_jobs_get_only_their_token(
     run = plane.admin.submit_run(
         yaml.safe_load(_spec(tmp_path / "slow.yaml", steps=40, sleep_seconds=0.25).read_text())
     )
-    _wait_status(plane.admin, run["id"], {"running"})
+    _wait_status(plane.admin, run.id, {"running"})
     sockets = _socket_inodes(plane.agent.pid)
     assert sockets, "the agent should hold outbound connections"
     assert not sockets & _listening_inodes(), "the agent must not listen on any socket"
@@ -258,15 +255,15 @@ def test_agent_listens_on_nothing_and_jobs_get_only_their_token(
     agent_token = json.loads((plane.agent_home / "agent-c1.json").read_text())["token"]
     assert agent_token not in json.dumps(environ)
     # The job token reports on its own run only.
-    other = plane.admin.submit_run({**run["spec"], "name": "other"})
+    other = plane.admin.submit_run({**run.spec, "name": "other"})
     with Client(plane.url, token=environ["BASTION_JOB_TOKEN"]) as job:
         with pytest.raises(Exception, match="403"):
-            job.report_logs("p", other["id"], ["not mine"])
+            job.report_logs("p", other.id, ["not mine"])
         with pytest.raises(Exception, match="403"):
             job.list_runs("p")
-    plane.admin.cancel_run("p", other["id"])
+    plane.admin.cancel_run("p", other.id)
     # Cancelling the running run stops its process at the next heartbeat.
-    plane.admin.cancel_run("p", run["id"])
+    plane.admin.cancel_run("p", run.id)
     deadline = time.monotonic() + 30
     while (
         Path(f"/proc/{jobs[0]}").exists()
@@ -274,16 +271,16 @@ def test_agent_listens_on_nothing_and_jobs_get_only_their_token(
     ):
         assert time.monotonic() < deadline, "the cancelled job is still running"
         time.sleep(0.2)
-    assert plane.admin.get_run("p", run["id"])["status"] == "cancelled"
+    assert plane.admin.get_run("p", run.id).status == "cancelled"
 
 
 def test_failed_job_reports_its_reason(plane: Plane, tmp_path: Path) -> None:
     run = plane.admin.submit_run(
         yaml.safe_load(_spec(tmp_path / "fail.yaml", steps=5, fail_at_step=3).read_text())
     )
-    final = _wait_status(plane.admin, run["id"], {"failed", "succeeded"})
-    assert final["status"] == "failed" and "failed at step 3" in str(final["status_reason"])
-    logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
+    final = _wait_status(plane.admin, run.id, {"failed", "succeeded"})
+    assert final.status == "failed" and "failed at step 3" in final.status_reason
+    logs = [line.line for line in plane.admin.run_logs("p", run.id)]
     assert logs[:2] == ["step 1/5", "step 2/5"]
 
 
@@ -391,7 +388,7 @@ def test_agent_over_https_with_a_private_ca(tmp_path: Path) -> None:
                     else None
                 )
                 assert run is not None
-                _wait_status(admin, run["id"], {"succeeded"})
+                _wait_status(admin, run.id, {"succeeded"})
         finally:
             agent.terminate()
             agent.wait(timeout=30)
@@ -409,10 +406,8 @@ def test_resource_limits_from_the_spec_apply_and_a_crash_is_reported(plane: Plan
         "resources": {"memory_mb": 256},
     }
     run = plane.admin.submit_run(spec)
-    final = _wait_status(plane.admin, run["id"], {"failed", "succeeded"})
-    assert final["status"] == "failed"
-    assert "before reporting" in str(final["status_reason"]) or "killed by" in str(
-        final["status_reason"]
-    )
-    job_log = (plane.storage / "runs" / run["id"] / "attempt-1" / "job.log").read_text()
+    final = _wait_status(plane.admin, run.id, {"failed", "succeeded"})
+    assert final.status == "failed"
+    assert "before reporting" in final.status_reason or "killed by" in final.status_reason
+    job_log = (plane.storage / "runs" / run.id / "attempt-1" / "job.log").read_text()
     assert "MemoryError" in job_log

@@ -108,7 +108,7 @@ def test_registration_encrypts_signs_scans_and_records_metadata(
     assert code == 0 and "us_ssn" in shown and "readmission model" in shown
     code, schema_text = _data(plane, "show", "patients@1", "-p", "p", "--schema")
     assert code == 0 and json.loads(schema_text)["kind"] == "table"
-    actions = [e["action"] for e in plane.admin.audit_events(limit=500)]
+    actions = [e.action for e in plane.admin.audit_events(limit=500)]
     assert "dataset.create" in actions and "dataset.version.create" in actions
 
 
@@ -228,7 +228,7 @@ def test_image_datasets_register_with_an_image_schema(plane: Plane) -> None:
 def test_a_steward_edits_the_schema_and_verify_enforces_it(
     plane: Plane, registered: dict[str, object], tmp_path: Path
 ) -> None:
-    schema = plane.admin.dataset_version("p", "patients", 1)["schema"]
+    schema = plane.admin.dataset_version("p", "patients", 1).schema_
     radius = next(c for c in schema["columns"] if c["name"] == "mean_radius")
     radius["maximum"] = 20.0  # tighter than the data: some rows now break the rule
     edited = tmp_path / "schema.json"
@@ -236,7 +236,7 @@ def test_a_steward_edits_the_schema_and_verify_enforces_it(
     code, output = _data(plane, "schema", "patients@1", "-p", "p", "--file", str(edited))
     assert code == 0, output
     version = plane.admin.dataset_version("p", "patients", 1)
-    assert version["schema_edited"] is True
+    assert version.schema_edited is True
     code, output = _data(plane, "verify", "patients@1", "-p", "p")
     assert code == 0 and "mean_radius" in output and "1 schema violation" in output, output
     # Refusals: a schema of the wrong kind, an unknown field; both leave the schema alone.
@@ -246,6 +246,6 @@ def test_a_steward_edits_the_schema_and_verify_enforces_it(
     edited.write_text(json.dumps({**schema, "colour": "blue"}))
     code, output = _data(plane, "schema", "patients@1", "-p", "p", "--file", str(edited))
     assert code == 2 and "colour" in output, output
-    assert plane.admin.dataset_version("p", "patients", 1)["schema"] == schema
-    actions = [e["action"] for e in plane.admin.audit_events(limit=1000)]
+    assert plane.admin.dataset_version("p", "patients", 1).schema_ == schema
+    actions = [e.action for e in plane.admin.audit_events(limit=1000)]
     assert "dataset.schema.edit" in actions

@@ -133,7 +133,7 @@ def test_jobs_die_within_seconds_of_a_sigkilled_agent(tmp_path: Path) -> None:
                 "job": {"type": "smoke", "steps": 200, "sleep_seconds": 0.25},
             }
         )
-        _wait_status(plane.admin, run["id"], {"running"})
+        _wait_status(plane.admin, run.id, {"running"})
         jobs = _children(plane.agent.pid)
         assert len(jobs) == 1
         assert _group(jobs[0]) == jobs  # the job leads a process group of its own

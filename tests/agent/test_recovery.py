@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pydantic_core import to_jsonable_python
 
-from bastion.client import Client
+from bastion.client import Client, RunEventOut
 from bastion.data.reference import patients
 from bastion.errors import Conflict
 from bastion.server.web.session import SESSION_COOKIE
@@ -24,8 +25,8 @@ from tests.agent.test_agent_e2e import _children, running_plane, start_agent, wa
 from tests.server.test_live import _bastion
 
 
-def _events(plane_admin: object, run_id: str) -> list[dict[str, object]]:
-    return plane_admin.run_events("p", run_id)  # type: ignore[attr-defined, no-any-return]
+def _events(admin: Client, run_id: str) -> list[RunEventOut]:
+    return admin.run_events("p", run_id)
 
 
 #: A number as it may be written in text: JSON, a log line, a dashboard cell.
@@ -94,8 +95,7 @@ def test_killed_agent_run_is_retried_from_its_checkpoint_and_the_stale_attempt_i
         run = plane.admin.submit_run(spec)
         deadline = time.monotonic() + 60
         while not any(
-            e["stage"] == "checkpoint" and e["message"] == "step 4"
-            for e in _events(plane.admin, run["id"])
+            e.stage == "checkpoint" and e.message == "step 4" for e in _events(plane.admin, run.id)
         ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -109,30 +109,30 @@ def test_killed_agent_run_is_retried_from_its_checkpoint_and_the_stale_attempt_i
         try:
             wait_for_heartbeat(plane.admin, restarted, "c1")
             deadline = time.monotonic() + 120
-            while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+            while (current := plane.admin.get_run("p", run.id)).status not in (
                 "succeeded",
                 "failed",
             ):
                 assert time.monotonic() < deadline, current
                 time.sleep(0.3)
-            if current["status"] != "succeeded":
+            if current.status != "succeeded":
                 restarted.terminate()
                 out = restarted.communicate(timeout=30)[0]
-                events = _events(plane.admin, run["id"])
+                events = _events(plane.admin, run.id)
                 job_logs = [p.read_text()[-2000:] for p in plane.storage.rglob("job.log")]
                 raise AssertionError(f"{current}\n{events[-3:]}\n{out[-3000:]}\n{job_logs}")
-            assert current["attempt"] == 2
-            logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
+            assert current.attempt == 2
+            logs = [line.line for line in plane.admin.run_logs("p", run.id)]
             resumed = [line for line in logs if line.startswith("resuming after step")]
             assert len(resumed) == 1
             resumed_at = int(resumed[0].split()[3])
             assert resumed_at >= 4
             # Attempt 2 started after the checkpoint: it never re-ran steps 1..resumed_at.
-            attempt2 = [row for row in plane.admin.run_logs("p", run["id"]) if row["attempt"] == 2]
+            attempt2 = [row for row in plane.admin.run_logs("p", run.id) if row.attempt == 2]
             steps = [
-                int(row["line"].split()[1].split("/")[0])
+                int(row.line.split()[1].split("/")[0])
                 for row in attempt2
-                if row["line"].startswith("step ")
+                if row.line.startswith("step ")
             ]
             assert steps and min(steps) == resumed_at + 1 and max(steps) == 24
             # Attempt 1 is fenced off: its token may not report any more.
@@ -140,8 +140,8 @@ def test_killed_agent_run_is_retried_from_its_checkpoint_and_the_stale_attempt_i
                 Client(plane.url, token=stale_token.decode()) as stale,
                 pytest.raises(Conflict, match="superseded by attempt 2"),
             ):
-                stale.report_logs("p", run["id"], ["step 25/24"])
-            actions = [e["action"] for e in plane.admin.audit_events(limit=1000)]
+                stale.report_logs("p", run.id, ["step 25/24"])
+            actions = [e.action for e in plane.admin.audit_events(limit=1000)]
             assert "run.lease_expired" in actions
         finally:
             restarted.terminate()
@@ -185,24 +185,26 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
             }
             run = plane.admin.submit_run(spec)
             deadline = time.monotonic() + 60
-            while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+            while (current := plane.admin.get_run("p", run.id)).status not in (
                 "succeeded",
                 "failed",
             ):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-            assert current["status"] == "succeeded", current
-            assert (tmp_path / "storage2" / "runs" / run["id"]).is_dir()
-            assert not (plane.storage / "runs" / run["id"]).exists()
+            assert current.status == "succeeded", current
+            assert (tmp_path / "storage2" / "runs" / run.id).is_dir()
+            assert not (plane.storage / "runs" / run.id).exists()
             # The canary never reaches the control plane: database, API responses, audit log.
             answers = json.dumps(
-                [
-                    plane.admin.get_run("p", run["id"]),
-                    plane.admin.run_events("p", run["id"]),
-                    plane.admin.run_logs("p", run["id"]),
-                    plane.admin.run_metrics("p", run["id"]),
-                    plane.admin.audit_events(limit=1000),
-                ]
+                to_jsonable_python(
+                    [
+                        plane.admin.get_run("p", run.id),
+                        plane.admin.run_events("p", run.id),
+                        plane.admin.run_logs("p", run.id),
+                        plane.admin.run_metrics("p", run.id),
+                        plane.admin.audit_events(limit=1000),
+                    ]
+                )
             )
             assert "patients.csv" in answers or "patients" in answers
             assert canary not in answers
@@ -238,17 +240,20 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
                 for value in (canary_name, canary_email, canary_ssn):
                     assert value not in done.stdout + done.stderr
             versions = plane.admin.dataset_versions("p", "planted")
-            assert [v["cluster"] for v in versions] == ["c2", "c2"]
-            found = {c["column"] for c in versions[0]["summaries"]["pii"]["columns"]}
+            assert [v.cluster for v in versions] == ["c2", "c2"]
+            found = {c["column"] for c in versions[0].summaries["pii"]["columns"]}
             assert {"name", "email", "ssn", "card_number"} <= found
             runs = plane.admin.list_runs("p")
-            seen: list[object] = [
-                versions,
-                [plane.admin.get_run("p", r["id"]) for r in runs],
-                [plane.admin.run_logs("p", r["id"]) for r in runs],
-                [plane.admin.run_events("p", r["id"]) for r in runs],
-                plane.admin.audit_events(limit=1000),
-            ]
+            # As the API sent them (JSON), so the number scan below reads every field.
+            seen: list[object] = to_jsonable_python(
+                [
+                    versions,
+                    [plane.admin.get_run("p", r.id) for r in runs],
+                    [plane.admin.run_logs("p", r.id) for r in runs],
+                    [plane.admin.run_events("p", r.id) for r in runs],
+                    plane.admin.audit_events(limit=1000),
+                ]
+            )
             # The dashboard's page of the dataset (a session is a login token in the cookie).
             token = str(plane.admin._http.headers["authorization"]).removeprefix("Bearer ")
             page = httpx.get(
@@ -285,7 +290,7 @@ def test_runs_go_only_to_their_cluster_and_canaries_stay_in_the_compute_plane(
                 ]
             assert not leaks, leaks
             # The schema still says what a reader needs: which columns, and why some say less.
-            schema = {c["name"]: c for c in versions[0]["schema"]["columns"]}
+            schema = {c["name"]: c for c in versions[0].schema_["columns"]}
             assert schema["card_number"]["redacted"] is True
             assert schema["card_number"]["maximum"] is None
             assert schema["ward"]["categories"] == ["cardiology", "oncology", "surgery"]
@@ -311,24 +316,24 @@ def test_control_plane_restart_mid_run_finishes_the_run_once(tmp_path: Path) -> 
         }
         run = plane.admin.submit_run(spec)
         deadline = time.monotonic() + 60
-        while plane.admin.get_run("p", run["id"])["status"] != "running":
+        while plane.admin.get_run("p", run.id).status != "running":
             assert time.monotonic() < deadline
             time.sleep(0.1)
         plane.restart_server(down_seconds=3)
         deadline = time.monotonic() + 120
-        while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+        while (current := plane.admin.get_run("p", run.id)).status not in (
             "succeeded",
             "failed",
         ):
             assert time.monotonic() < deadline, current
             time.sleep(0.3)
         job_logs = [p.read_text()[-1500:] for p in plane.storage.rglob("job.log")]
-        assert current["status"] == "succeeded", (current, job_logs)
-        assert current["attempt"] == 1  # reconnected, not re-run
+        assert current.status == "succeeded", (current, job_logs)
+        assert current.attempt == 1  # reconnected, not re-run
         steps = [
-            int(row["line"].split()[1].split("/")[0])
-            for row in plane.admin.run_logs("p", run["id"])
-            if row["line"].startswith("step ")
+            int(row.line.split()[1].split("/")[0])
+            for row in plane.admin.run_logs("p", run.id)
+            if row.line.startswith("step ")
         ]
         assert steps == list(range(1, 31))
         assert plane.agent.poll() is None  # the agent rode it out
@@ -369,14 +374,14 @@ def test_full_storage_fails_the_run_with_the_reason_and_no_partial_files(tmp_pat
                     }
                 )
                 deadline = time.monotonic() + 60
-                while (current := plane.admin.get_run("p", run["id"]))["status"] not in (
+                while (current := plane.admin.get_run("p", run.id)).status not in (
                     "succeeded",
                     "failed",
                 ):
                     assert time.monotonic() < deadline, current
                     time.sleep(0.2)
-                assert current["status"] == "failed"
-                assert "No space left" in str(current["status_reason"]), current
+                assert current.status == "failed"
+                assert "No space left" in current.status_reason, current
                 leftovers = [p for p in mount.rglob("*") if p.is_file() and p != filler]
                 assert all(not p.name.startswith(".") for p in leftovers), (
                     leftovers

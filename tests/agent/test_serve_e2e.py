@@ -151,14 +151,14 @@ def test_a_production_model_deploys_serves_and_audits(plane: Plane, tmp_path: Pa
     # (4) Every request is in the audit log: key id and input hash, never the input.
     deadline = time.monotonic() + 10
     while True:
-        events = [e for e in plane.admin.audit_events(limit=500) if e["action"] == "serve.request"]
+        events = [e for e in plane.admin.audit_events(limit=500) if e.action == "serve.request"]
         if len(events) >= 5 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    statuses = sorted(e["details"]["status"] for e in events)
+    statuses = sorted(e.details["status"] for e in events)
     assert "200" in statuses and "401" in statuses and "422" in statuses
-    served = next(e for e in events if e["details"]["status"] == "200")
-    assert served["details"]["key_id"] == key_id and len(served["details"]["input_sha256"]) == 64
+    served = next(e for e in events if e.details["status"] == "200")
+    assert served.details["key_id"] == key_id and len(served.details["input_sha256"]) == 64
     assert "mean_radius" not in str(events)
     _hot_swap_and_rollback(plane, tmp_path, url)
     # (5) Stop: the server exits and the port closes.
@@ -216,7 +216,7 @@ def _hot_swap_and_rollback(plane: Plane, tmp_path: Path, url: str) -> None:
     )
     # A version whose stored files were changed is refused; the server keeps serving.
     stored = plane.storage / "models" / "p" / "readmission"
-    version_2 = plane.admin.model_versions("p", "readmission")[-1]["manifest_hash"]
+    version_2 = str(plane.admin.model_versions("p", "readmission")[-1].manifest_hash)
     with tampered(stored / version_2 / "weights.safetensors.bst"):
         refused = _bastion(
             home, "deploy", "update", "readmission", "-p", "p", "--model", "readmission@2"
@@ -230,13 +230,13 @@ def _hot_swap_and_rollback(plane: Plane, tmp_path: Path, url: str) -> None:
 def test_a_tampered_model_is_refused_before_the_server_starts(plane: Plane) -> None:
     home = plane.client_home
     production = plane.admin.model_versions("p", "readmission")[-1]  # version 2, after the swap
-    stored = plane.storage / "models" / "p" / "readmission" / production["manifest_hash"]
+    stored = plane.storage / "models" / "p" / "readmission" / str(production.manifest_hash)
     with tampered(stored / "weights.safetensors.bst"):
         refused = _bastion(
             home,
             "deploy",
             "create",
-            f"readmission@{production['version']}",
+            f"readmission@{production.version}",
             "-p",
             "p",
             "--cluster",
@@ -262,7 +262,7 @@ def test_two_replicas_share_one_address_and_one_limit_over_tls(
         home,
         "deploy",
         "create",
-        f"readmission@{production['version']}",
+        f"readmission@{production.version}",
         "-p",
         "p",
         "--cluster",
@@ -283,7 +283,7 @@ def test_two_replicas_share_one_address_and_one_limit_over_tls(
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"at https://127.0.0.1:{port}" in started.stdout
     shown = plane.admin.get_deployment("p", "shared")
-    assert [r["status"] for r in shown["replicas"]] == ["running", "running"]
+    assert [r.status for r in shown.replicas] == ["running", "running"]
     minted = _bastion(
         home, "keys", "create", "-d", "shared", "-p", "p", "--rate", "1/d", "--burst", "6"
     )

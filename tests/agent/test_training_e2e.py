@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_core import to_jsonable_python
 
+from bastion.client import ModelVersionOut
 from bastion.data.reference import patients
 from bastion.security.envelope import read_header
 from tests.agent.test_agent_e2e import (
@@ -62,8 +64,8 @@ def _submit(plane: Plane, tmp_path: Path, spec: dict[str, Any], *extra: str) -> 
     return result.returncode, result.stdout + result.stderr
 
 
-def _model_version(plane: Plane, name: str) -> dict[str, Any]:
-    versions: list[dict[str, Any]] = plane.admin.model_versions("p", name)
+def _model_version(plane: Plane, name: str) -> ModelVersionOut:
+    versions = plane.admin.model_versions("p", name)
     assert len(versions) == 1, versions
     return versions[0]
 
@@ -99,18 +101,19 @@ def test_a_private_robust_model_is_trained_sealed_and_registered(
     assert code == 0, output
     assert "epoch 3/3" in output and "registered model readmission@1" in output
     version = _model_version(plane, "readmission")
-    evidence = version["evidence"]
+    evidence = version.evidence
     assert 0 < evidence["epsilon"] <= 3.0 + 1e-6 and evidence["delta"] == 1e-5
     assert evidence["dataset"] == "patients@1" and evidence["target"] == "diagnosis"
     # Identifier columns were left out of the features by default.
     assert not set(evidence["features"]) & {"ssn", "email", "name", "subject_id", "card_number"}
     assert "mean_radius" in evidence["features"] and "sex" in evidence["features"]
     assert len(evidence["weights_sha256"]) == 64 and evidence["train_accuracy"] > 0.5
-    run_id = version["run_id"]
-    metrics = {m["name"] for m in plane.admin.run_metrics("p", run_id)}
+    run_id, manifest_hash = version.run_id, version.manifest_hash
+    assert run_id is not None and manifest_hash is not None
+    metrics = {m.name for m in plane.admin.run_metrics("p", run_id)}
     assert metrics == {"loss", "accuracy", "epsilon"}
     # In the compute plane: an encrypted, signed model and sealed checkpoints; no plaintext.
-    stored = plane.storage / "models" / "p" / "readmission" / version["manifest_hash"]
+    stored = plane.storage / "models" / "p" / "readmission" / manifest_hash
     assert sorted(p.name for p in stored.iterdir()) == [
         "manifest.json",
         "manifest.json.sig",
@@ -124,7 +127,7 @@ def test_a_private_robust_model_is_trained_sealed_and_registered(
     workdir = plane.storage / "runs" / run_id / "attempt-1"
     assert not any((workdir / name).exists() for name in ("inputs", "outputs", "sealing"))
     assert not list(workdir.rglob("*.safetensors"))
-    events = [e["message"] for e in plane.admin.run_events("p", run_id)]
+    events = [e.message for e in plane.admin.run_events("p", run_id)]
     assert any(m.startswith("step 3 sealed ") for m in events)
     # The model verbs.
     listed = _bastion(plane.client_home, "model", "list", "-p", "p")
@@ -145,23 +148,23 @@ def test_a_private_robust_model_is_trained_sealed_and_registered(
 
 
 def _the_evaluate_stage_left_its_evidence(
-    plane: Plane, tmp_path: Path, version: dict[str, Any]
+    plane: Plane, tmp_path: Path, version: ModelVersionOut
 ) -> None:
-    evidence = version["evidence"]
+    evidence = version.evidence
     assert "evaluation" not in evidence  # stored as evaluations, not inside the evidence
     split = evidence["split"]
     assert split["train_rows"] + split["test_rows"] == 569 and split["holdout"] == 0.2
     assert 0.5 < evidence["test_accuracy"] <= 1.0
     stored = plane.admin.model_evaluations("p", "readmission", 1)
-    assert sorted(e["kind"] for e in stored) == ["explain", "fairness", "membership", "robustness"]
-    found = {e["kind"]: e["summary"] for e in stored}
+    assert sorted(e.kind for e in stored) == ["explain", "fairness", "membership", "robustness"]
+    found = {e.kind: e.summary for e in stored}
     robustness = found["robustness"]
     assert robustness["rows"] == 114 and len(robustness["curve"]) == 4  # all held out
     membership = found["membership"]
     # The agent granted 2 workers; 4 shadows this small train faster in the job's process
     # than a worker starts, so the fan-out may keep them there.
     assert membership["shadow_models"] == 4 and membership["fanout_width"] in (1, 2)
-    logs = [line["line"] for line in plane.admin.run_logs("p", version["run_id"])]
+    logs = [line.line for line in plane.admin.run_logs("p", str(version.run_id))]
     assert any("training 4 shadow models, up to 2 at a time" in line for line in logs)
     assert membership["epsilon"] == evidence["epsilon"] and membership["rows"] == 200
     assert 0.3 < membership["auc"] < 0.7  # DP at epsilon 3 on a tiny audit: near chance
@@ -261,7 +264,7 @@ def _promotion_through_the_cli(plane: Plane, tmp_path: Path) -> None:
     history = _bastion(home, "model", "history", "readmission", "-p", "p")
     assert history.returncode == 0 and "production" in history.stdout
     assert _bastion(home, "alerts", "list").returncode == 0
-    raised = {(a["kind"], a["actor"]) for a in plane.admin.list_alerts()}
+    raised = {(a.kind, a.actor) for a in plane.admin.list_alerts()}
     assert ("self_approval", "user:admin") in raised
     report = tmp_path / "hipaa.md"
     written = _bastion(home, "compliance", "report", "--framework", "hipaa", "--out", str(report))
@@ -275,16 +278,16 @@ def test_identifier_features_are_refused_unless_overridden_and_audited(
     spec = {**PATIENTS_SPEC, "name": "leaky", "features": ["mean_radius", "ssn"]}
     code, output = _submit(plane, tmp_path, spec)
     assert code == 1 and "ssn in patients@1 identify people" in output, output
-    assert all(run["name"] != "leaky" for run in plane.admin.list_runs("p"))
+    assert all(run.name != "leaky" for run in plane.admin.list_runs("p"))
     allowed = {**spec, "train": {**spec["train"], "allow_identifier_features": ["ssn"]}}
     code, output = _submit(plane, tmp_path, allowed)
     assert code == 0, output
     run_id = output.split()[2]
     plane.admin.cancel_run("p", run_id)
     overrides = [
-        e for e in plane.admin.audit_events(limit=500) if e["action"] == "run.privacy_override"
+        e for e in plane.admin.audit_events(limit=500) if e.action == "run.privacy_override"
     ]
-    assert overrides and overrides[-1]["details"]["identifier_features"] == ["ssn"]
+    assert overrides and overrides[-1].details["identifier_features"] == ["ssn"]
     unknown = {**PATIENTS_SPEC, "name": "typo", "features": ["mean_radiuss"]}
     code, output = _submit(plane, tmp_path, unknown)
     assert code == 2 and "mean_radiuss" in output
@@ -323,20 +326,20 @@ def _digits_spec(name: str) -> dict[str, Any]:
 def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_path: Path) -> None:
     code, output = _submit(plane, tmp_path, _digits_spec("digits-whole"), "--follow")
     assert code == 0, output
-    whole = _model_version(plane, "digits-whole")["evidence"]
+    whole = _model_version(plane, "digits-whole").evidence
     assert whole["backdoor_scan"]["poisoned_classes"] == []
     run = plane.admin.submit_run(_digits_spec("digits-killed"))
     deadline = time.monotonic() + 120
     while not any(
-        e["message"].startswith(("step 2 sealed", "step 3 sealed"))
-        for e in plane.admin.run_events("p", run["id"])
+        e.message.startswith(("step 2 sealed", "step 3 sealed"))
+        for e in plane.admin.run_events("p", run.id)
     ):
-        assert time.monotonic() < deadline, plane.admin.get_run("p", run["id"])
+        assert time.monotonic() < deadline, plane.admin.get_run("p", run.id)
         time.sleep(0.05)
     plane.agent.send_signal(signal.SIGKILL)
     plane.agent.wait(timeout=10)
-    assert plane.admin.get_run("p", run["id"])["status"] == "running"
-    attempt1 = plane.storage / "runs" / run["id"] / "attempt-1"
+    assert plane.admin.get_run("p", run.id).status == "running"
+    attempt1 = plane.storage / "runs" / run.id / "attempt-1"
     assert _plaintext(attempt1), "the killed attempt should have left decrypted inputs"
     _restart_agent(plane)
     # The restarted agent wipes the plaintext the killed one left, before it leases anything.
@@ -344,16 +347,16 @@ def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_p
     while left := _plaintext(attempt1):
         assert time.monotonic() < deadline, left
         time.sleep(0.1)
-    current = _wait_status(plane.admin, run["id"], {"succeeded", "failed"}, timeout=180)
-    assert current["status"] == "succeeded" and current["attempt"] == 2, current
-    logs = [line["line"] for line in plane.admin.run_logs("p", run["id"])]
+    current = _wait_status(plane.admin, run.id, {"succeeded", "failed"}, timeout=180)
+    assert current.status == "succeeded" and current.attempt == 2, current
+    logs = [line.line for line in plane.admin.run_logs("p", run.id)]
     assert any(line.startswith("resuming from the sealed checkpoint") for line in logs), logs
-    resumed = _model_version(plane, "digits-killed")["evidence"]
+    resumed = _model_version(plane, "digits-killed").evidence
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert resumed["history"] == whole["history"]
     # No plaintext of the run is left anywhere under storage; what is sealed stays.
-    assert _plaintext(plane.storage / "runs" / run["id"]) == []
-    assert list((plane.storage / "checkpoints" / "p" / run["id"]).glob("*/weights.safetensors.bst"))
+    assert _plaintext(plane.storage / "runs" / run.id) == []
+    assert list((plane.storage / "checkpoints" / "p" / run.id).glob("*/weights.safetensors.bst"))
 
 
 def _plaintext(folder: Path) -> list[str]:
@@ -370,24 +373,22 @@ def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
     run = plane.admin.submit_run({**_digits_spec("digits-tampered"), "max_retries": 1})
     deadline = time.monotonic() + 120
     while not any(
-        e["message"].startswith("step 1 sealed") for e in plane.admin.run_events("p", run["id"])
+        e.message.startswith("step 1 sealed") for e in plane.admin.run_events("p", run.id)
     ):
-        current = plane.admin.get_run("p", run["id"])
-        assert current["status"] in ("queued", "leased", "running"), current
+        current = plane.admin.get_run("p", run.id)
+        assert current.status in ("queued", "leased", "running"), current
         assert time.monotonic() < deadline, current
         time.sleep(0.05)
     plane.agent.send_signal(signal.SIGKILL)
     plane.agent.wait(timeout=10)
-    for sealed in (plane.storage / "checkpoints" / "p" / run["id"]).glob(
-        "*/weights.safetensors.bst"
-    ):
+    for sealed in (plane.storage / "checkpoints" / "p" / run.id).glob("*/weights.safetensors.bst"):
         blob = bytearray(sealed.read_bytes())
         blob[-50] ^= 1
         sealed.write_bytes(bytes(blob))
     _restart_agent(plane)
-    current = _wait_status(plane.admin, run["id"], {"succeeded", "failed"}, timeout=120)
-    assert current["status"] == "failed" and current["attempt"] == 2, current
-    assert "weights.safetensors" in current["status_reason"], current
+    current = _wait_status(plane.admin, run.id, {"succeeded", "failed"}, timeout=120)
+    assert current.status == "failed" and current.attempt == 2, current
+    assert "weights.safetensors" in current.status_reason, current
 
 
 def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_path: Path) -> None:
@@ -410,7 +411,7 @@ def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_
     )
     assert done.returncode == 0, done.stdout + done.stderr
     version = plane.admin.dataset_version("p", "patients", 2)
-    assert {"subject_id", "ssn", "email"} <= set(version["summaries"]["identifier_columns"])
+    assert {"subject_id", "ssn", "email"} <= set(version.summaries["identifier_columns"])
     spec = {
         **PATIENTS_SPEC,
         "name": "pseudonymised",
@@ -420,7 +421,7 @@ def test_the_pseudonymised_example_trains_without_identifiers(plane: Plane, tmp_
     code, output = _submit(plane, tmp_path, spec, "--follow")
     assert code == 0, output
     assert "left out of the features: address" in output
-    features = set(_model_version(plane, "pseudonymised")["evidence"]["features"])
+    features = set(_model_version(plane, "pseudonymised").evidence["features"])
     assert not features & {"subject_id", "ssn", "email", "address"}
     assert {"date_of_birth", "sex", "mean_radius"} <= features
     # Lineage: the raw version, the pseudonymised one made from it, the run, the model.
@@ -444,7 +445,7 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
     """GDPR Art. 17 on the patients workload: raw and pseudonymised versions, a hold."""
     home = plane.client_home
     subject = "S000-0000007"  # a patient of the reference data, in both versions
-    versions = {v["version"] for v in plane.admin.dataset_versions("p", "patients")}
+    versions = {v.version for v in plane.admin.dataset_versions("p", "patients")}
     assert {1, 2} <= versions  # the raw version and the pseudonymised one made from it
     # Subject-level lineage first: where the subject is, and what was made from it.
     where = _bastion(home, "privacy", "find", "-p", "p", "--subject-id", subject)
@@ -459,31 +460,31 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
     assert erased.returncode == 0, erased.stdout + erased.stderr
     assert "completed, 2 row(s) removed" in erased.stdout
     assert "retrain recommended" in erased.stdout
-    after = {v["version"]: v for v in plane.admin.dataset_versions("p", "patients")}
-    made = {v["parent_version"]: v for n, v in after.items() if n not in versions}
-    assert set(made) == {1, 2} and all(v["row_count"] == 568 for v in made.values())
-    assert after[1]["shredded_at"] is None and after[1]["retention_hold"] == "litigation"
-    assert after[2]["shredded_at"] is not None  # its data keys are gone
-    stored = plane.storage / "datasets" / "p" / "patients" / after[2]["manifest_hash"]
+    after = {v.version: v for v in plane.admin.dataset_versions("p", "patients")}
+    made = {v.parent_version: v for n, v in after.items() if n not in versions}
+    assert set(made) == {1, 2} and all(v.row_count == 568 for v in made.values())
+    assert after[1].shredded_at is None and after[1].retention_hold == "litigation"
+    assert after[2].shredded_at is not None  # its data keys are gone
+    stored = plane.storage / "datasets" / "p" / "patients" / after[2].manifest_hash
     assert all(read_header(path).shredded for path in stored.glob("*.bst"))
     refused = _bastion(home, "data", "verify", "patients@2", "-p", "p")
     assert refused.returncode == 2 and "crypto-shredded" in refused.stderr
     erasure_id = erased.stdout.split("erasure ", 1)[1].split(":", 1)[0]
     found = plane.admin.erasure("p", erasure_id)
     trained_on = {
-        f"{m['name']}@{v['version']}"
+        f"{m.name}@{v.version}"
         for m in plane.admin.list_models("p")
-        for v in plane.admin.model_versions("p", m["name"])
-        if v["evidence"].get("dataset") in ("patients@1", "patients@2")
+        for v in plane.admin.model_versions("p", m.name)
+        if v.evidence.get("dataset") in ("patients@1", "patients@2")
     }
-    assert "pseudonymised@1" in trained_on and set(found["models_flagged"]) == trained_on
+    assert "pseudonymised@1" in trained_on and set(found.models_flagged) == trained_on
     shown = _bastion(home, "model", "show", "pseudonymised@1", "-p", "p")
     assert "trained on erased data" in shown.stdout and "retrain on" in shown.stdout
-    flags = _model_version(plane, "pseudonymised")["flags"]["trained_on_erased_data"]
+    flags = _model_version(plane, "pseudonymised").flags["trained_on_erased_data"]
     assert flags["dataset"] == "patients@2"
-    assert flags["recommendation"] == f"retrain on patients@{made[2]['version']}"
+    assert flags["recommendation"] == f"retrain on patients@{made[2].version}"
     # The control plane never holds the subject id itself: only a keyed pseudonym.
-    events = json.dumps(plane.admin.audit_events(limit=1000))
+    events = json.dumps(to_jsonable_python(plane.admin.audit_events(limit=1000)))
     assert subject not in events and "subj_" in events
     unknown = _bastion(
         home, "privacy", "erase", "-p", "p", "--subject-id", "S999-nobody", "--reason", "request"
@@ -493,7 +494,7 @@ def test_erasure_removes_a_subject_from_every_version_and_flags_the_models(
     register = _bastion(home, "privacy", "list", "-p", "p")
     assert register.returncode == 0, register.stdout + register.stderr
     assert "3 request(s)" in register.stdout and subject not in register.stdout
-    statuses = [r["status"] for r in plane.admin.erasures("p")]
+    statuses = [r.status for r in plane.admin.erasures("p")]
     assert statuses == ["no data found", "completed", "found"]
 
 
@@ -588,7 +589,7 @@ def test_pretrain_on_one_cluster_and_fine_tune_on_another(plane: Plane, tmp_path
         code, output = _submit(plane, tmp_path, private, "--follow")
         assert code == 0, output
         assert "fine-tuning from public-mlp-c2@1" in output
-        evidence = _model_version(plane, "private-mlp")["evidence"]
+        evidence = _model_version(plane, "private-mlp").evidence
         assert evidence["initialized_from"]["model"] == "public-mlp-c2@1"
         # A model on another cluster cannot seed a run here without the transfer.
         code, output = _submit(

@@ -127,11 +127,21 @@ def test_runs_still_staging_their_inputs_keep_their_lease() -> None:
     from typing import Any, cast
 
     from bastion.agent.loop import _Running, _State
+    from bastion.client import LeaseOut
 
     state = _State()
     state.staging["r-staging"] = 2
     handle = SimpleNamespace(request=SimpleNamespace(attempt=1))
-    state.jobs["r-running"] = _Running(handle=cast(Any, handle), lease={})
+    lease = LeaseOut(
+        run_id="r-running",
+        project="p",
+        attempt=1,
+        spec={},
+        job_token="t",
+        lease_seconds=30,
+        resume_from=None,
+    )
+    state.jobs["r-running"] = _Running(handle=cast(Any, handle), lease=lease)
     assert state.active() == {"r-staging": 2, "r-running": 1}
     state.staging.pop("r-staging")
     assert state.active() == {"r-running": 1}

@@ -11,6 +11,7 @@ import pytest
 from bastion.agent.loop import Agent, AgentConfig, _Running
 from bastion.agent.staging import wipe
 from bastion.agent.storage import Storage
+from bastion.client import LeaseOut
 from bastion.config import Settings
 from bastion.errors import ConfigurationError
 
@@ -50,7 +51,16 @@ class _Handle:
 def _running(agent: Agent, run_id: str, attempt: int) -> _Handle:
     request = SimpleNamespace(attempt=attempt, workdir=agent.storage.attempt_dir(run_id, attempt))
     handle = _Handle(request)
-    agent.state.jobs[run_id] = _Running(handle=cast(Any, handle), lease={"run_id": run_id})
+    lease = LeaseOut(
+        run_id=run_id,
+        project="p",
+        attempt=attempt,
+        spec={},
+        job_token="t",
+        lease_seconds=30,
+        resume_from=None,
+    )
+    agent.state.jobs[run_id] = _Running(handle=cast(Any, handle), lease=lease)
     return handle
 
 

@@ -64,9 +64,7 @@ def test_what_the_planes_create_is_private_whatever_the_umask(tmp_path: Path) ->
             run = plane.admin.submit_run(
                 {"name": "m", "project": "p", "cluster": "c1", "job": {"type": "smoke"}}
             )
-            assert _wait_status(plane.admin, run["id"], {"succeeded", "failed"})["status"] == (
-                "succeeded"
-            )
+            assert _wait_status(plane.admin, run.id, {"succeeded", "failed"}).status == "succeeded"
             # A local verb too: the local audit log (bastion.db) and the keyring.
             source = plane.client_home / "notes.txt"
             source.write_text("private")

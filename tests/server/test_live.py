@@ -153,8 +153,8 @@ def test_init_start_and_manage_from_the_cli(
         assert impersonate.returncode == 1 and "machine identities only" in impersonate.stderr
         alice_token = logged_in.json()["token"]
         with Client(url, token=alice_token) as alice:
-            assert alice.whoami()["memberships"] == {"cardiology": "ml-engineer"}
-            assert [p["name"] for p in alice.list_projects()] == ["cardiology"]
+            assert alice.whoami().memberships == {"cardiology": "ml-engineer"}
+            assert [p.name for p in alice.list_projects()] == ["cardiology"]
         minted = _bastion(client_home, "token", "create", "runner-ci", "--user", "runner")
         assert minted.returncode == 0, minted.stderr
         runner_token = minted.stdout.splitlines()[1].strip()

@@ -36,7 +36,7 @@ from bastion.agent.staging import (
     wipe,
 )
 from bastion.agent.storage import Storage
-from bastion.client import Client
+from bastion.client import Client, LeaseOut
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes, ensure_private_dir
@@ -89,7 +89,7 @@ class AgentConfig:
 @dataclass
 class _Running:
     handle: JobHandle
-    lease: dict[str, Any]
+    lease: LeaseOut
     stopped: bool = False
     #: For a serve job: the manifest hash of the model version staged for it last.
     model_hash: str | None = None
@@ -98,11 +98,11 @@ class _Running:
 
     @property
     def project(self) -> str:
-        return str(self.lease["project"])
+        return self.lease.project
 
     @property
     def spec_type(self) -> str:
-        return str(self.lease["spec"]["job"]["type"])
+        return str(self.lease.spec["job"]["type"])
 
 
 @dataclass
@@ -166,10 +166,10 @@ class Agent:
             )
         atomic_write_bytes(
             self._credential_file,
-            json.dumps({"url": self.config.url, "token": joined["token"]}).encode(),
+            json.dumps({"url": self.config.url, "token": joined.token}).encode(),
             mode=0o600,
         )
-        self._client = Client(self.config.url, token=joined["token"], verify=verify)
+        self._client = Client(self.config.url, token=joined.token, verify=verify)
 
     @property
     def client(self) -> Client:
@@ -222,10 +222,10 @@ class Agent:
             try:
                 active = self.state.active()
                 reply = self.client.heartbeat(self.config.cluster, active)
-                stop = {str(run_id) for run_id in reply["stop"]}
+                stop = set(reply.stop)
                 self._kill({run_id: active[run_id] for run_id in stop if run_id in active})
-                for run_id, inputs in reply.get("serve", {}).items():
-                    self._offer_model(str(run_id), inputs)
+                for run_id, inputs in reply.serve.items():
+                    self._offer_model(run_id, inputs)
             except BastionError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(self.config.heartbeat_seconds)
@@ -250,7 +250,7 @@ class Agent:
                     keyring=self.keyring,
                 )
             except (BastionError, OSError) as exc:
-                log.error("run %s: cannot seal a checkpoint: %s", job.lease["run_id"], exc)
+                log.error("run %s: cannot seal a checkpoint: %s", job.lease.run_id, exc)
                 return
             for epoch, manifest_hash in done:
                 self._report(
@@ -261,10 +261,10 @@ class Agent:
         """Tell the control plane about a running job; a refusal is logged, not raised."""
         try:
             self.client.report_event(
-                job.project, job.lease["run_id"], stage=stage, status="running", message=message
+                job.project, job.lease.run_id, stage=stage, status="running", message=message
             )
         except BastionError as exc:
-            log.warning("run %s: %s event not reported: %s", job.lease["run_id"], stage, exc)
+            log.warning("run %s: %s event not reported: %s", job.lease.run_id, stage, exc)
 
     def _kill(self, attempts: dict[str, int]) -> None:
         """Kill the named attempts (not a newer attempt of the same run started since)."""
@@ -305,11 +305,11 @@ class Agent:
             )
         self._wipe_unowned(run_id)
 
-    def _start_or_fail(self, lease: dict[str, Any]) -> None:
+    def _start_or_fail(self, lease: LeaseOut) -> None:
         """Start the job; if its data does not verify or storage cannot take it, fail the run."""
-        self._supersede(lease["run_id"], int(lease["attempt"]))
+        self._supersede(lease.run_id, lease.attempt)
         with self.state.lock:
-            self.state.staging[lease["run_id"]] = int(lease["attempt"])
+            self.state.staging[lease.run_id] = lease.attempt
         try:
             self._start(lease)
         except OSError as exc:
@@ -319,31 +319,31 @@ class Agent:
             self._report_end(lease, stage="verify", status="failed", message=str(exc))
         finally:
             with self.state.lock:
-                self.state.staging.pop(lease["run_id"], None)
+                self.state.staging.pop(lease.run_id, None)
 
-    def _report_end(self, lease: dict[str, Any], *, stage: str, status: str, message: str) -> None:
+    def _report_end(self, lease: LeaseOut, *, stage: str, status: str, message: str) -> None:
         """End a run on the job's behalf (the agent holds its lease)."""
         if status == "failed":
-            log.error("run %s: %s", lease["run_id"], message)
-        wipe(self.storage.workdir(lease["run_id"], lease["attempt"]))
+            log.error("run %s: %s", lease.run_id, message)
+        wipe(self.storage.workdir(lease.run_id, lease.attempt))
         try:
             self.client.report_event(
-                lease["project"], lease["run_id"], stage=stage, status=status, message=message
+                lease.project, lease.run_id, stage=stage, status=status, message=message
             )
         except BastionError as report_error:
-            log.warning("run %s: could not report: %s", lease["run_id"], report_error)
+            log.warning("run %s: could not report: %s", lease.run_id, report_error)
 
-    def _start(self, lease: dict[str, Any]) -> None:
-        spec = lease["spec"]
-        workdir = self.storage.workdir(lease["run_id"], lease["attempt"])
+    def _start(self, lease: LeaseOut) -> None:
+        spec = lease.spec
+        workdir = self.storage.workdir(lease.run_id, lease.attempt)
         manifest = {
-            "run_id": lease["run_id"],
-            "project": lease["project"],
-            "attempt": lease["attempt"],
+            "run_id": lease.run_id,
+            "project": lease.project,
+            "attempt": lease.attempt,
             "spec": spec,
             "url": self.config.url,
             "verify": self.config.ca_cert or True,
-            "resume_from": lease.get("resume_from"),
+            "resume_from": lease.resume_from,
             "inputs_root": str(self.storage.root / "inputs"),
         }
         job = spec["job"]
@@ -371,7 +371,7 @@ class Agent:
         if job["type"] == "serve":
             manifest.update(self._serve_inputs(lease, workdir))
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
-        environment = _job_environment(workdir, lease["job_token"])
+        environment = _job_environment(workdir, lease.job_token)
         if job["type"] in ("pseudonymize", "erase"):  # this key alone; opens and signs nothing
             environment["BASTION_PSEUDONYM_KEY"] = self.keyring.pseudonym_capability()
         if job["type"] == "erase":  # the subject, sealed to this cluster by the control plane
@@ -385,8 +385,8 @@ class Agent:
         environment.update(self._fanout_environment())
         resources = spec.get("resources", {})
         request = JobRequest(
-            run_id=lease["run_id"],
-            attempt=int(lease["attempt"]),
+            run_id=lease.run_id,
+            attempt=lease.attempt,
             workdir=workdir,
             environment=environment,
             timeout_seconds=int(resources.get("timeout_seconds", 3600)),
@@ -395,21 +395,21 @@ class Agent:
         )
         handle = self.executor.start(request)
         if staged:
-            log.info("run %s: verified and staged %s", lease["run_id"], ", ".join(staged))
-        model_hash = lease.get("inputs", {}).get("model", {}).get("manifest_hash")
+            log.info("run %s: verified and staged %s", lease.run_id, ", ".join(staged))
+        model_hash = lease.inputs.get("model", {}).get("manifest_hash")
         with self.state.lock:
-            self.state.jobs[lease["run_id"]] = _Running(
+            self.state.jobs[lease.run_id] = _Running(
                 handle=handle, lease=lease, model_hash=model_hash
             )
 
-    def _serve_inputs(self, lease: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    def _serve_inputs(self, lease: LeaseOut, workdir: Path) -> dict[str, Any]:
         """An inference server checks its model again itself: give it the signed manifest
         and this cluster's public keys (public halves only)."""
-        info = lease["inputs"]["model"]
+        info = lease.inputs["model"]
         sealed = sealed_dir(
             self.storage.root,
             artifact="model",
-            project=lease["project"],
+            project=lease.project,
             name=info["name"],
             manifest_hash=info["manifest_hash"],
         )
@@ -435,7 +435,7 @@ class Agent:
     def _stage_swap(self, job: _Running, inputs: dict[str, Any]) -> None:
         """Verify and decrypt the version and its training data next to the running server,
         then hand it over with ``swap.json``; the server verifies it again before swapping."""
-        lease = {**job.lease, "inputs": inputs}
+        lease = job.lease.model_copy(update={"inputs": inputs})
         model = inputs["model"]
         folder = f"swap-{model['manifest_hash'][:16]}"
         workdir = job.handle.request.workdir
@@ -454,14 +454,12 @@ class Agent:
                 )
                 self._serve_inputs(lease, workdir / folder)
             except (BastionError, OSError) as exc:
-                log.error(
-                    "run %s: cannot stage %s for a hot-swap: %s", job.lease["run_id"], ref, exc
-                )
+                log.error("run %s: cannot stage %s for a hot-swap: %s", job.lease.run_id, ref, exc)
                 self._report(job, stage="serve", message=f"swap to {ref} refused: {exc}")
                 return
         request = {"folder": folder, "model": ref}
         atomic_write_bytes(workdir / SWAP_REQUEST, json.dumps(request).encode(), mode=0o600)
-        log.info("run %s: %s staged for a hot-swap", job.lease["run_id"], ref)
+        log.info("run %s: %s staged for a hot-swap", job.lease.run_id, ref)
 
     def _fanout_environment(self) -> dict[str, str]:
         """How wide a job may fan out (shadow models): this agent's own executor and width.
@@ -507,7 +505,7 @@ class Agent:
         spool = job.handle.request.workdir / SPOOL
         if not spool.is_file():
             return
-        run_id = job.lease["run_id"]
+        run_id = job.lease.run_id
         try:
             sent = replay_spool(
                 spool,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.client import Client
+from bastion.client import Client, LeaseOut
 from bastion.data.layout import DATA_FILES, SCHEMA_FILE
 from bastion.data.publish import unpublished_columns
 from bastion.data.schema import parse_schema
@@ -93,23 +93,21 @@ def check_source(given: str, *, import_roots: tuple[Path, ...], private: tuple[P
     return resolved
 
 
-def stage_inputs(
-    lease: dict[str, Any], *, workdir: Path, storage: Path, keyring: Keyring
-) -> list[str]:
+def stage_inputs(lease: LeaseOut, *, workdir: Path, storage: Path, keyring: Keyring) -> list[str]:
     """Verify and decrypt every dataset version the run reads; return what was staged.
 
     Raises :class:`IntegrityError` / :class:`SignatureError` for a tampered version:
     the job never starts on data that does not verify.
     """
     staged = []
-    for role, info in sorted(lease.get("inputs", {}).items()):
+    for role, info in sorted(lease.inputs.items()):
         if role == "transfer":
             continue  # keys for a transfer, not a stored artifact
         open_sealed(
             storage,
             keyring=keyring,
             artifact=_ARTIFACTS.get(role, "dataset"),
-            project=lease["project"],
+            project=lease.project,
             name=info["name"],
             manifest_hash=info["manifest_hash"],
             into=workdir / INPUTS / role,
@@ -128,14 +126,14 @@ class ExportRequest(BaseModel):
 
 
 def open_transfer(
-    lease: dict[str, Any], *, workdir: Path, keyring: Keyring, cluster: str, source: Path
+    lease: LeaseOut, *, workdir: Path, keyring: Keyring, cluster: str, source: Path
 ) -> str:
     """Verify and open an import's transfer file into ``inputs/model`` (see security.transfer)."""
     header = read_transfer(
         source,
         keyring=keyring,
         recipient=cluster,
-        trusted_senders=lease["inputs"]["transfer"]["trusted_senders"],
+        trusted_senders=lease.inputs["transfer"]["trusted_senders"],
         into=workdir / INPUTS / "model",
     )
     info = {key: header[key] for key in ("sender", "model", "files")}
@@ -157,7 +155,7 @@ def _request(workdir: Path) -> SealRequest | ModelRequest | ExportRequest:
 
 
 def seal_checkpoints(
-    lease: dict[str, Any], *, workdir: Path, storage: Path, keyring: Keyring
+    lease: LeaseOut, *, workdir: Path, storage: Path, keyring: Keyring
 ) -> list[tuple[int, str]]:
     """Seal every checkpoint the job handed over; return (epoch, manifest hash) in order.
 
@@ -177,11 +175,11 @@ def seal_checkpoints(
             root=storage,
             keyring=keyring,
             artifact="checkpoint",
-            project=lease["project"],
-            name=lease["run_id"],
+            project=lease.project,
+            name=lease.run_id,
             kind="checkpoint",
             rows=epoch,
-            run_id=lease["run_id"],
+            run_id=lease.run_id,
         )
         shutil.rmtree(directory)
         done.append((epoch, sealed.manifest_hash))
@@ -189,7 +187,7 @@ def seal_checkpoints(
 
 
 def _seal_model(
-    lease: dict[str, Any],
+    lease: LeaseOut,
     request: ModelRequest,
     *,
     workdir: Path,
@@ -197,7 +195,7 @@ def _seal_model(
     keyring: Keyring,
     client: Client,
 ) -> dict[str, Any]:
-    if request.name != lease["spec"]["job"]["model_name"]:
+    if request.name != lease.spec["job"]["model_name"]:
         raise IntegrityError(f"the job asked to seal model {request.name!r}, not the run's model")
     folder = workdir / OUTPUTS / "model"
     files = {f.name: f for f in sorted(folder.iterdir()) if f.is_file()} if folder.is_dir() else {}
@@ -208,39 +206,36 @@ def _seal_model(
         root=storage,
         keyring=keyring,
         artifact="model",
-        project=lease["project"],
+        project=lease.project,
         name=request.name,
         kind="pytorch",
-        run_id=lease["run_id"],
+        run_id=lease.run_id,
     )
     signature = signature_path_for(sealed.directory / "manifest.json").read_text()
     recorded = client.record_model_version(
-        lease["project"],
+        lease.project,
         request.name,
         {
-            "run_id": lease["run_id"],
+            "run_id": lease.run_id,
             "manifest_hash": sealed.manifest_hash,
             "signature": signature,
             "evidence": request.evidence,
         },
     )
-    return {**recorded, "kind": "model", "name": request.name}
+    return {**recorded.model_dump(), "kind": "model", "name": request.name}
 
 
 def _export(
-    lease: dict[str, Any], *, workdir: Path, storage: Path, keyring: Keyring, cluster: str
+    lease: LeaseOut, *, workdir: Path, storage: Path, keyring: Keyring, cluster: str
 ) -> dict[str, Any]:
-    job, transfer = lease["spec"]["job"], lease["inputs"]["transfer"]
+    job, transfer = lease.spec["job"], lease.inputs["transfer"]
     name, version = job["model"].split("@")
     folder = workdir / INPUTS / "model"
     files = {
         f.name: f for f in sorted(folder.iterdir()) if f.is_file() and f.name != "version.json"
     }
     out = (
-        storage
-        / "exports"
-        / lease["project"]
-        / f"{name}-v{version}-to-{transfer['recipient']}.bxfer"
+        storage / "exports" / lease.project / f"{name}-v{version}-to-{transfer['recipient']}.bxfer"
     )
     ensure_private_dir(out.parent)
     write_transfer(
@@ -250,13 +245,13 @@ def _export(
         sender=cluster,
         recipient=transfer["recipient"],
         recipient_keyset=transfer["recipient_keyset"],
-        meta={"model": {"project": lease["project"], "name": name, "version": int(version)}},
+        meta={"model": {"project": lease.project, "name": name, "version": int(version)}},
     )
     return {"kind": "export", "name": name, "version": int(version), "path": str(out)}
 
 
 def seal_outputs(
-    lease: dict[str, Any],
+    lease: LeaseOut,
     *,
     workdir: Path,
     storage: Path,
@@ -272,7 +267,7 @@ def seal_outputs(
         return _seal_model(
             lease, request, workdir=workdir, storage=storage, keyring=keyring, client=client
         )
-    spec_job = lease["spec"]["job"]
+    spec_job = lease.spec["job"]
     expected = spec_job["dataset"].split("@")[0]
     if request.dataset != expected:
         raise IntegrityError(
@@ -289,21 +284,21 @@ def seal_outputs(
         root=storage,
         keyring=keyring,
         artifact="dataset",
-        project=lease["project"],
+        project=lease.project,
         name=request.dataset,
         kind=request.kind,
         rows=request.rows,
-        run_id=lease["run_id"],
+        run_id=lease.run_id,
     )
     signature = signature_path_for(sealed.directory / "manifest.json").read_text()
     shredded = False
     if spec_job["type"] == "erase":  # the replacement is sealed: destroy the old version's keys
         shredded = _shred_replaced(lease, storage=storage)
     recorded = client.record_dataset_version(
-        lease["project"],
+        lease.project,
         request.dataset,
         {
-            "run_id": lease["run_id"],
+            "run_id": lease.run_id,
             "schema": request.schema_,
             "row_count": request.rows,
             "manifest_hash": sealed.manifest_hash,
@@ -312,7 +307,12 @@ def seal_outputs(
             "shredded_parent": shredded,
         },
     )
-    return {**recorded, "kind": "dataset", "name": request.dataset, "shredded_parent": shredded}
+    return {
+        **recorded.model_dump(),
+        "kind": "dataset",
+        "name": request.dataset,
+        "shredded_parent": shredded,
+    }
 
 
 def _check_published(request: SealRequest) -> None:
@@ -331,12 +331,12 @@ def _check_published(request: SealRequest) -> None:
         )
 
 
-def _shred_replaced(lease: dict[str, Any], *, storage: Path) -> bool:
+def _shred_replaced(lease: LeaseOut, *, storage: Path) -> bool:
     """Crypto-shred every file of the erased version unless a retention hold applies."""
-    info = lease["inputs"]["input"]
+    info = lease.inputs["input"]
     if info.get("retention_hold"):
         return False
-    directory = storage / "datasets" / lease["project"] / info["name"] / info["manifest_hash"]
+    directory = storage / "datasets" / lease.project / info["name"] / info["manifest_hash"]
     files = sorted(directory.glob("*.bst"))
     if not files:
         raise IntegrityError(f"{info['name']}@{info['version']}: no sealed files to shred")

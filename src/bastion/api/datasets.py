@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AliasChoices, Field, StringConstraints
 
 from bastion.api.common import Name, Request, Response, Text
 
@@ -51,7 +51,10 @@ class DatasetVersionIn(Request):
 
 class DatasetVersionOut(Response):
     version: int
-    schema_: dict[str, Any] = Field(serialization_alias="schema")
+    #: ``schema`` on the wire; the control plane fills it from its ``schema_`` column.
+    schema_: dict[str, Any] = Field(
+        validation_alias=AliasChoices("schema_", "schema"), serialization_alias="schema"
+    )
     row_count: int
     manifest_hash: str
     signature: str

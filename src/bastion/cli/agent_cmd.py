@@ -10,7 +10,7 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from bastion.cli.context import err, out, settings
+from bastion.cli.context import err, out, settings, when
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
 
@@ -26,8 +26,8 @@ def create_cluster(
     """Register a cluster and print its one-time join token."""
     with client() as remote:
         cluster = remote.create_cluster(name, description=description)
-    out.print(f"created cluster {cluster['name']}; join token (shown once):")
-    out.print(cluster["join_token"], markup=False)
+    out.print(f"created cluster {cluster.name}; join token (shown once):")
+    out.print(cluster.join_token, markup=False)
 
 
 @clusters.command("list")
@@ -38,9 +38,9 @@ def list_clusters() -> None:
     table = Table("name", "last heartbeat", "signing key")
     for row in rows:
         table.add_row(
-            row["name"],
-            (row["last_heartbeat"] or "never")[:19],
-            "published" if row["signing_public_key"] else "",
+            row.name,
+            when(row.last_heartbeat, "never"),
+            "published" if row.signing_public_key else "",
         )
     out.print(table)
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 
 app = typer.Typer(
@@ -31,13 +31,13 @@ def list_alerts(
     table = Table("id", "when", "kind", "who", "project", "details", "acknowledged")
     for row in rows:
         table.add_row(
-            row["id"],
-            row["created_at"][:19],
-            row["kind"],
-            escape(row["actor"]),
-            row["project"] or "",
-            escape(json.dumps(row["details"], sort_keys=True)[:120]),
-            escape(row["acknowledged_by"] or ""),
+            row.id,
+            when(row.created_at),
+            row.kind,
+            escape(row.actor),
+            row.project or "",
+            escape(json.dumps(row.details, sort_keys=True)[:120]),
+            escape(row.acknowledged_by or ""),
         )
     out.print(table)
     if not rows:
@@ -52,4 +52,4 @@ def acknowledge(
     """Mark an alert as looked into."""
     with client() as remote:
         done = remote.acknowledge_alert(alert_id, note)
-    out.print(f"alert {done['id']} acknowledged by {done['acknowledged_by']}", markup=False)
+    out.print(f"alert {done.id} acknowledged by {done.acknowledged_by}", markup=False)

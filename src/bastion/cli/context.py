@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -34,6 +35,7 @@ __all__ = [
     "record",
     "settings",
     "state",
+    "when",
 ]
 
 out = Console(highlight=False, soft_wrap=True)
@@ -65,6 +67,11 @@ def audit() -> AuditLog:
     from bastion.security.audit_log import open_local_audit_log
 
     return open_local_audit_log(settings(), keyring())
+
+
+def when(moment: dt.datetime | None, default: str = "") -> str:
+    """A time as tables show it: ISO 8601 to the second (``default`` when there is none)."""
+    return moment.isoformat()[:19] if moment is not None else default
 
 
 def record(action: str, target: str, details: dict[str, Any] | None = None) -> None:

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
-from bastion.client import Client
+from bastion.client import Client, DatasetVersionOut, RunOut
 from bastion.errors import CheckFailed, InvalidInput
 
 app = typer.Typer(help="Datasets in the compute plane.", no_args_is_help=True)
@@ -40,48 +40,50 @@ def parse_ref(ref: str) -> tuple[str, int]:
 def pick_cluster(remote: Client, cluster: str | None) -> str:
     if cluster is not None:
         return cluster
-    names = [row["name"] for row in remote.list_clusters()]
+    names = [row.name for row in remote.list_clusters()]
     if len(names) == 1:
-        return str(names[0])
+        return names[0]
     raise InvalidInput(
         f"name the cluster that holds the file with --cluster ({', '.join(names) or 'none exist'})"
     )
 
 
-def follow_job(
-    remote: Client, project: str, run: dict[str, Any], *, no_follow: bool
-) -> dict[str, Any]:
-    """Follow a queued dataset job; exit 1 (CheckFailed) unless it succeeded."""
-    out.print(f"queued run {run['id']} on its cluster ({run['status_reason']})")
+def follow_job(remote: Client, project: str, run: RunOut, *, no_follow: bool) -> RunOut:
+    """Follow a queued dataset job; exit 1 (CheckFailed) unless it succeeded. Returns ``run``
+    itself when ``no_follow``, else the run as it finished."""
+    out.print(f"queued run {run.id} on its cluster ({run.status_reason})")
     if no_follow:
         return run
-    status = follow_run(remote, project, run["id"])
-    finished = remote.get_run(project, run["id"])
+    status = follow_run(remote, project, run.id)
+    finished = remote.get_run(project, run.id)
     if status != "succeeded":
-        raise CheckFailed(f"run {run['id']} {status}: {finished['status_reason']}")
+        raise CheckFailed(f"run {run.id} {status}: {finished.status_reason}")
     return finished
 
 
-def version_made_by(remote: Client, project: str, name: str, run_id: str) -> dict[str, Any]:
+def version_made_by(remote: Client, project: str, name: str, run_id: str) -> DatasetVersionOut:
     for version in remote.dataset_versions(project, name):
-        if version["run_id"] == run_id:
+        if version.run_id == run_id:
             return version
     raise CheckFailed(f"run {run_id} succeeded but recorded no version of {name!r}")
 
 
-def print_version(name: str, version: dict[str, Any]) -> None:
+def print_version(name: str, version: DatasetVersionOut) -> None:
     out.print(
-        f"[bold]{name}@{version['version']}[/bold]  {version['row_count']} rows  "
-        f"on cluster {version['cluster']}  manifest {version['manifest_hash']}"
+        f"[bold]{name}@{version.version}[/bold]  {version.row_count} rows  "
+        f"on cluster {version.cluster}  manifest {version.manifest_hash}"
     )
-    if version["purpose"]:
-        out.print(f"  purpose: {version['purpose']}", markup=False)
-    for label, key in (("target", "target"), ("subject id column", "subject_id_column")):
-        if version[key]:
-            out.print(f"  {label}: {version[key]}", markup=False)
-    if version["parent_version"]:
-        out.print(f"  made from {name}@{version['parent_version']}")
-    print_summaries(version["summaries"])
+    if version.purpose:
+        out.print(f"  purpose: {version.purpose}", markup=False)
+    for label, value in (
+        ("target", version.target),
+        ("subject id column", version.subject_id_column),
+    ):
+        if value:
+            out.print(f"  {label}: {value}", markup=False)
+    if version.parent_version:
+        out.print(f"  made from {name}@{version.parent_version}")
+    print_summaries(version.summaries)
 
 
 def print_summaries(summaries: dict[str, Any]) -> None:
@@ -159,7 +161,7 @@ def register(
         )
         if follow_job(remote, project, run, no_follow=no_follow) is run:
             return
-        print_version(name, version_made_by(remote, project, name, run["id"]))
+        print_version(name, version_made_by(remote, project, name, run.id))
 
 
 @app.command("list")
@@ -168,14 +170,14 @@ def list_datasets(project: Project) -> None:
     with client() as remote:
         table = Table("version", "rows", "cluster", "manifest", "purpose", "created")
         for dataset in remote.list_datasets(project):
-            for version in remote.dataset_versions(project, dataset["name"]):
+            for version in remote.dataset_versions(project, dataset.name):
                 table.add_row(
-                    f"{dataset['name']}@{version['version']}",
-                    str(version["row_count"]),
-                    version["cluster"] or "",
-                    version["manifest_hash"][:16],
-                    version["purpose"][:40],
-                    version["created_at"][:19],
+                    f"{dataset.name}@{version.version}",
+                    str(version.row_count),
+                    version.cluster or "",
+                    version.manifest_hash[:16],
+                    version.purpose[:40],
+                    when(version.created_at),
                 )
     out.print(table)
 
@@ -191,7 +193,7 @@ def show(
     with client() as remote:
         version = remote.dataset_version(project, name, number)
     if schema:
-        out.print_json(json.dumps(version["schema"]))
+        out.print_json(json.dumps(version.schema_))
         return
     print_version(name, version)
 
@@ -204,7 +206,7 @@ def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
         run = remote.dataset_job(project, name, number, "verify")
         finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
-        out.print(f"{ref}: verified ({finished['status_reason']})", markup=False)
+        out.print(f"{ref}: verified ({finished.status_reason})", markup=False)
 
 
 @app.command()
@@ -215,7 +217,7 @@ def scan(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
         run = remote.dataset_job(project, name, number, "scan")
         finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
-        print_summaries(finished["result"] or {})
+        print_summaries(finished.result or {})
 
 
 @app.command()
@@ -253,7 +255,7 @@ def pseudonymize(
         run = remote.dataset_job(project, name, number, "pseudonymize", body)
         if follow_job(remote, project, run, no_follow=no_follow) is run:
             return
-        print_version(name, version_made_by(remote, project, name, run["id"]))
+        print_version(name, version_made_by(remote, project, name, run.id))
 
 
 @app.command("schema")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,7 @@ from rich.table import Table
 from bastion.cli.context import out
 from bastion.cli.keys_cmd import describe_key
 from bastion.cli.remote import client
+from bastion.client import Client, DeploymentOut
 from bastion.errors import ServiceUnavailable
 from bastion.inference.config import ExtractionAction, OodAction, OutputMode
 
@@ -91,40 +92,40 @@ def create(
     }
     with client() as remote:
         made = remote.create_deployment(project, **body)
-        where = f"on cluster {cluster} (run {made['run_id']})"
-        out.print(f"deployment {made['name']}: {made['model']} {where}")
-        if made["unapproved"]:
+        where = f"on cluster {cluster} (run {made.run_id})"
+        out.print(f"deployment {made.name}: {made.model} {where}")
+        if made.unapproved:
             out.print(
                 "[yellow]not a production version: deployed with --allow-unapproved (audited)[/]"
             )
 
-        def started(state: dict[str, Any]) -> bool:
-            if state["status"] in ("failed", "cancelled", "stopped"):
-                out.print(f"[red]the server did not start: {escape(state['status_reason'])}[/]")
+        def started(state: DeploymentOut) -> bool:
+            if state.status in ("failed", "cancelled", "stopped"):
+                out.print(f"[red]the server did not start: {escape(state.status_reason)}[/]")
                 raise typer.Exit(1)
-            if state["status"] != "running":
+            if state.status != "running":
                 return False
-            out.print(f"[green]{escape(state['status_reason'])}[/]")
+            out.print(f"[green]{escape(state.status_reason)}[/]")
             return True
 
         watch(
             remote,
             project,
-            made["name"],
+            made.name,
             wait,
             settled=started,
-            pending=lambda state: f"is still {state['status']}",
+            pending=lambda state: f"is still {state.status}",
         )
 
 
 def watch(
-    remote: Any,
+    remote: Client,
     project: str,
     name: str,
     wait: float,
     *,
-    settled: Callable[[dict[str, Any]], bool],
-    pending: Callable[[dict[str, Any]], str],
+    settled: Callable[[DeploymentOut], bool],
+    pending: Callable[[DeploymentOut], str],
 ) -> None:
     """Poll the deployment until ``settled`` says so (it prints, and exits 1 on a failure),
     for at most ``wait`` seconds; then say what it is still doing."""
@@ -140,11 +141,11 @@ def watch(
         time.sleep(0.5)
 
 
-def _await_model(remote: Any, project: str, name: str, model: str, wait: float) -> None:
+def _await_model(remote: Client, project: str, name: str, model: str, wait: float) -> None:
     """Wait until the server reports it serves ``model`` (or that it refused it)."""
 
-    def swapped(state: dict[str, Any]) -> bool:
-        messages = [replica["message"] for replica in state["replicas"]]
+    def swapped(state: DeploymentOut) -> bool:
+        messages = [replica.message for replica in state.replicas]
         refused = [m for m in messages if m.startswith(f"swap to {model} refused")]
         if refused:
             out.print(f"[red]{escape(refused[0])}[/]; the server still serves the previous version")
@@ -190,8 +191,8 @@ def rollback(
     """Swap back to the version served before the last update."""
     with client() as remote:
         row = remote.rollback_deployment(project, name)
-        out.print(f"deployment {name}: rolling back to {row['model']}")
-        _await_model(remote, project, name, row["model"], wait)
+        out.print(f"deployment {name}: rolling back to {row.model}")
+        _await_model(remote, project, name, row.model, wait)
 
 
 @app.command("list")
@@ -201,8 +202,8 @@ def list_deployments(project: Project) -> None:
         rows = remote.list_deployments(project)
     table = Table("name", "model", "cluster", "status", "where")
     for row in rows:
-        where = f"{row['settings'].get('host')}:{row['settings'].get('port')}"
-        table.add_row(row["name"], row["model"], row["cluster"], row["status"], where)
+        where = f"{row.settings.get('host')}:{row.settings.get('port')}"
+        table.add_row(row.name, row.model, row.cluster, row.status, where)
     out.print(table)
 
 
@@ -212,9 +213,9 @@ def show(name: Annotated[str, typer.Argument(help="Deployment name.")], project:
     with client() as remote:
         row = remote.get_deployment(project, name)
         keys = remote.list_serving_keys(project, name)
-    out.print(f"deployment {row['name']}: {row['model']} on {row['cluster']} — {row['status']}")
-    out.print(f"  {escape(row['status_reason'])}")
-    serve = row["settings"].get("serve", {})
+    out.print(f"deployment {row.name}: {row.model} on {row.cluster} — {row.status}")
+    out.print(f"  {escape(row.status_reason)}")
+    serve = row.settings.get("serve", {})
     guards = f"OOD {serve.get('ood_action')}, extraction {serve.get('extraction_action')}"
     out.print(f"  output {serve.get('output')}, {guards}")
     for key in keys:
@@ -226,4 +227,4 @@ def stop(name: Annotated[str, typer.Argument(help="Deployment name.")], project:
     """Stop serving (the server drains its audit trail and exits)."""
     with client() as remote:
         row = remote.stop_deployment(project, name)
-    out.print(f"deployment {row['name']} stopped")
+    out.print(f"deployment {row.name} stopped")

@@ -41,10 +41,8 @@ def _evaluate(project: str, ref: str, block: dict[str, Any], *, no_follow: bool)
         finished = follow_job(remote, project, run, no_follow=no_follow)
         if finished is run:
             return None
-        rows = [
-            r for r in remote.model_evaluations(project, name, number) if r["run_id"] == run["id"]
-        ]
-    return rows[-1]["summary"] if rows else None
+        rows = [r for r in remote.model_evaluations(project, name, number) if r.run_id == run.id]
+    return rows[-1].summary if rows else None
 
 
 @app.command()

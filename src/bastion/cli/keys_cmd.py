@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,9 @@ from bastion.cli.context import keyring, out, record
 from bastion.files import atomic_write_bytes
 from bastion.security.envelope import rewrap_file
 from bastion.security.keys import KeyPurpose
+
+if TYPE_CHECKING:
+    from bastion.client import ServingKeyOut
 
 app = typer.Typer(
     help="The keyring (show, rotate, re-wrap, export public keys) and serving keys of "
@@ -21,11 +24,11 @@ app = typer.Typer(
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def describe_key(key: dict[str, Any]) -> str:
+def describe_key(key: ServingKeyOut) -> str:
     """One line per serving key: id, scopes, limits, state (never the secret)."""
-    state = "revoked" if key["revoked_at"] else "active"
-    scopes = ",".join(key["scopes"])
-    return f"{key['id']} {scopes} rate {key['rate']} quota {key['quota']} {state}"
+    state = "revoked" if key.revoked_at else "active"
+    scopes = ",".join(key.scopes)
+    return f"{key.id} {scopes} rate {key.rate} quota {key.quota} {state}"
 
 
 def _per_second(text: str) -> float:
@@ -80,9 +83,9 @@ def create(
             expires_in_seconds=_duration(expires) if expires else None,
             name=name,
         )
-    out.print(f"serving key {key['id']} for {deployment} ({', '.join(key['scopes'])})")
+    out.print(f"serving key {key.id} for {deployment} ({', '.join(key.scopes)})")
     out.print("token (shown once; send it as 'Authorization: Bearer <token>'):")
-    typer.echo(key["token"])
+    typer.echo(key.token)
 
 
 @app.command("list")

@@ -10,9 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster, print_lineage
 from bastion.cli.remote import client
+from bastion.client import ApprovalOut
 from bastion.errors import CheckFailed
 from bastion.files import atomic_write_bytes
 
@@ -35,16 +36,16 @@ def list_models(project: Project) -> None:
             Column("version", no_wrap=True), "stage", "dataset", "epsilon", "accuracy", "created"
         )
         for model in remote.list_models(project):
-            for version in remote.model_versions(project, model["name"]):
-                evidence = version["evidence"]
+            for version in remote.model_versions(project, model.name):
+                evidence = version.evidence
                 accuracy = evidence.get("train_accuracy")
                 table.add_row(
-                    f"{model['name']}@{version['version']}",
-                    version["stage"],
+                    f"{model.name}@{version.version}",
+                    version.stage,
                     str(evidence.get("dataset", "")),
                     _epsilon(evidence),
                     "" if accuracy is None else f"{accuracy:.4f}",
-                    version["created_at"][:19],
+                    when(version.created_at),
                 )
     out.print(table)
 
@@ -55,9 +56,9 @@ def show(ref: Ref, project: Project) -> None:
     name, number = parse_ref(ref)
     with client() as remote:
         version = remote.model_version(project, name, number)
-    evidence = version["evidence"]
-    out.print(f"[bold]{name}@{number}[/bold]  stage {version['stage']}  run {version['run_id']}")
-    out.print(f"  sealed model manifest {version['manifest_hash']} (signed by its cluster)")
+    evidence = version.evidence
+    out.print(f"[bold]{name}@{number}[/bold]  stage {version.stage}  run {version.run_id}")
+    out.print(f"  sealed model manifest {version.manifest_hash} (signed by its cluster)")
     out.print(
         f"  trained on {evidence.get('dataset')} "
         f"(manifest {str(evidence.get('dataset_manifest_hash', ''))[:16]})",
@@ -75,7 +76,7 @@ def show(ref: Ref, project: Project) -> None:
     out.print(f"  weights sha256 {evidence.get('weights_sha256')}")
     if evidence.get("test_accuracy") is not None:
         out.print(f"  held-out accuracy {evidence['test_accuracy']:.4f}")
-    erased = (version.get("flags") or {}).get("trained_on_erased_data")
+    erased = version.flags.get("trained_on_erased_data")
     if erased:
         out.print(
             f"  [bold red]trained on erased data[/] ({erased['dataset']}, erasure "
@@ -147,9 +148,9 @@ def print_card(card: dict[str, Any]) -> None:
     out.print(table)
 
 
-def gate_table(approval: dict[str, Any]) -> Table:
-    table = Table("gate", "result", "required", "actual", title=f"policy {approval['policy']}")
-    for gate in approval["gate_results"]:
+def gate_table(approval: ApprovalOut) -> Table:
+    table = Table("gate", "result", "required", "actual", title=f"policy {approval.policy}")
+    for gate in approval.gate_results:
         mark = "[green]pass[/]" if gate["passed"] else "[red]FAIL[/]"
         table.add_row(gate["gate"], mark, escape(gate["required"]), escape(gate["actual"]))
     return table
@@ -169,14 +170,14 @@ def promote(
     with client() as remote:
         approval = remote.promote_model(project, name, number, to=to, policy=policy)
     out.print(gate_table(approval))
-    if approval["status"] == "failed":
-        failed = [g["gate"] for g in approval["gate_results"] if not g["passed"]]
+    if approval.status == "failed":
+        failed = [g["gate"] for g in approval.gate_results if not g["passed"]]
         raise CheckFailed(f"{ref} cannot go to {to}: gate(s) failed: {', '.join(failed)}")
-    if approval["status"] == "approved":
+    if approval.status == "approved":
         out.print(f"{ref} is now in {to} (the policy asks for no approval)", markup=False)
         return
     out.print(
-        f"every gate passed; approval requested ({approval['required_approvals']} reviewer(s) "
+        f"every gate passed; approval requested ({approval.required_approvals} reviewer(s) "
         f"needed): bastion model approve {ref} -p {project} --comment ...",
         markup=False,
     )
@@ -191,11 +192,11 @@ def approve(ref: Ref, project: Project, comment: Comment = "") -> None:
     name, number = parse_ref(ref)
     with client() as remote:
         approval = remote.approve_model(project, name, number, comment)
-    if approval["status"] == "approved":
-        out.print(f"{ref} approved: now in {approval['target_stage']}", markup=False)
+    if approval.status == "approved":
+        out.print(f"{ref} approved: now in {approval.target_stage}", markup=False)
     else:
         out.print(
-            f"{ref}: your approval is recorded; {approval['required_approvals']} distinct "
+            f"{ref}: your approval is recorded; {approval.required_approvals} distinct "
             "approvals are needed",
             markup=False,
         )
@@ -240,11 +241,11 @@ def history(name: Annotated[str, typer.Argument(help="Model name.")], project: P
     table = Table("when", "version", "from", "to", "reason", title=f"{name}: stage history")
     for row in rows:
         table.add_row(
-            row["created_at"][:19],
-            str(row["version"]),
-            row["from_stage"],
-            row["to_stage"],
-            escape(row["reason"]),
+            when(row.created_at),
+            str(row.version),
+            row.from_stage,
+            row.to_stage,
+            escape(row.reason),
         )
     out.print(table)
 
@@ -266,7 +267,7 @@ def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
         run = remote.verify_model(project, name, number)
         finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
-        out.print(f"{ref}: verified ({finished['status_reason']})", markup=False)
+        out.print(f"{ref}: verified ({finished.status_reason})", markup=False)
 
 
 @app.command("export")
@@ -282,7 +283,7 @@ def export_model(
         run = remote.export_model(project, name, number, to_cluster=to_cluster)
         finished = follow_job(remote, project, run, no_follow=no_follow)
     if finished is not run:
-        out.print(finished["status_reason"], markup=False)
+        out.print(finished.status_reason, markup=False)
         out.print(f"copy that file to {to_cluster}'s host, then: bastion model import FILE ...")
 
 
@@ -307,10 +308,10 @@ def import_model(
         finished = follow_job(remote, project, run, no_follow=no_follow)
         if finished is run:
             return
-        versions = [v for v in remote.model_versions(project, name) if v["run_id"] == run["id"]]
+        versions = [v for v in remote.model_versions(project, name) if v.run_id == run.id]
     for version in versions:
-        origin = version["evidence"].get("imported_from", {})
+        origin = version.evidence.get("imported_from", {})
         out.print(
-            f"imported {name}@{version['version']} from cluster {origin.get('cluster')} "
+            f"imported {name}@{version.version} from cluster {origin.get('cluster')} "
             f"({origin.get('name')}@{origin.get('version')}); sealed and signed here"
         )

@@ -9,7 +9,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
 
@@ -37,7 +37,7 @@ def put(
         raise InvalidInput(f"{file}: a policy is a mapping of gate names to values")
     with client() as remote:
         saved = remote.put_policy(project, name, document)
-    out.print(f"policy {name} saved: {', '.join(sorted(saved['document']))}", markup=False)
+    out.print(f"policy {name} saved: {', '.join(sorted(saved.document))}", markup=False)
 
 
 @app.command("list")
@@ -47,6 +47,6 @@ def list_policies(project: Project) -> None:
         rows = remote.list_policies(project)
     table = Table("policy", "gates", "updated")
     for row in rows:
-        gates = ", ".join(f"{k}={v}" for k, v in sorted(row["document"].items()))
-        table.add_row(row["name"], gates, row["updated_at"][:19])
+        gates = ", ".join(f"{k}={v}" for k, v in sorted(row.document.items()))
+        table.add_row(row.name, gates, when(row.updated_at))
     out.print(table)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
-from bastion.client import Client
+from bastion.client import Client, ErasureOut
 from bastion.errors import CheckFailed
 
 app = typer.Typer(help="Data subjects' rights: erasure (GDPR Art. 17).", no_args_is_help=True)
@@ -18,11 +18,11 @@ app = typer.Typer(help="Data subjects' rights: erasure (GDPR Art. 17).", no_args
 Project = Annotated[str, typer.Option("--project", "-p", help="Project holding the data.")]
 
 
-def _show(found: dict[str, Any]) -> None:
-    locate = found["mode"] == "locate"
+def _show(found: ErasureOut) -> None:
+    locate = found.mode == "locate"
     columns = ("dataset version", "rows") if locate else ("dataset version", "rows removed")
     table = Table(*columns, "new version", "old version's keys")
-    for ref, result in sorted(found["results"].items()):
+    for ref, result in sorted(found.results.items()):
         shredded = result.get("shredded")
         table.add_row(
             ref,
@@ -32,35 +32,35 @@ def _show(found: dict[str, Any]) -> None:
         )
     out.print(table)
     out.print(
-        f"{'search' if locate else 'erasure'} {found['id']} ({found['subject']}): "
-        f"{found['status']}, {found['rows_removed']} row(s) {'found' if locate else 'removed'}",
+        f"{'search' if locate else 'erasure'} {found.id} ({found.subject}): "
+        f"{found.status}, {found.rows_removed} row(s) {'found' if locate else 'removed'}",
         markup=False,
     )
-    for ref, made in sorted(found["downstream"].items()):
+    for ref, made in sorted(found.downstream.items()):
         models = [node for node in made if node.startswith("model:")]
         out.print(
             f"  {ref} -> {len(made) - len(models)} run(s) -> "
             f"{', '.join(m[6:] for m in models) or 'no model'}",
             markup=False,
         )
-    if found["models_flagged"]:
+    if found.models_flagged:
         out.print(
-            f"trained on erased data (retrain recommended): {', '.join(found['models_flagged'])}",
+            f"trained on erased data (retrain recommended): {', '.join(found.models_flagged)}",
             markup=False,
         )
 
 
-def _follow(remote: Client, project: str, made: dict[str, Any], *, done: str) -> None:
+def _follow(remote: Client, project: str, made: ErasureOut, *, done: str) -> None:
     """Follow every run of the request, show what it did; exit 1 unless it reached ``done``."""
-    for run_id in made["runs"]:
+    for run_id in made.runs:
         follow_run(remote, project, run_id)
-    found = remote.erasure(project, made["id"])
+    found = remote.erasure(project, made.id)
     _show(found)
-    if found["status"] == "no data found":
+    if found.status == "no data found":
         raise CheckFailed(f"no dataset version in project {project!r} holds that subject")
-    if found["status"] != done:
-        what = "search" if found["mode"] == "locate" else "erasure"
-        raise CheckFailed(f"{what} {found['id']} {found['status']}")
+    if found.status != done:
+        what = "search" if found.mode == "locate" else "erasure"
+        raise CheckFailed(f"{what} {found.id} {found.status}")
 
 
 @app.command()
@@ -74,8 +74,8 @@ def erase(
     with client() as remote:
         made = remote.request_erasure(project, subject_id=subject_id, reason=reason)
         out.print(
-            f"erasure {made['id']}: {len(made['runs'])} dataset version(s) to search; the "
-            f"subject is kept only as {made['subject']}",
+            f"erasure {made.id}: {len(made.runs)} dataset version(s) to search; the "
+            f"subject is kept only as {made.subject}",
             markup=False,
         )
         if no_follow:
@@ -114,14 +114,14 @@ def list_requests(project: Project) -> None:
     table = Table("request", "kind", "subject", "status", "rows", "asked by", "when", "reason")
     for request in found:
         table.add_row(
-            request["id"],
-            request["mode"],
-            request["subject"],
-            request["status"],
-            str(request["rows_removed"]),
-            request["requested_by"],
-            str(request["created_at"])[:19],
-            request["reason"],
+            request.id,
+            request.mode,
+            request.subject,
+            request.status,
+            str(request.rows_removed),
+            request.requested_by,
+            when(request.created_at),
+            request.reason,
         )
     out.print(table)
     out.print(f"{len(found)} request(s)", markup=False)

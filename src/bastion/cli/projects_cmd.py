@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 
 projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def create(
     """Create a project (administrators only)."""
     with client() as remote:
         project = remote.create_project(name, description=description)
-    out.print(f"created project {project['name']}")
+    out.print(f"created project {project.name}")
 
 
 @projects.command("list")
@@ -36,7 +36,7 @@ def list_projects() -> None:
         rows = remote.list_projects()
     table = Table("name", "description", "created")
     for row in rows:
-        table.add_row(row["name"], row["description"], row["created_at"][:19])
+        table.add_row(row.name, row.description, when(row.created_at))
     out.print(table)
 
 
@@ -59,7 +59,7 @@ def list_members(project: Annotated[str, typer.Argument(help="Project name.")]) 
         rows = remote.list_members(project)
     table = Table("username", "role", "since")
     for row in rows:
-        table.add_row(row["username"], row["role"], row["created_at"][:19])
+        table.add_row(row.username, row.role, when(row.created_at))
     out.print(table)
 
 

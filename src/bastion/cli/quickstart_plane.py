@@ -140,7 +140,7 @@ def _wait_ready(plane: Plane, settings: Settings, log: Path) -> None:
                     url, token, verify = load_credentials(settings)
                     plane.clients["admin"] = Client(url, token=token, verify=verify)
                 clusters = plane.admin.list_clusters()
-                if any(c["name"] == CLUSTER and c["last_heartbeat"] for c in clusters):
+                if any(c.name == CLUSTER and c.last_heartbeat for c in clusters):
                     return
         time.sleep(0.3)
     raise ServiceUnavailable(

@@ -25,7 +25,7 @@ from bastion.cli.models_cmd import gate_table, print_card
 from bastion.cli.quickstart_plane import PEOPLE, Plane, create_people, free_port
 from bastion.cli.runs_cmd import follow_run
 from bastion.cli.up_cmd import CLUSTER, PROJECT
-from bastion.client import Client
+from bastion.client import Client, DeploymentOut, ModelVersionOut, RunOut
 from bastion.errors import BastionError, CheckFailed
 from bastion.files import atomic_write_bytes
 from bastion.security.sealed import sealed_dir
@@ -97,14 +97,14 @@ def _require(condition: bool, failure: str) -> None:
         raise CheckFailed(f"quickstart: {failure}")
 
 
-def _job(remote: Client, run: dict[str, Any], what: str) -> dict[str, Any]:
+def _job(remote: Client, run: RunOut, what: str) -> RunOut:
     """Follow a queued job under progress bars; return it finished, or fail naming why."""
-    status = follow_run(remote, PROJECT, run["id"], echo=False)
-    finished = remote.get_run(PROJECT, run["id"])
+    status = follow_run(remote, PROJECT, run.id, echo=False)
+    finished = remote.get_run(PROJECT, run.id)
     if status != "succeeded":
-        lines = [line["line"] for line in remote.run_logs(PROJECT, run["id"])][-10:]
+        lines = [line.line for line in remote.run_logs(PROJECT, run.id)][-10:]
         raise CheckFailed(
-            f"quickstart: {what} (run {run['id']}) {status}: {finished['status_reason']}\n"
+            f"quickstart: {what} (run {run.id}) {status}: {finished.status_reason}\n"
             + "\n".join(lines)
         )
     return finished
@@ -130,7 +130,7 @@ def people(plane: Plane) -> None:
         table.add_row(name, role, may)
     out.print(table)
     for name in PEOPLE:
-        _require(plane.clients[name].whoami()["username"] == name, f"{name} could not log in")
+        _require(plane.clients[name].whoami().username == name, f"{name} could not log in")
     _done(f"each logged in with a password; passwords are in {plane.passwords} (mode 0600)")
 
 
@@ -163,11 +163,11 @@ def dataset(plane: Plane) -> None:
         ),
         "registering the dataset",
     )
-    raw = version_made_by(plane.admin, PROJECT, DATASET, first["id"])
-    found = raw["summaries"].get("pii", {}).get("columns", [])
+    raw = version_made_by(plane.admin, PROJECT, DATASET, first.id)
+    found = raw.summaries.get("pii", {}).get("columns", [])
     _require(bool(found), "the PII scan found no identifiers in data full of them")
-    _done(f"{DATASET}@1 registered: {raw['row_count']} rows, encrypted and signed")
-    print_summaries(raw["summaries"])
+    _done(f"{DATASET}@1 registered: {raw.row_count} rows, encrypted and signed")
+    print_summaries(raw.summaries)
     second = _job(
         plane.admin,
         plane.admin.dataset_job(
@@ -183,8 +183,8 @@ def dataset(plane: Plane) -> None:
         ),
         "pseudonymising the dataset",
     )
-    clean = version_made_by(plane.admin, PROJECT, DATASET, second["id"])
-    left = clean["summaries"].get("pii", {}).get("columns", [])
+    clean = version_made_by(plane.admin, PROJECT, DATASET, second.id)
+    left = clean.summaries.get("pii", {}).get("columns", [])
     _require(not left, f"identifiers left after pseudonymisation: {left}")
     _done(
         f"{DATASET}@2 made from {DATASET}@1: SSNs, emails and subject ids pseudonymised, "
@@ -196,7 +196,7 @@ def dataset(plane: Plane) -> None:
 # -- 3. ------------------------------------------------------------------------------------
 
 
-def train(plane: Plane) -> dict[str, Any]:
+def train(plane: Plane) -> ModelVersionOut:
     from bastion.spec import load_spec
 
     _step(
@@ -211,24 +211,24 @@ def train(plane: Plane) -> dict[str, Any]:
     atomic_write_bytes(spec_file, (header + yaml.safe_dump(SPEC, sort_keys=False)).encode())
     spec = load_spec(spec_file)
     run = plane.engineer.submit_run(spec.model_dump(mode="json"))
-    _done(f"ml-engineer submitted {spec_file.name} as run {run['id']}")
+    _done(f"ml-engineer submitted {spec_file.name} as run {run.id}")
     finished = _job(plane.engineer, run, "the training run")
-    events = plane.engineer.run_events(PROJECT, run["id"])
-    sealed = [e for e in events if e["stage"] == "checkpoint"]
+    events = plane.engineer.run_events(PROJECT, run.id)
+    sealed = [e for e in events if e.stage == "checkpoint"]
     versions = plane.engineer.model_versions(PROJECT, MODEL)
     _require(bool(versions), "the run succeeded but registered no model")
     version = versions[-1]
-    evidence = version["evidence"]
+    evidence = version.evidence
     _require(evidence.get("epsilon") is not None, "the model records no epsilon")
     _done(
         f"trained {SPEC['train']['epochs']} epochs; {len(sealed)} checkpoints sealed "
         f"(encrypted, signed); epsilon spent {evidence['epsilon']:.2f} of 3.0 (delta 1e-5)"
     )
     _done(
-        f"{MODEL}@{version['version']} sealed: manifest {version['manifest_hash'][:16]}, "
-        f"signed by cluster {CLUSTER!r} (run {finished['id'][:12]})"
+        f"{MODEL}@{version.version} sealed: manifest {(version.manifest_hash or '')[:16]}, "
+        f"signed by cluster {CLUSTER!r} (run {finished.id[:12]})"
     )
-    identifiers = plane.engineer.dataset_version(PROJECT, DATASET, 2)["summaries"]
+    identifiers = plane.engineer.dataset_version(PROJECT, DATASET, 2).summaries
     kept_out = sorted(set(identifiers["identifier_columns"]) - set(evidence["features"]))
     leaked = set(identifiers["identifier_columns"]) & set(evidence["features"])
     _require(not leaked, f"identifier columns used as features: {sorted(leaked)}")
@@ -237,7 +237,7 @@ def train(plane: Plane) -> dict[str, Any]:
         f"them: {', '.join(kept_out)}"
     )
     graph = plane.engineer.lineage(PROJECT, f"dataset:{DATASET}@1")
-    produced = [e for e in graph["edges"] if e["to"] == f"model:{MODEL}@{version['version']}"]
+    produced = [e for e in graph["edges"] if e["to"] == f"model:{MODEL}@{version.version}"]
     _require(len(produced) == 1, "the lineage does not lead from the raw data to the model")
     _done("lineage, from the raw upload to the model:")
     print_lineage(graph, indent="    ")
@@ -247,14 +247,14 @@ def train(plane: Plane) -> dict[str, Any]:
 # -- 4. ------------------------------------------------------------------------------------
 
 
-def card(plane: Plane, version: dict[str, Any]) -> Path:
+def card(plane: Plane, version: ModelVersionOut) -> Path:
     _step(
         "4. Read the model card",
         "The evidence a reviewer needs in one place: data and its hashes, accuracy, epsilon,\n"
         "robust accuracy, membership-inference AUC, fairness gaps, and an OWASP ML Top 10\n"
         "scorecard.",
     )
-    number = int(version["version"])
+    number = version.version
     found = plane.engineer.model_card(PROJECT, MODEL, number)
     for part in ("robustness", "membership", "fairness", "explanations"):
         _require(bool(found.get(part)), f"the model card has no {part} evidence")
@@ -268,8 +268,8 @@ def card(plane: Plane, version: dict[str, Any]) -> Path:
 # -- 5. ------------------------------------------------------------------------------------
 
 
-def promote(plane: Plane, version: dict[str, Any]) -> None:
-    number = int(version["version"])
+def promote(plane: Plane, version: ModelVersionOut) -> None:
+    number = version.version
     ref = f"{MODEL}@{number}"
     _step(
         "5a. Promote through the policy gates and a second person",
@@ -280,9 +280,9 @@ def promote(plane: Plane, version: dict[str, Any]) -> None:
     _done("admin saved the production policy")
     approval = plane.engineer.promote_model(PROJECT, MODEL, number, to="production")
     out.print(gate_table(approval))
-    failed = [g["gate"] for g in approval["gate_results"] if not g["passed"]]
+    failed = [g["gate"] for g in approval.gate_results if not g["passed"]]
     _require(not failed, f"gate(s) failed: {', '.join(failed)}")
-    _require(approval["status"] == "pending", f"promotion is {approval['status']}, not pending")
+    _require(approval.status == "pending", f"promotion is {approval.status}, not pending")
     _done(f"every gate passed; {ref} waits for a reviewer")
     try:
         plane.engineer.approve_model(PROJECT, MODEL, number, "my own model looks fine")
@@ -291,8 +291,8 @@ def promote(plane: Plane, version: dict[str, Any]) -> None:
     else:
         raise CheckFailed("quickstart: the ml-engineer approved a promotion (needs a reviewer)")
     decided = plane.reviewer.approve_model(PROJECT, MODEL, number, "evidence reviewed")
-    _require(decided["status"] == "approved", f"the approval left it {decided['status']}")
-    stage = plane.engineer.model_version(PROJECT, MODEL, number)["stage"]
+    _require(decided.status == "approved", f"the approval left it {decided.status}")
+    stage = plane.engineer.model_version(PROJECT, MODEL, number).stage
     _require(stage == "production", f"{ref} is in {stage}, not production")
     _done(f"reviewer approved: {ref} is in production")
 
@@ -311,16 +311,16 @@ def _new_patients(features: list[str]) -> tuple[list[dict[str, Any]], list[str]]
     return rows, [str(label) for label in frame["diagnosis"]]
 
 
-def _wait_running(plane: Plane, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _wait_running(plane: Plane, name: str) -> DeploymentOut:
+    found: list[DeploymentOut] = []
 
-    def settled(state: dict[str, Any]) -> bool:
-        if state["status"] in ("failed", "cancelled", "stopped"):
+    def settled(state: DeploymentOut) -> bool:
+        if state.status in ("failed", "cancelled", "stopped"):
             raise CheckFailed(
-                f"quickstart: deployment {name} {state['status']}: {state['status_reason']}"
+                f"quickstart: deployment {name} {state.status}: {state.status_reason}"
             )
-        found.update(state)
-        return bool(state["status"] == "running")
+        found.append(state)
+        return state.status == "running"
 
     watch(
         plane.engineer,
@@ -328,14 +328,14 @@ def _wait_running(plane: Plane, name: str) -> dict[str, Any]:
         name,
         120,
         settled=settled,
-        pending=lambda state: f"is still {state['status']}",
+        pending=lambda state: f"is still {state.status}",
     )
-    return found
+    return found[-1]
 
 
-def deploy(plane: Plane, version: dict[str, Any]) -> tuple[str, str]:
+def deploy(plane: Plane, version: ModelVersionOut) -> tuple[str, str]:
     """Deploy, predict, and show the refusals; return the deployment's URL and name."""
-    number = int(version["version"])
+    number = version.version
     _step(
         "5b. Deploy and call the model",
         "The agent verifies the model's signature and every file's hash before the server\n"
@@ -347,13 +347,13 @@ def deploy(plane: Plane, version: dict[str, Any]) -> tuple[str, str]:
     made = plane.engineer.create_deployment(
         PROJECT, name=MODEL, model=f"{MODEL}@{number}", cluster=CLUSTER, port=port
     )
-    state = _wait_running(plane, made["name"])
-    _done(state["status_reason"])
+    state = _wait_running(plane, made.name)
+    _done(state.status_reason)
     key = plane.engineer.create_serving_key(PROJECT, MODEL, scopes=["predict"], rate=20.0)
-    _done(f"serving key {key['id']} minted (predict only, 20 requests/s); shown once")
+    _done(f"serving key {key.id} minted (predict only, 20 requests/s); shown once")
     url = f"http://127.0.0.1:{port}"
-    rows, truth = _new_patients(list(version["evidence"]["features"]))
-    bearer = {"Authorization": f"Bearer {key['token']}"}
+    rows, truth = _new_patients(list(version.evidence["features"]))
+    bearer = {"Authorization": f"Bearer {key.token}"}
     with httpx.Client(base_url=url, timeout=30) as http:
         deadline = time.monotonic() + 20
         while True:  # the key reaches the server with its next refresh
@@ -381,7 +381,7 @@ def deploy(plane: Plane, version: dict[str, Any]) -> tuple[str, str]:
         _require(broken.status_code == 422, f"an invalid body gave {broken.status_code}")
         _refused(f"an invalid body (422): {_detail(broken)}")
     _tampered_model(plane, version)
-    return url, made["name"]
+    return url, made.name
 
 
 def _detail(response: httpx.Response) -> str:
@@ -403,15 +403,16 @@ def _flipped(path: Path) -> Any:
         atomic_write_bytes(path, original)
 
 
-def _tampered_model(plane: Plane, version: dict[str, Any]) -> None:
+def _tampered_model(plane: Plane, version: ModelVersionOut) -> None:
     from bastion.cli.context import settings
 
+    _require(version.manifest_hash is not None, f"{MODEL}@{version.version} has no manifest")
     stored = sealed_dir(
         settings().storage_dir,
         artifact="model",
         project=PROJECT,
         name=MODEL,
-        manifest_hash=version["manifest_hash"],
+        manifest_hash=str(version.manifest_hash),
     )
     weights = stored / "weights.safetensors.bst"
     name = f"{MODEL}-tampered"
@@ -419,7 +420,7 @@ def _tampered_model(plane: Plane, version: dict[str, Any]) -> None:
         plane.engineer.create_deployment(
             PROJECT,
             name=name,
-            model=f"{MODEL}@{version['version']}",
+            model=f"{MODEL}@{version.version}",
             cluster=CLUSTER,
             port=free_port(),
         )
@@ -444,7 +445,7 @@ def evidence(plane: Plane) -> Path:
         "changed, removed or reordered event is found. The HIPAA report maps the evidence\n"
         "Bastion holds to the Security Rule's controls.",
     )
-    actions = {event["action"] for event in plane.admin.audit_events(limit=1000)}
+    actions = {event.action for event in plane.admin.audit_events(limit=1000)}
     for action in (
         "dataset.version.create",
         "model.version.create",
@@ -454,10 +455,10 @@ def evidence(plane: Plane) -> Path:
     ):
         _require(action in actions, f"no {action} event in the audit log")
     report = plane.admin.verify_audit()
-    _done(f"{report['events']} audit events verified, head {report['head_hash'][:16]}")
+    _done(f"{report.events} audit events verified, head {report.head_hash[:16]}")
     # The control plane signs its head every few minutes; until then the newest events are
     # protected by their links alone, and the report says so rather than showing them signed.
-    out.print(f"  {report['unsigned'] or 'every event is covered by a signed checkpoint'}")
+    out.print(f"  {report.unsigned or 'every event is covered by a signed checkpoint'}")
     summary = json.loads(plane.admin.compliance_report("hipaa", "json"))
     print_controls(summary)
     statuses = {control["id"]: control["status"] for control in summary["controls"]}

@@ -20,9 +20,9 @@ from rich.progress import (
 from rich.spinner import Spinner
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
-from bastion.client import Client
+from bastion.client import Client, LogLineOut, RunEventOut
 from bastion.errors import CheckFailed
 from bastion.progress import parse_progress
 
@@ -82,30 +82,29 @@ def follow_run(
             run = remote.get_run(project, run_id)
             events = remote.run_events(project, run_id)
             lines = remote.run_logs(project, run_id, after=last_log)
-            # Print events and log lines together, in the order they happened.
-            merged = [(e["ts"], 0, e) for e in events[seen_events:]]
-            merged += [(line["ts"], 1, line) for line in lines]
-            for _, is_log, item in sorted(merged, key=lambda entry: (entry[0], entry[1])):
-                if is_log:
-                    display.line(item["line"])
+            # Print events and log lines together, in the order they happened (an event
+            # first when both have the same time).
+            merged: list[RunEventOut | LogLineOut] = [*events[seen_events:], *lines]
+            for item in sorted(merged, key=lambda i: (i.ts, isinstance(i, LogLineOut))):
+                if isinstance(item, LogLineOut):
+                    display.line(item.line)
                     if echo:
-                        out.print(f"  {item['line']}", markup=False)
+                        out.print(f"  {item.line}", markup=False)
                 elif echo:
                     out.print(
-                        f"[bold]{item['stage']}[/bold] {item['status']}  {item['message']}",
+                        f"[bold]{item.stage}[/bold] {item.status}  {item.message}",
                         highlight=False,
                     )
             seen_events = len(events)
             if lines:
-                last_log = lines[-1]["id"]
-            stage = events[-1]["stage"] if events else "-"
-            waiting = f": {run['status_reason']}" if run["status"] == "queued" else ""
+                last_log = lines[-1].id
+            stage = events[-1].stage if events else "-"
+            waiting = f": {run.status_reason}" if run.status == "queued" else ""
             display.status(
-                f"run {run_id[:12]}: {run['status']}, stage {stage} "
-                f"(attempt {run['attempt']}){waiting}"
+                f"run {run_id[:12]}: {run.status}, stage {stage} (attempt {run.attempt}){waiting}"
             )
-            if run["status"] in _TERMINAL:
-                return str(run["status"])
+            if run.status in _TERMINAL:
+                return run.status
             time.sleep(poll)
 
 
@@ -120,12 +119,12 @@ def submit(
     parsed = load_spec(spec)  # refused here, before anything is queued
     with client() as remote:
         run = remote.submit_run(parsed.model_dump(mode="json"))
-        out.print(f"queued run {run['id']} ({run['status_reason']})")
+        out.print(f"queued run {run.id} ({run.status_reason})")
         if follow:
-            status = follow_run(remote, parsed.project, run["id"])
-            out.print(f"run {run['id']} {status}")
+            status = follow_run(remote, parsed.project, run.id)
+            out.print(f"run {run.id} {status}")
             if status != "succeeded":
-                raise CheckFailed(f"run {run['id']} {status}")
+                raise CheckFailed(f"run {run.id} {status}")
 
 
 @app.command("list")
@@ -136,12 +135,12 @@ def list_runs(project: Project) -> None:
     table = Table("id", "name", "status", "attempt", "reason", "created")
     for row in rows:
         table.add_row(
-            row["id"],
-            row["name"],
-            row["status"],
-            str(row["attempt"]),
-            row["status_reason"],
-            row["created_at"][:19],
+            row.id,
+            row.name,
+            row.status,
+            str(row.attempt),
+            row.status_reason,
+            when(row.created_at),
         )
     out.print(table)
 
@@ -153,16 +152,16 @@ def show(run_id: Annotated[str, typer.Argument()], project: Project) -> None:
         run = remote.get_run(project, run_id)
         events = remote.run_events(project, run_id)
         metrics = remote.run_metrics(project, run_id)
-    out.print(f"run {run['id']} {run['name']}: {run['status']} (attempt {run['attempt']})")
-    out.print(f"  {run['status_reason']}", markup=False)
+    out.print(f"run {run.id} {run.name}: {run.status} (attempt {run.attempt})")
+    out.print(f"  {run.status_reason}", markup=False)
     for event in events:
         out.print(
-            f"  {event['ts'][:19]} {event['stage']} {event['status']} {event['message']}",
+            f"  {when(event.ts)} {event.stage} {event.status} {event.message}",
             markup=False,
         )
     if metrics:
         last = metrics[-1]
-        latest = f"{last['name']}={last['value']:.4g} at step {last['step']}"
+        latest = f"{last.name}={last.value:.4g} at step {last.step}"
         out.print(f"  {len(metrics)} metric points; last {latest}")
 
 
@@ -180,7 +179,7 @@ def logs(
             follow_run(remote, project, run_id)
             return
         for line in remote.run_logs(project, run_id):
-            out.print(line["line"], markup=False)
+            out.print(line.line, markup=False)
 
 
 @app.command()
@@ -188,4 +187,4 @@ def cancel(run_id: Annotated[str, typer.Argument()], project: Project) -> None:
     """Cancel a run; its agent stops the job at the next heartbeat."""
     with client() as remote:
         run = remote.cancel_run(project, run_id)
-    out.print(f"run {run['id']} {run['status']}")
+    out.print(f"run {run.id} {run.status}")

@@ -28,10 +28,10 @@ def login(
     with Client(url, token=token, verify=verify) as remote:
         if username is not None:
             password = typer.prompt("password", hide_input=True)
-            token = str(remote.login(username, password)["token"])
+            token = remote.login(username, password).token
         who = remote.whoami()
     path = save_credentials(settings(), url=url, token=str(token), verify=verify)
-    out.print(f"logged in to {url} as {who['username']}; credentials in {path}")
+    out.print(f"logged in to {url} as {who.username}; credentials in {path}")
 
 
 def logout() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 
 app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -28,8 +28,8 @@ def create(
     """Create a token and print it once."""
     with client() as remote:
         token = remote.create_token(name, scopes=scope, expires_in_days=expires_days, username=user)
-    out.print(f"token {token['id']} for {token['username']} (shown once, store it now):")
-    out.print(token["token"], markup=False)
+    out.print(f"token {token.id} for {token.username} (shown once, store it now):")
+    out.print(token.token, markup=False)
 
 
 @app.command("list")
@@ -45,12 +45,12 @@ def list_tokens(
     table.columns.insert(0, Column("id", no_wrap=True, min_width=32))
     for row in rows:
         table.add_row(
-            row["id"],
-            row["name"],
-            row["username"],
-            ",".join(row["scopes"]),
-            (row["expires_at"] or "never")[:19],
-            (row["revoked_at"] or "")[:19],
+            row.id,
+            row.name,
+            row.username,
+            ",".join(row.scopes),
+            when(row.expires_at, "never"),
+            when(row.revoked_at),
         )
     out.print(table)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from bastion.cli.context import out
+from bastion.cli.context import out, when
 from bastion.cli.remote import client
 
 app = typer.Typer(help="Manage users and machine identities.", no_args_is_help=True)
@@ -30,7 +30,7 @@ def create(
     )
     with client() as remote:
         user = remote.create_user(username, kind=kind, is_admin=admin, password=secret)
-    out.print(f"created {user['kind']} user {user['username']}")
+    out.print(f"created {user.kind} user {user.username}")
 
 
 @app.command("list")
@@ -41,11 +41,11 @@ def list_users() -> None:
     table = Table("username", "kind", "admin", "disabled", "created")
     for user in users:
         table.add_row(
-            user["username"],
-            user["kind"],
-            "yes" if user["is_admin"] else "",
-            "yes" if user["disabled"] else "",
-            user["created_at"][:19],
+            user.username,
+            user.kind,
+            "yes" if user.is_admin else "",
+            "yes" if user.disabled else "",
+            when(user.created_at),
         )
     out.print(table)
 

@@ -1,0 +1,101 @@
+"""The SDK's HTTP core: one ``httpx.Client``, and each refusal raised as the Bastion error
+the server raised."""
+
+from __future__ import annotations
+
+import ssl
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from bastion.errors import BastionError, ConfigurationError, ServiceUnavailable
+from bastion.http_status import error_from_problem
+
+__all__ = ["Transport"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _error(response: httpx.Response) -> BastionError:
+    """The error the server raised, rebuilt from its problem details (RFC 9457)."""
+    try:
+        body: object = response.json()
+    except ValueError:
+        body = None
+    return error_from_problem(
+        response.status_code,
+        body,
+        retry_after=response.headers.get("retry-after"),
+        fallback=response.text[:500] or response.reason_phrase,
+    )
+
+
+class Transport:
+    """The connection every per-resource part of :class:`bastion.client.Client` calls through."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        # A string names a PEM bundle of a private CA to trust.
+        tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, verify=tls, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; the decoded JSON body (None when empty), or the error it maps to.
+
+        The untyped way in, for a route the client has no method for."""
+        response = self.response(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; the raw response when it succeeded, else the error it maps to."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ConfigurationError(
+                    f"the TLS certificate of {self.url} is not trusted; pass --ca-cert with the "
+                    "CA that issued it"
+                ) from None
+            raise ServiceUnavailable(
+                f"cannot reach the control plane at {self.url}: {type(exc).__name__}"
+            ) from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _one(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """The response body as ``model`` (the route's response model)."""
+        return model.model_validate(self.request(method, path, **kwargs))
+
+    def _many(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
+        """The response body, a JSON array, as a list of ``model``."""
+        return [model.model_validate(item) for item in self.request(method, path, **kwargs)]

@@ -1,0 +1,62 @@
+"""Clusters, and the agent protocol: join, heartbeat, lease."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.api.clusters import ClusterOut, HeartbeatOut, JoinOut, LeaseOut, NewClusterOut
+from bastion.client._transport import Transport
+
+__all__ = ["ClustersMixin"]
+
+
+class ClustersMixin(Transport):
+    """Part of :class:`bastion.client.Client`."""
+
+    def create_cluster(self, name: str, *, description: str = "") -> NewClusterOut:
+        """Register a cluster; its one-time ``join_token`` is in this answer only."""
+        return self._one(
+            NewClusterOut,
+            "POST",
+            "/api/v1/clusters",
+            json={"name": name, "description": description},
+        )
+
+    def list_clusters(self) -> list[ClusterOut]:
+        return self._many(ClusterOut, "GET", "/api/v1/clusters")
+
+    # -- the agent protocol ----------------------------------------------------------------
+
+    def join_cluster(
+        self, cluster: str, *, join_token: str, signing_public_key: str, hybrid_public_keyset: str
+    ) -> JoinOut:
+        """(Agent) exchange the one-time join token for the agent's own credential."""
+        return self._one(
+            JoinOut,
+            "POST",
+            "/api/v1/agents/join",
+            json={
+                "cluster": cluster,
+                "join_token": join_token,
+                "signing_public_key": signing_public_key,
+                "hybrid_public_keyset": hybrid_public_keyset,
+            },
+        )
+
+    def heartbeat(
+        self, cluster: str, runs: dict[str, int], *, stopping: bool = False
+    ) -> HeartbeatOut:
+        """(Agent) the runs to stop (``stop``) and the model each serve run should serve
+        (``serve``); ``stopping`` says the agent is leaving (recorded as its disconnection)."""
+        body: dict[str, Any] = {"runs": runs, "stopping": True} if stopping else {"runs": runs}
+        return self._one(HeartbeatOut, "POST", f"/api/v1/clusters/{cluster}/heartbeat", json=body)
+
+    def lease(self, cluster: str, *, wait: float) -> LeaseOut | None:
+        """(Agent) long-poll for work; None when nothing arrived within ``wait`` seconds."""
+        body = self.request(
+            "POST",
+            f"/api/v1/clusters/{cluster}/lease",
+            params={"wait": wait},
+            timeout=wait + 30,
+        )
+        return None if body is None else LeaseOut.model_validate(body)
