@@ -109,7 +109,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def plane(home: Path, tmp_path: Path) -> Iterator[tuple[Client, Database]]:
     """The control plane app on SQLite, and an SDK client of its first admin."""
-    settings = Settings(home=home, server_database_url=f"sqlite:///{tmp_path / 'cp.db'}")
+    settings = Settings(home=home, control_plane_database_url=f"sqlite:///{tmp_path / 'cp.db'}")
     database = build_database(settings)
     token = initialise(database, username="admin", password=PASSWORD).token
     app = create_app(settings, database=database)
