@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bastion.server.caller import Identity
 from bastion.server.db.models import Alert, Deployment, Run
-from bastion.server.deps import Identity
 from bastion.server.services import deployments
 from bastion.server.services.projects import get_project
 from tests.server.conftest import ControlPlane, dashboard_login, form_value

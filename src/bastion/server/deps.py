@@ -18,6 +18,7 @@ from sqlalchemy import select
 from bastion.db import SINGLE_READ_OPTIONS
 from bastion.errors import NotAuthenticated, NotAuthorized, NotFound
 from bastion.security.credentials import parse_token, secrets_match
+from bastion.server.caller import Identity
 from bastion.server.db.models import ApiToken, Membership, Project, User
 from bastion.server.db.session import Database
 from bastion.server.permissions import PROJECT_SCOPED, Permission, Role, allowed
@@ -26,22 +27,6 @@ from bastion.spec import NAME_PATTERN
 __all__ = ["DatabaseDep", "Identity", "Principal", "authorize", "get_database", "require"]
 
 WILDCARD_SCOPE = "*"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is calling, from a valid token."""
-
-    user_id: str
-    username: str
-    kind: str
-    is_admin: bool
-    scopes: frozenset[str]
-    token_id: str
-
-    @property
-    def actor(self) -> str:
-        return f"{'user' if self.kind == 'human' else self.kind}:{self.username}"
 
 
 @dataclass(frozen=True)

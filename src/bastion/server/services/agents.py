@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from bastion.errors import NotAuthenticated, NotAuthorized
 from bastion.security.credentials import new_token, parse_token, secrets_match
+from bastion.server.caller import Identity
 from bastion.server.db.models import (
     ApiToken,
     Cluster,
@@ -28,7 +29,6 @@ from bastion.server.db.models import (
     utcnow,
 )
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.services.clusters import JOIN_TOKEN_KIND, get_cluster
 from bastion.server.services.datasets import lease_inputs
 from bastion.server.services.jobs import ACTIVE_STATUSES

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, NotFound, SeparationOfDuties
-from bastion.server.db.models import AccessDenial, Alert, Run, utcnow
+from bastion.server.db.models import AccessDenial, Alert, Project, Run, utcnow
 from bastion.server.db.session import UnitOfWork
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "acknowledge",
     "check_export_volume",
     "list_alerts",
+    "open_alerts",
     "raise_alert",
     "record_denial",
 ]
@@ -182,3 +183,15 @@ def acknowledge(
     alert.acknowledged_by, alert.acknowledged_at = actor, utcnow()
     unit.record("alert.acknowledged", f"alert:{alert_id}", {"kind": alert.kind, "note": note[:500]})
     return alert
+
+
+def open_alerts(session: Session, *, project: Project, limit: int = 20) -> list[Alert]:
+    """Unacknowledged alerts about this project or about no project, newest first."""
+    query = (
+        select(Alert)
+        .where(Alert.acknowledged_at.is_(None))
+        .where((Alert.project == project.name) | Alert.project.is_(None))
+        .order_by(Alert.created_at.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from bastion.errors import Conflict
+from bastion.server.caller import Identity
 from bastion.server.db.migrate import upgrade
 from bastion.server.db.models import User
 from bastion.server.db.session import Database
-from bastion.server.deps import Identity
 from bastion.server.services.identity import create_token, create_user
 
 __all__ = ["InitResult", "initialise"]

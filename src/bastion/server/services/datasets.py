@@ -27,9 +27,9 @@ from bastion.errors import (
     NotFound,
     PolicyViolation,
 )
+from bastion.server.caller import Identity
 from bastion.server.db.models import Cluster, Dataset, DatasetVersion, ModelVersion, Project, Run
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.services.clusters import get_cluster
 from bastion.server.services.erasure_results import note_new_version
 from bastion.server.services.jobs import ACTIVE_STATUSES, create_run
@@ -47,6 +47,8 @@ __all__ = [
     "record_version",
     "submit_job",
     "submit_training",
+    "summaries",
+    "version_rows",
     "version_view",
 ]
 
@@ -499,3 +501,22 @@ def list_versions(session: Session, *, project: Project, name: str) -> list[dict
         version_view(session, row)
         for row in session.scalars(query.order_by(DatasetVersion.version))
     ]
+
+
+def summaries(session: Session, *, project: Project) -> list[tuple[str, int | None, int]]:
+    """Each dataset's name, latest version number and count of versions."""
+    rows = session.execute(
+        select(Dataset.name, func.max(DatasetVersion.version), func.count(DatasetVersion.id))
+        .outerjoin(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(Dataset.project_id == project.id)
+        .group_by(Dataset.name)
+        .order_by(Dataset.name)
+    ).all()
+    return [(name, latest, count) for name, latest, count in rows]
+
+
+def version_rows(session: Session, *, project: Project, name: str) -> list[DatasetVersion]:
+    """The dataset's versions, newest first."""
+    dataset = get_dataset(session, project=project, name=name)
+    query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    return list(session.scalars(query.order_by(DatasetVersion.version.desc())))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from bastion.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from bastion.inference.guards.auth import SERVING_KEY_PREFIX
 from bastion.security.credentials import new_token
+from bastion.server.caller import Identity
 from bastion.server.db.models import (
     Cluster,
     Deployment,
@@ -28,7 +29,6 @@ from bastion.server.db.models import (
     utcnow,
 )
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.services.alerts import raise_alert
 from bastion.server.services.clusters import get_cluster
 from bastion.server.services.datasets import job_inputs

@@ -21,6 +21,7 @@ from bastion.governance.policy import evaluate_gates, parse_policy
 from bastion.server.db.models import (
     Approval,
     ApprovalDecision,
+    Model,
     ModelVersion,
     Policy,
     Project,
@@ -33,12 +34,14 @@ from bastion.server.services.models import get_model, get_model_version
 
 __all__ = [
     "STAGES",
+    "approvals_of",
     "archive",
     "decide",
     "history",
     "list_approvals",
     "list_policies",
     "pending_approval",
+    "pending_approvals",
     "promote",
     "put_policy",
     "rollback",
@@ -358,3 +361,21 @@ def history(session: Session, *, project: Project, name: str) -> list[dict[str, 
 def list_approvals(session: Session, *, project: Project) -> list[Approval]:
     query = select(Approval).where(Approval.project_id == project.id)
     return list(session.scalars(query.order_by(Approval.created_at)))
+
+
+def pending_approvals(session: Session, *, project: Project) -> list[tuple[Approval, str, int]]:
+    """The project's approvals still waiting, oldest first, with their model's name and version."""
+    rows = session.execute(
+        select(Approval, Model.name, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.id == Approval.model_version_id)
+        .join(Model, Model.id == ModelVersion.model_id)
+        .where(Approval.project_id == project.id, Approval.status == "pending")
+        .order_by(Approval.created_at)
+    ).all()
+    return [(approval, name, version) for approval, name, version in rows]
+
+
+def approvals_of(session: Session, version: ModelVersion) -> list[Approval]:
+    """Every approval asked for a version, newest first."""
+    query = select(Approval).where(Approval.model_version_id == version.id)
+    return list(session.scalars(query.order_by(Approval.created_at.desc())))

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidInput, NotAuthorized, NotFound
 from bastion.security.credentials import hash_password, new_token, secrets_match, verify_password
+from bastion.server.caller import Identity
 from bastion.server.db.models import ApiToken, Membership, Project, User, utcnow
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.login_throttle import LoginThrottle
 from bastion.server.services.alerts import raise_alert
 
@@ -24,6 +24,7 @@ __all__ = [
     "list_tokens",
     "revoke_token",
     "update_user",
+    "usernames",
 ]
 
 
@@ -237,3 +238,11 @@ def memberships_of(session: Session, user_id: str) -> dict[str, str]:
         .where(Membership.user_id == user_id)
     )
     return {name: role for name, role in rows}
+
+
+def usernames(session: Session, ids: set[str]) -> dict[str, str]:
+    """Usernames by user id, for the ids that exist."""
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.username).where(User.id.in_(ids)))
+    return {row.id: row.username for row in rows}

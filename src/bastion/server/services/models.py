@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, NotAuthorized, NotFound
+from bastion.server.caller import Identity
 from bastion.server.db.models import (
     Model,
     ModelVersion,
@@ -15,7 +16,6 @@ from bastion.server.db.models import (
     Run,
 )
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.services.evaluations import record_evaluations
 from bastion.server.services.jobs import ACTIVE_STATUSES
 from bastion.spec import RunSpec
@@ -24,9 +24,11 @@ __all__ = [
     "create_model",
     "get_model",
     "get_model_version",
+    "in_production",
     "list_models",
     "list_versions",
     "record_model_version",
+    "versions_by_model",
 ]
 
 
@@ -149,3 +151,28 @@ def list_versions(session: Session, *, project: Project, name: str) -> list[Mode
     model = get_model(session, project=project, name=name)
     query = select(ModelVersion).where(ModelVersion.model_id == model.id)
     return list(session.scalars(query.order_by(ModelVersion.version)))
+
+
+def versions_by_model(
+    session: Session, *, project: Project
+) -> list[tuple[str, ModelVersion | None]]:
+    """Every model with each of its versions, newest first; a model without versions once,
+    with ``None`` (one query)."""
+    rows = session.execute(
+        select(Model.name, ModelVersion)
+        .outerjoin(ModelVersion, ModelVersion.model_id == Model.id)
+        .where(Model.project_id == project.id)
+        .order_by(Model.name, ModelVersion.version.desc())
+    ).all()
+    return [(name, row) for name, row in rows]
+
+
+def in_production(session: Session, *, project: Project) -> list[tuple[str, ModelVersion]]:
+    """The versions at stage ``production``, by model name."""
+    rows = session.execute(
+        select(Model.name, ModelVersion)
+        .join(ModelVersion, ModelVersion.model_id == Model.id)
+        .where(Model.project_id == project.id, ModelVersion.stage == "production")
+        .order_by(Model.name)
+    ).all()
+    return [(name, row) for name, row in rows]

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, InvalidInput, NotFound
+from bastion.server.caller import Identity
 from bastion.server.db.models import Membership, Project
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.services.identity import get_user
 
 __all__ = ["create_project", "get_project", "list_projects", "remove_member", "set_member"]

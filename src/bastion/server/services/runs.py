@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bastion.errors import Conflict, NotAuthorized, NotFound
+from bastion.server.caller import Identity
 from bastion.server.db.models import (
+    Cluster,
     Project,
     Run,
     RunEvent,
@@ -17,7 +19,6 @@ from bastion.server.db.models import (
     utcnow,
 )
 from bastion.server.db.session import UnitOfWork
-from bastion.server.deps import Identity
 from bastion.server.services.erasure_results import record_result
 from bastion.server.services.evaluations import record_evaluations
 from bastion.server.services.jobs import ACTIVE_STATUSES
@@ -35,6 +36,8 @@ __all__ = [
     "list_logs",
     "list_metrics",
     "list_runs",
+    "log_tail",
+    "recent_runs",
     "set_result",
 ]
 
@@ -199,4 +202,31 @@ def list_events(session: Session, *, project: Project, run_id: str) -> list[RunE
 def list_metrics(session: Session, *, project: Project, run_id: str) -> list[RunMetric]:
     run = get_run(session, project=project, run_id=run_id)
     query = select(RunMetric).where(RunMetric.run_id == run.id)
-    return list(session.scalars(query.order_by(RunMetric.name, RunMetric.step)))
+    return list(session.scalars(query.order_by(RunMetric.name, RunMetric.step, RunMetric.id)))
+
+
+def recent_runs(
+    session: Session, *, project: Project, limit: int
+) -> list[tuple[Run, str | None, str | None]]:
+    """The newest runs, each with the stage it last reported and its cluster's name."""
+    last = (
+        select(RunEvent.run_id, func.max(RunEvent.id).label("last"))
+        .group_by(RunEvent.run_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Run, RunEvent.stage, Cluster.name)
+        .outerjoin(last, last.c.run_id == Run.id)
+        .outerjoin(RunEvent, RunEvent.id == last.c.last)
+        .outerjoin(Cluster, Cluster.id == Run.cluster_id)
+        .where(Run.project_id == project.id)
+        .order_by(Run.created_at.desc())
+        .limit(limit)
+    ).all()
+    return [(run, stage, cluster) for run, stage, cluster in rows]
+
+
+def log_tail(session: Session, *, run: Run, limit: int) -> list[RunLog]:
+    """The run's last ``limit`` log lines, oldest first."""
+    query = select(RunLog).where(RunLog.run_id == run.id).order_by(RunLog.id.desc()).limit(limit)
+    return list(reversed(list(session.scalars(query))))

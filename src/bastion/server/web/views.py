@@ -1,6 +1,8 @@
-"""What the dashboard pages show, read from the control-plane database.
+"""What the dashboard pages show, shaped for their templates.
 
-Each function returns plain mappings for one page; nothing here writes.
+Every read goes through the control plane's services (the same ones the API's routes
+call); this module only turns what they return into plain mappings for one page, and
+nothing here writes.
 """
 
 from __future__ import annotations
@@ -8,27 +10,17 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bastion.server.db.models import (
-    Alert,
-    Approval,
-    Cluster,
-    Dataset,
-    DatasetVersion,
-    Deployment,
-    Model,
-    ModelVersion,
-    Project,
-    Run,
-    RunEvent,
-    RunLog,
-    RunMetric,
-    User,
-)
+from bastion.server.db.models import ModelVersion, Project
 from bastion.server.services import agents, lineage
+from bastion.server.services import alerts as alert_service
+from bastion.server.services import clusters as cluster_service
 from bastion.server.services import datasets as dataset_service
+from bastion.server.services import deployments as deployment_service
+from bastion.server.services import governance as governance_service
+from bastion.server.services import identity as identity_service
+from bastion.server.services import models as model_service
 from bastion.server.services import runs as run_service
 from bastion.server.web.charts import line_chart
 
@@ -47,13 +39,6 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 LOG_TAIL = 200
 
 
-def _usernames(session: Session, ids: set[str]) -> dict[str, str]:
-    if not ids:
-        return {}
-    rows = session.execute(select(User.id, User.username).where(User.id.in_(ids)))
-    return {row.id: row.username for row in rows}
-
-
 def _job_type(spec: dict[str, Any] | None) -> str:
     job = (spec or {}).get("job")
     return str(job.get("type", "")) if isinstance(job, dict) else ""
@@ -61,20 +46,6 @@ def _job_type(spec: dict[str, Any] | None) -> str:
 
 def runs(session: Session, *, project: Project, limit: int) -> list[dict[str, Any]]:
     """The newest runs with their status and the stage they last reported."""
-    last = (
-        select(RunEvent.run_id, func.max(RunEvent.id).label("last"))
-        .group_by(RunEvent.run_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(Run, RunEvent.stage, Cluster.name)
-        .outerjoin(last, last.c.run_id == Run.id)
-        .outerjoin(RunEvent, RunEvent.id == last.c.last)
-        .outerjoin(Cluster, Cluster.id == Run.cluster_id)
-        .where(Run.project_id == project.id)
-        .order_by(Run.created_at.desc())
-        .limit(limit)
-    ).all()
     return [
         {
             "id": run.id,
@@ -87,19 +58,13 @@ def runs(session: Session, *, project: Project, limit: int) -> list[dict[str, An
             "created_at": run.created_at,
             "updated_at": run.updated_at,
         }
-        for run, stage, cluster in rows
+        for run, stage, cluster in run_service.recent_runs(session, project=project, limit=limit)
     ]
 
 
 def _pending_approvals(session: Session, project: Project) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Approval, Model.name, ModelVersion.version)
-        .join(ModelVersion, ModelVersion.id == Approval.model_version_id)
-        .join(Model, Model.id == ModelVersion.model_id)
-        .where(Approval.project_id == project.id, Approval.status == "pending")
-        .order_by(Approval.created_at)
-    ).all()
-    names = _usernames(session, {a.requested_by for a, _, _ in rows})
+    rows = governance_service.pending_approvals(session, project=project)
+    names = identity_service.usernames(session, {a.requested_by for a, _, _ in rows})
     return [
         {
             "model": name,
@@ -118,13 +83,8 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
         "runs": runs(session, project=project, limit=10),
         "approvals": _pending_approvals(session, project),
         "production": [
-            {"model": name, "version": version, "created_at": created}
-            for name, version, created in session.execute(
-                select(Model.name, ModelVersion.version, ModelVersion.created_at)
-                .join(ModelVersion, ModelVersion.model_id == Model.id)
-                .where(Model.project_id == project.id, ModelVersion.stage == "production")
-                .order_by(Model.name)
-            )
+            {"model": name, "version": row.version, "created_at": row.created_at}
+            for name, row in model_service.in_production(session, project=project)
         ],
         "deployments": [
             {
@@ -132,10 +92,9 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
                 "model": f"{d.model_name}@{d.model_version}",
                 "status": "stopped" if d.stopped_at else "serving",
             }
-            for d in session.scalars(
-                select(Deployment)
-                .where(Deployment.project_id == project.id)
-                .order_by(Deployment.name)
+            for d in sorted(
+                deployment_service.list_deployments(session, project=project),
+                key=lambda d: d.name,
             )
         ],
         "clusters": None,
@@ -149,7 +108,7 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
                 "live": agents.agent_is_live(c),
                 "joined": c.signing_public_key is not None,
             }
-            for c in session.scalars(select(Cluster).order_by(Cluster.name))
+            for c in cluster_service.list_clusters(session)
         ]
     if alerts:
         found["alerts"] = [
@@ -160,13 +119,7 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
                 "created_at": a.created_at,
                 "details": a.details,
             }
-            for a in session.scalars(
-                select(Alert)
-                .where(Alert.acknowledged_at.is_(None))
-                .where((Alert.project == project.name) | Alert.project.is_(None))
-                .order_by(Alert.created_at.desc())
-                .limit(20)
-            )
+            for a in alert_service.open_alerts(session, project=project, limit=20)
         ]
     return found
 
@@ -174,18 +127,10 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
 def run_live(session: Session, *, project: Project, run_id: str) -> dict[str, Any]:
     """A run with its stages, the tail of its log and its metric charts."""
     run = run_service.get_run(session, project=project, run_id=run_id)
-    events = list(
-        session.scalars(select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id))
-    )
-    tail = list(
-        session.scalars(
-            select(RunLog).where(RunLog.run_id == run.id).order_by(RunLog.id.desc()).limit(LOG_TAIL)
-        )
-    )
+    events = run_service.list_events(session, project=project, run_id=run_id)
+    tail = run_service.log_tail(session, run=run, limit=LOG_TAIL)
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for metric in session.scalars(
-        select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.step, RunMetric.id)
-    ):
+    for metric in run_service.list_metrics(session, project=project, run_id=run_id):
         series[metric.name].append((metric.step, metric.value))
     return {
         "run": {
@@ -202,33 +147,22 @@ def run_live(session: Session, *, project: Project, run_id: str) -> dict[str, An
         "stages": [
             {"ts": e.ts, "stage": e.stage, "status": e.status, "message": e.message} for e in events
         ],
-        "log": [line.line for line in reversed(tail)],
+        "log": [line.line for line in tail],
         "charts": [line_chart(name, points) for name, points in sorted(series.items())],
         "spec": run.spec,
     }
 
 
 def datasets_page(session: Session, *, project: Project) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Dataset.name, func.max(DatasetVersion.version), func.count(DatasetVersion.id))
-        .outerjoin(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
-        .where(Dataset.project_id == project.id)
-        .group_by(Dataset.name)
-        .order_by(Dataset.name)
-    ).all()
-    return [{"name": name, "latest": latest, "versions": count} for name, latest, count in rows]
+    return [
+        {"name": name, "latest": latest, "versions": count}
+        for name, latest, count in dataset_service.summaries(session, project=project)
+    ]
 
 
 def dataset_page(session: Session, *, project: Project, name: str) -> list[dict[str, Any]]:
     """Every version (newest first) with its schema, scans, signature and lineage."""
-    dataset = dataset_service.get_dataset(session, project=project, name=name)
-    rows = list(
-        session.scalars(
-            select(DatasetVersion)
-            .where(DatasetVersion.dataset_id == dataset.id)
-            .order_by(DatasetVersion.version.desc())
-        )
-    )
+    rows = dataset_service.version_rows(session, project=project, name=name)
     used = lineage.downstream(
         session, project=project, roots=[f"dataset:{name}@{row.version}" for row in rows]
     )
@@ -243,12 +177,7 @@ def dataset_page(session: Session, *, project: Project, name: str) -> list[dict[
 def models_page(session: Session, *, project: Project) -> list[dict[str, Any]]:
     """Each model with its versions, newest first (one query)."""
     listed: dict[str, list[dict[str, Any]]] = {}
-    for name, row in session.execute(
-        select(Model.name, ModelVersion)
-        .outerjoin(ModelVersion, ModelVersion.model_id == Model.id)
-        .where(Model.project_id == project.id)
-        .order_by(Model.name, ModelVersion.version.desc())
-    ):
+    for name, row in model_service.versions_by_model(session, project=project):
         versions = listed.setdefault(name, [])
         if row is not None:
             versions.append(_version_row(row))
@@ -270,14 +199,8 @@ def _version_row(row: ModelVersion) -> dict[str, Any]:
 
 def model_page(session: Session, *, row: ModelVersion) -> dict[str, Any]:
     """A version's approvals (newest first) with their gate results, and its creator."""
-    approvals = list(
-        session.scalars(
-            select(Approval)
-            .where(Approval.model_version_id == row.id)
-            .order_by(Approval.created_at.desc())
-        )
-    )
-    names = _usernames(
+    approvals = governance_service.approvals_of(session, row)
+    names = identity_service.usernames(
         session,
         {row.created_by}
         | {a.requested_by for a in approvals}
