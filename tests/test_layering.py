@@ -74,6 +74,11 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "jobs' libraries know nothing of the planes",
     ),
     (
+        "bastion.governance",
+        ("bastion.server", "bastion.agent", "bastion.cli", "bastion.client"),
+        "policy and compliance rules work on facts handed to them",
+    ),
+    (
         "bastion.inference",
         ("bastion.server", "bastion.cli"),
         "the inference server runs in the compute plane",

@@ -11,6 +11,20 @@ from bastion.api.common import Name, Request, Response
 from bastion.inference.config import ServeConfig
 from bastion.spec import DATASET_REF_PATTERN
 
+__all__ = [
+    "DeploymentIn",
+    "DeploymentOut",
+    "DeploymentUpdateIn",
+    "ModelRef",
+    "NewServingKeyOut",
+    "Path",
+    "ReplicaOut",
+    "ScopeName",
+    "ServeAuditIn",
+    "ServingKeyIn",
+    "ServingKeyOut",
+]
+
 ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 Path = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 ScopeName = Literal["predict", "explain", "metrics"]

@@ -10,6 +10,24 @@ from pydantic import Field, StringConstraints
 
 from bastion.api.common import Name, Request, Response
 
+__all__ = [
+    "HumanUserIn",
+    "LoginIn",
+    "MachineUserIn",
+    "NewTokenOut",
+    "Password",
+    "Permission",
+    "Role",
+    "Scope",
+    "TokenIn",
+    "TokenOut",
+    "UserIn",
+    "UserKind",
+    "UserOut",
+    "UserPatch",
+    "WhoAmI",
+]
+
 
 class Role(enum.StrEnum):
     ADMIN = "admin"

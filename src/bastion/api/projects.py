@@ -7,6 +7,8 @@ from typing import Literal
 
 from bastion.api.common import Name, Request, Response, Text
 
+__all__ = ["MembershipIn", "MembershipOut", "ProjectIn", "ProjectOut", "ProjectRole"]
+
 ProjectRole = Literal["admin", "data-steward", "ml-engineer", "reviewer", "auditor", "serving"]
 
 

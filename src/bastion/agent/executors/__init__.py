@@ -1,4 +1,7 @@
-"""Executors run jobs: ``local`` (subprocesses on this host) and ``ray`` (a Ray cluster)."""
+"""Executors run jobs: ``local`` (subprocesses on this host) and ``ray`` (a Ray cluster).
+
+Imported by the agent's loop; they run job processes and import nothing from ``server``.
+"""
 
 from __future__ import annotations
 

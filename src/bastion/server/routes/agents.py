@@ -8,6 +8,8 @@ from bastion.api.clusters import JoinIn, JoinOut
 from bastion.server.deps import DatabaseDep
 from bastion.server.services import agents as service
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["agents"])
 
 

@@ -18,6 +18,8 @@ from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import alerts, compliance
 
+__all__ = ["export_response", "router"]
+
 router = APIRouter(tags=["audit"])
 Auditor = Annotated[Principal, require(Permission.AUDIT_READ)]
 

@@ -26,6 +26,8 @@ from bastion.server.permissions import Permission
 from bastion.server.services import agents, deployments
 from bastion.server.services import clusters as cluster_service
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["clusters"])
 
 

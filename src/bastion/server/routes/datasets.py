@@ -22,6 +22,8 @@ from bastion.server.deps import DatabaseDep, NamePath, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import datasets as service
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["datasets"])
 
 Version = Annotated[int, Path(ge=1, le=10**9)]

@@ -21,6 +21,8 @@ from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import deployments as service
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["deployments"])
 
 

@@ -25,6 +25,8 @@ from bastion.server.permissions import Permission
 from bastion.server.services import governance as governance_service
 from bastion.server.services import lineage
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["governance"])
 
 

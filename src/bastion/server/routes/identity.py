@@ -25,6 +25,8 @@ from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import identity as service
 
+__all__ = ["password_login", "public", "router"]
+
 public = APIRouter(tags=["public"])
 router = APIRouter(tags=["identity"])
 

@@ -33,6 +33,8 @@ from bastion.server.permissions import Permission
 from bastion.server.services import alerts, datasets, evaluations
 from bastion.server.services import models as model_service
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["models"])
 
 

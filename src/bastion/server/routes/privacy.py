@@ -12,6 +12,8 @@ from bastion.server.deps import DatabaseDep, NamePath, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import datasets, privacy
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["privacy"])
 
 

@@ -12,6 +12,8 @@ from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
 from bastion.server.services import projects as service
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["projects"])
 
 

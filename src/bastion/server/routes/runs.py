@@ -29,6 +29,8 @@ from bastion.server.services import jobs as job_service
 from bastion.server.services import runs as run_service
 from bastion.spec import RunSpec
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["runs"])
 
 

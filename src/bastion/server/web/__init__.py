@@ -3,6 +3,8 @@
 Pages are Jinja templates rendered by the control plane; the only script is a small
 static file that refreshes a run's live region. Sessions, CSRF and the page
 permission check live in :mod:`bastion.server.web.session`.
+
+Pages read through the same services the API's routes call; no queries of their own.
 """
 
 from __future__ import annotations
