@@ -20,7 +20,7 @@ def _declared_all(path: Path) -> list[str] | None:
             if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
                 value = node.value
                 assert isinstance(value, ast.List | ast.Tuple), f"{path}: __all__ is not a literal"
-                return [elt.value for elt in value.elts if isinstance(elt, ast.Constant)]
+                return [str(elt.value) for elt in value.elts if isinstance(elt, ast.Constant)]
     return None
 
 
