@@ -48,6 +48,8 @@ class Settings(BaseSettings):
         ),
     )
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    #: How long the SDK and CLI wait for the control plane's answer (seconds), ``BASTION_TIMEOUT``.
+    timeout: float = Field(default=30.0, gt=0, le=3600)
     login_max_failures: int = Field(default=5, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
     session_token_hours: int = Field(default=12, ge=1)

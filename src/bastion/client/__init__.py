@@ -110,4 +110,4 @@ class Client(
     def from_settings(cls, settings: Settings) -> Client:
         """A client for the control plane saved by ``bastion login``."""
         url, token, verify = load_credentials(settings)
-        return cls(url, token=token, verify=verify)
+        return cls(url, token=token, verify=verify, timeout=settings.timeout)

@@ -80,17 +80,38 @@ class Transport:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise ConfigurationError(
-                    f"the TLS certificate of {self.url} is not trusted; pass --ca-cert with the "
-                    "CA that issued it"
-                ) from None
-            raise ServiceUnavailable(
-                f"cannot reach the control plane at {self.url}: {type(exc).__name__}"
-            ) from None
+            raise self._unanswered(method, exc) from None
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+    def _unanswered(self, method: str, exc: httpx.TransportError) -> BastionError:
+        """What to tell the caller when no answer came: it matters whether the control plane
+        was reached, because a write it received may have been carried out."""
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return ConfigurationError(
+                f"the TLS certificate of {self.url} is not trusted; pass --ca-cert with the "
+                "CA that issued it"
+            )
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return ServiceUnavailable(
+                f"cannot reach the control plane at {self.url}: {type(exc).__name__}"
+            )
+        outcome = (
+            ""
+            if method in ("GET", "HEAD")
+            else "; the change may have been made: look before you retry"
+        )
+        if isinstance(exc, httpx.TimeoutException):
+            seconds = self._http.timeout.read
+            return ServiceUnavailable(
+                f"the control plane at {self.url} is slow to answer (nothing within "
+                f"{seconds:g} s){outcome}; set BASTION_TIMEOUT to wait longer"
+            )
+        return ServiceUnavailable(
+            f"the control plane at {self.url} closed the connection before answering "
+            f"({type(exc).__name__}){outcome}"
+        )
 
     def _one(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         """The response body as ``model`` (the route's response model)."""
