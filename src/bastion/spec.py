@@ -9,12 +9,13 @@ Unknown fields are refused.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from bastion import safe_yaml
 from bastion.errors import InvalidSpec
 from bastion.evaluate.config import EvaluateConfig
 from bastion.inference.config import ServeConfig
@@ -324,6 +326,50 @@ def _where(error: Mapping[str, Any]) -> str:
     return ".".join(parts) or "spec"
 
 
+def _field_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Every field name (and alias) of ``model`` and of the models nested in it."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        names.add(field.alias or name)
+        for nested in _models_in(field.annotation):
+            names |= _field_names(nested, seen)
+    return names
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for argument in get_args(annotation):
+        yield from _models_in(argument)
+
+
+@functools.cache
+def _spec_vocabulary() -> tuple[str, ...]:
+    return tuple(sorted(_field_names(RunSpec)))
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error as a line; an unknown field gets a "did you mean" when one of the
+    spec's field names is close to it."""
+    text = f"{_where(error)}: {error['msg']}"
+    loc = error.get("loc", ())
+    if error.get("type") == "extra_forbidden" and loc:
+        # A name the spec uses elsewhere is in the wrong place, not misspelt: no suggestion.
+        unknown, vocabulary = str(loc[-1]), _spec_vocabulary()
+        close = (
+            []
+            if unknown in vocabulary
+            else difflib.get_close_matches(unknown, vocabulary, n=1, cutoff=0.75)
+        )
+        if close:
+            text += f" (did you mean {close[0]!r}?)"
+    return text
+
+
 def parse_spec(data: Any, *, source: str = "spec") -> RunSpec:
     """Validate a spec document; :class:`InvalidSpec` names every bad field and why."""
     if not isinstance(data, dict):
@@ -331,7 +377,7 @@ def parse_spec(data: Any, *, source: str = "spec") -> RunSpec:
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{_where(e)}: {e['msg']}" for e in exc.errors()[:10])
+        problems = "; ".join(_problem(e) for e in exc.errors()[:10])
         raise InvalidSpec(f"{source}: {problems}") from None
 
 
@@ -343,8 +389,5 @@ def load_spec(path: Path) -> RunSpec:
         raise InvalidSpec(f"{path}: no such file") from None
     if len(text) > 1 << 20:
         raise InvalidSpec(f"{path}: larger than 1 MiB")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidSpec(f"{path}: not valid YAML ({exc})") from None
+    data = safe_yaml.load(text, source=str(path), error=InvalidSpec)
     return parse_spec(data, source=str(path))

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.table import Table
 
+from bastion import safe_yaml
 from bastion.cli.context import out, when
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
@@ -28,11 +28,10 @@ def put(
 ) -> None:
     """Save a policy from YAML; unknown gates and empty policies are refused."""
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput(f"{file}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{file}: not valid YAML ({exc})") from None
+    document = safe_yaml.load(text, source=str(file), error=InvalidInput)
     if not isinstance(document, dict):
         raise InvalidInput(f"{file}: a policy is a mapping of gate names to values")
     with client() as remote:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from bastion import safe_yaml
 from bastion.errors import InvalidSpec
 from bastion.jsonschema import at_least_one_field
 
@@ -87,10 +87,7 @@ GATES = tuple(Policy.model_fields)
 def parse_policy(document: Any, *, source: str = "policy") -> Policy:
     """A policy from its mapping (or YAML text); InvalidSpec names every bad gate."""
     if isinstance(document, str):
-        try:
-            document = yaml.safe_load(document)
-        except yaml.YAMLError as exc:
-            raise InvalidSpec(f"{source}: not valid YAML ({exc})") from None
+        document = safe_yaml.load(document, source=source, error=InvalidSpec)
     if isinstance(document, dict):  # a gate set to null is a gate not set
         document = {gate: value for gate, value in document.items() if value is not None}
     if not isinstance(document, dict) or not document:
