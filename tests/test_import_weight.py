@@ -28,3 +28,42 @@ def test_starting_imports_no_ml_library(module: str) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+#: What each command line may not import: the verbs it does not name, and the libraries only
+#: other verbs need (Tink and cryptography for keys, the server's stack, the ML stack).
+CLI_CASES = [
+    (["--version"], ("bastion.cli.", "bastion.client", "httpx", "tink", "cryptography")),
+    (["run", "list", "-p", "cardiology"], ("tink", "cryptography", "sqlalchemy", "fastapi")),
+]
+
+
+@pytest.mark.parametrize(("argv", "forbidden"), CLI_CASES, ids=["version", "run-list"])
+def test_a_command_imports_only_its_own_verb(argv: list[str], forbidden: tuple[str, ...]) -> None:
+    """Verbs are imported when the command line names them (``cli.main.NOUNS``/``VERBS``)."""
+    allowed_cli = {"bastion.cli", "bastion.cli.main", "bastion.cli.context"}
+    if argv[0] == "run":
+        allowed_cli |= {"bastion.cli.runs_cmd", "bastion.cli.remote"}
+    probe = (
+        "import json, sys\n"
+        "from bastion.cli.main import run\n"
+        f"run({argv!r})\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={"BASTION_HOME": "/nonexistent-bastion-home", "PATH": "/usr/bin:/bin"},
+    )
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    heavy = [m for m in loaded if m.split(".")[0] in HEAVY]
+    wrong = [
+        m
+        for m in loaded
+        if any(m == f or m.startswith(f if f.endswith(".") else f + ".") for f in forbidden)
+        and m not in allowed_cli
+    ]
+    assert heavy == [] and wrong == [], (heavy, wrong)

@@ -56,3 +56,12 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
         [str(exe), "decrypt"], capture_output=True, text=True, env=env, check=False
     )
     assert usage.returncode == 2
+
+
+def test_every_listed_verb_loads_by_its_name() -> None:
+    from bastion.cli.main import NOUNS, VERBS, _load
+
+    for name in [*NOUNS, *VERBS]:
+        command = _load(name)
+        assert command is not None and command.name == name, name
+    assert _load("no-such-verb") is None

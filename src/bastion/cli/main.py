@@ -7,45 +7,90 @@ the traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
+import typer.main
+
+# Typer carries its own copy of click; its command and context types are these.
+from typer._click.core import Command, Context
+from typer.core import TyperGroup
 
 from bastion import __version__
-from bastion.cli import (
-    agent_cmd,
-    alerts_cmd,
-    audit_cmd,
-    compliance_cmd,
-    crypto_cmd,
-    data_cmd,
-    demo_cmd,
-    deploy_cmd,
-    eval_cmd,
-    keys_cmd,
-    models_cmd,
-    policy_cmd,
-    privacy_cmd,
-    projects_cmd,
-    quickstart_cmd,
-    runs_cmd,
-    scan_cmd,
-    server_cmd,
-    session_cmd,
-    sign_cmd,
-    tokens_cmd,
-    up_cmd,
-    users_cmd,
-)
 from bastion.cli.context import err, reset, state
 from bastion.errors import BastionError
 
 __all__ = ["app", "main", "run"]
 
+#: Each noun's Typer app, by the name it is called with: (module, attribute).
+NOUNS: dict[str, tuple[str, str]] = {
+    "keys": ("bastion.cli.keys_cmd", "app"),
+    "audit": ("bastion.cli.audit_cmd", "app"),
+    "server": ("bastion.cli.server_cmd", "app"),
+    "user": ("bastion.cli.users_cmd", "app"),
+    "project": ("bastion.cli.projects_cmd", "projects"),
+    "member": ("bastion.cli.projects_cmd", "members"),
+    "token": ("bastion.cli.tokens_cmd", "app"),
+    "cluster": ("bastion.cli.agent_cmd", "clusters"),
+    "agent": ("bastion.cli.agent_cmd", "agents"),
+    "run": ("bastion.cli.runs_cmd", "app"),
+    "data": ("bastion.cli.data_cmd", "app"),
+    "model": ("bastion.cli.models_cmd", "app"),
+    "eval": ("bastion.cli.eval_cmd", "app"),
+    "policy": ("bastion.cli.policy_cmd", "app"),
+    "alerts": ("bastion.cli.alerts_cmd", "app"),
+    "compliance": ("bastion.cli.compliance_cmd", "app"),
+    "privacy": ("bastion.cli.privacy_cmd", "app"),
+    "deploy": ("bastion.cli.deploy_cmd", "app"),
+}
+#: The top-level verbs, by the module whose ``register(app)`` adds them.
+VERBS: dict[str, str] = {
+    "encrypt": "bastion.cli.crypto_cmd",
+    "decrypt": "bastion.cli.crypto_cmd",
+    "shred": "bastion.cli.crypto_cmd",
+    "sign": "bastion.cli.sign_cmd",
+    "verify": "bastion.cli.sign_cmd",
+    "scan-file": "bastion.cli.scan_cmd",
+    "demo": "bastion.cli.demo_cmd",
+    "quickstart": "bastion.cli.quickstart_cmd",
+    "login": "bastion.cli.session_cmd",
+    "logout": "bastion.cli.session_cmd",
+    "up": "bastion.cli.up_cmd",
+}
+
+
+def _load(name: str) -> Command | None:
+    """The command ``name``, importing only the module that defines it."""
+    if name in NOUNS:
+        module, attribute = NOUNS[name]
+        noun = typer.main.get_group(getattr(importlib.import_module(module), attribute))
+        noun.name = name
+        return noun
+    if name in VERBS:
+        verbs = typer.Typer()
+        importlib.import_module(VERBS[name]).register(verbs)
+        return typer.main.get_group(verbs).commands.get(name)
+    return None
+
+
+class _LazyGroup(TyperGroup):
+    """The root command: a verb's module (and what it imports: the SDK, Tink, torch ...) is
+    imported when the command line names it, so ``bastion --version`` or ``bastion run list``
+    does not pay for every other verb."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *NOUNS, *VERBS})
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        return super().get_command(ctx, cmd_name) or _load(cmd_name)
+
+
 app = typer.Typer(
+    cls=_LazyGroup,
     name="bastion",
     help="Bastion: train, evaluate and deploy models on sensitive data, securely.",
     no_args_is_help=True,
@@ -69,33 +114,6 @@ def _root(
     ] = False,
 ) -> None:
     state.debug = debug
-
-
-crypto_cmd.register(app)
-sign_cmd.register(app)
-scan_cmd.register(app)
-demo_cmd.register(app)
-quickstart_cmd.register(app)
-session_cmd.register(app)
-up_cmd.register(app)
-app.add_typer(keys_cmd.app, name="keys")
-app.add_typer(audit_cmd.app, name="audit")
-app.add_typer(server_cmd.app, name="server")
-app.add_typer(users_cmd.app, name="user")
-app.add_typer(projects_cmd.projects, name="project")
-app.add_typer(projects_cmd.members, name="member")
-app.add_typer(tokens_cmd.app, name="token")
-app.add_typer(agent_cmd.clusters, name="cluster")
-app.add_typer(agent_cmd.agents, name="agent")
-app.add_typer(runs_cmd.app, name="run")
-app.add_typer(data_cmd.app, name="data")
-app.add_typer(models_cmd.app, name="model")
-app.add_typer(eval_cmd.app, name="eval")
-app.add_typer(policy_cmd.app, name="policy")
-app.add_typer(alerts_cmd.app, name="alerts")
-app.add_typer(compliance_cmd.app, name="compliance")
-app.add_typer(privacy_cmd.app, name="privacy")
-app.add_typer(deploy_cmd.app, name="deploy")
 
 
 def run(argv: Sequence[str] | None = None) -> int:
