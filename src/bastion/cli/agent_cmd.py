@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from rich.table import Table
 
 from bastion.cli.context import err, out, settings, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
 
@@ -31,10 +32,12 @@ def create_cluster(
 
 
 @clusters.command("list")
-def list_clusters() -> None:
+def list_clusters(output: Output = OutputFormat.TABLE) -> None:
     """List clusters with their agents' last heartbeat."""
     with client() as remote:
         rows = remote.list_clusters()
+    if printed(rows, output):
+        return
     table = Table("name", "last heartbeat", "signing key")
     for row in rows:
         table.add_row(

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 
 app = typer.Typer(
@@ -24,10 +25,13 @@ def list_alerts(
     include_acknowledged: Annotated[
         bool, typer.Option("--all", help="Include acknowledged alerts.")
     ] = False,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """Open alerts, newest first."""
     with client() as remote:
         rows = remote.list_alerts(include_acknowledged=include_acknowledged)
+    if printed(rows, output):
+        return
     table = Table("id", "when", "kind", "who", "project", "details", "acknowledged")
     for row in rows:
         table.add_row(

@@ -21,7 +21,7 @@ def report(
     framework: Annotated[str, typer.Option(help="hipaa or gdpr.")] = "hipaa",
     fmt: Annotated[str, typer.Option("--format", help="md, html or json.")] = "md",
     output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the report to this file.")
+        Path | None, typer.Option("--out", help="Write the report to this file.")
     ] = None,
 ) -> None:
     """Control by control: pass, fail or manual, the evidence, and what to fix."""

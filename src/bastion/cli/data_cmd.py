@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
 from bastion.client import Client, DatasetVersionOut, RunOut
@@ -165,20 +166,26 @@ def register(
 
 
 @app.command("list")
-def list_datasets(project: Project) -> None:
+def list_datasets(project: Project, output: Output = OutputFormat.TABLE) -> None:
     """List a project's datasets and their versions."""
     with client() as remote:
-        table = Table("version", "rows", "cluster", "manifest", "purpose", "created")
-        for dataset in remote.list_datasets(project):
-            for version in remote.dataset_versions(project, dataset.name):
-                table.add_row(
-                    f"{dataset.name}@{version.version}",
-                    str(version.row_count),
-                    version.cluster or "",
-                    version.manifest_hash[:16],
-                    version.purpose[:40],
-                    when(version.created_at),
-                )
+        found = [
+            (dataset, remote.dataset_versions(project, dataset.name))
+            for dataset in remote.list_datasets(project)
+        ]
+    if printed([{**d.model_dump(by_alias=True), "versions": v} for d, v in found], output):
+        return
+    table = Table("version", "rows", "cluster", "manifest", "purpose", "created")
+    for dataset, versions in found:
+        for version in versions:
+            table.add_row(
+                f"{dataset.name}@{version.version}",
+                str(version.row_count),
+                version.cluster or "",
+                version.manifest_hash[:16],
+                version.purpose[:40],
+                when(version.created_at),
+            )
     out.print(table)
 
 
@@ -187,11 +194,14 @@ def show(
     ref: Ref,
     project: Project,
     schema: Annotated[bool, typer.Option("--schema", help="Print the schema as JSON.")] = False,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """Show a version: rows, cluster, manifest hash, scan summaries (and schema)."""
     name, number = parse_ref(ref)
     with client() as remote:
         version = remote.dataset_version(project, name, number)
+    if printed(version, output):
+        return
     if schema:
         out.print_json(json.dumps(version.schema_))
         return

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from bastion.cli.context import out
 from bastion.cli.keys_cmd import describe_key
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.client import Client, DeploymentOut
 from bastion.errors import ServiceUnavailable
@@ -196,10 +197,12 @@ def rollback(
 
 
 @app.command("list")
-def list_deployments(project: Project) -> None:
+def list_deployments(project: Project, output: Output = OutputFormat.TABLE) -> None:
     """Deployments of a project with their model and status."""
     with client() as remote:
         rows = remote.list_deployments(project)
+    if printed(rows, output):
+        return
     table = Table("name", "model", "cluster", "status", "where")
     for row in rows:
         where = f"{row.settings.get('host')}:{row.settings.get('port')}"
@@ -208,11 +211,17 @@ def list_deployments(project: Project) -> None:
 
 
 @app.command()
-def show(name: Annotated[str, typer.Argument(help="Deployment name.")], project: Project) -> None:
+def show(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    project: Project,
+    output: Output = OutputFormat.TABLE,
+) -> None:
     """One deployment: model, status, settings, keys."""
     with client() as remote:
         row = remote.get_deployment(project, name)
         keys = remote.list_serving_keys(project, name)
+    if printed({"deployment": row, "keys": keys}, output):
+        return
     out.print(f"deployment {row.name}: {row.model} on {row.cluster} — {row.status}")
     out.print(f"  {escape(row.status_reason)}")
     serve = row.settings.get("serve", {})

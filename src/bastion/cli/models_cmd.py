@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from rich.table import Column, Table
 
 from bastion.cli.context import out, when
 from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster, print_lineage
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.client import ApprovalOut
 from bastion.errors import CheckFailed
@@ -29,33 +29,41 @@ def _epsilon(evidence: dict[str, Any]) -> str:
 
 
 @app.command("list")
-def list_models(project: Project) -> None:
+def list_models(project: Project, output: Output = OutputFormat.TABLE) -> None:
     """List a project's model versions with their dataset, epsilon and accuracy."""
     with client() as remote:
-        table = Table(
-            Column("version", no_wrap=True), "stage", "dataset", "epsilon", "accuracy", "created"
-        )
-        for model in remote.list_models(project):
-            for version in remote.model_versions(project, model.name):
-                evidence = version.evidence
-                accuracy = evidence.get("train_accuracy")
-                table.add_row(
-                    f"{model.name}@{version.version}",
-                    version.stage,
-                    str(evidence.get("dataset", "")),
-                    _epsilon(evidence),
-                    "" if accuracy is None else f"{accuracy:.4f}",
-                    when(version.created_at),
-                )
+        found = [
+            (model, remote.model_versions(project, model.name))
+            for model in remote.list_models(project)
+        ]
+    if printed([{**m.model_dump(by_alias=True), "versions": v} for m, v in found], output):
+        return
+    table = Table(
+        Column("version", no_wrap=True), "stage", "dataset", "epsilon", "accuracy", "created"
+    )
+    for model, versions in found:
+        for version in versions:
+            evidence = version.evidence
+            accuracy = evidence.get("train_accuracy")
+            table.add_row(
+                f"{model.name}@{version.version}",
+                version.stage,
+                str(evidence.get("dataset", "")),
+                _epsilon(evidence),
+                "" if accuracy is None else f"{accuracy:.4f}",
+                when(version.created_at),
+            )
     out.print(table)
 
 
 @app.command()
-def show(ref: Ref, project: Project) -> None:
+def show(ref: Ref, project: Project, output: Output = OutputFormat.TABLE) -> None:
     """Show a version: data it was trained on (with hashes), config, epsilon, signature."""
     name, number = parse_ref(ref)
     with client() as remote:
         version = remote.model_version(project, name, number)
+    if printed(version, output):
+        return
     evidence = version.evidence
     out.print(f"[bold]{name}@{number}[/bold]  stage {version.stage}  run {version.run_id}")
     out.print(f"  sealed model manifest {version.manifest_hash} (signed by its cluster)")
@@ -91,16 +99,15 @@ def card(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write the HTML card to this file.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+    output: Output = OutputFormat.TABLE,
+    as_json: Annotated[bool, typer.Option("--json", hidden=True)] = False,  # older -o json
 ) -> None:
     """The model card: data, training, epsilon, robustness, privacy, fairness, scorecard."""
     name, number = parse_ref(ref)
     with client() as remote:
         found = remote.model_card(project, name, number)
         page = remote.model_card_html(project, name, number) if html is not None else None
-    if as_json:
-        out.print_json(json.dumps(found))
-    else:
+    if not printed(found, OutputFormat.JSON if as_json else output):
         print_card(found)
     if html is not None and page is not None:
         atomic_write_bytes(html, page.encode())

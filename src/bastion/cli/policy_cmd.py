@@ -10,6 +10,7 @@ from rich.table import Table
 
 from bastion import safe_yaml
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
 
@@ -40,10 +41,12 @@ def put(
 
 
 @app.command("list")
-def list_policies(project: Project) -> None:
+def list_policies(project: Project, output: Output = OutputFormat.TABLE) -> None:
     """List the project's policies and their gates."""
     with client() as remote:
         rows = remote.list_policies(project)
+    if printed(rows, output):
+        return
     table = Table("policy", "gates", "updated")
     for row in rows:
         gates = ", ".join(f"{k}={v}" for k, v in sorted(row.document.items()))

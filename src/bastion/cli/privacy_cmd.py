@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
 from bastion.client import Client, ErasureOut
@@ -98,19 +99,25 @@ def find(
 
 @app.command()
 def show(
-    erasure_id: Annotated[str, typer.Argument(help="Erasure request id.")], project: Project
+    erasure_id: Annotated[str, typer.Argument(help="Erasure request id.")],
+    project: Project,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """An erasure request's status and what it did to each dataset version."""
     with client() as remote:
-        _show(remote.erasure(project, erasure_id))
+        found = remote.erasure(project, erasure_id)
+    if not printed(found, output):
+        _show(found)
 
 
 @app.command("list")
-def list_requests(project: Project) -> None:
+def list_requests(project: Project, output: Output = OutputFormat.TABLE) -> None:
     """Every erasure and locate request of the project, newest first: the register a data
     protection officer keeps (the subject appears only as its keyed pseudonym)."""
     with client() as remote:
         found = remote.erasures(project)
+    if printed(found, output):
+        return
     table = Table("request", "kind", "subject", "status", "rows", "asked by", "when", "reason")
     for request in found:
         table.add_row(

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 
 projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
@@ -30,10 +31,12 @@ def create(
 
 
 @projects.command("list")
-def list_projects() -> None:
+def list_projects(output: Output = OutputFormat.TABLE) -> None:
     """List the projects you belong to (all of them for administrators)."""
     with client() as remote:
         rows = remote.list_projects()
+    if printed(rows, output):
+        return
     table = Table("name", "description", "created")
     for row in rows:
         table.add_row(row.name, row.description, when(row.created_at))
@@ -53,10 +56,15 @@ def add(
 
 
 @members.command("list")
-def list_members(project: Annotated[str, typer.Argument(help="Project name.")]) -> None:
+def list_members(
+    project: Annotated[str, typer.Argument(help="Project name.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
     """List a project's members and roles."""
     with client() as remote:
         rows = remote.list_members(project)
+    if printed(rows, output):
+        return
     table = Table("username", "role", "since")
     for row in rows:
         table.add_row(row.username, row.role, when(row.created_at))

@@ -21,6 +21,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.client import Client, LogLineOut, RunEventOut
 from bastion.errors import CheckFailed
@@ -128,10 +129,12 @@ def submit(
 
 
 @app.command("list")
-def list_runs(project: Project) -> None:
+def list_runs(project: Project, output: Output = OutputFormat.TABLE) -> None:
     """List a project's runs, newest first."""
     with client() as remote:
         rows = remote.list_runs(project)
+    if printed(rows, output):
+        return
     table = Table("id", "name", "status", "attempt", "reason", "created")
     for row in rows:
         table.add_row(
@@ -146,12 +149,16 @@ def list_runs(project: Project) -> None:
 
 
 @app.command()
-def show(run_id: Annotated[str, typer.Argument()], project: Project) -> None:
+def show(
+    run_id: Annotated[str, typer.Argument()], project: Project, output: Output = OutputFormat.TABLE
+) -> None:
     """Show a run's status, events and latest metrics."""
     with client() as remote:
         run = remote.get_run(project, run_id)
         events = remote.run_events(project, run_id)
         metrics = remote.run_metrics(project, run_id)
+    if printed({"run": run, "events": events, "metrics": metrics}, output):
+        return
     out.print(f"run {run.id} {run.name}: {run.status} (attempt {run.attempt})")
     out.print(f"  {run.status_reason}", markup=False)
     for event in events:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Column, Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 
 app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -37,10 +38,13 @@ def list_tokens(
     user: Annotated[
         str | None, typer.Option(help="Another user's tokens (administrators).")
     ] = None,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """List tokens (never their secrets)."""
     with client() as remote:
         rows = remote.list_tokens(user)
+    if printed(rows, output):
+        return
     table = Table("name", "user", "scopes", "expires", "revoked")
     table.columns.insert(0, Column("id", no_wrap=True, min_width=32))
     for row in rows:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 
 app = typer.Typer(help="Manage users and machine identities.", no_args_is_help=True)
@@ -34,10 +35,12 @@ def create(
 
 
 @app.command("list")
-def list_users() -> None:
+def list_users(output: Output = OutputFormat.TABLE) -> None:
     """List users."""
     with client() as remote:
         users = remote.list_users()
+    if printed(users, output):
+        return
     table = Table("username", "kind", "admin", "disabled", "created")
     for user in users:
         table.add_row(
