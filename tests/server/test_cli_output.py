@@ -77,3 +77,14 @@ def test_an_unknown_format_is_a_usage_error(
 ) -> None:
     assert run(["project", "list", "-o", "xml"]) == 2
     assert "xml" in capsys.readouterr().err
+
+
+def test_bastion_project_names_the_project_once(
+    as_admin: ControlPlane, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(["run", "list", "-o", "json"]) == 2  # no project: a usage error
+    assert "--project" in capsys.readouterr().err
+    monkeypatch.setenv("BASTION_PROJECT", "p1")
+    assert json.loads(_bastion(capsys, "run", "list", "-o", "json")) == []
+    assert json.loads(_bastion(capsys, "policy", "list", "-o", "json")) == []
+    assert run(["run", "list", "-p", "nope"]) == 2  # -p still wins

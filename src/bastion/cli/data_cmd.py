@@ -22,7 +22,9 @@ from bastion.errors import CheckFailed, InvalidInput
 
 app = typer.Typer(help="Datasets in the compute plane.", no_args_is_help=True)
 
-Project = Annotated[str, typer.Option("--project", "-p", help="Project of the dataset.")]
+Project = Annotated[
+    str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the dataset.")
+]
 Ref = Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION (e.g. patients@1).")]
 NoFollow = Annotated[
     bool, typer.Option("--no-follow", help="Queue the job and return without waiting.")
@@ -306,7 +308,10 @@ def print_lineage(graph: dict[str, Any], *, indent: str = "") -> None:
 @app.command()
 def lineage(
     ref: Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION.")],
-    project: Annotated[str, typer.Option("--project", "-p", help="Project of the dataset.")],
+    project: Annotated[
+        str,
+        typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the dataset."),
+    ],
 ) -> None:
     """What a dataset version came from and what was made of it: versions, runs, models."""
     name, number = parse_ref(ref)
@@ -318,7 +323,10 @@ def lineage(
 @app.command()
 def hold(
     ref: Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION.")],
-    project: Annotated[str, typer.Option("--project", "-p", help="Project of the dataset.")],
+    project: Annotated[
+        str,
+        typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the dataset."),
+    ],
     reason: Annotated[str, typer.Option(help="Why it must be kept (legal, regulatory).")] = "",
     release: Annotated[bool, typer.Option("--release", help="Lift the hold.")] = False,
 ) -> None:

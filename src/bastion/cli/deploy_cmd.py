@@ -23,7 +23,10 @@ app = typer.Typer(
     help="Deploy model versions: verified loading, scoped keys, rate limits, guards, audit.",
     no_args_is_help=True,
 )
-Project = Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")]
+Project = Annotated[
+    str,
+    typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the deployment."),
+]
 
 
 @app.command()

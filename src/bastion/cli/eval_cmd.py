@@ -22,7 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Project = Annotated[str, typer.Option("--project", "-p", help="Project of the model.")]
+Project = Annotated[
+    str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the model.")
+]
 Ref = Annotated[str, typer.Argument(help="Model version, NAME@VERSION (e.g. readmission@1).")]
 
 

@@ -57,7 +57,12 @@ def create(
     deployment: Annotated[
         str, typer.Option("--deployment", "-d", help="Deployment the key calls.")
     ],
-    project: Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")],
+    project: Annotated[
+        str,
+        typer.Option(
+            "--project", "-p", envvar="BASTION_PROJECT", help="Project of the deployment."
+        ),
+    ],
     scopes: Annotated[
         str, typer.Option(help="Comma-separated: predict, explain, metrics.")
     ] = "predict",
@@ -91,7 +96,12 @@ def create(
 @app.command("list")
 def list_keys(
     deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment.")],
-    project: Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")],
+    project: Annotated[
+        str,
+        typer.Option(
+            "--project", "-p", envvar="BASTION_PROJECT", help="Project of the deployment."
+        ),
+    ],
 ) -> None:
     """Serving keys of a deployment (ids and limits; never secrets)."""
     from bastion.cli.remote import client
@@ -105,7 +115,12 @@ def list_keys(
 def revoke(
     key_id: Annotated[str, typer.Argument(help="Key id, as listed.")],
     deployment: Annotated[str, typer.Option("--deployment", "-d", help="Deployment.")],
-    project: Annotated[str, typer.Option("--project", "-p", help="Project of the deployment.")],
+    project: Annotated[
+        str,
+        typer.Option(
+            "--project", "-p", envvar="BASTION_PROJECT", help="Project of the deployment."
+        ),
+    ],
 ) -> None:
     """Revoke a serving key; servers refuse it within seconds."""
     from bastion.cli.remote import client

@@ -19,7 +19,9 @@ from bastion.files import atomic_write_bytes
 
 app = typer.Typer(help="Trained models: versions, evidence, verification.", no_args_is_help=True)
 
-Project = Annotated[str, typer.Option("--project", "-p", help="Project of the model.")]
+Project = Annotated[
+    str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the model.")
+]
 Ref = Annotated[str, typer.Argument(help="Model version, NAME@VERSION (e.g. readmission@1).")]
 
 

@@ -18,7 +18,9 @@ app = typer.Typer(
     help="Promotion policies: the gates a model version must pass.", no_args_is_help=True
 )
 
-Project = Annotated[str, typer.Option("--project", "-p", help="Project of the policy.")]
+Project = Annotated[
+    str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the policy.")
+]
 
 
 @app.command()

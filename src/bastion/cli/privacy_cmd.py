@@ -16,7 +16,9 @@ from bastion.errors import CheckFailed
 
 app = typer.Typer(help="Data subjects' rights: erasure (GDPR Art. 17).", no_args_is_help=True)
 
-Project = Annotated[str, typer.Option("--project", "-p", help="Project holding the data.")]
+Project = Annotated[
+    str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project holding the data.")
+]
 
 
 def _show(found: ErasureOut) -> None:

@@ -29,7 +29,9 @@ from bastion.progress import parse_progress
 
 app = typer.Typer(help="Submit and follow runs.", no_args_is_help=True)
 
-Project = Annotated[str, typer.Option("--project", "-p", help="Project of the run.")]
+Project = Annotated[
+    str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the run.")
+]
 _TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
