@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from bastion.errors import ConfigurationError, ServiceUnavailable
 
@@ -24,6 +25,7 @@ __all__ = [
     "SINGLE_READ_OPTIONS",
     "SQLITE_WRITE_OPTIONS",
     "create_db_engine",
+    "database_errors",
     "lock_for_append",
     "locked_transaction",
     "metadata",
@@ -76,6 +78,21 @@ def create_db_engine(url: str) -> Engine:
     raise ConfigurationError(
         f"unsupported database {backend!r}; use sqlite:///PATH or postgresql+psycopg://..."
     )
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """A database that cannot be used, as one line: which one (password hidden) and the
+    driver's reason, e.g. that it does not exist or refused the connection."""
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        where = make_url(url).render_as_string(hide_password=True)
+        raise ServiceUnavailable(
+            f"cannot use the database {where}: {reason}; create it, start it, or give another "
+            "with --db"
+        ) from None
 
 
 @contextlib.contextmanager

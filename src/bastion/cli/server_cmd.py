@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from bastion.cli.context import err, out, settings
+from bastion.db import database_errors
 from bastion.errors import ConfigurationError, InvalidInput
 
 app = typer.Typer(help="Run the control plane (API server).", no_args_is_help=True)
@@ -38,7 +39,8 @@ def migrate(db: DbOption = None) -> None:
 
     settings().private_home()
     config = settings().model_copy(update={"control_plane_database_url": db}) if db else settings()
-    revision = upgrade(build_database(config).engine)
+    with database_errors(config.control_plane_database):
+        revision = upgrade(build_database(config).engine)
     out.print(f"control-plane database at revision {revision}")
 
 
@@ -59,7 +61,8 @@ def init(
     secret = (
         typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
     )
-    result = initialise(build_database(config), username=admin, password=secret)
+    with database_errors(config.control_plane_database):
+        result = initialise(build_database(config), username=admin, password=secret)
     out.print(f"control-plane database at revision {result.revision}")
     out.print(f"created administrator {result.username!r}; its token (shown once, store it now):")
     out.print(result.token, markup=False)
@@ -109,7 +112,9 @@ def start(
         err.print(f"warning: serving plain HTTP on {host}; tokens cross the network in clear")
     config = settings().model_copy(update={"control_plane_database_url": db}) if db else settings()
     engine = build_database(config).engine
-    if current_revision(engine) != head_revision():
+    with database_errors(config.control_plane_database):
+        revision = current_revision(engine)
+    if revision != head_revision():
         raise ConfigurationError(
             "the control-plane database is not at the current schema; run 'bastion server migrate'"
         )
