@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bastion import __version__
 from tests.conftest import Cli
 
@@ -65,3 +67,58 @@ def test_every_listed_verb_loads_by_its_name() -> None:
         command = _load(name)
         assert command is not None and command.name == name, name
     assert _load("no-such-verb") is None
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(
+    cli: Cli, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from bastion.cli import crypto_cmd
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.bst"))
+
+    monkeypatch.setattr(crypto_cmd, "encrypt_file", full)
+    source = tmp_path / "in.txt"
+    source.write_text("data")
+    result = cli("encrypt", source, tmp_path / "out.bst")
+    assert result.code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: No space left on device: {tmp_path / 'out.bst'}; free some space and run it "
+        "again (files are written whole or not at all)"
+    ]
+
+
+@pytest.mark.postgres
+def test_a_missing_postgres_database_is_one_line(cli: Cli, home: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    from tests.pg import PG_URL
+
+    url = make_url(PG_URL).set(database="bastion_no_such_database", password="hidden-pw")
+    result = cli("server", "init", "--db", url.render_as_string(hide_password=False))
+    assert result.code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot use the database postgresql+psycopg://")
+    assert "bastion_no_such_database" in lines[0] and "hidden-pw" not in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_shell_completion_completes_a_nouns_verbs() -> None:
+    env = {
+        **os.environ,
+        "COMP_WORDS": "bastion run l",
+        "COMP_CWORD": "2",
+        "_BASTION_COMPLETE": "complete_bash",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from bastion.cli.main import main; main()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert set(done.stdout.split()) == {"list", "logs"}, done.stderr

@@ -7,6 +7,7 @@ the traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -116,6 +117,29 @@ def _root(
     state.debug = debug
 
 
+def _os_error(exc: OSError) -> str:
+    """An operating-system refusal as one line: what failed, on which file, what to do."""
+    what = exc.strerror or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    advice = {
+        errno.ENOSPC: "; free some space and run it again (files are written whole or not at all)",
+        errno.EACCES: "; check the file's owner and mode",
+        errno.EROFS: "; the file system is read-only",
+    }.get(exc.errno or 0, "")
+    return f"{what}{where}{advice}"
+
+
+def _refused(exc: BastionError | OSError) -> int:
+    """Print a refusal as one line (its traceback too with ``--debug``); its exit code."""
+    if state.debug:
+        err.print_exception()
+    if isinstance(exc, BastionError):
+        err.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    err.print(f"error: {_os_error(exc)}", markup=False)
+    return 2
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit code instead of exiting."""
     reset()
@@ -138,11 +162,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.Abort:
         err.print("error: aborted")
         return 1
-    except BastionError as exc:
-        if state.debug:
-            err.print_exception()
-        err.print(f"error: {exc}", markup=False)
-        return exc.exit_code
+    except (BastionError, OSError) as exc:  # OSError: the disk or file system said no
+        return _refused(exc)
     except KeyboardInterrupt:
         err.print("error: interrupted")
         return 130
