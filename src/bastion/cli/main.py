@@ -95,7 +95,7 @@ app = typer.Typer(
     name="bastion",
     help="Bastion: train, evaluate and deploy models on sensitive data, securely.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
