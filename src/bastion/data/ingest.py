@@ -9,8 +9,10 @@ count and aggregate scan summaries, never the values.
 
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +91,28 @@ def _read_npz(path: Path) -> Loaded:
     return Loaded(kind="images", images=images, labels=labels)
 
 
+def _check_csv_shape(path: Path) -> None:
+    """Refuse what pandas would quietly repair: a repeated column name (it renames the second
+    ``a`` to ``a.1``) and a short row (it pads it with missing values)."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as file:
+        rows = csv.reader(file)
+        try:
+            header = next(rows, None)
+            if header is None:
+                return
+            repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+            if repeated:
+                raise InvalidInput(f"{path}: column names repeat: {', '.join(repeated[:5])}")
+            for row in rows:
+                if row and len(row) != len(header):
+                    raise InvalidInput(
+                        f"{path}: line {rows.line_num} has {len(row)} fields, the header "
+                        f"{len(header)}; fix the row (missing values are written as empty fields)"
+                    )
+        except csv.Error as exc:
+            raise InvalidInput(f"{path}: line {rows.line_num}: not valid CSV ({exc})") from None
+
+
 def read_source(path: Path) -> Loaded:
     """Read a CSV, Parquet or NPZ file; a clear :class:`InvalidInput` for anything else."""
     if not path.is_file():
@@ -96,6 +120,7 @@ def read_source(path: Path) -> Loaded:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _check_csv_shape(path)
             frame = pd.read_csv(path, low_memory=False)
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)

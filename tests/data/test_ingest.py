@@ -1,0 +1,41 @@
+"""Reading a file to register: what pandas would quietly repair is refused, naming the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.data.ingest import read_source
+from bastion.errors import InvalidInput
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    return path
+
+
+def test_a_repeated_column_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"column names repeat: a$"):
+        read_source(_csv(tmp_path, "a,b,a\n1,2,3\n"))
+
+
+def test_a_short_row_is_refused_not_padded(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"line 3 has 2 fields, the header 3"):
+        read_source(_csv(tmp_path, "a,b,c\n1,2,3\n4,5\n6,7,8\n"))
+
+
+def test_a_long_row_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"line 2 has 4 fields, the header 3"):
+        read_source(_csv(tmp_path, "a,b,c\n1,2,3,4\n"))
+
+
+def test_quoted_fields_blank_lines_and_empty_values_read_as_before(tmp_path: Path) -> None:
+    text = 'name,note,n\n"Smith, J","two\nlines",1\n\nLee,,2\n'
+    loaded = read_source(_csv(tmp_path, text))
+    assert loaded.frame is not None
+    assert list(loaded.frame.columns) == ["name", "note", "n"]
+    assert loaded.frame["name"].tolist() == ["Smith, J", "Lee"]
+    assert loaded.frame["note"].isna().tolist() == [False, True]
+    assert loaded.frame["n"].tolist() == [1, 2]
