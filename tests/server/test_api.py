@@ -314,3 +314,20 @@ def test_malformed_names_in_paths_are_refused_before_any_lookup(
         assert response.json()["errors"][0]["field"] == "path.name"
     missing = cp.client.get("/api/v1/projects/p1/models/ghost/versions", headers=admin)
     assert missing.status_code == 404
+
+
+def test_a_registration_names_its_dataset_only_when_a_version_is_recorded(
+    control_plane: ControlPlane,
+) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    assert cp.client.post("/api/v1/projects", json={"name": "p1"}, headers=admin).is_success
+    assert cp.client.post("/api/v1/clusters", json={"name": "c1"}, headers=admin).is_success
+    queued = cp.client.post(
+        "/api/v1/projects/p1/datasets/ghost/register",
+        json={"cluster": "c1", "source": "missing.csv"},
+        headers=admin,
+    )
+    assert queued.status_code == 201, queued.text
+    # The run may fail (the file is missing): nothing named 'ghost' is left behind.
+    assert cp.client.get("/api/v1/projects/p1/datasets", headers=admin).json() == []

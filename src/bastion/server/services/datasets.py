@@ -124,18 +124,13 @@ def submit_job(
 ) -> Run:
     """Queue a dataset job on the cluster that holds the data (or, to register, the one named).
 
-    Registering creates the dataset name on first use; jobs on a version check that
-    the version exists and run where it lives.
+    A registration creates the dataset's name only when its first version is recorded, so
+    one that fails leaves nothing behind; jobs on a version check that the version exists
+    and run where it lives.
     """
     if job["type"] in ("ingest", "import-model"):
         if cluster is None:  # pragma: no cover - the register/import routes always name one
             raise InvalidInput("name the cluster whose host holds the file")
-        if job["type"] == "ingest":
-            exists = unit.session.scalars(
-                select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
-            ).first()
-            if exists is None:
-                create_dataset(unit, project=project, name=name)
         label = f"{'register' if job['type'] == 'ingest' else 'import'} {name}"
     else:
         ref = job.get("dataset") or job["model"]
@@ -389,7 +384,13 @@ def record_version(
         raise Conflict(f"run {run.id} is a {job.type} job; it makes no dataset version")
     if target_name != name:
         raise Conflict(f"run {run.id} makes a version of {target_name!r}, not {name!r}")
-    dataset = get_dataset(unit.session, project=project, name=name)
+    dataset = unit.session.scalars(
+        select(Dataset).where(Dataset.project_id == project.id, Dataset.name == name)
+    ).first()
+    if dataset is None and job.type == "ingest":  # a registration's first version names it
+        dataset = create_dataset(unit, project=project, name=name)
+    elif dataset is None:
+        raise NotFound(f"dataset {name!r} does not exist in project {project.name!r}")
     # (3) ...
     existing = unit.session.scalars(
         select(DatasetVersion).where(DatasetVersion.run_id == run.id)
