@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import itertools
 import os
 import shlex
@@ -28,6 +29,7 @@ __all__ = [
     "ensure_private_root",
     "file_lock",
     "fsync_dir",
+    "sha256_file",
 ]
 
 
@@ -109,3 +111,9 @@ def file_lock(path: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB chunks (memory stays flat whatever its size)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

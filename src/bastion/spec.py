@@ -112,6 +112,12 @@ class IngestJob(_Strict):
     target: ColumnName | None = None
     subject_id_column: ColumnName | None = None
     purpose: Text = ""
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description="The file's SHA-256 when it was submitted: the job refuses a file that "
+        "has changed since.",
+    )
+    size: int | None = Field(default=None, ge=0, description="The file's size when submitted.")
 
 
 class VerifyJob(_Strict):

@@ -39,3 +39,26 @@ def test_quoted_fields_blank_lines_and_empty_values_read_as_before(tmp_path: Pat
     assert loaded.frame["name"].tolist() == ["Smith, J", "Lee"]
     assert loaded.frame["note"].isna().tolist() == [False, True]
     assert loaded.frame["n"].tolist() == [1, 2]
+
+
+def test_a_file_changed_after_it_was_submitted_is_refused(tmp_path: Path) -> None:
+    from bastion.agent.data_jobs import _unchanged
+    from bastion.errors import IntegrityError
+    from bastion.files import sha256_file
+    from bastion.spec import IngestJob
+
+    path = _csv(tmp_path, "a,b\n1,2\n")
+    pinned = {"type": "ingest", "source": str(path), "dataset": "d"}
+    job = IngestJob.model_validate(
+        {**pinned, "sha256": sha256_file(path), "size": path.stat().st_size}
+    )
+    _unchanged(path, job)  # as submitted: accepted
+    path.write_text("a,b\n1,3\n")  # same size, other bytes
+    with pytest.raises(IntegrityError, match=r"changed since it was submitted \(its SHA-256"):
+        _unchanged(path, job)
+    path.write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(IntegrityError, match=r"\(8 bytes then, 12 now\)"):
+        _unchanged(path, job)
+    _unchanged(path, IngestJob.model_validate(pinned))  # not pinned: read as found
+    with pytest.raises(ValueError, match="sha256"):
+        IngestJob.model_validate({**pinned, "sha256": "not-a-digest"})

@@ -28,7 +28,7 @@ from bastion.data.pseudonymize import Generalization, pseudonym, pseudonymize_fr
 from bastion.data.publish import KeptSchema, effective_schema, publish_schema
 from bastion.data.schema import ImageSchema, TableSchema, Violation, parse_schema
 from bastion.errors import ConfigurationError, IntegrityError, InvalidInput
-from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.files import atomic_write_bytes, ensure_private_dir, sha256_file
 from bastion.security.keys import prf_from_capability
 from bastion.spec import EraseJob, IngestJob, PseudonymizeJob, ScanJob, VerifyJob
 
@@ -138,10 +138,27 @@ def _leave_for_sealing(
     atomic_write_bytes(outputs / REQUEST, json.dumps(request).encode())
 
 
+def _unchanged(source: Path, job: IngestJob) -> None:
+    """The file is still the one submitted (when the submitter could pin it)."""
+    if job.size is not None and source.is_file() and source.stat().st_size != job.size:
+        raise IntegrityError(
+            f"{source}: changed since it was submitted ({job.size} bytes then, "
+            f"{source.stat().st_size} now); submit it again if the change is intended"
+        )
+    if job.sha256 is not None and source.is_file() and sha256_file(source) != job.sha256:
+        raise IntegrityError(
+            f"{source}: changed since it was submitted (its SHA-256 differs); submit it again "
+            "if the change is intended"
+        )
+
+
 def run_ingest(context: JobContext, job: IngestJob) -> None:
     """Read, describe and leave the file for sealing."""
-    context.log(f"reading {Path(job.source).name}")
-    data = read_source(Path(job.source))
+    source = Path(job.source)
+    context.log(f"reading {source.name}")
+    _unchanged(source, job)  # before the read ...
+    data = read_source(source)
+    _unchanged(source, job)  # ... and after it: a change while it was read is caught too
     baseline = _staged(context.workdir, "baseline")
     if baseline is not None:
         context.log(

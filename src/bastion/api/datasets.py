@@ -111,6 +111,12 @@ class RegisterIn(Request):
     target: Column | None = None
     subject_id_column: Column | None = None
     purpose: Text = ""
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description="The file's SHA-256 where it was submitted; the agent refuses a file that "
+        "no longer matches when it reads it.",
+    )
+    size: int | None = Field(default=None, ge=0, description="The file's size when submitted.")
 
 
 class VersionJobIn(Request):

@@ -19,6 +19,7 @@ from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
 from bastion.client import Client, DatasetVersionOut, RunOut
 from bastion.errors import CheckFailed, InvalidInput
+from bastion.files import sha256_file
 
 app = typer.Typer(help="Datasets in the compute plane.", no_args_is_help=True)
 
@@ -151,16 +152,25 @@ def register(
     ] = None,
     no_follow: NoFollow = False,
 ) -> None:
-    """Register a file as a new encrypted, signed version; its agent scans it first."""
+    """Register a file as a new encrypted, signed version; its agent scans it first.
+
+    When the file is on this host its size and SHA-256 are sent with the job, and the agent
+    refuses a file that has changed by the time it reads it."""
+    source = path.expanduser().absolute()
+    pinned = source.is_file()
+    if not pinned:
+        out.print(f"{source} is not on this host: the agent registers the file as it finds it")
     with client() as remote:
         run = remote.register_dataset(
             project,
             name,
             cluster=pick_cluster(remote, cluster),
-            source=str(path.expanduser().absolute()),
+            source=str(source),
             target=target,
             subject_id_column=subject_id_column,
             purpose=purpose,
+            sha256=sha256_file(source) if pinned else None,
+            size=source.stat().st_size if pinned else None,
         )
         if follow_job(remote, project, run, no_follow=no_follow) is run:
             return

@@ -38,14 +38,21 @@ class DatasetsMixin(Transport):
         target: str | None = None,
         subject_id_column: str | None = None,
         purpose: str = "",
+        sha256: str | None = None,
+        size: int | None = None,
     ) -> RunOut:
-        """Queue the registration; returns the run that performs it on the cluster."""
+        """Queue the registration; returns the run that performs it on the cluster.
+
+        ``sha256`` and ``size`` pin the file as it was when submitted: the agent refuses
+        to register it if it has changed by the time the job reads it."""
         body = {
             "cluster": cluster,
             "source": source,
             "target": target,
             "subject_id_column": subject_id_column,
             "purpose": purpose,
+            "sha256": sha256,
+            "size": size,
         }
         return self._one(RunOut, "POST", f"{self._datasets(project)}/{name}/register", json=body)
 

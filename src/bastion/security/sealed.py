@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bastion.errors import IntegrityError, InvalidInput, NotFound
-from bastion.files import atomic_write_bytes, ensure_private_dir, fsync_dir
+from bastion.files import atomic_write_bytes, ensure_private_dir, fsync_dir, sha256_file
 from bastion.security.audit_chain import canonical_json
 from bastion.security.envelope import ArtifactKind, decrypt_file, encrypt_file
 from bastion.security.keys import Keyring
@@ -53,7 +53,6 @@ _KINDS: dict[str, ArtifactKind] = {
     "model": ArtifactKind.MODEL,
     "checkpoint": ArtifactKind.CHECKPOINT,
 }
-_HASH_CHUNK = 1 << 20
 
 
 class FileEntry(BaseModel):
@@ -99,14 +98,6 @@ def sealed_dir(
     if len(manifest_hash) != 64 or not all(c in "0123456789abcdef" for c in manifest_hash):
         raise InvalidInput(f"{manifest_hash!r} is not a manifest hash")
     return _parent(root, artifact, project, name) / manifest_hash
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def seal(
