@@ -331,3 +331,18 @@ def test_a_registration_names_its_dataset_only_when_a_version_is_recorded(
     assert queued.status_code == 201, queued.text
     # The run may fail (the file is missing): nothing named 'ghost' is left behind.
     assert cp.client.get("/api/v1/projects/p1/datasets", headers=admin).json() == []
+
+
+def test_a_new_join_token_is_minted_shown_once_and_audited_without_it(control_plane: ControlPlane) -> None:
+    cp = control_plane
+    admin = cp.as_(cp.admin_token)
+    assert cp.client.post("/api/v1/clusters", json={"name": "c1"}, headers=admin).is_success
+    minted = cp.client.post("/api/v1/clusters/c1/join-token", json={"hours": 2}, headers=admin)
+    assert minted.status_code == 201 and minted.json()["cluster"] == "c1"
+    token = minted.json()["join_token"]
+    assert token.startswith("bstjoin_")
+    missing = cp.client.post("/api/v1/clusters/nope/join-token", json={}, headers=admin)
+    assert missing.status_code == 404
+    actions = [e["action"] for e in cp.client.get("/api/v1/audit/events", headers=admin).json()]
+    assert "cluster.join_token" in actions
+    assert token not in json.dumps(cp.client.get("/api/v1/audit/events", headers=admin).json())

@@ -77,6 +77,7 @@ EXPECTED_ROUTES = {
     ("POST", "/api/v1/projects/{project}/models/{name}/versions/{version}/verify"): "checks:run",
     ("POST", "/api/v1/tokens"): "tokens:own",
     ("GET", "/api/v1/projects/{project}/models"): "models:read",
+    ("POST", "/api/v1/clusters/{name}/join-token"): "clusters:write",
 }
 
 

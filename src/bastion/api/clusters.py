@@ -23,6 +23,8 @@ __all__ = [
     "HeartbeatOut",
     "JoinIn",
     "JoinOut",
+    "JoinTokenIn",
+    "JoinTokenOut",
     "LeaseOut",
     "NewClusterOut",
 ]
@@ -44,6 +46,15 @@ class ClusterOut(Response):
 
 
 class NewClusterOut(ClusterOut):
+    join_token: str = Field(description="Shown once; hand it to the cluster's agent.")
+
+
+class JoinTokenIn(Request):
+    hours: int = Field(default=24, ge=1, le=720, description="How long the token may be used.")
+
+
+class JoinTokenOut(Response):
+    cluster: str
     join_token: str = Field(description="Shown once; hand it to the cluster's agent.")
 
 

@@ -31,6 +31,18 @@ def create_cluster(
     out.print(cluster.join_token, markup=False)
 
 
+@clusters.command("join-token")
+def join_token(
+    name: Annotated[str, typer.Argument(help="Cluster name.")],
+    hours: Annotated[int, typer.Option(min=1, max=720, help="How long it may be used.")] = 24,
+) -> None:
+    """Print a new one-time join token for the cluster's agent (shown once, on one line)."""
+    with client() as remote:
+        minted = remote.new_join_token(name, hours=hours)
+    out.print(f"join token for cluster {minted.cluster} (shown once, valid {hours} h):")
+    out.print(minted.join_token, markup=False)
+
+
 @clusters.command("list")
 def list_clusters(output: Output = OutputFormat.TABLE) -> None:
     """List clusters with their agents' last heartbeat."""

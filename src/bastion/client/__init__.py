@@ -30,7 +30,14 @@ agent protocol, ``runs``, ``datasets``, ``models``, ``governance``, ``privacy``,
 from __future__ import annotations
 
 from bastion.api.audit import AuditEventOut, AuditVerifyOut
-from bastion.api.clusters import ClusterOut, HeartbeatOut, JoinOut, LeaseOut, NewClusterOut
+from bastion.api.clusters import (
+    ClusterOut,
+    HeartbeatOut,
+    JoinOut,
+    JoinTokenOut,
+    LeaseOut,
+    NewClusterOut,
+)
 from bastion.api.datasets import DatasetOut, DatasetVersionOut, ErasureOut
 from bastion.api.deployments import DeploymentOut, NewServingKeyOut, ReplicaOut, ServingKeyOut
 from bastion.api.governance import AlertOut, ApprovalOut, PolicyOut, StageTransitionOut
@@ -65,6 +72,7 @@ __all__ = [
     "EvaluationOut",
     "HeartbeatOut",
     "JoinOut",
+    "JoinTokenOut",
     "LeaseOut",
     "LogLineOut",
     "MembershipOut",

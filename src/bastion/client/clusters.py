@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bastion.api.clusters import ClusterOut, HeartbeatOut, JoinOut, LeaseOut, NewClusterOut
+from bastion.api.clusters import (
+    ClusterOut,
+    HeartbeatOut,
+    JoinOut,
+    JoinTokenOut,
+    LeaseOut,
+    NewClusterOut,
+)
 from bastion.client._transport import Transport
 
 __all__ = ["ClustersMixin"]
@@ -20,6 +27,15 @@ class ClustersMixin(Transport):
             "POST",
             "/api/v1/clusters",
             json={"name": name, "description": description},
+        )
+
+    def new_join_token(self, cluster: str, *, hours: int = 24) -> JoinTokenOut:
+        """A fresh one-time join token for ``cluster``'s agent (to join again or at last)."""
+        return self._one(
+            JoinTokenOut,
+            "POST",
+            f"/api/v1/clusters/{cluster}/join-token",
+            json={"hours": hours},
         )
 
     def list_clusters(self) -> list[ClusterOut]:

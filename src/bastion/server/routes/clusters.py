@@ -14,6 +14,8 @@ from bastion.api.clusters import (
     ClusterOut,
     HeartbeatIn,
     HeartbeatOut,
+    JoinTokenIn,
+    JoinTokenOut,
     LeaseOut,
     NewClusterOut,
 )
@@ -56,6 +58,21 @@ def create_cluster(
     return NewClusterOut.model_validate(
         {**ClusterOut.model_validate(cluster).model_dump(), "join_token": token}
     )
+
+
+@router.post(
+    "/clusters/{name}/join-token", response_model=JoinTokenOut, status_code=status.HTTP_201_CREATED
+)
+def new_join_token(
+    name: NamePath,
+    body: JoinTokenIn,
+    principal: Annotated[Principal, require(Permission.CLUSTERS_WRITE)],
+    database: DatabaseDep,
+) -> JoinTokenOut:
+    """A new one-time join token for the cluster's agent; in this response only."""
+    with database.write(actor=principal.actor) as unit:
+        token = cluster_service.new_join_token(unit, name=name, hours=body.hours)
+    return JoinTokenOut(cluster=name, join_token=token)
 
 
 @router.get("/clusters/{name}", response_model=ClusterOut)

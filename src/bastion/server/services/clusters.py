@@ -16,7 +16,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 
-__all__ = ["JOIN_TOKEN_KIND", "create_cluster", "get_cluster", "list_clusters"]
+__all__ = ["JOIN_TOKEN_KIND", "create_cluster", "get_cluster", "list_clusters", "new_join_token"]
 
 
 JOIN_TOKEN_KIND = "bstjoin"  # noqa: S105 - a label, not a secret
@@ -37,17 +37,32 @@ def create_cluster(
     cluster = Cluster(name=name, description=description)
     unit.session.add(cluster)
     unit.session.flush()
+    token = _mint(unit, cluster, hours=join_token_hours)
+    unit.record("cluster.create", f"cluster:{name}", {"join_token_hours": join_token_hours})
+    return cluster, token
+
+
+def _mint(unit: UnitOfWork, cluster: Cluster, *, hours: int) -> str:
     minted = new_token(JOIN_TOKEN_KIND)
     unit.session.add(
         ClusterJoinToken(
             id=minted.id,
             cluster_id=cluster.id,
             secret_hash=minted.secret_hash,
-            expires_at=utcnow() + dt.timedelta(hours=join_token_hours),
+            expires_at=utcnow() + dt.timedelta(hours=hours),
         )
     )
-    unit.record("cluster.create", f"cluster:{name}", {"join_token_hours": join_token_hours})
-    return cluster, minted.token
+    return minted.token
+
+
+def new_join_token(unit: UnitOfWork, *, name: str, hours: int) -> str:
+    """A fresh one-time join token for an existing cluster: for an agent that never joined,
+    or one that must join again (a new host, lost credentials). The agent that joins with
+    it replaces the cluster's keys; tokens issued before stay valid until used or expired."""
+    cluster = get_cluster(unit.session, name)
+    token = _mint(unit, cluster, hours=hours)
+    unit.record("cluster.join_token", f"cluster:{name}", {"join_token_hours": hours})
+    return token
 
 
 def list_clusters(session: Session) -> list[Cluster]:
