@@ -87,7 +87,10 @@ def check_source(given: str, *, import_roots: tuple[Path, ...], private: tuple[P
         raise InvalidInput("this agent accepts no imported files; start it with --import-root DIR")
     if not any(resolved.is_relative_to(root.resolve()) for root in import_roots):
         allowed = ", ".join(str(root) for root in import_roots)
-        raise InvalidInput(f"{given}: outside the agent's import roots ({allowed})")
+        raise InvalidInput(
+            f"{given}: outside the agent's import roots ({allowed}); move the file under one, "
+            "or start the agent with --import-root DIR ('bastion up --import-root DIR')"
+        )
     if not resolved.is_file():
         raise InvalidInput(f"{given}: no such file on the agent's host")
     return resolved

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import httpx
 
+from bastion.agent.lifeline import bind_to_parent
 from bastion.cli.up_cmd import CLUSTER, PROJECT
 from bastion.client import Client, load_credentials
 from bastion.config import Settings
 from bastion.errors import InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes, ensure_private_dir
+from bastion.ports import port_owner
 
 __all__ = ["MARK", "PEOPLE", "Plane", "create_people", "free_port", "prepare", "running_plane"]
 
@@ -77,17 +79,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as probe:
-        # As the server will: a port whose old connections linger in TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def _claim(folder: Path, what: str) -> bool:
@@ -168,13 +159,15 @@ def _embedded_env(home: Path) -> dict[str, str]:
 @contextmanager
 def running_plane(settings: Settings, workdir: Path, *, port: int) -> Iterator[Plane]:
     """``bastion up`` in the background for the ``with`` block; stopped on the way out."""
-    if _port_in_use(port):
+    owner = port_owner(port)
+    if owner is not None:
         raise InvalidInput(
-            f"port {port} is in use; choose another with --port "
+            f"port {port} is in use ({owner}); stop it or choose another with --port "
             "(make quickstart QUICKSTART_PORT=...)"
         )
     log = workdir / "bastion-up.log"
     plane_home = settings.home_dir.absolute()  # the child starts in another folder
+    parent = os.getpid()
     with log.open("wb") as sink:
         process = subprocess.Popen(  # noqa: S603 - our own console script
             [str(Path(sys.executable).with_name("bastion")), "up", "--port", str(port)],
@@ -183,6 +176,9 @@ def running_plane(settings: Settings, workdir: Path, *, port: int) -> Iterator[P
             env=_embedded_env(plane_home),
             stdout=sink,
             stderr=subprocess.STDOUT,
+            # Killed outright, the quickstart still takes 'bastion up' (and so the control
+            # plane) with it.
+            preexec_fn=lambda: bind_to_parent(parent),  # noqa: PLW1509 - no threads yet
         )
     plane = Plane(url=f"http://127.0.0.1:{port}", home=plane_home, workdir=workdir, process=process)
     try:

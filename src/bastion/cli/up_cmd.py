@@ -1,37 +1,73 @@
-"""``bastion up``: a control plane and a local agent on this host, on embedded defaults."""
+"""``bastion up``: a control plane and a local agent on this host, on embedded defaults.
+
+Whatever it started is stopped on every way out: an error, Ctrl-C, SIGTERM (during start-up
+too), and its own death (the control plane gets a parent-death signal). The control plane's
+output goes to ``BASTION_HOME/logs/control-plane.log``, which every start-up error names. A
+home left half made by a failed first start (credentials saved, agent never joined) is
+repaired on the next run with a new join token.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import httpx
 import typer
 
 from bastion.cli.context import out, settings
-from bastion.errors import ServiceUnavailable
+from bastion.errors import InvalidInput, ServiceUnavailable
+from bastion.files import ensure_private_dir
+from bastion.ports import port_owner
+
+__all__ = ["register", "up"]
 
 CLUSTER = "local"
 PROJECT = "demo"
 
 
-def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], *, timeout: float, log: Path) -> None:
+    """Wait for the control plane's health check; no fixed sleep decides a healthy start."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise ServiceUnavailable(
-                "the control plane exited at start; run 'bastion server start' to see why"
-            )
+            raise ServiceUnavailable(f"the control plane exited at start; see {log}")
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.2)
-    raise ServiceUnavailable(f"the control plane at {url} did not come up within 60 s")
+    raise ServiceUnavailable(
+        f"the control plane at {url} did not answer within {timeout:g} s (a slow host may need "
+        f"more: --timeout); see {log}"
+    )
+
+
+def _interrupted(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stopped_on_exit(server: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        out.print("Bastion stopped")
 
 
 def up(
@@ -41,20 +77,36 @@ def up(
     ray_address: Annotated[
         str | None, typer.Option(help="HOST:PORT of a Ray cluster (with --executor ray).")
     ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, max=3600, help="Seconds to wait for the control plane.")
+    ] = 120,
+    import_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Folder whose files may be registered (repeatable; default: the current one)."
+        ),
+    ] = None,
 ) -> None:
     """Start the control plane and a local agent (cluster 'local'); log the local admin in."""
+    from bastion.agent.lifeline import bind_to_parent
     from bastion.agent.loop import AgentConfig, run_agent
     from bastion.client import save_credentials
     from bastion.server.app import build_database
     from bastion.server.services.bootstrap import initialise
-    from bastion.server.services.clusters import create_cluster
+    from bastion.server.services.clusters import create_cluster, new_join_token
     from bastion.server.services.projects import create_project
 
     config = settings()
     config.private_home()  # created 0700, or refused before anything is written in it
+    roots = tuple(root.expanduser().absolute() for root in import_root or [Path.cwd()])
+    for root in roots:
+        if not root.is_dir():
+            raise InvalidInput(f"--import-root {root}: no such folder")
+    owner = port_owner(port)
+    if owner is not None:
+        raise InvalidInput(f"port {port} is in use ({owner}); stop it or choose another: --port")
     url = f"http://127.0.0.1:{port}"
     database = build_database(config)
-    agent_home_credential = config.home_dir / f"agent-{CLUSTER}.json"
     join_token: str | None = None
     if not config.credentials_file.is_file():
         admin = initialise(database, username="admin", password=None)
@@ -65,26 +117,41 @@ def up(
                 unit, name=CLUSTER, description="this host", join_token_hours=1
             )
         out.print(f"created administrator 'admin', project {PROJECT!r} and cluster {CLUSTER!r}")
-    elif not agent_home_credential.is_file():
-        out.print(
-            "warning: credentials exist but the local agent never joined; it will fail to start"
-        )
+    elif not (config.home_dir / f"agent-{CLUSTER}.json").is_file():
+        # A first start that failed before the agent joined: its token may be spent or expired.
+        with database.write(actor="user:admin") as unit:
+            join_token = new_join_token(unit, name=CLUSTER, hours=1)
+        out.print("the local agent never joined; it joins now with a new token")
     database.engine.dispose()
-    server = subprocess.Popen(  # noqa: S603 - our own console script
-        [str(Path(sys.executable).with_name("bastion")), "server", "start", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_healthy(url, server)
+    logs = ensure_private_dir(config.home_dir / "logs")
+    log = logs / "control-plane.log"
+    # SIGTERM during start-up stops what was started, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupted)
+    parent = os.getpid()
+    with log.open("ab") as sink:
+        server = subprocess.Popen(  # noqa: S603 - our own console script
+            [
+                str(Path(sys.executable).with_name("bastion")),
+                "server",
+                "start",
+                "--port",
+                str(port),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: bind_to_parent(parent),  # noqa: PLW1509 - no threads yet
+        )
+    with _stopped_on_exit(server):
+        _wait_healthy(url, server, timeout=timeout, log=log)
         agent = run_agent(
             AgentConfig(
                 cluster=CLUSTER,
                 url=url,
                 storage=config.storage_dir,
+                executor=executor,
+                ray_address=ray_address,
                 max_parallel=max_parallel,
-                # On one host, files under the directory 'bastion up' started in may be registered.
-                import_roots=(Path.cwd(),),
+                import_roots=roots,
             ),
             config,
             join_token=join_token,
@@ -96,6 +163,7 @@ def up(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         out.print(f"Bastion is up: control plane {url}, agent of cluster {CLUSTER!r}")
+        out.print(f"  files under {', '.join(map(str, roots))} may be registered; log: {log}")
         out.print(
             "you are logged in as 'admin'; try: bastion run submit examples/smoke.yaml --follow"
         )
@@ -104,10 +172,6 @@ def up(
         )
         out.print("stop with Ctrl-C")
         agent.run()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        out.print("Bastion stopped")
 
 
 def register(app: typer.Typer) -> None:
