@@ -11,16 +11,21 @@ from tests.server.test_live import BASTION, _bastion, _env, _free_port, _wait_he
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "smoke.yaml"
 
 
-def test_up_runs_the_example_and_stops_cleanly(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    port = _free_port()
-    up = subprocess.Popen(
+def _up(home: Path, port: int) -> subprocess.Popen[str]:
+    """``bastion up`` in the background, its output (stdout and stderr) in one pipe."""
+    return subprocess.Popen(
         [BASTION, "up", "--port", str(port)],
         env=_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_up_runs_the_example_and_stops_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = _free_port()
+    up = _up(home, port)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}")
         result = _bastion(home, "run", "submit", str(EXAMPLE), "--follow")
@@ -34,13 +39,7 @@ def test_up_runs_the_example_and_stops_cleanly(tmp_path: Path) -> None:
     assert "Bastion is up" in output and "Bastion stopped" in output
     assert up.returncode == 0
     # Up again on the same home: reuses the admin, project, cluster and agent credential.
-    again = subprocess.Popen(
-        [BASTION, "up", "--port", str(port)],
-        env=_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    again = _up(home, port)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}")
         assert _bastion(home, "run", "submit", str(EXAMPLE), "--follow").returncode == 0
@@ -79,13 +78,7 @@ def test_sigterm_during_start_up_stops_the_control_plane_and_a_half_made_home_is
 
     home = tmp_path / "home"
     port = _free_port()
-    up = subprocess.Popen(
-        [BASTION, "up", "--port", str(port)],
-        env=_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up = _up(home, port)
     deadline = time.monotonic() + 120  # until the control plane is being started
     while not (home / "logs" / "control-plane.log").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -98,13 +91,7 @@ def test_sigterm_during_start_up_stops_the_control_plane_and_a_half_made_home_is
     assert port_owner(port) is None
     # The first start saved the admin's credentials but its agent never joined: repaired.
     assert (home / "credentials.json").exists() and not (home / "agent-local.json").exists()
-    again = subprocess.Popen(
-        [BASTION, "up", "--port", str(port)],
-        env=_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    again = _up(home, port)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}")
         assert _bastion(home, "run", "submit", str(EXAMPLE), "--follow").returncode == 0
