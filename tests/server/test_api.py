@@ -333,7 +333,7 @@ def test_a_registration_names_its_dataset_only_when_a_version_is_recorded(
     assert cp.client.get("/api/v1/projects/p1/datasets", headers=admin).json() == []
 
 
-def test_a_new_join_token_is_minted_shown_once_and_audited_without_it(
+def test_a_new_join_token_is_shown_once_and_audited_without_it(
     control_plane: ControlPlane,
 ) -> None:
     cp = control_plane
