@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
@@ -28,31 +28,50 @@ from bastion.errors import InvalidInput, ServiceUnavailable
 from bastion.files import ensure_private_dir
 from bastion.ports import port_owner
 
+if TYPE_CHECKING:
+    from bastion.agent.loop import Agent
+
 __all__ = ["register", "up"]
 
 CLUSTER = "local"
 PROJECT = "demo"
 
 
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], *, timeout: float, log: Path) -> None:
-    """Wait for the control plane's health check; no fixed sleep decides a healthy start."""
+class _Stop:
+    """The SIGTERM / SIGINT handler for the whole of ``bastion up``: it only records the
+    request (and stops the agent once there is one); start-up checks it at known points, so
+    no exception is thrown into the middle of starting a process."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.agent: Agent | None = None
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        if self.agent is not None:
+            self.agent.stop()
+
+
+def _wait_healthy(
+    url: str, server: subprocess.Popen[bytes], *, timeout: float, log: Path, stop: _Stop
+) -> bool:
+    """Wait for the control plane's health check (no fixed sleep decides a healthy start);
+    False when a stop was asked for meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stop.requested:
+            return False
         if server.poll() is not None:
             raise ServiceUnavailable(f"the control plane exited at start; see {log}")
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
+                return True
         except httpx.TransportError:
             time.sleep(0.2)
     raise ServiceUnavailable(
         f"the control plane at {url} did not answer within {timeout:g} s (a slow host may need "
         f"more: --timeout); see {log}"
     )
-
-
-def _interrupted(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -125,8 +144,10 @@ def up(
     database.engine.dispose()
     logs = ensure_private_dir(config.home_dir / "logs")
     log = logs / "control-plane.log"
-    # SIGTERM during start-up stops what was started, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupted)
+    # SIGTERM or Ctrl-C, during start-up too, stops what was started.
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     parent = os.getpid()
     with log.open("ab") as sink:
         server = subprocess.Popen(  # noqa: S603 - our own console script
@@ -142,7 +163,8 @@ def up(
             preexec_fn=lambda: bind_to_parent(parent),  # noqa: PLW1509 - no threads yet
         )
     with _stopped_on_exit(server):
-        _wait_healthy(url, server, timeout=timeout, log=log)
+        if not _wait_healthy(url, server, timeout=timeout, log=log, stop=stop):
+            return
         agent = run_agent(
             AgentConfig(
                 cluster=CLUSTER,
@@ -156,12 +178,9 @@ def up(
             config,
             join_token=join_token,
         )
-
-        def _stop(*_args: Any) -> None:
-            agent.stop()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        stop.agent = agent
+        if stop.requested:  # asked while the agent joined
+            return
         out.print(f"Bastion is up: control plane {url}, agent of cluster {CLUSTER!r}")
         out.print(f"  files under {', '.join(map(str, roots))} may be registered; log: {log}")
         out.print(
