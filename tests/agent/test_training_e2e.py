@@ -360,12 +360,20 @@ def test_a_run_killed_mid_training_resumes_to_the_same_model(plane: Plane, tmp_p
 
 
 def _plaintext(folder: Path) -> list[str]:
-    """Files under ``folder`` other than a job's description and log (rows, weights, ...)."""
-    return sorted(
-        str(path.relative_to(folder))
-        for path in folder.rglob("*")
-        if path.is_file() and path.name not in ("job.json", "job.log")
-    )
+    """Files under ``folder`` other than a job's description and log (rows, weights, ...).
+
+    The agent may be wiping the folder while it is walked: a directory that vanishes under
+    the walk is walked again rather than taken for an error."""
+    while folder.exists():
+        try:
+            return sorted(
+                str(path.relative_to(folder))
+                for path in folder.rglob("*")
+                if path.is_file() and path.name not in ("job.json", "job.log")
+            )
+        except FileNotFoundError:
+            continue
+    return []
 
 
 def test_a_tampered_checkpoint_is_refused_on_resume(plane: Plane) -> None:
