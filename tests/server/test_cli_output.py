@@ -88,3 +88,22 @@ def test_bastion_project_names_the_project_once(
     assert json.loads(_bastion(capsys, "run", "list", "-o", "json")) == []
     assert json.loads(_bastion(capsys, "policy", "list", "-o", "json")) == []
     assert run(["run", "list", "-p", "nope"]) == 2  # -p still wins
+
+
+def test_project_use_saves_a_default_that_p_and_the_variable_override(
+    as_admin: ControlPlane, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("BASTION_PROJECT", raising=False)
+    assert run(["project", "use", "nope"]) == 2
+    assert "does not exist or you are not a member" in capsys.readouterr().err
+    assert "use project p1" in _bastion(capsys, "project", "use", "p1")
+    assert json.loads(_bastion(capsys, "run", "list", "-o", "json")) == []
+    assert "BASTION_PROJECT" not in os.environ  # set for one command only
+    assert run(["run", "list", "-p", "nope"]) == 2  # -p wins over the default
+    monkeypatch.setenv("BASTION_PROJECT", "nope")
+    assert run(["run", "list"]) == 2  # and the variable too
+    monkeypatch.delenv("BASTION_PROJECT")
+    _bastion(capsys, "project", "use", "--clear")
+    assert run(["run", "list"]) == 2 and "--project" in capsys.readouterr().err

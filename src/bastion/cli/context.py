@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -28,6 +30,8 @@ if TYPE_CHECKING:  # imported where used: every CLI call pays for what it import
 __all__ = [
     "State",
     "audit",
+    "default_project",
+    "default_project_file",
     "err",
     "keyring",
     "out",
@@ -67,6 +71,33 @@ def audit() -> AuditLog:
     from bastion.security.audit_log import open_local_audit_log
 
     return open_local_audit_log(settings(), keyring())
+
+
+def default_project_file(config: Settings) -> Path:
+    """Where ``bastion project use NAME`` keeps the default project, in the home."""
+    return config.home_dir / "project"
+
+
+@contextlib.contextmanager
+def default_project() -> Iterator[None]:
+    """For one command: ``BASTION_PROJECT`` from ``bastion project use`` when it is not set
+    (so ``-p`` wins, then the variable, then the saved default)."""
+    if "BASTION_PROJECT" in os.environ:
+        yield
+        return
+    try:
+        saved = default_project_file(settings())
+    except ValueError:  # unusable settings: the command itself will say what is wrong
+        yield
+        return
+    if not saved.is_file():
+        yield
+        return
+    os.environ["BASTION_PROJECT"] = saved.read_text().strip()
+    try:
+        yield
+    finally:
+        del os.environ["BASTION_PROJECT"]
 
 
 def when(moment: dt.datetime | None, default: str = "") -> str:

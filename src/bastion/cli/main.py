@@ -22,7 +22,7 @@ from typer._click.core import Command, Context
 from typer.core import TyperGroup
 
 from bastion import __version__
-from bastion.cli.context import err, reset, state
+from bastion.cli.context import default_project, err, reset, state
 from bastion.errors import BastionError
 
 __all__ = ["app", "main", "run"]
@@ -145,11 +145,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     reset()
     command = typer.main.get_command(app)
     try:
-        result = command.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="bastion",
-            standalone_mode=False,
-        )
+        with default_project():
+            result = command.main(
+                args=list(argv) if argv is not None else None,
+                prog_name="bastion",
+                standalone_mode=False,
+            )
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors: unknown option, bad value ...

@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bastion.cli.context import out, when
+from bastion.cli.context import default_project_file, out, settings, when
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
+from bastion.errors import InvalidInput, NotFound
+from bastion.files import atomic_write_bytes
 
 projects = typer.Typer(help="Manage projects.", no_args_is_help=True)
 members = typer.Typer(
@@ -28,6 +30,27 @@ def create(
     with client() as remote:
         project = remote.create_project(name, description=description)
     out.print(f"created project {project.name}")
+
+
+@projects.command("use")
+def use(
+    name: Annotated[str | None, typer.Argument(help="Project to use by default.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Forget the default project.")] = False,
+) -> None:
+    """Name the project commands use when -p is not given (BASTION_PROJECT overrides it)."""
+    path = default_project_file(settings())
+    if clear:
+        path.unlink(missing_ok=True)
+        out.print("no default project; give -p or set BASTION_PROJECT")
+        return
+    if name is None:
+        raise InvalidInput("name a project, or give --clear")
+    with client() as remote:
+        known = {project.name for project in remote.list_projects()}
+    if name not in known:
+        raise NotFound(f"project {name!r} does not exist or you are not a member of it")
+    atomic_write_bytes(path, name.encode(), mode=0o600)
+    out.print(f"commands use project {name} when -p is not given (BASTION_PROJECT overrides)")
 
 
 @projects.command("list")
