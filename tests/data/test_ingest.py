@@ -62,3 +62,23 @@ def test_a_file_changed_after_it_was_submitted_is_refused(tmp_path: Path) -> Non
     _unchanged(path, IngestJob.model_validate(pinned))  # not pinned: read as found
     with pytest.raises(ValueError, match="sha256"):
         IngestJob.model_validate({**pinned, "sha256": "not-a-digest"})
+
+
+def test_the_ingest_job_refuses_a_file_changed_since_submission(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from bastion.agent.data_jobs import run_ingest
+    from bastion.agent.job import JobContext
+    from bastion.errors import IntegrityError
+    from bastion.files import sha256_file
+    from bastion.spec import IngestJob
+
+    path = _csv(tmp_path, "a,b\n1,2\n")
+    job = IngestJob.model_validate(
+        {"type": "ingest", "source": str(path), "dataset": "d", "sha256": sha256_file(path)}
+    )
+    path.write_text("a,b\n9,9\n")
+    context = cast(JobContext, SimpleNamespace(log=lambda _line: None, workdir=tmp_path))
+    with pytest.raises(IntegrityError, match="changed since it was submitted"):
+        run_ingest(context, job)
