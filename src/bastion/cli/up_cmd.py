@@ -151,13 +151,7 @@ def up(
     parent = os.getpid()
     with log.open("ab") as sink:
         server = subprocess.Popen(  # noqa: S603 - our own console script
-            [
-                str(Path(sys.executable).with_name("bastion")),
-                "server",
-                "start",
-                "--port",
-                str(port),
-            ],
+            [str(Path(sys.executable).with_name("bastion")), "server", "start", f"--port={port}"],
             stdout=sink,
             stderr=subprocess.STDOUT,
             preexec_fn=lambda: bind_to_parent(parent),  # noqa: PLW1509 - no threads yet
