@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     session_token_hours: int = Field(default=12, ge=1)
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     lease_seconds: int = Field(default=30, ge=2, le=3600)
-    job_token: SecretStr | None = None  # set by the agent for a job process only
+    #: The agent's relay socket: a job's only channel (set by the agent for a job only).
+    relay: str | None = None
     #: An agent's one-time join token (``bastion agent start``), kept out of the process list.
     join_token: SecretStr | None = None
     pseudonym_key: SecretStr | None = None  # set by the agent for pseudonymisation jobs only

@@ -288,11 +288,14 @@ _TRAIN_KEYS = (
 
 
 class Resources(_Strict):
-    """Limits applied to the job's process."""
+    """Limits applied to the job: wall time, address space per process, CPU time per
+    process, processes and threads at once, largest file it may write."""
 
     timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     memory_mb: int = Field(default=4096, ge=64, le=1 << 20)
     cpu_seconds: int | None = Field(default=None, ge=1)
+    processes: int = Field(default=512, ge=8, le=1 << 16)
+    file_mb: int = Field(default=64 << 10, ge=1, le=1 << 24)
 
 
 class RunSpec(_Strict):

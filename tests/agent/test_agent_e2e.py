@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from bastion.client import Client, RunOut
+from bastion.errors import NotAuthorized
 from tests.server.test_live import BASTION, _bastion, _env, _free_port, _init, _wait_healthy
 
 
@@ -234,33 +235,67 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def test_agent_listens_on_nothing_and_jobs_get_only_their_token(
-    plane: Plane, tmp_path: Path
-) -> None:
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        kids = _children(frontier.pop())
+        found += kids
+        frontier += kids
+    return found
+
+
+def _job_process(agent: int) -> int:
+    """The job's Python process, inside its sandbox (agent -> bwrap -> its init -> job)."""
+    for pid in _descendants(agent):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"bastion.agent.job" in argv and not any(a.endswith(b"bwrap") for a in argv):
+                return pid
+    raise AssertionError("no job process found under the agent")
+
+
+def test_agent_listens_on_no_port_and_jobs_hold_no_credential(plane: Plane, tmp_path: Path) -> None:
     run = plane.admin.submit_run(
         yaml.safe_load(_spec(tmp_path / "slow.yaml", steps=40, sleep_seconds=0.25).read_text())
     )
     _wait_status(plane.admin, run.id, {"running"})
     sockets = _socket_inodes(plane.agent.pid)
     assert sockets, "the agent should hold outbound connections"
-    assert not sockets & _listening_inodes(), "the agent must not listen on any socket"
+    assert not sockets & _listening_inodes(), "the agent must not listen on any network socket"
     jobs = _children(plane.agent.pid)
     assert len(jobs) == 1
+    job = _job_process(plane.agent.pid)
     environ = dict(
         item.split("=", 1)
-        for item in Path(f"/proc/{jobs[0]}/environ").read_text().split("\0")
+        for item in Path(f"/proc/{job}/environ").read_text().split("\0")
         if "=" in item
     )
-    assert "BASTION_JOB_TOKEN" in environ and "BASTION_MASTER_KEY" not in environ
+    assert set(environ) == {
+        "PATH",
+        "LANG",
+        "HOME",
+        "TMPDIR",
+        "BASTION_HOME",
+        "BASTION_RELAY",
+        "BASTION_AGENT_LIFELINE",
+        "BASTION_FANOUT",
+        "PYTHONDONTWRITEBYTECODE",
+        "PWD",  # set by bubblewrap
+    }, sorted(environ)
     agent_token = json.loads((plane.agent_home / "agent-c1.json").read_text())["token"]
     assert agent_token not in json.dumps(environ)
-    # The job token reports on its own run only.
+    # The relay, seen from inside the job's sandbox, forwards reports on its own run only.
+    relay = f"/proc/{job}/root{environ['BASTION_RELAY']}"
     other = plane.admin.submit_run({**run.spec, "name": "other"})
-    with Client(plane.url, token=environ["BASTION_JOB_TOKEN"]) as job:
-        with pytest.raises(Exception, match="403"):
-            job.report_logs("p", other.id, ["not mine"])
-        with pytest.raises(Exception, match="403"):
-            job.list_runs("p")
+    with Client("http://relay", transport=httpx.HTTPTransport(uds=relay)) as through:
+        through.report_logs("p", run.id, ["mine"])
+        with pytest.raises(NotAuthorized, match="relay forwards only"):
+            through.report_logs("p", other.id, ["not mine"])
+        with pytest.raises(NotAuthorized, match="relay forwards only"):
+            through.list_runs("p")
+        with pytest.raises(NotAuthorized, match="relay forwards only"):
+            through.request("POST", f"/api/v1/projects/p/runs/{run.id}/cancel")
+    assert "mine" in [line.line for line in plane.admin.run_logs("p", run.id)]
     plane.admin.cancel_run("p", other.id)
     # Cancelling the running run stops its process at the next heartbeat.
     plane.admin.cancel_run("p", run.id)
@@ -388,10 +423,15 @@ def test_agent_over_https_with_a_private_ca(tmp_path: Path) -> None:
                     else None
                 )
                 assert run is not None
-                _wait_status(admin, run.id, {"succeeded"})
+                try:
+                    _wait_status(admin, run.id, {"succeeded"})
+                except AssertionError:
+                    agent.terminate()
+                    raise AssertionError(agent.communicate(timeout=30)[0][-3000:]) from None
         finally:
-            agent.terminate()
-            agent.wait(timeout=30)
+            if agent.poll() is None:
+                agent.terminate()
+                agent.wait(timeout=30)
     finally:
         server.terminate()
         server.wait(timeout=30)

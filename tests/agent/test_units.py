@@ -105,15 +105,20 @@ def test_jobs_fan_out_as_wide_as_their_agent_and_on_its_ray_cluster(
     from bastion.agent.fanout import FANOUT_ENV
     from bastion.agent.loop import Agent
 
-    local = SimpleNamespace(config=SimpleNamespace(executor="local", max_parallel=3))
+    sandbox = object()
+    local = SimpleNamespace(
+        config=SimpleNamespace(executor="local", max_parallel=3), sandbox=sandbox
+    )
     assert Agent._fanout_environment(local) == {FANOUT_ENV: "local:3"}  # type: ignore[arg-type]
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "t" * 64)
     monkeypatch.setenv("BASTION_MASTER_KEY", "never-passed-on")
-    ray = SimpleNamespace(
-        config=SimpleNamespace(executor="ray", max_parallel=2, ray_address="10.0.0.5:6379")
-    )
-    granted = Agent._fanout_environment(ray)  # type: ignore[arg-type]
+    ray_config = SimpleNamespace(executor="ray", max_parallel=2, ray_address="10.0.0.5:6379")
+    # A sandboxed job has no network: it fans out in its own sandbox, and gets no Ray token.
+    sandboxed = SimpleNamespace(config=ray_config, sandbox=sandbox)
+    assert Agent._fanout_environment(sandboxed) == {FANOUT_ENV: "local:2"}  # type: ignore[arg-type]
+    unsandboxed = SimpleNamespace(config=ray_config, sandbox=None)
+    granted = Agent._fanout_environment(unsandboxed)  # type: ignore[arg-type]
     assert granted == {
         FANOUT_ENV: "ray:10.0.0.5:6379",
         "RAY_AUTH_MODE": "token",

@@ -1,8 +1,9 @@
 """A job process: ``python -m bastion.agent.job WORKDIR``.
 
-The agent writes ``WORKDIR/job.json`` (what to run) and passes a job token bound to
-this run and attempt in ``BASTION_JOB_TOKEN``; the job holds no other credential and
-no keys. It reports stages, log lines, metrics and checkpoints, and ends the run
+The agent writes ``WORKDIR/job.json`` (what to run) and starts the job in its sandbox
+(:mod:`bastion.security.sandbox`). The job holds no credential and no keys: it reports
+stages, log lines, metrics and checkpoints through the agent's relay socket (named in
+``BASTION_RELAY``; :mod:`bastion.agent.relay` adds the job's token), and ends the run
 with ``succeeded`` or ``failed``. It dies with the agent that started it
 (:mod:`bastion.agent.lifeline`).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.agent.lifeline import die_with_agent
+from bastion.agent.relay import dial
 from bastion.client import Client
 from bastion.config import Settings
 from bastion.errors import (
@@ -106,7 +108,7 @@ class JobContext:
 
     def checkpoint(self, step: int, state: dict[str, Any]) -> None:
         """Write the state atomically, then tell the control plane where to resume."""
-        atomic_write_bytes(self.workdir.parent / "checkpoint.json", json.dumps(state).encode())
+        atomic_write_bytes(self.workdir / "checkpoint.json", json.dumps(state).encode())
         self.event("checkpoint", "running", f"step {step}")
 
 
@@ -184,13 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path((argv or sys.argv[1:])[0])
     manifest = json.loads((workdir / "job.json").read_text())
     settings = Settings()
-    if settings.job_token is None:
-        print("no job token in the environment", file=sys.stderr)
+    if settings.relay is None:
+        print("no relay socket (BASTION_RELAY) in the environment", file=sys.stderr)
         return 2
     spec = RunSpec.model_validate(manifest["spec"])
-    with Client(
-        manifest["url"], token=settings.job_token.get_secret_value(), verify=manifest["verify"]
-    ) as client:
+    # The host part is never resolved: every request goes down the relay's socket.
+    with Client("http://relay", transport=dial(settings.relay)) as client:
         context = JobContext(
             client=client,
             project=manifest["project"],
@@ -201,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             inputs_root=Path(manifest["inputs_root"]),
         )
         try:
-            context.event(spec.job.type, "running", f"attempt {context.attempt} started")
+            isolation = manifest.get("isolation", "")
+            context.event(
+                spec.job.type, "running", f"attempt {context.attempt} started; {isolation}"
+            )
             summary = _run(context, spec)
         except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
             print(f"stopping: {exc}", file=sys.stderr)

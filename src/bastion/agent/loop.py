@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
 from bastion.agent.fanout import FANOUT_ENV
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
+from bastion.agent.relay import RelayTarget
 from bastion.agent.staging import (
     INPUTS,
     check_source,
@@ -43,6 +44,7 @@ from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.inference.request_audit import SPOOL, replay_spool
 from bastion.inference.staged import SWAP_REQUEST, copy_signed_manifest
 from bastion.security.keys import load_keyring
+from bastion.security.sandbox import Isolation, Limits, Sandbox
 from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
 
@@ -84,6 +86,8 @@ class AgentConfig:
     long_poll_seconds: float = 2.0
     #: Directories whose files may be registered as datasets (none: registration refused).
     import_roots: tuple[Path, ...] = ()
+    #: Run every job under bubblewrap; False only when the operator said ``--no-sandbox``.
+    sandbox: bool = True
 
 
 @dataclass
@@ -134,9 +138,28 @@ class Agent:
             config.executor, max_parallel=config.max_parallel, ray_address=config.ray_address
         )
         self.keyring = load_keyring(settings)
+        # Fail closed: no working sandbox, no agent (unless the operator said --no-sandbox).
+        self.sandbox = Sandbox.detect(private=self._private) if config.sandbox else None
+        self.isolation = Isolation.BUBBLEWRAP if self.sandbox else Isolation.NONE
+        if self.sandbox is None:
+            log.warning(
+                "jobs run UNSANDBOXED (--no-sandbox): a job can read this agent's keys and "
+                "reach the network; every run and model of this cluster is marked so"
+            )
         self.state = _State()
         self._stop = threading.Event()
         self._client: Client | None = None
+
+    @property
+    def _private(self) -> tuple[Path, ...]:
+        """What no job may see or name: the agent's home, its storage root, the user's home."""
+        return (self.settings.home_dir, self.storage.root, Path.home())
+
+    @property
+    def sandbox_description(self) -> str:
+        if self.sandbox is None:
+            return "UNSANDBOXED (the agent runs with --no-sandbox)"
+        return f"sandbox: {self.sandbox.version}, no network, no keys"
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -194,7 +217,9 @@ class Agent:
                 self._reap()
                 if self.executor.free_slots > 0:
                     lease = self.client.lease(
-                        self.config.cluster, wait=self.config.long_poll_seconds
+                        self.config.cluster,
+                        wait=self.config.long_poll_seconds,
+                        isolation=self.isolation.value,
                     )
                     if lease is not None:
                         self._start_or_fail(lease)
@@ -221,7 +246,9 @@ class Agent:
         while not self._stop.is_set():
             try:
                 active = self.state.active()
-                reply = self.client.heartbeat(self.config.cluster, active)
+                reply = self.client.heartbeat(
+                    self.config.cluster, active, isolation=self.isolation.value
+                )
                 stop = set(reply.stop)
                 self._kill({run_id: active[run_id] for run_id in stop if run_id in active})
                 for run_id, inputs in reply.serve.items():
@@ -341,20 +368,21 @@ class Agent:
             "project": lease.project,
             "attempt": lease.attempt,
             "spec": spec,
-            "url": self.config.url,
-            "verify": self.config.ca_cert or True,
+            "isolation": self.sandbox_description,
             "resume_from": lease.resume_from,
             "inputs_root": str(self.storage.root / "inputs"),
         }
         job = spec["job"]
         # Data jobs: the source must be importable and every input must verify first.
         staged = []
+        readonly = [self.storage.root / "inputs"] if (self.storage.root / "inputs").is_dir() else []
         if job["type"] in ("ingest", "import-model"):
             source = check_source(
                 job["source"],
                 import_roots=self.config.import_roots,
                 private=(self.settings.home_dir, self.storage.root),
             )
+            readonly.append(source)
             if job["type"] == "import-model":
                 staged.append(
                     open_transfer(
@@ -370,8 +398,9 @@ class Agent:
         )
         if job["type"] == "serve":
             manifest.update(self._serve_inputs(lease, workdir))
+            readonly += self._tls_files(job)
         atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
-        environment = _job_environment(workdir, lease.job_token)
+        environment = _job_environment(workdir)
         if job["type"] in ("pseudonymize", "erase"):  # this key alone; opens and signs nothing
             environment["BASTION_PSEUDONYM_KEY"] = self.keyring.pseudonym_capability()
         if job["type"] == "erase":  # the subject, sealed to this cluster by the control plane
@@ -390,8 +419,22 @@ class Agent:
             workdir=workdir,
             environment=environment,
             timeout_seconds=int(resources.get("timeout_seconds", 3600)),
-            memory_mb=int(resources.get("memory_mb", 4096)),
-            cpu_seconds=resources.get("cpu_seconds"),
+            limits=Limits(
+                memory_mb=int(resources.get("memory_mb", 4096)),
+                cpu_seconds=resources.get("cpu_seconds"),
+                processes=int(resources.get("processes", 512)),
+                file_mb=int(resources.get("file_mb", 64 << 10)),
+            ),
+            relay=RelayTarget(
+                url=self.config.url,
+                verify=self.config.ca_cert or True,
+                token=lease.job_token,
+                project=lease.project,
+                run_id=lease.run_id,
+            ),
+            sandbox=self.sandbox,
+            readonly=tuple(readonly),
+            network=job["type"] == "serve",  # its listening port; still no keys, no files
         )
         handle = self.executor.start(request)
         if staged:
@@ -401,6 +444,26 @@ class Agent:
             self.state.jobs[lease.run_id] = _Running(
                 handle=handle, lease=lease, model_hash=model_hash
             )
+
+    def _tls_files(self, job: dict[str, Any]) -> list[Path]:
+        """An inference server's certificate and key, shown read-only to its sandbox; never
+        a file of the agent's own."""
+        files = []
+        for field_name in ("tls_cert", "tls_key"):
+            given = job.get(field_name)
+            if not given:
+                continue
+            path = Path(given)
+            if not path.is_absolute() or not path.is_file():
+                raise InvalidInput(f"{field_name} {given}: no such file on the agent's host")
+            resolved = path.resolve()
+            if any(resolved.is_relative_to(p.resolve()) for p in self._private):
+                raise InvalidInput(
+                    f"{field_name} {given}: lies in the agent's own files or the home "
+                    "directory; give the server a certificate folder of its own"
+                )
+            files.append(resolved)
+        return files
 
     def _serve_inputs(self, lease: LeaseOut, workdir: Path) -> dict[str, Any]:
         """An inference server checks its model again itself: give it the signed manifest
@@ -464,10 +527,11 @@ class Agent:
     def _fanout_environment(self) -> dict[str, str]:
         """How wide a job may fan out (shadow models): this agent's own executor and width.
 
-        A Ray job also gets Ray's token so it can submit tasks (a cluster credential; it
-        opens no data).
+        A sandboxed job has no network, so it fans out in processes of its own sandbox. An
+        unsandboxed Ray job also gets Ray's token so it can submit tasks (a cluster
+        credential; it opens no data).
         """
-        if self.config.executor == "ray" and self.config.ray_address:
+        if self.sandbox is None and self.config.executor == "ray" and self.config.ray_address:
             granted = {FANOUT_ENV: f"ray:{self.config.ray_address}"}
             for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
                 if name in os.environ:
@@ -489,12 +553,13 @@ class Agent:
             serving = job.spec_type == "serve"  # runs until stopped, not timed out
             if code is None and not serving and job.handle.elapsed() > request.timeout_seconds:
                 job.handle.kill()
-                self._fail(run_id, job, f"timed out after {request.timeout_seconds} s")
+                reason = f"timed out after {request.timeout_seconds} s"
+                self._fail(run_id, job, _with_limit(reason, job.handle.limit_reached()))
                 code = -9
             elif code == EXIT_SEAL and not job.stopped:
                 self._seal(job)
             elif code is not None and code not in _REPORTED and not job.stopped:
-                self._fail(run_id, job, _exit_reason(code))
+                self._fail(run_id, job, _with_limit(_exit_reason(code), job.handle.limit_reached()))
             if code is not None:
                 wipe(request.workdir)
                 with self.state.lock:
@@ -574,6 +639,10 @@ class Agent:
 _REPORTED = frozenset({0, EXIT_REPORTED_FAILURE, EXIT_FENCED})
 
 
+def _with_limit(reason: str, limit: str | None) -> str:
+    return reason if limit is None else f"{reason}; {limit}"
+
+
 def _exit_reason(code: int) -> str:
     if code < 0:
         name = (
@@ -583,14 +652,15 @@ def _exit_reason(code: int) -> str:
     return f"job process died with exit code {code} before reporting (see job.log; memory limit?)"
 
 
-def _job_environment(workdir: Path, job_token: str) -> dict[str, str]:
-    """A minimal environment: no agent credential, no master key, no inherited secrets."""
+def _job_environment(workdir: Path) -> dict[str, str]:
+    """A minimal environment: no credential at all (the relay holds the job's token), no
+    master key, no inherited secrets."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "HOME": str(workdir),
+        "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own private /tmp
         "BASTION_HOME": str(workdir / ".bastion"),
-        "BASTION_JOB_TOKEN": job_token,
         "PYTHONDONTWRITEBYTECODE": "1",
     }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -21,6 +21,7 @@ __all__ = [
     "ClusterOut",
     "HeartbeatIn",
     "HeartbeatOut",
+    "Isolation",
     "JoinIn",
     "JoinOut",
     "JoinTokenIn",
@@ -28,6 +29,10 @@ __all__ = [
     "LeaseOut",
     "NewClusterOut",
 ]
+
+
+#: How an agent isolates its jobs (:class:`bastion.security.sandbox.Isolation`).
+Isolation = Literal["bubblewrap", "none"]
 
 
 class ClusterIn(Request):
@@ -43,6 +48,11 @@ class ClusterOut(Response):
     signing_public_key: str | None
     last_heartbeat: dt.datetime | None
     created_at: dt.datetime
+    isolation: Isolation | None = Field(
+        default=None,
+        description="How the cluster's agent isolates jobs: bubblewrap, or none (started "
+        "with --no-sandbox); null until its agent said.",
+    )
 
 
 class NewClusterOut(ClusterOut):
@@ -64,6 +74,9 @@ class HeartbeatIn(Request):
     )
     stopping: bool = Field(
         default=False, description="The agent is shutting down: record it as disconnected."
+    )
+    isolation: Isolation | None = Field(
+        default=None, description="How this agent isolates jobs (bubblewrap or none)."
     )
 
 

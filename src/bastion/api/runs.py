@@ -38,6 +38,11 @@ class RunOut(Response):
     result: dict[str, Any] | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
+    isolation: str | None = Field(
+        default=None,
+        description="How its attempts ran: bubblewrap (sandboxed), none (an attempt ran "
+        "unsandboxed), or null (not run yet, or run before the sandbox existed).",
+    )
 
 
 class LogsIn(Request):

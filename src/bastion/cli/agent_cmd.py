@@ -50,12 +50,14 @@ def list_clusters(output: Output = OutputFormat.TABLE) -> None:
         rows = remote.list_clusters()
     if printed(rows, output):
         return
-    table = Table("name", "last heartbeat", "signing key")
+    table = Table("name", "last heartbeat", "signing key", "jobs")
+    isolation = {"bubblewrap": "sandboxed", "none": "UNSANDBOXED", None: ""}
     for row in rows:
         table.add_row(
             row.name,
             when(row.last_heartbeat, "never"),
             "published" if row.signing_public_key else "",
+            isolation[row.isolation],
         )
     out.print(table)
 
@@ -96,8 +98,16 @@ def start(
         list[Path] | None,
         typer.Option(help="A directory whose files may be registered as datasets (repeatable)."),
     ] = None,
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="Run jobs without bubblewrap: they can read this host's keys and reach the "
+            "network. Every run and model is marked unsandboxed, and compliance reports fail.",
+        ),
+    ] = False,
 ) -> None:
-    """Join (once), then heartbeat and run leased jobs until interrupted."""
+    """Join (once), then heartbeat and run leased jobs, each in a sandbox, until interrupted."""
     from bastion.agent.loop import AgentConfig, run_agent
 
     config = AgentConfig(
@@ -110,6 +120,7 @@ def start(
         ray_address=ray_address,
         heartbeat_seconds=heartbeat_seconds,
         import_roots=tuple(path.resolve() for path in import_root or ()),
+        sandbox=not no_sandbox,
     )
     token = join_token_from(option=join_token, file=join_token_file, env=settings().join_token)
     agent = run_agent(config, settings(), join_token=token)
@@ -120,6 +131,7 @@ def start(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     out.print(f"agent of cluster {cluster} connected to {control_plane}; storage {config.storage}")
+    out.print(f"jobs run {agent.sandbox_description}")
     agent.run()
 
 

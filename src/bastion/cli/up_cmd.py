@@ -105,6 +105,13 @@ def up(
             help="Folder whose files may be registered (repeatable; default: the current one)."
         ),
     ] = None,
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="Run jobs without bubblewrap (every run and model is marked unsandboxed).",
+        ),
+    ] = False,
 ) -> None:
     """Start the control plane and a local agent (cluster 'local'); log the local admin in."""
     from bastion.agent.lifeline import bind_to_parent
@@ -168,6 +175,7 @@ def up(
                 ray_address=ray_address,
                 max_parallel=max_parallel,
                 import_roots=roots,
+                sandbox=not no_sandbox,
             ),
             config,
             join_token=join_token,
@@ -175,16 +183,17 @@ def up(
         stop.agent = agent
         if stop.requested:  # asked while the agent joined
             return
-        out.print(f"Bastion is up: control plane {url}, agent of cluster {CLUSTER!r}")
-        out.print(f"  files under {', '.join(map(str, roots))} may be registered; log: {log}")
-        out.print(
-            "you are logged in as 'admin'; try: bastion run submit examples/smoke.yaml --follow"
-        )
-        out.print(
-            f"dashboard: {url}/ui/ (give a person a password first: bastion user password admin)"
-        )
-        out.print("stop with Ctrl-C")
+        _greet(url, roots=roots, log=log, sandbox=agent.sandbox_description)
         agent.run()
+
+
+def _greet(url: str, *, roots: tuple[Path, ...], log: Path, sandbox: str) -> None:
+    out.print(f"Bastion is up: control plane {url}, agent of cluster {CLUSTER!r}")
+    out.print(f"  files under {', '.join(map(str, roots))} may be registered; log: {log}")
+    out.print(f"  jobs run {sandbox}")
+    out.print("you are logged in as 'admin'; try: bastion run submit examples/smoke.yaml --follow")
+    out.print(f"dashboard: {url}/ui/ (give a person a password first: bastion user password admin)")
+    out.print("stop with Ctrl-C")
 
 
 def register(app: typer.Typer) -> None:

@@ -60,19 +60,31 @@ class ClustersMixin(Transport):
         )
 
     def heartbeat(
-        self, cluster: str, runs: dict[str, int], *, stopping: bool = False
+        self,
+        cluster: str,
+        runs: dict[str, int],
+        *,
+        stopping: bool = False,
+        isolation: str | None = None,
     ) -> HeartbeatOut:
         """(Agent) the runs to stop (``stop``) and the model each serve run should serve
-        (``serve``); ``stopping`` says the agent is leaving (recorded as its disconnection)."""
+        (``serve``); ``stopping`` says the agent is leaving (recorded as its disconnection);
+        ``isolation`` how it runs jobs (``bubblewrap`` or ``none``)."""
         body: dict[str, Any] = {"runs": runs, "stopping": True} if stopping else {"runs": runs}
+        if isolation is not None:
+            body["isolation"] = isolation
         return self._one(HeartbeatOut, "POST", f"/api/v1/clusters/{cluster}/heartbeat", json=body)
 
-    def lease(self, cluster: str, *, wait: float) -> LeaseOut | None:
-        """(Agent) long-poll for work; None when nothing arrived within ``wait`` seconds."""
+    def lease(self, cluster: str, *, wait: float, isolation: str | None = None) -> LeaseOut | None:
+        """(Agent) long-poll for work; None when nothing arrived within ``wait`` seconds.
+        ``isolation`` is how the agent will run it, recorded on the run."""
+        params: dict[str, Any] = {"wait": wait}
+        if isolation is not None:
+            params["isolation"] = isolation
         body = self.request(
             "POST",
             f"/api/v1/clusters/{cluster}/lease",
-            params={"wait": wait},
+            params=params,
             timeout=wait + 30,
         )
         return None if body is None else LeaseOut.model_validate(body)

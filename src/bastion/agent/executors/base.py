@@ -6,20 +6,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bastion.agent.relay import RelayTarget
+from bastion.security.sandbox import Limits, Sandbox
+
 __all__ = ["Executor", "JobHandle", "JobRequest"]
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """One attempt of one run, ready to execute in ``workdir``."""
+    """One attempt of one run, ready to execute in ``workdir``.
+
+    ``sandbox`` is None only for an agent started with ``--no-sandbox``; ``readonly`` are
+    the folders the job may read besides its own; ``network`` keeps the host's network (an
+    inference server's port). Picklable: the Ray executor ships it to a worker."""
 
     run_id: str
     attempt: int
     workdir: Path
     environment: dict[str, str]
     timeout_seconds: int
-    memory_mb: int
-    cpu_seconds: int | None
+    limits: Limits
+    relay: RelayTarget
+    sandbox: Sandbox | None
+    readonly: tuple[Path, ...] = ()
+    network: bool = False
+    #: What runs in the sandbox; empty: ``python -m bastion.agent.job WORKDIR``.
+    command: tuple[str, ...] = ()
 
 
 class JobHandle(Protocol):
@@ -32,6 +44,10 @@ class JobHandle(Protocol):
     def kill(self) -> None: ...
 
     def elapsed(self) -> float: ...
+
+    def limit_reached(self) -> str | None:
+        """Which limit stopped the job, where the executor can tell (for the run's reason)."""
+        ...
 
 
 class Executor(Protocol):

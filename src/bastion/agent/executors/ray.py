@@ -72,6 +72,9 @@ class RayJob:
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
+    def limit_reached(self) -> str | None:
+        return None  # the supervising task's LocalJob knows; its exit code says the rest
+
 
 class RayExecutor:
     def __init__(self, *, max_parallel: int, address: str | None = None) -> None:

@@ -145,6 +145,8 @@ class Cluster(Base):
     agent_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     last_heartbeat: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: How its agent isolates jobs, as the agent last said: ``bubblewrap`` or ``none``.
+    isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ClusterJoinToken(Base):
@@ -176,6 +178,8 @@ class Run(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     #: What the job reported as its outcome (aggregate summaries only).
     result: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    #: How its attempts ran: ``bubblewrap``, or ``none`` once any attempt ran unsandboxed.
+    isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class RunEvent(Base):

@@ -14,6 +14,7 @@ from bastion.api.clusters import (
     ClusterOut,
     HeartbeatIn,
     HeartbeatOut,
+    Isolation,
     JoinTokenIn,
     JoinTokenOut,
     LeaseOut,
@@ -100,6 +101,7 @@ def heartbeat(
             active=body.runs,
             lease_seconds=request.app.state.settings.lease_seconds,
             stopping=body.stopping,
+            isolation=body.isolation,
         )
         serve = deployments.desired_models(unit.session, run_ids=sorted(set(body.runs) - set(stop)))
     return HeartbeatOut(stop=stop, serve=serve)
@@ -118,6 +120,10 @@ async def lease(
     wait: Annotated[
         float, Query(ge=0, le=30, description="Long-poll for up to this many seconds.")
     ] = 0,
+    isolation: Annotated[
+        Isolation | None,
+        Query(description="How the agent will run the job: bubblewrap or none (--no-sandbox)."),
+    ] = None,
 ) -> Any:
     """Long-poll for the next queued run of this cluster; 204 when none arrived in time."""
     deadline = time.monotonic() + wait
@@ -126,7 +132,9 @@ async def lease(
         if await request.is_disconnected():
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         seconds = request.app.state.settings.lease_seconds
-        offered = await run_in_threadpool(_lease_once, database, principal, name, seconds)
+        offered = await run_in_threadpool(
+            _lease_once, database, principal, name, seconds, isolation
+        )
         if offered is not None:
             return LeaseOut(**offered.__dict__)
         if time.monotonic() >= deadline:
@@ -138,9 +146,17 @@ LEASE_POLL_SECONDS = 0.25
 
 
 def _lease_once(
-    database: Database, principal: Principal, name: str, lease_seconds: int
+    database: Database,
+    principal: Principal,
+    name: str,
+    lease_seconds: int,
+    isolation: str | None,
 ) -> agents.Lease | None:
     with database.write(actor=principal.actor) as unit:
         return agents.lease_next(
-            unit, caller=principal.identity, name=name, lease_seconds=lease_seconds
+            unit,
+            caller=principal.identity,
+            name=name,
+            lease_seconds=lease_seconds,
+            isolation=isolation,
         )

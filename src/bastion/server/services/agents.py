@@ -149,6 +149,7 @@ def heartbeat(
     active: dict[str, int],
     lease_seconds: int = LEASE_SECONDS,
     stopping: bool = False,
+    isolation: str | None = None,
 ) -> tuple[Cluster, list[str]]:
     """Record liveness, renew the leases the agent still holds; return runs to stop.
 
@@ -159,6 +160,7 @@ def heartbeat(
     cluster = _own_cluster(unit, caller=caller, name=name)
     target = f"cluster:{name}"
     now = utcnow()
+    _note_isolation(unit, cluster, isolation)
     if stopping:
         cluster.last_heartbeat = None  # not live from now on; its leases run out as usual
         unit.record("cluster.disconnected", target, {"active": len(active)})
@@ -185,11 +187,32 @@ def heartbeat(
     return cluster, stop
 
 
+def _note_isolation(unit: UnitOfWork, cluster: Cluster, isolation: str | None) -> None:
+    """Record how the cluster's agent isolates jobs; audit a change (a sandbox turned off)."""
+    if isolation is None or isolation == cluster.isolation:
+        return
+    unit.record(
+        "cluster.isolation",
+        f"cluster:{cluster.name}",
+        {"before": cluster.isolation, "after": isolation},
+    )
+    cluster.isolation = isolation
+
+
 def lease_next(
-    unit: UnitOfWork, *, caller: Identity, name: str, lease_seconds: int = LEASE_SECONDS
+    unit: UnitOfWork,
+    *,
+    caller: Identity,
+    name: str,
+    lease_seconds: int = LEASE_SECONDS,
+    isolation: str | None = None,
 ) -> Lease | None:
-    """Lease the oldest queued run of this cluster to its agent, with a fresh job token."""
+    """Lease the oldest queued run of this cluster to its agent, with a fresh job token.
+
+    ``isolation`` is how the agent will run the attempt; a run keeps ``none`` once any of
+    its attempts ran unsandboxed."""
     cluster = _own_cluster(unit, caller=caller, name=name)
+    _note_isolation(unit, cluster, isolation)
     expire_leases(unit)
     run = unit.session.scalars(
         select(Run)
@@ -201,6 +224,8 @@ def lease_next(
     if run is None:
         return None
     run.attempt += 1
+    if run.isolation != "none":
+        run.isolation = isolation
     run.status, run.status_reason = "leased", f"leased by the agent of {name}"
     run.leased_by, run.updated_at = caller.user_id, utcnow()
     run.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
@@ -226,7 +251,9 @@ def lease_next(
             "manifest_hash": checkpoint[1],
         }
     unit.record(
-        "run.leased", f"run:{run.id}", {"attempt": run.attempt, "cluster": name, "status": "leased"}
+        "run.leased",
+        f"run:{run.id}",
+        {"attempt": run.attempt, "cluster": name, "status": "leased", "isolation": isolation},
     )
     return Lease(
         run_id=run.id,
