@@ -24,6 +24,11 @@ CARD_FORMAT = "bastion-model-card/1"
 def _limitations(card: dict[str, Any]) -> list[str]:
     found = []
     training, data = card["training"], card["data"]
+    if training.get("isolation") == "none":
+        found.append(
+            "Trained UNSANDBOXED (an agent started with --no-sandbox): the training job could "
+            "read the cluster's keys and reach the network."
+        )
     if training.get("epsilon") is None:
         found.append("No differential privacy: the weights carry no formal privacy guarantee.")
     if card["robustness"] is None:
@@ -91,6 +96,8 @@ def build_card(
             "replaced_modules": evidence.get("replaced_modules", []),
             "initialized_from": evidence.get("initialized_from"),
             "imported_from": evidence.get("imported_from"),
+            # bubblewrap, none (unsandboxed), or None (trained before runs recorded it)
+            "isolation": version.get("isolation"),
         },
         "performance": {
             "train_accuracy": evidence.get("train_accuracy"),

@@ -52,6 +52,11 @@ class Facts(BaseModel):
     open_alerts: int
     erasure_requests: int = 0
     transport: str
+    #: Runs whose every attempt ran in the sandbox / with any attempt unsandboxed.
+    runs_sandboxed: int = 0
+    runs_unsandboxed: int = 0
+    #: Clusters whose agent runs jobs with --no-sandbox.
+    clusters_unsandboxed: list[str] = []
 
 
 class Control(BaseModel):
@@ -126,20 +131,44 @@ def _transport(facts: Facts, control: str, title: str) -> Control:
     )
 
 
+def _sandboxed(facts: Facts) -> bool:
+    return facts.runs_unsandboxed == 0 and not facts.clusters_unsandboxed
+
+
+def _isolation_evidence(facts: Facts) -> str:
+    runs = facts.runs_sandboxed + facts.runs_unsandboxed
+    line = (
+        f"{_share(facts.runs_sandboxed, runs)} runs sandboxed (bubblewrap: no network, no keys, "
+        "only their own files)"
+    )
+    if facts.clusters_unsandboxed:
+        line += f"; clusters running jobs UNSANDBOXED: {', '.join(facts.clusters_unsandboxed)}"
+    return line
+
+
+_ISOLATION_FIX = (
+    "restart the agents of these clusters without --no-sandbox (install bubblewrap); runs "
+    "that ran unsandboxed stay recorded"
+)
+
+
 def _hipaa(facts: Facts) -> list[Control]:
     expiring = facts.human_tokens_without_expiry == 0
+    sandboxed = _sandboxed(facts)
     return [
         Control(
             id="164.312(a)(1)",
             title="Access control",
-            status="pass",
+            status="pass" if sandboxed else "fail",
             evidence=[
                 f"{facts.users} unique identities ({facts.admins} admins); roles per project, "
                 "one permission table checked on every route",
                 f"{_share(facts.personal_data_versions, facts.personal_data_versions)} dataset "
                 "versions with personal data encrypted at rest (envelope encryption)",
                 f"{facts.open_alerts} open insider-threat alert(s)",
+                _isolation_evidence(facts),
             ],
+            fix="" if sandboxed else _ISOLATION_FIX,
         ),
         _audit(facts, "164.312(b)", "Audit controls"),
         _integrity(facts, "164.312(c)(1)", "Integrity"),
@@ -169,6 +198,7 @@ def _gdpr(facts: Facts) -> list[Control]:
         facts.audit_ok
         and facts.transport == "https"
         and (facts.versions_signed == facts.dataset_versions)
+        and _sandboxed(facts)
     )
     return [
         Control(
@@ -232,11 +262,12 @@ def _gdpr(facts: Facts) -> list[Control]:
                 "encrypted and signed at rest",
                 "audit chain verified" if facts.audit_ok else "audit chain broken",
                 f"transport: {facts.transport}",
+                _isolation_evidence(facts),
             ],
             fix=""
             if secure
-            else "serve the control plane over TLS and keep every version sealed and the "
-            "audit chain intact",
+            else "serve the control plane over TLS, keep every version sealed and the "
+            "audit chain intact, and run every job in the sandbox (no --no-sandbox)",
         ),
         Control(
             id="Art. 35",

@@ -14,6 +14,7 @@ from bastion.server.db.models import (
     Alert,
     ApiToken,
     Approval,
+    Cluster,
     Dataset,
     DatasetVersion,
     ErasureRequest,
@@ -153,4 +154,13 @@ def gather_facts(database: Database, session: Session, *, transport: str) -> Fac
         or 0,
         erasure_requests=count(select(func.count()).select_from(ErasureRequest)) or 0,
         transport=transport,
+        runs_sandboxed=count(
+            select(func.count()).select_from(Run).where(Run.isolation == "bubblewrap")
+        )
+        or 0,
+        runs_unsandboxed=count(select(func.count()).select_from(Run).where(Run.isolation == "none"))
+        or 0,
+        clusters_unsandboxed=sorted(
+            session.scalars(select(Cluster.name).where(Cluster.isolation == "none"))
+        ),
     )

@@ -128,6 +128,12 @@ def current_evaluations(session: Session, version: ModelVersion) -> dict[str, di
     return current
 
 
+def _isolation(session: Session, run_id: str | None) -> str | None:
+    """How the run that trained a version ran its attempts (None: not recorded)."""
+    run = session.get(Run, run_id) if run_id else None
+    return run.isolation if run is not None else None
+
+
 def model_card(
     session: Session, *, project: Project, name: str, row: ModelVersion
 ) -> dict[str, Any]:
@@ -154,6 +160,7 @@ def model_card(
         "evidence": row.evidence,
         "signature": row.signature,
         "manifest_hash": row.manifest_hash,
+        "isolation": _isolation(session, row.run_id),
     }
     current = current_evaluations(session, row)
     return build_card(name=name, version=version, evaluations=current, dataset_summaries=summaries)
