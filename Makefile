@@ -8,9 +8,23 @@ DEMO_HOME ?= .bastion-demo
 QUICKSTART ?= .quickstart
 QUICKSTART_PORT ?= 8600
 
-.PHONY: install test lint typecheck unit bench quickstart demo clean
+.PHONY: install sandbox test lint typecheck unit bench quickstart demo clean
 
-install: $(STAMP)
+install: sandbox $(STAMP)
+
+# Jobs run under bubblewrap (Debian/Ubuntu package 'bubblewrap'); an agent without it refuses
+# to start. Installed here when missing and this is root on a Debian-like system.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (the job sandbox)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update >/dev/null && apt-get install -y --no-install-recommends bubblewrap >/dev/null; }; \
+	  else \
+	    echo "WARNING: bubblewrap (bwrap) is not installed; agents refuse to start without it."; \
+	    echo "         Install it: sudo apt-get install bubblewrap (or dnf install bubblewrap)."; \
+	  fi; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +59,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_dp.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_sandbox.py
 
 # The whole lifecycle on embedded defaults; a rerun clears the previous quickstart first.
 quickstart: install

@@ -172,7 +172,7 @@ class Relay:
         os.chmod(self.socket, 0o600)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.05},  # how long close() may wait for the loop
             name=f"relay-{target.run_id[:8]}",
             daemon=True,
         )

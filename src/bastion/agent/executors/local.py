@@ -96,6 +96,10 @@ class LocalJob:
             os.close(lifeline)
             log.close()
 
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the job's process exits; its exit code (``poll`` then releases it)."""
+        return self._process.wait(timeout=timeout)
+
     def poll(self) -> int | None:
         code = self._process.poll()
         if code is not None:
