@@ -59,6 +59,11 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "the primitives are the lowest layer",
     ),
     (
+        "bastion.code",
+        ("bastion.server", "bastion.agent", "bastion.cli", "bastion.client"),
+        "the package rules apply alike in the CLI, the SDK, the job and the agent",
+    ),
+    (
         "bastion.data",
         ("bastion.server", "bastion.agent", "bastion.cli", "bastion.client"),
         "jobs' libraries know nothing of the planes",

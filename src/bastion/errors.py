@@ -23,6 +23,7 @@ raised. Each message says what was wrong and what to do about it.
     │       └── SeparationOfDuties    approving one's own work (raises an alert)
     └── UsageError                    exit 2: bad usage or bad input
         ├── InvalidInput              an argument or file is not what was expected
+        │   └── CodeRefused           a code package breaks a rule (what, and in which file)
         ├── InvalidSpec               a spec or policy document failed validation
         ├── NotFound                  the named thing does not exist
         ├── Conflict                  it exists already, or its state forbids this
@@ -41,6 +42,7 @@ __all__ = [
     "AuditChainError",
     "BastionError",
     "CheckFailed",
+    "CodeRefused",
     "ConfigurationError",
     "Conflict",
     "InsecureKeyFileError",
@@ -193,6 +195,10 @@ class UsageError(BastionError, problem="usage"):
 
 class InvalidInput(UsageError, problem="invalid-input"):
     """An argument or input file is not what was expected."""
+
+
+class CodeRefused(InvalidInput, problem="code-refused"):
+    """A code package breaks a rule (what was found, and in which file)."""
 
 
 class InvalidSpec(UsageError, problem="invalid-spec"):

@@ -35,6 +35,8 @@ __all__ = [
     "DATASET_JOB_TYPES",
     "DATASET_REF_PATTERN",
     "NAME_PATTERN",
+    "CodeRef",
+    "DataHooks",
     "DatasetRef",
     "EraseJob",
     "EvaluateJob",
@@ -43,6 +45,7 @@ __all__ = [
     "IngestJob",
     "Job",
     "PseudonymizeJob",
+    "RegisterCodeJob",
     "Resources",
     "RunSpec",
     "ScanJob",
@@ -64,6 +67,8 @@ DATASET_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}@[1-9][0-9]{0,8}$"
 DatasetRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 #: ``name@version`` of a registered model version (the same shape).
 ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
+#: A registered code package version, ``name@version`` (``bastion code push``).
+CodeRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=2000)]
 
@@ -146,6 +151,25 @@ class PseudonymizeJob(_Strict):
     drop: list[ColumnName] = Field(default_factory=list, max_length=500)
 
 
+class DataHooks(_Strict):
+    """User functions from the run's code package applied to the data as the job reads it."""
+
+    transform: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=200)
+    ] = Field(
+        description="'pkg.module:fn': called as fn(frame) on the dataset's table (a pandas "
+        "DataFrame) before features are chosen; returns the frame the model trains on."
+    )
+
+
+class RegisterCodeJob(_Strict):
+    """Unpack, check and seal a pushed code package (queued by ``bastion code push``)."""
+
+    type: Literal["register-code"]
+    name: Name
+    version: int = Field(ge=1)
+
+
 class TrainJob(_Strict):
     """Train a model on a registered dataset version and register it (DESIGN §2)."""
 
@@ -160,6 +184,14 @@ class TrainJob(_Strict):
     )
     sensitive_features: list[ColumnName] = Field(default_factory=list, max_length=50)
     model: BuiltinModel | EntrypointModel
+    code: CodeRef | None = Field(
+        default=None,
+        description="A registered code package (bastion code push) that model.entrypoint and "
+        "data.transform import from; verified and staged read-only into the job.",
+    )
+    data: DataHooks | None = Field(
+        default=None, description="How the job reads the dataset: a transform from the code."
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     init_from: ModelRef | None = Field(
         default=None,
@@ -178,6 +210,12 @@ class TrainJob(_Strict):
     def _held_out_rows(self) -> TrainJob:
         if self.evaluate is not None and self.train.holdout == 0:
             raise ValueError("the evaluate stage needs held-out rows; set train.holdout above 0")
+        return self
+
+    @model_validator(mode="after")
+    def _code_for_user_functions(self) -> TrainJob:
+        if self.data is not None and self.code is None:
+            raise ValueError("data.transform comes from a code package: name it with 'code'")
         return self
 
 
@@ -269,7 +307,8 @@ Job = Annotated[
     | ImportModelJob
     | EvaluateJob
     | EraseJob
-    | ServeJob,
+    | ServeJob
+    | RegisterCodeJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.
@@ -284,6 +323,8 @@ _TRAIN_KEYS = (
     "init_from",
     "evaluate",
     "purpose",
+    "code",
+    "data",
 )
 
 

@@ -79,7 +79,13 @@ def _card_of(job: TrainJob) -> dict[str, Any]:
     }
     return build_card(
         name="patients-mlp",
-        version={"version": 1, "stage": "none", "evidence": evidence, "signature": "signed"},
+        version={
+            "version": 1,
+            "stage": "none",
+            "evidence": evidence,
+            "signature": "signed",
+            "isolation": "bubblewrap",
+        },
         evaluations={"robustness": robustness, "membership": membership, "fairness": fairness},
         dataset_summaries={
             "pii": {"columns": [{"column": "ssn", "entity": "US_SSN"}]},
@@ -96,7 +102,7 @@ def test_the_reference_model_passes_the_example_policy_and_an_unsafe_one_fails()
     results = evaluate_gates(policy, _card_of(job))
     failed = {r.gate: r.actual for r in results if not r.passed}
     assert failed == {}, failed
-    assert len(results) == 10  # every gate but the approvals count was checked
+    assert len(results) == 12  # every gate but the approvals count was checked
     # The same recipe without DP, overtrained: the privacy gates catch it.
     unsafe = job.model_copy(
         update={"train": job.train.model_copy(update={"privacy": None, "epochs": 60})}

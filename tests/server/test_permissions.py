@@ -69,6 +69,10 @@ EXPECTED: dict[str, set[str]] = {
     "deployments:read": PEOPLE,
     "deployments:write": {A, E},
     "serving-keys:write": {A, E},
+    "code:read": PEOPLE,
+    "code:push": {A, E},
+    "code:record": {"agent"},
+    "code:review": {A, R},
 }
 #: Routes whose permission matters beyond the matrix, spelled out.
 EXPECTED_ROUTES = {
@@ -78,6 +82,9 @@ EXPECTED_ROUTES = {
     ("POST", "/api/v1/tokens"): "tokens:own",
     ("GET", "/api/v1/projects/{project}/models"): "models:read",
     ("POST", "/api/v1/clusters/{name}/join-token"): "clusters:write",
+    ("POST", "/api/v1/projects/{project}/code"): "code:push",
+    ("POST", "/api/v1/projects/{project}/code/{name}/versions/{version}/record"): "code:record",
+    ("POST", "/api/v1/projects/{project}/code/{name}/versions/{version}/reviews"): "code:review",
 }
 
 

@@ -10,12 +10,14 @@ with ``succeeded`` or ``failed``. It dies with the agent that started it
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +170,7 @@ _RUNNERS = {
     "evaluate": "bastion.agent.eval_job:run_evaluate",
     "erase": "bastion.agent.data_jobs:run_erase",
     "serve": "bastion.inference.runner:run_serve",
+    "register-code": "bastion.agent.code_job:run_register_code",
 }
 
 
@@ -181,6 +184,55 @@ def _run(context: JobContext, spec: RunSpec) -> str | None:
     return summary
 
 
+def _os_reason(exc: OSError) -> str:
+    """An operating-system refusal, named: in a sandbox it is often the sandbox's doing."""
+    kind = type(exc).__name__
+    if isinstance(exc, ConnectionError | TimeoutError) or exc.errno in _NETWORK_ERRNOS:
+        return f"network refused ({kind}: {exc.strerror or exc}); jobs have no network"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{kind}: {exc.strerror or exc}{where}"
+
+
+_NETWORK_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED})
+
+
+def _attempt(context: JobContext, spec: RunSpec, *, isolation: str) -> int:
+    """Run the job and report how it ended; the exit code the agent reads."""
+    try:
+        context.event(spec.job.type, "running", f"attempt {context.attempt} started; {isolation}")
+        summary = _run(context, spec)
+    except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
+        print(f"stopping: {exc}", file=sys.stderr)
+        return EXIT_FENCED
+    except (
+        JobFailed,
+        InvalidInput,
+        InvalidSpec,
+        IntegrityError,
+        PolicyViolation,
+        ConfigurationError,
+        OSError,
+    ) as exc:
+        reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        context.log(f"failed: {reason}")
+        context.event(spec.job.type, "failed", reason)
+        return EXIT_REPORTED_FAILURE
+    except BastionError as exc:
+        print(f"control plane refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except Exception as exc:  # the run's own code (a code package) raised
+        traceback.print_exc()  # into job.log, which stays in the compute plane
+        reason = f"the job's code raised {type(exc).__name__}: {str(exc)[:500]}"
+        context.log(f"failed: {reason}")
+        context.event(spec.job.type, "failed", reason)
+        return EXIT_REPORTED_FAILURE
+    if summary is None:
+        context.log("data ready; the agent seals it (encrypt, sign, record the version)")
+        return EXIT_SEAL
+    context.event(spec.job.type, "succeeded", summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     die_with_agent(os.environ)  # no work goes on once the agent that started it is gone
     workdir = Path((argv or sys.argv[1:])[0])
@@ -190,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no relay socket (BASTION_RELAY) in the environment", file=sys.stderr)
         return 2
     spec = RunSpec.model_validate(manifest["spec"])
+    if manifest.get("code"):  # the run's code package, verified and read-only
+        code = Path(manifest["code"])
+        sys.path[:0] = [str(code / "src")] if (code / "src").is_dir() else []
+        sys.path.insert(0, str(code))
     # The host part is never resolved: every request goes down the relay's socket.
     with Client("http://relay", transport=dial(settings.relay)) as client:
         context = JobContext(
@@ -201,36 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_from=manifest.get("resume_from"),
             inputs_root=Path(manifest["inputs_root"]),
         )
-        try:
-            isolation = manifest.get("isolation", "")
-            context.event(
-                spec.job.type, "running", f"attempt {context.attempt} started; {isolation}"
-            )
-            summary = _run(context, spec)
-        except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
-            print(f"stopping: {exc}", file=sys.stderr)
-            return EXIT_FENCED
-        except (
-            JobFailed,
-            InvalidInput,
-            InvalidSpec,
-            IntegrityError,
-            PolicyViolation,
-            ConfigurationError,
-            OSError,
-        ) as exc:
-            reason = f"storage error: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
-            context.log(f"failed: {reason}")
-            context.event(spec.job.type, "failed", reason)
-            return EXIT_REPORTED_FAILURE
-        except BastionError as exc:
-            print(f"control plane refused: {exc}", file=sys.stderr)
-            return EXIT_REFUSED
-        if summary is None:
-            context.log("data ready; the agent seals it (encrypt, sign, record the version)")
-            return EXIT_SEAL
-        context.event(spec.job.type, "succeeded", summary)
-    return 0
+        return _attempt(context, spec, isolation=manifest.get("isolation", ""))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bastion.agent.code_staging import open_upload, stage_code
 from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
 from bastion.agent.fanout import FANOUT_ENV
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
@@ -393,9 +394,19 @@ class Agent:
                         source=source,
                     )
                 )
+        if job["type"] == "register-code":
+            staged.append(
+                open_upload(
+                    lease, workdir=workdir, keyring=self.keyring, cluster=self.config.cluster
+                )
+            )
         staged += stage_inputs(
             lease, workdir=workdir, storage=self.storage.root, keyring=self.keyring
         )
+        code = stage_code(workdir)  # verified against its signed tree, then read-only
+        if code is not None:
+            readonly.append(code)
+            manifest["code"] = str(code)
         if job["type"] == "serve":
             manifest.update(self._serve_inputs(lease, workdir))
             readonly += self._tls_files(job)
@@ -601,6 +612,18 @@ class Agent:
             )
         except (BastionError, OSError) as exc:
             self._report_end(lease, stage="seal", status="failed", message=f"sealing failed: {exc}")
+            return
+        if version["kind"] == "code":
+            self._report_end(
+                lease,
+                stage="seal",
+                status="succeeded",
+                message=(
+                    f"registered code {version['name']}@{version['version']}: "
+                    f"{version['files']} files checked, manifest {version['manifest_hash'][:16]}, "
+                    "encrypted and signed"
+                ),
+            )
             return
         if version["kind"] == "export":
             self._report_end(

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion.agent.code_staging import CODE, CodeRequest, seal_code
 from bastion.client import Client, LeaseOut
 from bastion.data.layout import DATA_FILES, SCHEMA_FILE
 from bastion.data.publish import unpublished_columns
@@ -44,7 +45,14 @@ __all__ = [
 ]
 
 #: What each staged input role is (anything else is a dataset version).
-_ARTIFACTS: dict[str, Artifact] = {"checkpoint": "checkpoint", "model": "model", "init": "model"}
+_ARTIFACTS: dict[str, Artifact] = {
+    "checkpoint": "checkpoint",
+    "model": "model",
+    "init": "model",
+    "code": "code",
+}
+#: Inputs that are not stored artifacts: keys for a transfer, a push sealed to this cluster.
+_NOT_STORED = frozenset({"transfer", "code_upload"})
 INPUTS = "inputs"
 OUTPUTS = "outputs"
 #: Where a training job moves each finished checkpoint for the agent to seal.
@@ -104,8 +112,8 @@ def stage_inputs(lease: LeaseOut, *, workdir: Path, storage: Path, keyring: Keyr
     """
     staged = []
     for role, info in sorted(lease.inputs.items()):
-        if role == "transfer":
-            continue  # keys for a transfer, not a stored artifact
+        if role in _NOT_STORED:
+            continue
         open_sealed(
             storage,
             keyring=keyring,
@@ -144,10 +152,12 @@ def open_transfer(
     return f"transfer from {header['sender']} ({len(header['files'])} files) verified"
 
 
-def _request(workdir: Path) -> SealRequest | ModelRequest | ExportRequest:
+def _request(workdir: Path) -> SealRequest | ModelRequest | ExportRequest | CodeRequest:
     try:
         body = (workdir / OUTPUTS / REQUEST).read_bytes()
         artifact = json.loads(body).get("artifact")
+        if artifact == "code":
+            return CodeRequest.model_validate_json(body)
         if artifact == "model":
             return ModelRequest.model_validate_json(body)
         if artifact == "export":
@@ -264,6 +274,10 @@ def seal_outputs(
 ) -> dict[str, Any]:
     """Seal the job's outputs as a new version and record it; return the recorded version."""
     request = _request(workdir)
+    if isinstance(request, CodeRequest):
+        return seal_code(
+            lease, request, workdir=workdir, storage=storage, keyring=keyring, client=client
+        )
     if isinstance(request, ExportRequest):
         return _export(lease, workdir=workdir, storage=storage, keyring=keyring, cluster=cluster)
     if isinstance(request, ModelRequest):
@@ -350,7 +364,7 @@ def _shred_replaced(lease: LeaseOut, *, storage: Path) -> bool:
 
 #: Where an attempt's plaintext lives: what it read, what it made, its checkpoints before
 #: and after the hand-over. A serve job's hot-swaps stage into ``swap-*`` folders beside them.
-PLAINTEXT = (INPUTS, OUTPUTS, SEALING, "checkpoints")
+PLAINTEXT = (INPUTS, OUTPUTS, SEALING, "checkpoints", CODE)
 SWAP_FOLDERS = "swap-*"
 
 

@@ -9,6 +9,7 @@ the packaged model in ``outputs/model/`` for the agent to seal and register.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ from bastion.agent.eval_job import Evaluation, evaluate_model
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
 from bastion.data.feature_gate import check_features
+from bastion.data.ingest import Loaded
 from bastion.data.schema import MAX_CATEGORIES, ImageSchema, TableSchema
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import input_bounds
@@ -101,6 +103,34 @@ def _features(
     return chosen
 
 
+def _code_evidence(workdir: Path, job: TrainJob) -> dict[str, Any]:
+    """The code package the model came from, pinned by its sealed manifest's hash."""
+    if job.code is None:
+        return {}
+    staged = json.loads((workdir / "inputs" / "code" / "version.json").read_text())
+    evidence: dict[str, Any] = {"code": job.code, "code_manifest_hash": staged["manifest_hash"]}
+    if job.data is not None:
+        evidence["data_transform"] = job.data.transform
+    return evidence
+
+
+def _transformed(context: JobContext, entrypoint: str, data: Loaded) -> Loaded:
+    """The table as the code package's transform returns it (checked: still a table)."""
+    module_name, function = entrypoint.split(":")
+    try:
+        transform = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInput(f"data.transform {entrypoint!r}: {exc}") from None
+    frame = transform(data.table().copy())
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise InvalidInput(
+            f"data.transform {entrypoint!r} returned {type(frame).__name__}, not a non-empty "
+            "pandas DataFrame"
+        )
+    context.log(f"data.transform {entrypoint}: {len(frame)} rows, {len(frame.columns)} columns")
+    return Loaded(kind="table", frame=frame)
+
+
 def _hand_over(workdir: Path) -> Any:
     """Move a finished checkpoint where the agent seals it (a rename: all or nothing)."""
 
@@ -118,6 +148,8 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     # package, at serving; the control plane's copy is rounded and redacted.
     schema = staged_schema(workdir, info)
     _validate(data, info, schema)
+    if job.data is not None:
+        data = _transformed(context, job.data.transform, data)
     target = job.target or info.get("target")
     if data.kind == "table":
         if target is None:
@@ -183,6 +215,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
             if job.init_from
             else None
         ),
+        **_code_evidence(workdir, job),
     }
     if data.kind == "images":
         seen_x, seen_y = x[train_rows], y[train_rows]

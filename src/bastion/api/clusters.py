@@ -46,6 +46,9 @@ class ClusterOut(Response):
     name: str
     description: str
     signing_public_key: str | None
+    hybrid_public_keyset: str | None = Field(
+        default=None, description="The agent's HPKE public keyset: what code is sealed to."
+    )
     last_heartbeat: dt.datetime | None
     created_at: dt.datetime
     isolation: Isolation | None = Field(

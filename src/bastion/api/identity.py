@@ -79,6 +79,11 @@ class Permission(enum.StrEnum):
     DEPLOYMENTS_READ = "deployments:read"
     DEPLOYMENTS_WRITE = "deployments:write"
     SERVING_KEYS_WRITE = "serving-keys:write"
+    CODE_READ = "code:read"
+    CODE_PUSH = "code:push"
+    #: Only the agent that checked and sealed a pushed package registers it.
+    CODE_RECORD = "code:record"
+    CODE_REVIEW = "code:review"
 
 
 Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]

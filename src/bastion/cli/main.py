@@ -47,6 +47,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "compliance": ("bastion.cli.compliance_cmd", "app"),
     "privacy": ("bastion.cli.privacy_cmd", "app"),
     "deploy": ("bastion.cli.deploy_cmd", "app"),
+    "code": ("bastion.cli.code_cmd", "app"),
 }
 #: The top-level verbs, by the module whose ``register(app)`` adds them.
 VERBS: dict[str, str] = {

@@ -24,7 +24,7 @@ carrying the server's message; an answer without a known type is mapped by statu
 
 One module per resource holds its calls (``identity``, ``projects``, ``clusters`` with the
 agent protocol, ``runs``, ``datasets``, ``models``, ``governance``, ``privacy``, ``audit``,
-``deployments``); ``Client`` is all of them over one connection (``_transport``).
+``deployments``, ``code``); ``Client`` is all of them over one connection (``_transport``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from bastion.api.clusters import (
     LeaseOut,
     NewClusterOut,
 )
+from bastion.api.code import CodePackageOut, CodeVersionOut
 from bastion.api.datasets import DatasetOut, DatasetVersionOut, ErasureOut
 from bastion.api.deployments import DeploymentOut, NewServingKeyOut, ReplicaOut, ServingKeyOut
 from bastion.api.governance import AlertOut, ApprovalOut, PolicyOut, StageTransitionOut
@@ -47,6 +48,7 @@ from bastion.api.projects import MembershipOut, ProjectOut
 from bastion.api.runs import LogLineOut, MetricOut, RunEventOut, RunOut
 from bastion.client.audit import AuditMixin
 from bastion.client.clusters import ClustersMixin
+from bastion.client.code import CodeMixin
 from bastion.client.credentials import load_credentials, save_credentials
 from bastion.client.datasets import DatasetsMixin
 from bastion.client.deployments import DeploymentsMixin
@@ -65,6 +67,8 @@ __all__ = [
     "AuditVerifyOut",
     "Client",
     "ClusterOut",
+    "CodePackageOut",
+    "CodeVersionOut",
     "DatasetOut",
     "DatasetVersionOut",
     "DeploymentOut",
@@ -108,6 +112,7 @@ class Client(
     PrivacyMixin,
     AuditMixin,
     DeploymentsMixin,
+    CodeMixin,
 ):
     """A thin, typed wrapper over the control plane's REST API.
 

@@ -41,6 +41,9 @@ class ClustersMixin(Transport):
     def list_clusters(self) -> list[ClusterOut]:
         return self._many(ClusterOut, "GET", "/api/v1/clusters")
 
+    def get_cluster(self, cluster: str) -> ClusterOut:
+        return self._one(ClusterOut, "GET", f"/api/v1/clusters/{cluster}")
+
     # -- the agent protocol ----------------------------------------------------------------
 
     def join_cluster(

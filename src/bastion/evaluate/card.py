@@ -98,6 +98,10 @@ def build_card(
             "imported_from": evidence.get("imported_from"),
             # bubblewrap, none (unsandboxed), or None (trained before runs recorded it)
             "isolation": version.get("isolation"),
+            "code": evidence.get("code"),
+            "code_manifest_hash": evidence.get("code_manifest_hash"),
+            "data_transform": evidence.get("data_transform"),
+            "code_reviews": version.get("code_reviews", []),
         },
         "performance": {
             "train_accuracy": evidence.get("train_accuracy"),

@@ -67,6 +67,11 @@ class Policy(_Strict):
     require_signature: bool | None = None
     require_pii_scan: bool | None = None
     require_poisoning_scan: bool | None = None
+    #: A model built from a code package needs that version approved by a reviewer (never
+    #: its pusher) and rejected by none; built-in models pass.
+    code_reviewed: bool | None = None
+    #: The training run ran in the sandbox (not under an agent started with --no-sandbox).
+    require_sandbox: bool | None = None
     approvals: int | None = Field(default=None, ge=0, le=10)
 
     @model_validator(mode="after")
@@ -124,6 +129,29 @@ def _at_most(gate: str, limit: float, actual: float | None, missing: str) -> Gat
         return GateResult(gate=gate, passed=False, required=f"<= {limit}", actual=missing)
     return GateResult(
         gate=gate, passed=actual <= limit, required=f"<= {limit}", actual=_number(actual)
+    )
+
+
+def _code_reviewed(training: dict[str, Any]) -> GateResult:
+    code = training.get("code")
+    if not code:
+        return GateResult(
+            gate="code_reviewed", passed=True, required="approved", actual="built-in model"
+        )
+    reviews = training.get("code_reviews") or []
+    approved = [r["reviewer"] for r in reviews if r["verdict"] == "approved"]
+    rejected = [r["reviewer"] for r in reviews if r["verdict"] == "rejected"]
+    if rejected:
+        actual = f"{code} rejected by {', '.join(rejected)}"
+    elif approved:
+        actual = f"{code} approved by {', '.join(approved)}"
+    else:
+        actual = f"{code} not reviewed"
+    return GateResult(
+        gate="code_reviewed",
+        passed=bool(approved) and not rejected,
+        required="code approved by a reviewer",
+        actual=actual,
     )
 
 
@@ -206,6 +234,20 @@ def evaluate_gates(policy: Policy, card: dict[str, Any]) -> list[GateResult]:
                 actual=f"signed, manifest {str(card['signatures'].get('manifest_hash'))[:12]}"
                 if signed
                 else "unsigned",
+            )
+        )
+    if policy.code_reviewed:
+        results.append(_code_reviewed(card["training"]))
+    if policy.require_sandbox:
+        isolation = card["training"].get("isolation")
+        results.append(
+            GateResult(
+                gate="require_sandbox",
+                passed=isolation == "bubblewrap",
+                required="trained in the sandbox",
+                actual={"bubblewrap": "sandboxed", "none": "UNSANDBOXED"}.get(
+                    str(isolation), "isolation not recorded"
+                ),
             )
         )
     if policy.require_pii_scan:

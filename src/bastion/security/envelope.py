@@ -83,6 +83,7 @@ class ArtifactKind(enum.StrEnum):
     MODEL = "model"
     FILE = "file"
     EXPORT = "export"
+    CODE = "code"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Sealed artifacts in the compute plane: encrypted files under a signed manifest.
 
-Dataset versions, model versions and training checkpoints are stored the same way, in
+Dataset versions, model versions, training checkpoints and code packages are stored the same way, in
 ``STORAGE/<artifact>s/<project>/<name>/<manifest hash>/``::
 
     <file>.bst         each file, envelope-encrypted (its kind: dataset, model, checkpoint)
@@ -47,11 +47,12 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 ENCRYPTED_SUFFIX = ".bst"
-Artifact = Literal["dataset", "model", "checkpoint"]
+Artifact = Literal["dataset", "model", "checkpoint", "code"]
 _KINDS: dict[str, ArtifactKind] = {
     "dataset": ArtifactKind.DATASET,
     "model": ArtifactKind.MODEL,
     "checkpoint": ArtifactKind.CHECKPOINT,
+    "code": ArtifactKind.CODE,
 }
 
 

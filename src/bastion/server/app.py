@@ -25,6 +25,7 @@ from bastion.server.routes import (
     agents,
     audit,
     clusters,
+    code,
     datasets,
     deployments,
     governance,
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         privacy.router,
         audit.router,
         deployments.router,
+        code.router,
     ):
         api.include_router(router)
 

@@ -65,6 +65,11 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.DEPLOYMENTS_READ: _READERS,
     Permission.DEPLOYMENTS_WRITE: frozenset({_A, _E}),
     Permission.SERVING_KEYS_WRITE: frozenset({_A, _E}),
+    Permission.CODE_READ: _READERS,
+    Permission.CODE_PUSH: frozenset({_A, _E}),
+    # A code version is registered only as the cluster's agent checked and sealed it.
+    Permission.CODE_RECORD: frozenset({Role.AGENT}),
+    Permission.CODE_REVIEW: frozenset({_A, _R}),
 }
 
 #: Permissions checked against the route's ``{project}``; the others are global.
@@ -93,6 +98,10 @@ PROJECT_SCOPED = frozenset(
         Permission.DEPLOYMENTS_READ,
         Permission.DEPLOYMENTS_WRITE,
         Permission.SERVING_KEYS_WRITE,
+        Permission.CODE_READ,
+        Permission.CODE_PUSH,
+        Permission.CODE_RECORD,
+        Permission.CODE_REVIEW,
     }
 )
 

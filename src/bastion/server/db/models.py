@@ -281,6 +281,57 @@ class ModelVersion(Base):
     flags: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
 
 
+class CodePackage(Base):
+    """Users' code, by name in a project (``bastion code push``); its versions follow."""
+
+    __tablename__ = "code_packages"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CodeVersion(Base):
+    """One pushed version: its file list and hashes, never its text.
+
+    ``sealed_archive`` is the archive sealed to the cluster's HPKE key by the pusher's CLI
+    (the control plane cannot open it); the cluster's agent opens, checks and seals it, then
+    records ``manifest_hash`` and ``signature``: the version is registered."""
+
+    __tablename__ = "code_versions"
+    __table_args__ = (UniqueConstraint("package_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    package_id: Mapped[str] = mapped_column(ForeignKey("code_packages.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
+    files: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    archive_sha256: Mapped[str] = mapped_column(String(64))
+    sealed_archive: Mapped[str | None] = mapped_column(Text, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    manifest_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signature: Mapped[str] = mapped_column(Text, default="")
+    pushed_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CodeReview(Base):
+    """A reviewer's verdict on a code version (never the person who pushed it)."""
+
+    __tablename__ = "code_reviews"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    code_version_id: Mapped[str] = mapped_column(
+        ForeignKey("code_versions.id", ondelete="CASCADE"), index=True
+    )
+    reviewer_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Evaluation(Base):
     """One evaluation of a model version (robustness, membership, fairness, explain).
 

@@ -30,6 +30,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.services.clusters import JOIN_TOKEN_KIND, get_cluster
+from bastion.server.services.code import code_inputs
 from bastion.server.services.datasets import lease_inputs
 from bastion.server.services.jobs import ACTIVE_STATUSES
 
@@ -244,6 +245,8 @@ def lease_next(
     project = unit.session.get(Project, run.project_id)
     checkpoint = _last_checkpoint(unit, run.id)
     inputs = lease_inputs(unit.session, run=run, project=project) if project else {}
+    if project is not None:
+        inputs.update(code_inputs(unit.session, run=run, project=project))
     if checkpoint is not None and checkpoint[1] is not None:
         inputs["checkpoint"] = {
             "name": run.id,

@@ -30,11 +30,13 @@ from bastion.errors import (
 from bastion.server.caller import Identity
 from bastion.server.db.models import Cluster, Dataset, DatasetVersion, ModelVersion, Project, Run
 from bastion.server.db.session import UnitOfWork
+from bastion.server.services import code as code_service
 from bastion.server.services.clusters import get_cluster
 from bastion.server.services.erasure_results import note_new_version
 from bastion.server.services.jobs import ACTIVE_STATUSES, create_run
 from bastion.server.services.models import get_model_version
 from bastion.spec import DATASET_JOB_TYPES, RunSpec, parse_dataset_ref, parse_spec
+from bastion.train.config import EntrypointModel
 
 __all__ = [
     "create_dataset",
@@ -323,6 +325,15 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
                 f"{job.init_from} is not on {spec.cluster!r}; export it there first "
                 "('bastion model export', then 'bastion model import')"
             )
+    if job.code is not None and row.cluster_id is not None:
+        code_service.registered(
+            unit.session, project=project, ref=job.code, cluster_id=row.cluster_id
+        )
+    if isinstance(job.model, EntrypointModel) and job.code is None:
+        raise InvalidSpec(
+            f"model.entrypoint {job.model.entrypoint!r}: name the code package it comes from "
+            "('code: NAME@V'; push it with 'bastion code push')"
+        )
     # (3) ...
     check_purpose(job.purpose, declared=row.purpose, dataset=job.dataset)
     # (4) ...

@@ -203,6 +203,13 @@ def _deployable(
             f"{model} is stored on another cluster; export it to {cluster.name!r} first "
             "('bastion model export --to-cluster')"
         )
+    # (3) Serving applies no data transform: a model trained on transformed rows would be
+    #     served raw ones.
+    if version.evidence.get("data_transform"):
+        raise Conflict(
+            f"{model} was trained with data.transform {version.evidence['data_transform']!r}; "
+            "serving does not apply transforms yet, so it cannot be deployed"
+        )
     return version
 
 

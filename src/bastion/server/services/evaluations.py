@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bastion.errors import InvalidInput
+from bastion.errors import InvalidInput, NotFound
 from bastion.evaluate.card import build_card
 from bastion.evaluate.config import EVALUATION_KINDS
 from bastion.server.db.models import (
@@ -26,6 +26,7 @@ from bastion.server.db.models import (
     Run,
 )
 from bastion.server.db.session import UnitOfWork
+from bastion.server.services import code as code_service
 from bastion.spec import parse_dataset_ref
 
 __all__ = [
@@ -134,6 +135,19 @@ def _isolation(session: Session, run_id: str | None) -> str | None:
     return run.isolation if run is not None else None
 
 
+def _code_reviews(session: Session, *, project: Project, ref: object) -> list[dict[str, Any]]:
+    """The reviews of the code version a model was built from (none for built-in models)."""
+    if not isinstance(ref, str):
+        return []
+    name, number = parse_dataset_ref(ref)
+    try:
+        row = code_service.get_version(session, project=project, name=name, version=number)
+    except NotFound:
+        return []
+    reviews: list[dict[str, Any]] = code_service.describe(session, row)["reviews"]
+    return [{"reviewer": r["reviewer"], "verdict": r["verdict"]} for r in reviews]
+
+
 def model_card(
     session: Session, *, project: Project, name: str, row: ModelVersion
 ) -> dict[str, Any]:
@@ -161,6 +175,7 @@ def model_card(
         "signature": row.signature,
         "manifest_hash": row.manifest_hash,
         "isolation": _isolation(session, row.run_id),
+        "code_reviews": _code_reviews(session, project=project, ref=row.evidence.get("code")),
     }
     current = current_evaluations(session, row)
     return build_card(name=name, version=version, evaluations=current, dataset_summaries=summaries)

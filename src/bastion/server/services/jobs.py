@@ -40,6 +40,10 @@ def create_run(
         raise InvalidSpec(
             "job.type 'serve' is queued by 'bastion deploy create', not as a run spec"
         )
+    if spec.job.type == "register-code" and not routed:
+        raise InvalidSpec(
+            "job.type 'register-code' is queued by 'bastion code push', not as a run spec"
+        )
     if spec.project != project.name:
         raise InvalidSpec(
             f"spec.project is {spec.project!r} but the run is submitted to project {project.name!r}"

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from bastion.errors import NotFound
 from bastion.server.db.models import (
+    CodePackage,
+    CodeVersion,
     Dataset,
     DatasetVersion,
     Deployment,
@@ -30,6 +32,20 @@ from bastion.server.db.models import (
 )
 
 __all__ = ["downstream", "lineage"]
+
+
+def _run_inputs(job: dict[str, Any], key: str) -> list[dict[str, str]]:
+    """The edges into a run: the data it read, the code it ran, the model it started from."""
+    edges = []
+    if job.get("dataset") and job.get("type") != "ingest":
+        edges.append({"from": f"dataset:{job['dataset']}", "to": key, "relation": "input"})
+    if job.get("code"):
+        edges.append({"from": f"code:{job['code']}", "to": key, "relation": "code"})
+    if job.get("init_from"):
+        edges.append({"from": f"model:{job['init_from']}", "to": key, "relation": "initialized"})
+    if job.get("type") == "serve":
+        edges.append({"from": f"model:{job['model']}", "to": key, "relation": "served"})
+    return edges
 
 
 def _graph(
@@ -75,6 +91,18 @@ def _graph(
         }
         if version.run_id:
             edges.append({"from": f"run:{version.run_id}", "to": key, "relation": "produced"})
+    for package, code in session.execute(
+        select(CodePackage, CodeVersion)
+        .join(CodeVersion, CodeVersion.package_id == CodePackage.id)
+        .where(CodePackage.project_id == project.id)
+    ).all():
+        key = f"code:{package.name}@{code.version}"
+        nodes[key] = {
+            "id": key,
+            "kind": "code",
+            "manifest_hash": code.manifest_hash,
+            "files": len(code.files),
+        }
     for run in session.scalars(select(Run).where(Run.project_id == project.id)):
         found = run.spec.get("job") if isinstance(run.spec, dict) else None
         job: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -87,14 +115,7 @@ def _graph(
             "status": run.status,
             "purpose": job.get("purpose", ""),
         }
-        if job.get("dataset") and job.get("type") != "ingest":
-            edges.append({"from": f"dataset:{job['dataset']}", "to": key, "relation": "input"})
-        if job.get("init_from"):
-            edges.append(
-                {"from": f"model:{job['init_from']}", "to": key, "relation": "initialized"}
-            )
-        if job.get("type") == "serve":
-            edges.append({"from": f"model:{job['model']}", "to": key, "relation": "served"})
+        edges += _run_inputs(job, key)
     for deployment in session.scalars(
         select(Deployment).where(Deployment.project_id == project.id)
     ):
