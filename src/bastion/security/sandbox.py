@@ -225,8 +225,11 @@ class Sandbox:
 
     def command(self, argv: Sequence[str], mounts: Mounts) -> list[str]:
         """``argv`` wrapped in bubblewrap, with the view the module docstring describes."""
-        # (1) a fresh root: the system and the Python environment, read-only
         args = [self.bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
+        # (3) first: a private /tmp, which the folders bound below may lie under
+        private_tmp = ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]  # noqa: S108 - fresh, its own
+        args += ["--proc", "/proc", "--dev", "/dev", *private_tmp]
+        # (1) a fresh root: the system and the Python environment, read-only
         for entry in _SYSTEM:
             if os.path.islink(entry):
                 args += ["--symlink", os.readlink(entry), entry]
@@ -236,9 +239,6 @@ class Sandbox:
             args += ["--ro-bind-try", entry, entry]
         for folder in self.environment:
             args += ["--ro-bind", str(folder), str(folder)]
-        # (3) private /tmp before (2), whose folders may lie under /tmp
-        private_tmp = ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]  # noqa: S108 - fresh, its own
-        args += ["--proc", "/proc", "--dev", "/dev", *private_tmp]
         # (2) the job's own folder read-write, what it may read read-only
         args += ["--bind", str(mounts.workdir), str(mounts.workdir)]
         for folder in mounts.readonly:
