@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from bastion.data.reference import patients
+from bastion.client import Client
+from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.security.transfer import seal_for_cluster
 from tests.agent.test_agent_e2e import Plane, _wait_status, running_plane
+from tests.inference.conftest import free_port
 from tests.server.test_live import _bastion
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "code" / "tabular_resnet"
@@ -58,6 +61,32 @@ def fork_storm(*, input_shape, classes):
             os._exit(0)
         children += 1
     raise RuntimeError(f"forked {children} processes")
+
+def read_by_path(*, input_shape, classes):
+    read = []
+    for path in SECRETS:
+        try:
+            with open(path, "rb") as handle:
+                handle.read()
+            read.append(path)
+        except OSError:
+            pass
+    raise RuntimeError(f"read: {read or 'nothing'}")
+
+def write_outside(*, input_shape, classes):
+    written = []
+    for path in TARGETS:
+        try:
+            with open(path, "w") as handle:
+                handle.write("from the job")
+            written.append(path)
+        except OSError:
+            pass
+    raise RuntimeError(f"written: {written or 'nothing'}")
+
+def hog_memory(*, input_shape, classes):
+    ballast = bytearray(3 << 30)
+    raise RuntimeError(f"allocated {len(ballast)} bytes")
 
 def leave_a_daemon(*, input_shape, classes):
     if os.fork() == 0:
@@ -219,7 +248,13 @@ def attacks(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> str:
     (package / "__init__.py").write_text("")
     places = [("127.0.0.1", int(plane.url.rsplit(":", 1)[1])), ("127.0.0.1", 5432)]
     places += [("127.0.0.1", 6379), ("1.1.1.1", 443)]
-    (package / "steal.py").write_text(f"PLACES = {places!r}\n{ATTACKS}")
+    # What the agent holds: its keys and credential, other runs' folders and the storage root.
+    secrets = [str(p) for p in sorted(plane.agent_home.iterdir()) if p.is_file()]
+    secrets += [str(p) for p in sorted(plane.storage.rglob("*")) if p.is_file()][:50]
+    targets = [str(plane.agent_home / "planted"), str(plane.storage / "planted")]
+    (package / "steal.py").write_text(
+        f"PLACES = {places!r}\nSECRETS = {secrets!r}\nTARGETS = {targets!r}\n{ATTACKS}"
+    )
     code, output = _push(plane, folder, "attacks")
     assert code == 0, output
     return "attacks@1"
@@ -244,7 +279,38 @@ def _failed(
 def test_a_package_finds_no_keys_anywhere(plane: Plane, attacks: str, tmp_path: Path) -> None:
     reason = _failed(plane, tmp_path, "steal-keys", "attacks.steal:walk_for_keys", attacks)
     assert "keys found: none" in reason, reason
-    assert (plane.agent_home / "master.key").exists() or (plane.agent_home / "keys").exists()
+    assert any(p.is_file() for p in plane.agent_home.iterdir())  # there were keys to find
+
+
+def test_a_package_reads_nothing_of_the_agent_by_path(
+    plane: Plane, attacks: str, tmp_path: Path
+) -> None:
+    reason = _failed(plane, tmp_path, "read-by-path", "attacks.steal:read_by_path", attacks)
+    assert "read: nothing" in reason, reason
+
+
+def test_a_package_writes_nothing_outside_its_folder(
+    plane: Plane, attacks: str, tmp_path: Path
+) -> None:
+    reason = _failed(plane, tmp_path, "write-outside", "attacks.steal:write_outside", attacks)
+    # Inside, a path under /tmp may be written: it is the sandbox's own private /tmp.
+    assert "written:" in reason, reason
+    assert not (plane.agent_home / "planted").exists()
+    assert not (plane.storage / "planted").exists()
+
+
+def test_a_package_cannot_allocate_past_the_limit(
+    plane: Plane, attacks: str, tmp_path: Path
+) -> None:
+    reason = _failed(
+        plane,
+        tmp_path,
+        "hog-memory",
+        "attacks.steal:hog_memory",
+        attacks,
+        resources={"memory_mb": 2048},
+    )
+    assert "ran out of memory" in reason and "allocated" not in reason, reason
 
 
 def test_a_package_reaches_no_network(plane: Plane, attacks: str, tmp_path: Path) -> None:
@@ -293,3 +359,76 @@ def test_code_show_lists_hashes_not_text(plane: Plane) -> None:
     body = json.loads(shown.stdout)
     assert body["status"] == "registered" and body["files"]
     assert "walk_for_keys" not in shown.stdout
+
+
+def test_a_code_model_is_gated_on_review_promoted_and_served(plane: Plane, tmp_path: Path) -> None:
+    """The benign package's model: evaluated, held back until its code is reviewed, promoted,
+    then served by an inference server that loads the same signed package."""
+    home = plane.client_home
+    if not any(p.name == "tabular-resnet" for p in plane.admin.list_code("p")):
+        assert _push(plane, EXAMPLE, "tabular-resnet")[0] == 0
+    spec = _spec(
+        "resnet-serve",
+        "tabular_resnet.model:build",
+        "tabular-resnet@1",
+        evaluate={"robustness": {"eps": [0.05], "steps": 3, "max_rows": 100}},
+    )
+    code, output = _train(plane, tmp_path, spec)
+    assert code == 0, output
+    policy = tmp_path / "production.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {"min_accuracy": 0.5, "code_reviewed": True, "require_sandbox": True, "approvals": 0}
+        )
+    )
+    put = _bastion(home, "policy", "put", "production", "-p", "p", "--file", str(policy))
+    assert put.returncode == 0, put.stderr
+    promote = ("model", "promote", "resnet-serve@1", "-p", "p", "--to", "production")
+    held = _bastion(home, *promote)
+    assert held.returncode != 0 and "gate(s) failed: code_reviewed" in held.stderr, held.stderr
+    approvals = plane.admin.list_approvals("p")
+    gates = {g["gate"]: g["actual"] for g in approvals[-1].gate_results}
+    assert gates["code_reviewed"] == "tabular-resnet@1 not reviewed"
+    # A reviewer (not the pusher) approves the code; the same promotion then passes.
+    plane.admin.create_user("rita", password="correct horse battery staple")
+    plane.admin.set_member("p", "rita", "reviewer")
+    with Client(plane.url) as anonymous:
+        session = anonymous.login("rita", "correct horse battery staple")
+    with Client(plane.url, token=session.token) as reviewer:
+        reviewer.review_code("p", "tabular-resnet", 1, verdict="approved", comment="read it")
+    passed = _bastion(home, *promote)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    port = free_port()
+    deploy = ("deploy", "create", "resnet-serve@1", "-p", "p", "--cluster", "c1")
+    started = _bastion(home, *deploy, "--port", str(port))
+    logs = [p.read_text()[-3000:] for p in plane.storage.glob("runs/*/attempt-*/job.log")]
+    assert started.returncode == 0, started.stdout + started.stderr + "\n".join(logs[-2:])
+    key = _bastion(home, "keys", "create", "-d", "resnet-serve", "-p", "p", "--rate", "100/s")
+    assert key.returncode == 0, key.stdout + key.stderr
+    bearer = {"Authorization": f"Bearer {key.stdout.strip().splitlines()[-1]}"}
+    frame = patients(seed=0, rows=300).drop(
+        columns=[*PATIENT_PII_COLUMNS, "subject_id", "diagnosis"], errors="ignore"
+    )
+    rows = [{str(k): v for k, v in r.items()} for r in frame.head(2).to_dict(orient="records")]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        deadline = time.monotonic() + 15
+        while True:  # the key reaches the server with its next refresh
+            answered = http.post("/v1/predict", json={"instances": rows}, headers=bearer)
+            if answered.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["model"] == "resnet-serve@1"
+    assert len(answered.json()["predictions"]) == 2
+    # A version of the same model built without that code cannot be swapped into the server.
+    builtin = {**_spec("resnet-serve", "x:y", "x@1"), "model": {"builtin": "logreg"}}
+    del builtin["code"]
+    code, output = _train(plane, tmp_path, builtin)
+    assert code == 0, output
+    promoted = _bastion(home, "model", "promote", "resnet-serve@2", "-p", "p", "--to", "production")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    update = ("deploy", "update", "resnet-serve", "-p", "p", "--model", "resnet-serve@2")
+    swap = _bastion(home, *update)
+    assert swap.returncode != 0 and "built from different code" in swap.stderr, swap.stderr
+    stopped = _bastion(home, "deploy", "stop", "resnet-serve", "-p", "p")
+    assert stopped.returncode == 0, stopped.stderr

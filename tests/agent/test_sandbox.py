@@ -371,6 +371,7 @@ def test_the_sandbox_command_binds_only_what_it_is_given(host: Host) -> None:
     assert not any(Path(b).is_relative_to(host.home) for b in binds)
     assert "--unshare-all" in argv and "--share-net" not in argv
     assert "--die-with-parent" in argv
+    assert argv[argv.index("--remount-ro") + 1] == "/"  # the root bwrap built, read-only
     served = host.sandbox.command(["true"], Mounts(host.workdir, network=True))
     assert "--share-net" in served
 
@@ -389,3 +390,31 @@ def test_a_sandbox_that_cannot_start_is_refused(host: Host, tmp_path: Path) -> N
     with pytest.raises(ConfigurationError, match="No permissions to create new namespace"):
         broken.probe()
     assert subprocess.run([str(fake)], check=False, capture_output=True).returncode == 1
+
+
+def test_an_agent_without_bubblewrap_refuses_to_start(tmp_path: Path) -> None:
+    """Fail closed: no sandbox, no agent, unless the operator says --no-sandbox."""
+    from tests.server.test_live import BASTION, _env
+
+    env = {**_env(tmp_path / "home"), "PATH": str(tmp_path / "empty")}
+    started = subprocess.run(
+        [
+            BASTION,
+            "agent",
+            "start",
+            "--cluster",
+            "c1",
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--storage",
+            str(tmp_path / "storage"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert "bubblewrap (bwrap) is not installed" in started.stderr
+    assert "--no-sandbox" in started.stderr

@@ -184,6 +184,34 @@ def _run(context: JobContext, spec: RunSpec) -> str | None:
     return summary
 
 
+#: The job's own failures, reported as the run's reason (other Bastion errors are the
+#: control plane refusing a report: nothing more can be reported).
+_REPORTED = (
+    JobFailed,
+    InvalidInput,
+    InvalidSpec,
+    IntegrityError,
+    PolicyViolation,
+    ConfigurationError,
+)
+
+
+def _reason(exc: Exception) -> str:
+    """Why the run failed, in one line."""
+    if isinstance(exc, MemoryError):
+        traceback.print_exc()  # where it ran out: job.log keeps it
+        return (
+            "the job ran out of memory: each of its processes may use resources.memory_mb "
+            "of address space"
+        )
+    if isinstance(exc, OSError):
+        return _os_reason(exc)
+    if isinstance(exc, _REPORTED):
+        return str(exc)
+    traceback.print_exc()  # the run's own code (a code package) raised: job.log keeps it
+    return f"the job's code raised {type(exc).__name__}: {str(exc)[:500]}"
+
+
 def _os_reason(exc: OSError) -> str:
     """An operating-system refusal, named: in a sandbox it is often the sandbox's doing."""
     kind = type(exc).__name__
@@ -204,25 +232,11 @@ def _attempt(context: JobContext, spec: RunSpec, *, isolation: str) -> int:
     except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
         print(f"stopping: {exc}", file=sys.stderr)
         return EXIT_FENCED
-    except (
-        JobFailed,
-        InvalidInput,
-        InvalidSpec,
-        IntegrityError,
-        PolicyViolation,
-        ConfigurationError,
-        OSError,
-    ) as exc:
-        reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
-        context.log(f"failed: {reason}")
-        context.event(spec.job.type, "failed", reason)
-        return EXIT_REPORTED_FAILURE
-    except BastionError as exc:
-        print(f"control plane refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except Exception as exc:  # the run's own code (a code package) raised
-        traceback.print_exc()  # into job.log, which stays in the compute plane
-        reason = f"the job's code raised {type(exc).__name__}: {str(exc)[:500]}"
+    except Exception as exc:
+        if isinstance(exc, BastionError) and not isinstance(exc, _REPORTED):
+            print(f"control plane refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        reason = _reason(exc)
         context.log(f"failed: {reason}")
         context.event(spec.job.type, "failed", reason)
         return EXIT_REPORTED_FAILURE

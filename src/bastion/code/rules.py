@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from bastion.errors import CodeRefused
-from bastion.security.filescan import scan_bytes
 
 __all__ = [
     "MAX_ARCHIVE_BYTES",
@@ -165,7 +164,12 @@ def _ends_in_zip(data: bytes) -> bool:
 
 def _is_pickle(data: bytes, relative: str) -> bool:
     """Binary data that opens with a pickle PROTO opcode (protocol 2 and up) and parses so."""
-    return data[:1] == b"\x80" and scan_bytes(data, name=relative).file_format.startswith("pickle")
+    if data[:1] != b"\x80":
+        return False
+    # The scanner pulls in numpy and fickling: only for binary files (the agent starts lean).
+    from bastion.security.filescan import scan_bytes  # noqa: PLC0415
+
+    return scan_bytes(data, name=relative).file_format.startswith("pickle")
 
 
 def check_file(relative: str, data: bytes) -> None:

@@ -248,7 +248,8 @@ class Sandbox:
         # (4) no network, unless this job must listen (an inference server)
         if mounts.network:
             args += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        args += ["--chdir", str(mounts.workdir), "--"]
+        # last: the fresh root itself (the folders bwrap made for the binds) read-only
+        args += ["--remount-ro", "/", "--chdir", str(mounts.workdir), "--"]
         return args + list(argv)
 
 

@@ -219,6 +219,19 @@ def _swap(
     if deployment.stopped_at is not None:
         raise Conflict(f"deployment {deployment.name!r} is stopped; create it again")
     previous = f"{deployment.model_name}@{deployment.model_version}"
+    # A running server has imported its model's code package; another package cannot be
+    # swapped into the same process.
+    served, wanted = (
+        get_model_version(unit.session, project=project, name=deployment.model_name, version=n)
+        for n in (deployment.model_version, number)
+    )
+    if served.evidence.get("code") != wanted.evidence.get("code"):
+        raise Conflict(
+            f"{previous} and {deployment.model_name}@{number} were built from different code "
+            f"({served.evidence.get('code') or 'built-in'} and "
+            f"{wanted.evidence.get('code') or 'built-in'}): a running server cannot swap "
+            "between them; stop the deployment and create it again"
+        )
     deployment.model_version = number
     unit.record(
         f"deployment.{action}",
