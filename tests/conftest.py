@@ -14,8 +14,10 @@ from typing import Protocol
 import pytest
 
 from bastion.cli.main import run
+from bastion.client import Client
 from bastion.config import Settings
 from bastion.security.keys import Keyring, load_keyring
+from bastion.server.db.session import Database
 
 
 @pytest.fixture
@@ -117,3 +119,26 @@ def tampered(path: Path) -> Iterator[None]:
         yield
     finally:
         path.write_bytes(original)
+
+
+@pytest.fixture
+def sdk_plane(home: Path, tmp_path: Path) -> Iterator[tuple[Client, Database]]:
+    """The control plane app on SQLite, and an SDK client of its first admin (in-process)."""
+    from fastapi.testclient import TestClient
+
+    from bastion.server.app import build_database, create_app
+    from bastion.server.services.bootstrap import initialise
+
+    settings = Settings(home=home, control_plane_database_url=f"sqlite:///{tmp_path / 'cp.db'}")
+    database = build_database(settings)
+    token = initialise(database, username="admin", password=SDK_PASSWORD).token
+    app = create_app(settings, database=database)
+    with (
+        TestClient(app, client=("127.0.0.1", 50000)) as http,
+        Client(str(http.base_url), token=token, transport=http._transport) as admin,
+    ):
+        yield admin, database
+    database.engine.dispose()
+
+
+SDK_PASSWORD = "correct horse battery staple"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -35,11 +33,8 @@ from bastion.client import (
     UserOut,
     WhoAmI,
 )
-from bastion.config import Settings
-from bastion.server.app import build_database, create_app
 from bastion.server.db.models import Cluster, Dataset, DatasetVersion, Project, User
 from bastion.server.db.session import Database
-from bastion.server.services.bootstrap import initialise
 from tests.conftest import other_keyring
 
 #: The public calls that return untyped JSON, and why. Every other call returns a response
@@ -103,23 +98,6 @@ def test_every_model_a_call_returns_is_exported_with_the_client() -> None:
 
 # -- one round trip through the real app ----------------------------------------------------
 
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def plane(home: Path, tmp_path: Path) -> Iterator[tuple[Client, Database]]:
-    """The control plane app on SQLite, and an SDK client of its first admin."""
-    settings = Settings(home=home, control_plane_database_url=f"sqlite:///{tmp_path / 'cp.db'}")
-    database = build_database(settings)
-    token = initialise(database, username="admin", password=PASSWORD).token
-    app = create_app(settings, database=database)
-    with (
-        TestClient(app, client=("127.0.0.1", 50000)) as http,
-        Client(str(http.base_url), token=token, transport=http._transport) as admin,
-    ):
-        yield admin, database
-    database.engine.dispose()
-
 
 def _same_json(model: BaseModel | list[Any], wire: object) -> None:
     """The model dumps to exactly the JSON the server sent (what the CLI prints)."""
@@ -129,9 +107,9 @@ def _same_json(model: BaseModel | list[Any], wire: object) -> None:
 
 
 def test_calls_return_models_from_the_real_app(
-    plane: tuple[Client, Database], tmp_path: Path
+    sdk_plane: tuple[Client, Database], tmp_path: Path
 ) -> None:
-    admin, database = plane
+    admin, database = sdk_plane
     who = admin.whoami()
     assert isinstance(who, WhoAmI) and who.username == "admin" and who.is_admin
     project = admin.create_project("cardiology", description="heart")

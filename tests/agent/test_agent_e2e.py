@@ -91,6 +91,18 @@ def running_plane(tmp_path: Path, *, lease_seconds: int = 30) -> Iterator[Plane]
         server_log.close()
 
 
+def register_patients(plane: Plane, *, rows: int | None = None) -> None:
+    """The reference patients table registered as patients@1 (target diagnosis)."""
+    from bastion.data.reference import patients
+
+    source = plane.storage.parent / "incoming" / "patients.csv"
+    patients(seed=0, rows=rows).to_csv(source, index=False)
+    args = ["--name", "patients", "-p", "p", "--target", "diagnosis"]
+    args += ["--subject-id-column", "subject_id"]
+    done = _bastion(plane.client_home, "data", "register", str(source), *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def start_agent(
     home: Path,
     url: str,

@@ -20,7 +20,7 @@ import yaml
 from bastion.client import Client
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.security.transfer import seal_for_cluster
-from tests.agent.test_agent_e2e import Plane, _wait_status, running_plane
+from tests.agent.test_agent_e2e import Plane, _wait_status, register_patients, running_plane
 from tests.inference.conftest import free_port
 from tests.server.test_live import _bastion
 
@@ -101,23 +101,7 @@ def leave_a_daemon(*, input_shape, classes):
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     with running_plane(tmp_path_factory.mktemp("code-plane"), lease_seconds=5) as started:
-        incoming = started.storage.parent / "incoming"
-        patients(seed=0, rows=300).to_csv(incoming / "patients.csv", index=False)
-        done = _bastion(
-            started.client_home,
-            "data",
-            "register",
-            str(incoming / "patients.csv"),
-            "--name",
-            "patients",
-            "-p",
-            "p",
-            "--target",
-            "diagnosis",
-            "--subject-id-column",
-            "subject_id",
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        register_patients(started, rows=300)
         yield started
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.inference.runner import KEY_REFRESH_SECONDS as KEY_REFRESH
-from tests.agent.test_agent_e2e import Plane, running_plane
+from tests.agent.test_agent_e2e import Plane, register_patients, running_plane
 from tests.conftest import tampered
 from tests.inference.conftest import free_port
 from tests.server.test_live import _bastion, _certificates
@@ -35,24 +35,8 @@ SPEC: dict[str, Any] = {
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     root = tmp_path_factory.mktemp("serve-plane")
     with running_plane(root) as started:
-        incoming = started.storage.parent / "incoming"
-        patients(seed=0).to_csv(incoming / "patients.csv", index=False)
+        register_patients(started)
         home = started.client_home
-        registered = _bastion(
-            home,
-            "data",
-            "register",
-            str(incoming / "patients.csv"),
-            "--name",
-            "patients",
-            "-p",
-            "p",
-            "--target",
-            "diagnosis",
-            "--subject-id-column",
-            "subject_id",
-        )
-        assert registered.returncode == 0, registered.stdout + registered.stderr
         spec = root / "spec.yaml"
         spec.write_text(yaml.safe_dump(SPEC))
         trained = _bastion(home, "run", "submit", str(spec), "--follow")

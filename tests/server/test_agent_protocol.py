@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from bastion.client import Client
-from bastion.config import Settings
 from bastion.errors import Conflict
-from bastion.server.app import build_database, create_app
 from bastion.server.db.models import Run
 from bastion.server.db.session import Database
-from bastion.server.services.bootstrap import initialise
 from tests.conftest import other_keyring
-
-
-@pytest.fixture
-def plane(home: Path, tmp_path: Path) -> Iterator[tuple[Client, Database]]:
-    settings = Settings(home=home, control_plane_database_url=f"sqlite:///{tmp_path / 'cp.db'}")
-    database = build_database(settings)
-    token = initialise(database, username="admin", password=None).token
-    app = create_app(settings, database=database)
-    with (
-        TestClient(app, client=("127.0.0.1", 50000)) as http,
-        Client(str(http.base_url), token=token, transport=http._transport) as admin,
-    ):
-        yield admin, database
-    database.engine.dispose()
 
 
 def _join(admin: Client, tmp_path: Path) -> str:
@@ -54,9 +35,9 @@ def _join(admin: Client, tmp_path: Path) -> str:
 
 
 def test_a_superseded_attempts_token_is_refused(
-    plane: tuple[Client, Database], tmp_path: Path
+    sdk_plane: tuple[Client, Database], tmp_path: Path
 ) -> None:
-    admin, database = plane
+    admin, database = sdk_plane
     agent_token = _join(admin, tmp_path)
     transport = admin._http._transport
     with Client(admin.url, token=agent_token, transport=transport) as agent:
@@ -95,9 +76,9 @@ def _controls(admin: Client, framework: str) -> dict[str, dict[str, object]]:
 
 
 def test_a_run_an_unsandboxed_agent_ran_is_marked_and_fails_compliance(
-    plane: tuple[Client, Database], tmp_path: Path
+    sdk_plane: tuple[Client, Database], tmp_path: Path
 ) -> None:
-    admin, _ = plane
+    admin, _ = sdk_plane
     agent_token = _join(admin, tmp_path)
     spec = {"project": "p", "cluster": "c1", "job": {"type": "smoke"}}
     with Client(admin.url, token=agent_token, transport=admin._http._transport) as agent:
@@ -127,9 +108,9 @@ def test_a_run_an_unsandboxed_agent_ran_is_marked_and_fails_compliance(
 
 
 def test_a_run_stays_marked_once_any_attempt_ran_unsandboxed(
-    plane: tuple[Client, Database], tmp_path: Path
+    sdk_plane: tuple[Client, Database], tmp_path: Path
 ) -> None:
-    admin, database = plane
+    admin, database = sdk_plane
     agent_token = _join(admin, tmp_path)
     run = admin.submit_run(
         {"name": "r", "project": "p", "cluster": "c1", "max_retries": 1, "job": {"type": "smoke"}}
