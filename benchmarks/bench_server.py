@@ -29,7 +29,9 @@ from pathlib import Path
 
 import httpx
 
+from bastion.config import Settings
 from bastion.db import scratch_schema
+from bastion.security.keys import load_keyring
 
 PG_URL = os.environ.get(
     "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -135,17 +137,38 @@ def _bastion_server(
         httpx.post(
             f"{base}/api/v1/projects", json={"name": "bench"}, headers=auth
         ).raise_for_status()
-        run = httpx.post(
-            f"{base}/api/v1/projects/bench/runs", json={"name": "r", "spec": {}}, headers=auth
-        ).json()
-        # Metrics are reported by jobs: mint a job identity's token for the writes.
-        httpx.post(
-            f"{base}/api/v1/users", json={"username": "job-1", "kind": "job"}, headers=auth
-        ).raise_for_status()
-        job = httpx.post(
-            f"{base}/api/v1/tokens", json={"name": "job", "username": "job-1"}, headers=auth
-        ).json()["token"]
-        yield base, auth, run["id"], {"authorization": f"Bearer {job}"}
+        run_id, job_token = _leased_run(base, auth, work)
+        yield base, auth, run_id, {"authorization": f"Bearer {job_token}"}
+
+
+def _leased_run(base: str, auth: dict[str, str], work: Path) -> tuple[str, str]:
+    """A run leased by a joined agent, and its job token: metrics are written by a job, on
+    a run its token is bound to, as a real job reports them (through its agent's relay)."""
+
+    def post(path: str, body: object, headers: dict[str, str]) -> dict[str, object]:
+        answer = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+        answer.raise_for_status()
+        return dict(answer.json()) if answer.content else {}
+
+    join_token = post("/api/v1/clusters", {"name": "c1"}, auth)["join_token"]
+    keys = load_keyring(Settings(home=work / f"agent-{uuid.uuid4().hex[:6]}", master_key=None))
+    joined = post(
+        "/api/v1/agents/join",
+        {
+            "cluster": "c1",
+            "join_token": join_token,
+            "signing_public_key": keys.primary_signing_key().public_pem.decode(),
+            "hybrid_public_keyset": keys.hybrid_public_keyset(),
+        },
+        {},
+    )
+    spec = {"name": "r", "project": "bench", "cluster": "c1", "job": {"type": "smoke"}}
+    run = post("/api/v1/projects/bench/runs", spec, auth)
+    agent = {"authorization": f"Bearer {joined['token']}"}
+    lease = post("/api/v1/clusters/c1/lease?wait=0", {}, agent)
+    if lease.get("run_id") != run["id"]:
+        raise RuntimeError(f"the agent did not lease the benchmark's run: {lease}")
+    return str(run["id"]), str(lease["job_token"])
 
 
 @contextlib.contextmanager
