@@ -41,7 +41,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+# The suite runs every benchmark at a tiny size (tests/test_benchmarks.py): their extras too.
+unit: install $(VENV)/.bench-installed
 	$(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 test: lint typecheck unit

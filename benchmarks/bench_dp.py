@@ -191,11 +191,11 @@ def _step_ms(
     return 1000 * statistics.median(times[5:])
 
 
-def _scaling(reps: int) -> None:
+def _scaling(reps: int, sizes: tuple[tuple[tuple[int, int], int], ...] = SCALING) -> None:
     print("== ghost clipping step versus non-private step, MLP on 30 random features")
     print(f"{'hidden':<12} {'batch':>6} {'non-private ms':>15} {'DP ghost ms':>12} {'ratio':>7}")
     generator = torch.Generator().manual_seed(0)
-    for hidden, batch in SCALING:
+    for hidden, batch in sizes:
         x = torch.randn(4 * batch, 30, generator=generator)
         y = torch.randint(0, 2, (4 * batch,), generator=generator)
         batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
@@ -228,7 +228,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--smoke", action="store_true", help="one mode, one epsilon, the smallest size (CI)"
+    )
     args = parser.parse_args()
+    modes, epsilons = (MODES[:1], EPSILONS[:1]) if args.smoke else (MODES, EPSILONS)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {args.threads} thread(s); medians of {args.reps} runs\n")
@@ -243,7 +247,7 @@ def main() -> None:
             epochs, _, acc = _fit(work, plain)
             timings.setdefault("non-private", []).extend(epochs)
             accuracy.setdefault("non-private", []).append(acc)
-            for mode in MODES:
+            for mode in modes:
                 config = _private(
                     work.private.model_copy(update={"seed": rep}), target_epsilon=8.0, mode=mode
                 )
@@ -260,7 +264,7 @@ def main() -> None:
             timings.setdefault(f"DP ghost, b={work.plain.batch_size}", []).extend(
                 _fit(work, same)[0]
             )
-            for epsilon in EPSILONS:
+            for epsilon in epsilons:
                 config = _private(
                     work.private.model_copy(update={"seed": rep}), target_epsilon=epsilon
                 )
@@ -284,7 +288,7 @@ def main() -> None:
             median = statistics.median(values)
             print(f"{label:<16} {median:>9.4f} {100 * (median - reference):>+15.1f} pt")
         print()
-    _scaling(args.reps)
+    _scaling(args.reps, SCALING[:1] if args.smoke else SCALING)
 
 
 if __name__ == "__main__":

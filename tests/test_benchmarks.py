@@ -1,0 +1,70 @@
+"""Every benchmark still runs: each script at a tiny size, checked for its ratio line.
+
+Not a timing test (nothing here reads a figure): it keeps ``make bench`` from rotting, as it
+did when ``bench_server`` met a spec the API had come to refuse. The real sizes are the
+scripts' defaults; docs/benchmarks.md records what they measure.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+#: script -> (tiny arguments, what its ratio line looks like)
+TINY: dict[str, tuple[list[str], str]] = {
+    "bench_audit.py": (
+        ["--events", "2000", "--batch", "100", "--reps", "1"],
+        r"ratio chained/plain",
+    ),
+    "bench_envelope.py": (["--size-mib", "2", "--reps", "1"], r"headline ratio"),
+    "bench_server.py": (
+        ["--requests", "100", "--threads", "2", "--reps", "1", "--no-postgres"],
+        r"ratio to bare",
+    ),
+    "bench_dispatch.py": (
+        ["--runs", "2", "--latency-samples", "1", "--no-ray"],
+        r"ratio to the floor",
+    ),
+    "bench_pii.py": (
+        ["--rows", "2000", "--presidio-rows", "100", "--reps", "1"],
+        r"throughput ratio Bastion / Presidio",
+    ),
+    "bench_dp.py": (["--reps", "1", "--smoke"], r"\d+\.\d+x$"),
+    "bench_eval.py": (
+        ["--reps", "1", "--shadows", "2", "--skip-ray", "--lira", "patients"],
+        r"\d+\.\d+x",
+    ),
+    "bench_serve.py": (["--reps", "1", "--seconds", "0.5", "--concurrency", "1"], r"ratio"),
+    "bench_sandbox.py": (["--reps", "1"], r"ratio sandboxed/unsandboxed"),
+}
+
+
+def test_every_benchmark_is_listed_here_and_in_make_bench() -> None:
+    scripts = sorted(p.name for p in BENCHMARKS.glob("bench_*.py"))
+    assert scripts == sorted(TINY)
+    makefile = (BENCHMARKS.parent / "Makefile").read_text()
+    missing = [name for name in scripts if f"benchmarks/{name}" not in makefile]
+    assert not missing, f"not run by make bench: {missing}"
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_the_benchmark_runs_and_prints_its_ratio(script: str) -> None:
+    arguments, ratio = TINY[script]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    assert any(re.search(ratio, line) for line in lines), done.stdout[-2000:]
