@@ -131,8 +131,10 @@ def _one_rep(
         started = time.perf_counter()
         resumed = log.verify(since=report.prefix)
         r_time = time.perf_counter() - started
-        assert resumed.resumed_from is not None
-        r_events = resumed.events - resumed.resumed_from.events
+        # Below the checkpoint interval (1000 events) there is no checkpoint to resume from:
+        # the view verifies everything.
+        start = resumed.resumed_from.events if resumed.resumed_from is not None else 0
+        r_events = resumed.events - start
         return c_time, p_time, report.events, v_time, r_events, r_time
 
 
@@ -154,7 +156,6 @@ def main() -> None:
     print(f"audit: {n} events in transactions of {args.batch}, median of {args.reps} runs")
     print(f"  chained appends (AuditLog.append_many): {n / c_time:9.0f} events/s  ({c_time:.2f} s)")
     print(f"  plain inserts of the same rows:         {n / p_time:9.0f} events/s  ({p_time:.2f} s)")
-    print(f"  ratio chained/plain (median of per-run ratios): {ratio:.2f}  (target >= 0.70)")
     print(
         f"  verification: {v_events / v_time:9.0f} events/s  "
         f"({v_events} events incl. checkpoints, {v_time:.2f} s; target >= 200000)"
@@ -165,6 +166,7 @@ def main() -> None:
         f"events): {r_events} events read, {1000 * r_time:.1f} ms "
         f"({v_time / r_time:.0f}x less than verifying all)"
     )
+    print(f"  ratio chained/plain (median of per-run ratios): {ratio:.2f}  (target >= 0.70)")
 
 
 if __name__ == "__main__":

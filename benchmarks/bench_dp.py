@@ -32,6 +32,7 @@ what ghost clipping costs by construction (a second backward pass).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 import warnings
@@ -236,7 +237,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {args.threads} thread(s); medians of {args.reps} runs\n")
-    for work in _workloads():
+    workloads = _workloads()
+    if args.smoke:  # two epochs each: that every path runs, not how fast
+        workloads = [
+            dataclasses.replace(
+                work,
+                plain=work.plain.model_copy(update={"epochs": 2}),
+                private=work.private.model_copy(update={"epochs": 2}),
+            )
+            for work in workloads
+        ]
+    for work in workloads:
         print(f"== {work.name}: {len(work.y)} training rows, {len(work.test_y)} test rows")
         timings: dict[str, list[float]] = {}
         accounting: list[float] = []

@@ -355,6 +355,12 @@ def test_a_code_model_is_gated_on_review_promoted_and_served(plane: Plane, tmp_p
         "resnet-serve",
         "tabular_resnet.model:build",
         "tabular-resnet@1",
+        train={
+            "epochs": 3,
+            "batch_size": 64,
+            "lr": 0.5,
+            "privacy": {"target_epsilon": 5.0, "delta": 1e-5, "max_grad_norm": 1.0},
+        },
         evaluate={"robustness": {"eps": [0.05], "steps": 3, "max_rows": 100}},
     )
     code, output = _train(plane, tmp_path, spec)
@@ -362,7 +368,13 @@ def test_a_code_model_is_gated_on_review_promoted_and_served(plane: Plane, tmp_p
     policy = tmp_path / "production.yaml"
     policy.write_text(
         yaml.safe_dump(
-            {"min_accuracy": 0.5, "code_reviewed": True, "require_sandbox": True, "approvals": 0}
+            {
+                "min_accuracy": 0.5,
+                "max_epsilon": 5.0,
+                "code_reviewed": True,
+                "require_sandbox": True,
+                "approvals": 0,
+            }
         )
     )
     put = _bastion(home, "policy", "put", "production", "-p", "p", "--file", str(policy))
@@ -406,6 +418,7 @@ def test_a_code_model_is_gated_on_review_promoted_and_served(plane: Plane, tmp_p
     assert len(answered.json()["predictions"]) == 2
     # A version of the same model built without that code cannot be swapped into the server.
     builtin = {**_spec("resnet-serve", "x:y", "x@1"), "model": {"builtin": "logreg"}}
+    builtin["train"] = {**spec["train"], "epochs": 2}
     del builtin["code"]
     code, output = _train(plane, tmp_path, builtin)
     assert code == 0, output
