@@ -43,6 +43,7 @@ __all__ = [
     "when",
 ]
 
+
 def _width(stream: Any) -> int | None:
     """None (the terminal's width) on a terminal; piped or redirected, wide enough that no
     table is wrapped or cut, so scripts read whole cells (``COLUMNS`` still wins)."""
