@@ -12,7 +12,7 @@ import json
 import shutil
 from typing import TYPE_CHECKING
 
-from bastion.agent.code_staging import ARCHIVE, UPLOAD
+from bastion.agent.code_staging import ARCHIVE, UPLOAD, declared_files
 from bastion.agent.staging import OUTPUTS, REQUEST
 from bastion.code.archive import unpack
 from bastion.errors import IntegrityError
@@ -35,7 +35,7 @@ def run_register_code(context: JobContext, job: RegisterCodeJob) -> None:
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     found = {(r.path, r.sha256, r.size) for r in records}
-    listed = {(str(f["path"]), str(f["sha256"]), int(f["size"])) for f in declared["files"]}
+    listed = declared_files(declared["files"])
     if found != listed:
         differ = sorted({path for path, _, _ in found ^ listed})[:5]
         raise IntegrityError(

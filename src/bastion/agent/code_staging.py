@@ -34,6 +34,7 @@ __all__ = [
     "TREE",
     "UPLOAD",
     "CodeRequest",
+    "declared_files",
     "open_upload",
     "seal_code",
     "stage_code",
@@ -72,7 +73,8 @@ def open_upload(lease: LeaseOut, *, workdir: Path, keyring: Keyring, cluster: st
     return f"pushed code ({len(upload['files'])} files) opened"
 
 
-def _declared(files: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+def declared_files(files: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+    """A pushed file list as comparable (path, sha256, size) entries."""
     return {(str(f["path"]), str(f["sha256"]), int(f["size"])) for f in files}
 
 
@@ -106,7 +108,7 @@ def seal_code(
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".check-") as folder:
         records = unpack(body, Path(folder))
     found = {(r.path, r.sha256, r.size) for r in records}
-    if found != _declared(declared["files"]):
+    if found != declared_files(declared["files"]):
         raise IntegrityError("the pushed archive does not hold the files its pusher listed")
     tree = workdir / "outputs" / TREE
     atomic_write_bytes(tree, tree_manifest(records))
