@@ -3,7 +3,9 @@ the server raised."""
 
 from __future__ import annotations
 
+import secrets
 import ssl
+import time
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -16,6 +18,15 @@ from bastion.http_status import error_from_problem
 __all__ = ["Transport"]
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Methods that change something: each request carries an ``Idempotency-Key``, so a retry
+#: after a lost answer is answered from the first attempt instead of being done twice.
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Tries of one request when the connection breaks after it was sent (a lost answer).
+ATTEMPTS = 3
+#: Failures after which the request may have reached the control plane: retried, with the
+#: same key for a write. (A connection that was never made is reported at once.)
+_RETRIED = (httpx.ReadTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 def _error(response: httpx.Response) -> BastionError:
@@ -76,16 +87,43 @@ class Transport:
         return response.json()
 
     def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; the raw response when it succeeded, else the error it maps to."""
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise self._unanswered(method, exc) from None
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
+        """Send a request; the raw response when it succeeded, else the error it maps to.
 
-    def _unanswered(self, method: str, exc: httpx.TransportError) -> BastionError:
+        A write carries a fresh ``Idempotency-Key`` (unless the caller set one). When the
+        connection breaks after sending, the request is sent again with the same key, up to
+        :data:`ATTEMPTS` times: the control plane answers a retry of a write it carried out
+        with the first answer, so the one result is reported, never a duplicate."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if method in WRITES and not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = secrets.token_urlsafe(24)
+        deadline = time.monotonic() + (self._http.timeout.read or 30.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.request(method, path, headers=headers, **kwargs)
+            except _RETRIED as exc:
+                if attempt >= ATTEMPTS:
+                    raise self._unanswered(method, exc, attempts=attempt) from None
+                time.sleep(0.25 * 2**attempt)
+                continue
+            except httpx.TransportError as exc:
+                raise self._unanswered(method, exc, attempts=attempt) from None
+            if (
+                response.status_code == 409
+                and "retry-after" in response.headers
+                and method in WRITES
+                and time.monotonic() < deadline
+            ):
+                time.sleep(1.0)  # the first attempt is still being carried out
+                continue
+            if response.status_code >= 400:
+                raise _error(response)
+            return response
+
+    def _unanswered(
+        self, method: str, exc: httpx.TransportError, *, attempts: int = 1
+    ) -> BastionError:
         """What to tell the caller when no answer came: it matters whether the control plane
         was reached, because a write it received may have been carried out."""
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -97,10 +135,11 @@ class Transport:
             return ServiceUnavailable(
                 f"cannot reach the control plane at {self.url}: {type(exc).__name__}"
             )
+        tries = f" ({attempts} tries)" if attempts > 1 else ""
         outcome = (
-            ""
-            if method in ("GET", "HEAD")
-            else "; the change may have been made: look before you retry"
+            tries
+            if method not in WRITES
+            else f"{tries}; the change may have been made: look before you retry"
         )
         if isinstance(exc, httpx.TimeoutException):
             seconds = self._http.timeout.read

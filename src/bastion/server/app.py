@@ -17,6 +17,7 @@ from bastion.security.keys import load_keyring
 from bastion.server.db.session import Database
 from bastion.server.deps import Principal, require
 from bastion.server.error_handlers import install_error_handlers
+from bastion.server.idempotency import IdempotencyMiddleware
 from bastion.server.login_throttle import LoginThrottle
 from bastion.server.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from bastion.server.openapi import ERROR_RESPONSES, problem_openapi
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         max_failures=settings.login_max_failures, window_seconds=settings.login_window_seconds
     )
     install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware)  # inside the body limit: bodies come bounded
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
 

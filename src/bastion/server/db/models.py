@@ -35,6 +35,7 @@ __all__ = [
     "Dataset",
     "DatasetVersion",
     "Deployment",
+    "IdempotencyKey",
     "Membership",
     "Model",
     "ModelVersion",
@@ -501,3 +502,24 @@ class ServingKey(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A write sent with an ``Idempotency-Key``: claimed in the write's own transaction, its
+    answer stored once the route returned, replayed to a retry of the same request.
+
+    ``scope`` is a hash of the caller's credential (never the credential); ``request_hash``
+    binds the key to one method, path and body.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    scope: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_type: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

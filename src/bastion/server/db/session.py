@@ -24,6 +24,7 @@ from bastion.db import SQLITE_WRITE_OPTIONS
 from bastion.errors import AuditChainError
 from bastion.security.audit_chain import ChainReport, VerifiedPrefix
 from bastion.security.audit_log import AuditEvent, AuditLog
+from bastion.server import idempotency
 
 __all__ = ["AuthCache", "Database", "UnitOfWork"]
 
@@ -170,8 +171,10 @@ class Database:
                     session.expunge_all()  # nothing changed: keep loaded objects readable
                     session.rollback()
                     return
+                idempotency.claim_in(session)
                 _, checkpoint = self.audit.append_in(session.connection(), unit.events)
                 session.commit()
+                idempotency.confirm()
             except BaseException:
                 session.rollback()
                 raise
