@@ -64,7 +64,7 @@ def list_clusters(output: Output = OutputFormat.TABLE) -> None:
 
 @agents.command("start")
 def start(
-    cluster: Annotated[str, typer.Option(help="The cluster this agent serves.")],
+    cluster: Annotated[str, typer.Option("--cluster", "-c", help="The cluster this agent serves.")],
     control_plane: Annotated[str, typer.Option(help="Control plane URL (https://...).")],
     join_token: Annotated[
         str | None,

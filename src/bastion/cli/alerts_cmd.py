@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.options import comment_or
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 
@@ -51,9 +52,12 @@ def list_alerts(
 @app.command("ack")
 def acknowledge(
     alert_id: Annotated[str, typer.Argument(help="Alert id, as listed.")],
-    note: Annotated[str, typer.Option("--note", "-m", help="What was found (audited).")] = "",
+    comment: Annotated[
+        str, typer.Option("--comment", "-m", help="What was found (kept in the audit log).")
+    ] = "",
+    note: Annotated[str, typer.Option("--note", hidden=True)] = "",
 ) -> None:
     """Mark an alert as looked into."""
     with client() as remote:
-        done = remote.acknowledge_alert(alert_id, note)
+        done = remote.acknowledge_alert(alert_id, comment_or(comment, note))
     out.print(f"alert {done.id} acknowledged by {done.acknowledged_by}", markup=False)

@@ -20,7 +20,10 @@ app = typer.Typer(
 @app.command()
 def verify(
     file: Annotated[
-        Path | None, typer.Option(help="Verify this exported JSONL file instead of the local log.")
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="Verify this exported JSONL file instead of the local log."
+        ),
     ] = None,
     public_key: Annotated[
         Path | None, typer.Option(help="PEM public key that signed the checkpoints (with --file).")

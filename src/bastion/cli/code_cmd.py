@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bastion.cli.context import out, when
 from bastion.cli.data_cmd import follow_job, parse_ref, pick_cluster
+from bastion.cli.options import Follow
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.client import CodeVersionOut
@@ -58,9 +59,7 @@ def push(
     cluster: Annotated[
         str | None, typer.Option("--cluster", "-c", help="The cluster that keeps and runs it.")
     ] = None,
-    no_follow: Annotated[
-        bool, typer.Option("--no-follow", help="Push and return without waiting.")
-    ] = False,
+    follow: Follow = True,
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Pack, seal to the cluster and push a folder; its agent checks and registers it."""
@@ -72,7 +71,7 @@ def push(
             f"{target} (the control plane keeps their hashes, not their text)"
         )
         if pushed.run_id is not None:
-            follow_job(remote, project, remote.get_run(project, pushed.run_id), no_follow=no_follow)
+            follow_job(remote, project, remote.get_run(project, pushed.run_id), follow=follow)
         version = remote.code_version(project, pushed.name, pushed.version)
     if printed(version, output):
         return

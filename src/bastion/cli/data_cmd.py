@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.options import Follow
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
@@ -27,9 +28,6 @@ Project = Annotated[
     str, typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the dataset.")
 ]
 Ref = Annotated[str, typer.Argument(help="Dataset version, NAME@VERSION (e.g. patients@1).")]
-NoFollow = Annotated[
-    bool, typer.Option("--no-follow", help="Queue the job and return without waiting.")
-]
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
@@ -52,11 +50,11 @@ def pick_cluster(remote: Client, cluster: str | None) -> str:
     )
 
 
-def follow_job(remote: Client, project: str, run: RunOut, *, no_follow: bool) -> RunOut:
+def follow_job(remote: Client, project: str, run: RunOut, *, follow: bool) -> RunOut:
     """Follow a queued dataset job; exit 1 (CheckFailed) unless it succeeded. Returns ``run``
-    itself when ``no_follow``, else the run as it finished."""
+    itself unless ``follow``, else the run as it finished."""
     out.print(f"queued run {run.id} on its cluster ({run.status_reason})")
-    if no_follow:
+    if not follow:
         return run
     status = follow_run(remote, project, run.id)
     finished = remote.get_run(project, run.id)
@@ -143,14 +141,17 @@ def register(
     name: Annotated[str, typer.Option("--name", help="Dataset name.")],
     project: Project,
     cluster: Annotated[
-        str | None, typer.Option(help="Cluster whose host holds the file (default: the only one).")
+        str | None,
+        typer.Option(
+            "--cluster", "-c", help="Cluster whose host holds the file (default: the only one)."
+        ),
     ] = None,
     target: Annotated[str | None, typer.Option(help="Label column.")] = None,
     purpose: Annotated[str, typer.Option(help="Why this data is processed (GDPR Art. 30).")] = "",
     subject_id_column: Annotated[
         str | None, typer.Option(help="Column identifying the data subject (lineage, erasure).")
     ] = None,
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Register a file as a new encrypted, signed version; its agent scans it first.
 
@@ -172,7 +173,7 @@ def register(
             sha256=sha256_file(source) if pinned else None,
             size=source.stat().st_size if pinned else None,
         )
-        if follow_job(remote, project, run, no_follow=no_follow) is run:
+        if follow_job(remote, project, run, follow=follow) is run:
             return
         print_version(name, version_made_by(remote, project, name, run.id))
 
@@ -221,23 +222,23 @@ def show(
 
 
 @app.command()
-def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
+def verify(ref: Ref, project: Project, follow: Follow = True) -> None:
     """Re-hash a version where it is stored and check its signature; exit 1 on any change."""
     name, number = parse_ref(ref)
     with client() as remote:
         run = remote.dataset_job(project, name, number, "verify")
-        finished = follow_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, follow=follow)
     if finished is not run:
         out.print(f"{ref}: verified ({finished.status_reason})", markup=False)
 
 
 @app.command()
-def scan(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
+def scan(ref: Ref, project: Project, follow: Follow = True) -> None:
     """Run the PII and poisoning scans again over a stored version."""
     name, number = parse_ref(ref)
     with client() as remote:
         run = remote.dataset_job(project, name, number, "scan")
-        finished = follow_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, follow=follow)
     if finished is not run:
         print_summaries(finished.result or {})
 
@@ -257,7 +258,7 @@ def pseudonymize(
     zip3: Annotated[
         str, typer.Option("--zip3", help="ZIP or address columns to cut to three digits.")
     ] = "",
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Make a new version with identifiers pseudonymised, generalised or dropped."""
 
@@ -275,7 +276,7 @@ def pseudonymize(
     }
     with client() as remote:
         run = remote.dataset_job(project, name, number, "pseudonymize", body)
-        if follow_job(remote, project, run, no_follow=no_follow) is run:
+        if follow_job(remote, project, run, follow=follow) is run:
             return
         print_version(name, version_made_by(remote, project, name, run.id))
 
@@ -284,7 +285,7 @@ def pseudonymize(
 def edit_schema(
     ref: Ref,
     project: Project,
-    file: Annotated[Path, typer.Option("--file", help="The corrected schema (JSON).")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="The corrected schema (JSON).")],
 ) -> None:
     """Replace a version's schema with a data steward's correction (print it with show --schema)."""
     name, number = parse_ref(ref)
@@ -322,12 +323,14 @@ def lineage(
         str,
         typer.Option("--project", "-p", envvar="BASTION_PROJECT", help="Project of the dataset."),
     ],
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """What a dataset version came from and what was made of it: versions, runs, models."""
     name, number = parse_ref(ref)
     with client() as remote:
         graph = remote.lineage(project, f"dataset:{name}@{number}")
-    print_lineage(graph)
+    if not printed(graph, output):
+        print_lineage(graph)
 
 
 @app.command()

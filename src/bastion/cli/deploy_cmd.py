@@ -45,9 +45,13 @@ def create(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key (on the cluster).")
     ] = None,
-    output: Annotated[
-        OutputMode, typer.Option(help="What callers see of the prediction.")
+    reveal: Annotated[
+        OutputMode,
+        typer.Option("--reveal", help="What callers see of the prediction.", show_default=True),
     ] = OutputMode.ROUNDED,
+    output: Annotated[  # the former spelling of --reveal (-o/--output is the output format)
+        OutputMode | None, typer.Option("--output", hidden=True)
+    ] = None,
     ood_action: Annotated[
         OodAction, typer.Option("--ood", help="Out-of-distribution inputs: flag or reject.")
     ] = OodAction.FLAG,
@@ -88,7 +92,7 @@ def create(
         "replicas": replicas,
         "redis_url": redis_url,
         "serve": {
-            "output": output.value,
+            "output": (output or reveal).value,
             "ood_action": ood_action.value,
             "extraction_action": extraction_action.value,
         },

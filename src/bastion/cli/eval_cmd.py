@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out
-from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref
+from bastion.cli.data_cmd import follow_job, parse_ref
+from bastion.cli.options import Follow
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
 
@@ -35,12 +36,12 @@ def _numbers(text: str, option: str) -> list[float]:
         raise InvalidInput(f"{option}: a comma-separated list of numbers, got {text!r}") from None
 
 
-def _evaluate(project: str, ref: str, block: dict[str, Any], *, no_follow: bool) -> Any:
+def _evaluate(project: str, ref: str, block: dict[str, Any], *, follow: bool) -> Any:
     """Queue, follow, and return the newest stored summary of the block's kind."""
     name, number = parse_ref(ref)
     with client() as remote:
         run = remote.evaluate_model(project, name, number, block)
-        finished = follow_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, follow=follow)
         if finished is run:
             return None
         rows = [r for r in remote.model_evaluations(project, name, number) if r.run_id == run.id]
@@ -57,7 +58,7 @@ def robustness(
     steps: Annotated[int, typer.Option(help="PGD steps.")] = 20,
     restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
     max_rows: Annotated[int, typer.Option(help="Held-out rows attacked.")] = 1000,
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """FGSM/PGD robust accuracy on held-out rows, for each eps (a robustness curve)."""
     block = {
@@ -70,7 +71,7 @@ def robustness(
             "max_rows": max_rows,
         }
     }
-    summary = _evaluate(project, ref, block, no_follow=no_follow)
+    summary = _evaluate(project, ref, block, follow=follow)
     if summary is None:
         return
     out.print(f"clean accuracy {summary['clean_accuracy']:.4f} on {summary['rows']} rows")
@@ -87,7 +88,7 @@ def privacy(
     attack: Annotated[str, typer.Option(help="lira (shadow models) or loss.")] = "lira",
     shadow_models: Annotated[int, typer.Option(help="LiRA shadow models.")] = 16,
     max_rows: Annotated[int, typer.Option(help="Rows scored (half members).")] = 4000,
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Membership inference: loss threshold and LiRA (online, offline) with shadow models."""
     block = {
@@ -97,7 +98,7 @@ def privacy(
             "max_rows": max_rows,
         }
     }
-    summary = _evaluate(project, ref, block, no_follow=no_follow)
+    summary = _evaluate(project, ref, block, follow=follow)
     if summary is None:
         return
     epsilon = summary.get("epsilon")
@@ -123,11 +124,11 @@ def fairness(
     ref: Ref,
     project: Project,
     min_group_size: Annotated[int, typer.Option(help="Smaller groups are pooled.")] = 10,
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Per-group accuracy, selection rate, TPR and FPR for each sensitive feature."""
     block = {"fairness": {"min_group_size": min_group_size}}
-    summary = _evaluate(project, ref, block, no_follow=no_follow)
+    summary = _evaluate(project, ref, block, follow=follow)
     if summary is None:
         return
     for feature, found in summary["features"].items():
@@ -158,11 +159,11 @@ def explain(
     project: Project,
     rows: Annotated[int, typer.Option(help="Rows attributed with Integrated Gradients.")] = 64,
     repeats: Annotated[int, typer.Option(help="Permutation repeats.")] = 5,
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Global permutation importance and Integrated Gradients summaries (Captum)."""
     block = {"explain": {"rows": rows, "repeats": repeats}}
-    summary = _evaluate(project, ref, block, no_follow=no_follow)
+    summary = _evaluate(project, ref, block, follow=follow)
     if summary is None:
         return
     if "permutation_importance" not in summary:

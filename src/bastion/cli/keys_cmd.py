@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bastion.cli.context import keyring, out, record
+from bastion.cli.output import Output, OutputFormat, printed
 from bastion.files import atomic_write_bytes
 from bastion.security.envelope import rewrap_file
 from bastion.security.keys import KeyPurpose
@@ -102,13 +103,17 @@ def list_keys(
             "--project", "-p", envvar="BASTION_PROJECT", help="Project of the deployment."
         ),
     ],
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """Serving keys of a deployment (ids and limits; never secrets)."""
     from bastion.cli.remote import client
 
     with client() as remote:
-        for key in remote.list_serving_keys(project, deployment):
-            out.print(describe_key(key))
+        keys = remote.list_serving_keys(project, deployment)
+    if printed(keys, output):
+        return
+    for key in keys:
+        out.print(describe_key(key))
 
 
 @app.command()

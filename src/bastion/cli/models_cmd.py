@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from bastion.cli.context import out, when
-from bastion.cli.data_cmd import NoFollow, follow_job, parse_ref, pick_cluster, print_lineage
+from bastion.cli.data_cmd import follow_job, parse_ref, pick_cluster, print_lineage
+from bastion.cli.options import Comment, Follow, comment_or
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.client import ApprovalOut
@@ -192,9 +193,6 @@ def promote(
     )
 
 
-Comment = Annotated[str, typer.Option("--comment", "-m", help="Why (kept in the audit log).")]
-
-
 @app.command()
 def approve(ref: Ref, project: Project, comment: Comment = "") -> None:
     """Approve a pending promotion (never your own version or your own request)."""
@@ -225,11 +223,12 @@ def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
     project: Project,
     to: Annotated[int, typer.Option("--to", help="Version to put back in production.")],
-    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+    comment: Comment = "",
+    reason: Annotated[str, typer.Option("--reason", hidden=True)] = "",
 ) -> None:
     """Put back in production a version that was approved for production before."""
     with client() as remote:
-        remote.rollback_model(project, name, to_version=to, reason=reason)
+        remote.rollback_model(project, name, to_version=to, reason=comment_or(comment, reason))
     out.print(f"{name}@{to} is in production again; the version it replaced is archived")
 
 
@@ -243,10 +242,16 @@ def archive(ref: Ref, project: Project, reason: Comment = "") -> None:
 
 
 @app.command()
-def history(name: Annotated[str, typer.Argument(help="Model name.")], project: Project) -> None:
+def history(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    project: Project,
+    output: Output = OutputFormat.TABLE,
+) -> None:
     """Every stage change of the model's versions (the promotion history)."""
     with client() as remote:
         rows = remote.model_history(project, name)
+    if printed(rows, output):
+        return
     table = Table("when", "version", "from", "to", "reason", title=f"{name}: stage history")
     for row in rows:
         table.add_row(
@@ -260,21 +265,22 @@ def history(name: Annotated[str, typer.Argument(help="Model name.")], project: P
 
 
 @app.command()
-def lineage(ref: Ref, project: Project) -> None:
+def lineage(ref: Ref, project: Project, output: Output = OutputFormat.TABLE) -> None:
     """Where a version came from and what came of it: datasets, runs, models."""
     name, number = parse_ref(ref)
     with client() as remote:
         graph = remote.lineage(project, f"model:{name}@{number}")
-    print_lineage(graph)
+    if not printed(graph, output):
+        print_lineage(graph)
 
 
 @app.command()
-def verify(ref: Ref, project: Project, no_follow: NoFollow = False) -> None:
+def verify(ref: Ref, project: Project, follow: Follow = True) -> None:
     """Check the sealed model where it is stored (signature, every file); exit 1 on any change."""
     name, number = parse_ref(ref)
     with client() as remote:
         run = remote.verify_model(project, name, number)
-        finished = follow_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, follow=follow)
     if finished is not run:
         out.print(f"{ref}: verified ({finished.status_reason})", markup=False)
 
@@ -284,13 +290,13 @@ def export_model(
     ref: Ref,
     project: Project,
     to_cluster: Annotated[str, typer.Option("--to-cluster", help="The cluster it is for.")],
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Re-encrypt a model to another cluster's public key; prints where the file is written."""
     name, number = parse_ref(ref)
     with client() as remote:
         run = remote.export_model(project, name, number, to_cluster=to_cluster)
-        finished = follow_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, follow=follow)
     if finished is not run:
         out.print(finished.status_reason, markup=False)
         out.print(f"copy that file to {to_cluster}'s host, then: bastion model import FILE ...")
@@ -302,9 +308,10 @@ def import_model(
     name: Annotated[str, typer.Option("--name", help="Model name to register it under.")],
     project: Project,
     cluster: Annotated[
-        str | None, typer.Option(help="Receiving cluster (default: the only one).")
+        str | None,
+        typer.Option("--cluster", "-c", help="Receiving cluster (default: the only one)."),
     ] = None,
-    no_follow: NoFollow = False,
+    follow: Follow = True,
 ) -> None:
     """Verify a transfer file (sender's signature, every file) and register the model here."""
     with client() as remote:
@@ -314,7 +321,7 @@ def import_model(
             cluster=pick_cluster(remote, cluster),
             source=str(path.expanduser().absolute()),
         )
-        finished = follow_job(remote, project, run, no_follow=no_follow)
+        finished = follow_job(remote, project, run, follow=follow)
         if finished is run:
             return
         versions = [v for v in remote.model_versions(project, name) if v.run_id == run.id]

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bastion.cli.context import out, when
+from bastion.cli.options import Follow
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.cli.runs_cmd import follow_run
@@ -71,7 +72,7 @@ def erase(
     project: Project,
     subject_id: Annotated[str, typer.Option("--subject-id", help="The subject's id in the data.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
-    no_follow: Annotated[bool, typer.Option("--no-follow", help="Queue and return.")] = False,
+    follow: Follow = True,
 ) -> None:
     """Remove a data subject from every dataset version; exit 1 if none held them."""
     with client() as remote:
@@ -81,7 +82,7 @@ def erase(
             f"subject is kept only as {made.subject}",
             markup=False,
         )
-        if no_follow:
+        if not follow:
             return
         _follow(remote, project, made, done="completed")
 

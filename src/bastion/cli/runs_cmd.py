@@ -114,7 +114,9 @@ def follow_run(
 @app.command()
 def submit(
     spec: Annotated[Path, typer.Argument(help="Run spec (YAML).")],
-    follow: Annotated[bool, typer.Option("--follow", help="Stream stages and logs.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", help="Stream stages and logs until it ends.")
+    ] = False,
 ) -> None:
     """Validate a spec and queue it; exit 1 if a followed run does not succeed."""
     from bastion.spec import load_spec
@@ -179,7 +181,7 @@ def logs(
     run_id: Annotated[str, typer.Argument()],
     project: Project,
     follow: Annotated[
-        bool, typer.Option("--follow", help="Keep printing until the run ends.")
+        bool, typer.Option("--follow/--no-follow", help="Keep printing until the run ends.")
     ] = False,
 ) -> None:
     """Print a run's log lines."""
