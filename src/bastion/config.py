@@ -1,37 +1,64 @@
-"""The one place Bastion reads its settings: environment (``BASTION_*``) and defaults."""
+"""The one place Bastion reads its settings: environment (``BASTION_*``) and defaults.
+
+A plain pydantic model reads the environment itself (every field from ``BASTION_<FIELD>``,
+the variable's name in any case, plus the older names in :data:`OLDER_NAMES`): every CLI
+command builds one, and a settings library would cost each of them a tenth of a second of
+imports.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bastion.files import ensure_private_root
 
-__all__ = ["Settings"]
+__all__ = ["OLDER_NAMES", "PREFIX", "Settings"]
+
+PREFIX = "BASTION_"
+#: Variables a field is also read from, in order, after ``BASTION_<FIELD>``.
+OLDER_NAMES: dict[str, tuple[str, ...]] = {
+    "local_audit_database_url": ("BASTION_DATABASE_URL",),
+    "control_plane_database_url": ("BASTION_SERVER_DATABASE_URL",),
+}
 
 
-class Settings(BaseSettings):
-    """Process-wide settings.
+class Settings(BaseModel):
+    """Process-wide settings: arguments first, then the environment, then the defaults.
 
     ``BASTION_HOME`` holds the keys, the local database and the local storage.
     """
 
-    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment(cls, given: Any) -> Any:
+        if not isinstance(given, dict):
+            return given
+        environment = {
+            name.upper(): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(PREFIX)
+        }
+        merged = dict(given)
+        for field in cls.model_fields:
+            if field in merged:
+                continue
+            for variable in (PREFIX + field.upper(), *OLDER_NAMES.get(field, ())):
+                if variable in environment:
+                    merged[field] = environment[variable]
+                    break
+        return merged
 
     home: Path = Field(default_factory=lambda: Path.home() / ".bastion")
     master_key: SecretStr | None = None
     #: The audit log of actions taken on this host without a control plane (``bastion
     #: encrypt``, ``keys``, ...); ``BASTION_DATABASE_URL`` is its older name.
-    local_audit_database_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "local_audit_database_url",
-            "BASTION_LOCAL_AUDIT_DATABASE_URL",
-            "BASTION_DATABASE_URL",
-        ),
-    )
+    local_audit_database_url: str | None = None
     audit_checkpoint_interval: int = Field(default=1000, ge=1)
     #: A long-running control plane signs its audit head this often (when events came since),
     #: as well as at start-up and shutdown.
@@ -39,14 +66,7 @@ class Settings(BaseSettings):
     #: How often a dashboard view verifies the control plane's audit chain from its start.
     audit_whole_verify_minutes: int = Field(default=60, ge=0, le=10080)
     #: The control plane's database; ``BASTION_SERVER_DATABASE_URL`` is its older name.
-    control_plane_database_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "control_plane_database_url",
-            "BASTION_CONTROL_PLANE_DATABASE_URL",
-            "BASTION_SERVER_DATABASE_URL",
-        ),
-    )
+    control_plane_database_url: str | None = None
     max_request_bytes: int = Field(default=1 << 20, ge=1024)
     #: How long the SDK and CLI wait for the control plane's answer (seconds), ``BASTION_TIMEOUT``.
     timeout: float = Field(default=30.0, gt=0, le=3600)

@@ -29,6 +29,7 @@ from bastion import safe_yaml
 from bastion.errors import InvalidSpec
 from bastion.evaluate.config import EvaluateConfig
 from bastion.inference.config import ServeConfig
+from bastion.patterns import DATASET_REF_PATTERN, NAME_PATTERN
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
 
 __all__ = [
@@ -60,10 +61,8 @@ __all__ = [
 ]
 
 #: Lower-case names of projects, clusters, users, datasets, models, policies.
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 #: ``name@version`` of a registered dataset version.
-DATASET_REF_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}@[1-9][0-9]{0,8}$"
 DatasetRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]
 #: ``name@version`` of a registered model version (the same shape).
 ModelRef = Annotated[str, StringConstraints(pattern=DATASET_REF_PATTERN)]

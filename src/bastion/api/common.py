@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from bastion.spec import NAME_PATTERN
+from bastion.patterns import NAME_PATTERN
 
 __all__ = [
     "FieldError",

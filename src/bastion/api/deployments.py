@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints
 
 from bastion.api.common import Name, Request, Response
 from bastion.inference.config import ServeConfig
-from bastion.spec import DATASET_REF_PATTERN
+from bastion.patterns import DATASET_REF_PATTERN
 
 __all__ = [
     "DeploymentIn",

@@ -12,7 +12,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic_core import to_jsonable_python
 
 __all__ = ["Output", "OutputFormat", "printed"]
@@ -44,5 +43,7 @@ def printed(data: Any, output: OutputFormat) -> bool:
     if output is OutputFormat.JSON:
         typer.echo(json.dumps(plain, indent=2, ensure_ascii=False))
     else:
+        import yaml  # only for -o yaml
+
         typer.echo(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=1 << 16))
     return True

@@ -19,7 +19,6 @@ from pydantic import (
     model_validator,
 )
 
-from bastion import safe_yaml
 from bastion.errors import InvalidSpec
 from bastion.jsonschema import at_least_one_field
 
@@ -92,6 +91,8 @@ GATES = tuple(Policy.model_fields)
 def parse_policy(document: Any, *, source: str = "policy") -> Policy:
     """A policy from its mapping (or YAML text); InvalidSpec names every bad gate."""
     if isinstance(document, str):
+        from bastion import safe_yaml  # noqa: PLC0415 - the SDK's types import this module
+
         document = safe_yaml.load(document, source=source, error=InvalidSpec)
     if isinstance(document, dict):  # a gate set to null is a gate not set
         document = {gate: value for gate, value in document.items() if value is not None}
