@@ -61,6 +61,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_sandbox.py
+	$(BIN)/python benchmarks/bench_cli.py
 
 # The whole lifecycle on embedded defaults; a rerun clears the previous quickstart first.
 quickstart: install

@@ -44,6 +44,7 @@ TINY: dict[str, tuple[list[str], str]] = {
     ),
     "bench_serve.py": (["--reps", "1", "--seconds", "0.5", "--concurrency", "1"], r"ratio"),
     "bench_sandbox.py": (["--reps", "1"], r"ratio sandboxed/unsandboxed"),
+    "bench_cli.py": (["--reps", "1", "--runs", "2"], r"ratio run-list CPU"),
 }
 
 
