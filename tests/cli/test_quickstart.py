@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bastion.cli.quickstart_cmd import _interrupted
 from bastion.cli.quickstart_plane import MARK, free_port, prepare
 from bastion.errors import InvalidInput
 from tests.conftest import Cli
@@ -109,3 +111,17 @@ def test_the_quickstart_refuses_a_busy_port(cli: Cli, tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         result = cli("quickstart", "--port", str(port), "--workdir", str(tmp_path / "files"))
     assert result.code == 2 and f"port {port} is in use" in result.stderr
+
+
+def test_a_second_sigterm_does_not_break_off_the_clean_up() -> None:
+    """The first SIGTERM unwinds the quickstart through the code that stops what it started;
+    further ones are ignored until then."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _interrupted(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])

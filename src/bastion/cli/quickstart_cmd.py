@@ -28,6 +28,14 @@ def quickstart(
         bool,
         typer.Option("--keep-running", help="Leave Bastion up at the end (Ctrl-C stops it)."),
     ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Seconds to wait for the control plane and agent to be ready (a slow host "
+            "needs more).",
+        ),
+    ] = 600.0,
 ) -> None:
     """Start Bastion in an empty BASTION_HOME and take a model from raw data to production.
 
@@ -46,7 +54,7 @@ def quickstart(
     if prepare(home, workdir):
         out.print("cleared the files of the previous quickstart")
     out.print(f"[bold]Bastion quickstart[/bold] in BASTION_HOME={home}, files in {workdir}")
-    with running_plane(config, workdir, port=port) as plane:
+    with running_plane(config, workdir, port=port, timeout=timeout) as plane:
         files, deployment = lifecycle(plane)
         minutes = (time.monotonic() - started) / 60
         out.print(f"\n[bold green]Every step did what it says[/bold green] ({minutes:.1f} min).")
@@ -68,6 +76,7 @@ def quickstart(
             try:
                 plane.process.wait()
             except KeyboardInterrupt:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: see above
                 out.print("stopping")
             return
         plane.engineer.stop_deployment(PROJECT, deployment)
@@ -80,6 +89,10 @@ def quickstart(
 
 
 def _interrupted(*_args: Any) -> None:
+    """The first SIGTERM unwinds the quickstart (stopping what it started on the way out);
+    a second one while it stops would break off that clean-up, so it is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -39,7 +39,7 @@ PEOPLE = {
     "ml-engineer": ("ml-engineer", "submits runs, requests promotion, deploys"),
     "reviewer": ("reviewer", "approves or rejects promotions; cannot train or deploy"),
 }
-STARTUP_SECONDS = 120.0
+STARTUP_SECONDS = 600.0
 _DATABASE_VARIABLES = frozenset(
     {
         "BASTION_DATABASE_URL",
@@ -113,10 +113,10 @@ def prepare(home: Path, workdir: Path) -> bool:
     return _claim(workdir, "--workdir") or cleared
 
 
-def _wait_ready(plane: Plane, settings: Settings, log: Path) -> None:
+def _wait_ready(plane: Plane, settings: Settings, log: Path, timeout: float) -> None:
     """(1) the credentials ``bastion up`` saves, (2) a healthy control plane, (3) an agent
     that has joined cluster 'local' and beats."""
-    deadline = time.monotonic() + STARTUP_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if plane.process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
@@ -135,7 +135,8 @@ def _wait_ready(plane: Plane, settings: Settings, log: Path) -> None:
                     return
         time.sleep(0.3)
     raise ServiceUnavailable(
-        f"the control plane and agent were not ready within {STARTUP_SECONDS:.0f} s; see {log}"
+        f"the control plane and agent were not ready within {timeout:.0f} s; see {log} "
+        "(a slow host may need more: --timeout)"
     )
 
 
@@ -157,7 +158,9 @@ def _embedded_env(home: Path) -> dict[str, str]:
 
 
 @contextmanager
-def running_plane(settings: Settings, workdir: Path, *, port: int) -> Iterator[Plane]:
+def running_plane(
+    settings: Settings, workdir: Path, *, port: int, timeout: float = STARTUP_SECONDS
+) -> Iterator[Plane]:
     """``bastion up`` in the background for the ``with`` block; stopped on the way out."""
     owner = port_owner(port)
     if owner is not None:
@@ -170,7 +173,12 @@ def running_plane(settings: Settings, workdir: Path, *, port: int) -> Iterator[P
     parent = os.getpid()
     with log.open("wb") as sink:
         process = subprocess.Popen(  # noqa: S603 - our own console script
-            [str(Path(sys.executable).with_name("bastion")), "up", "--port", str(port)],
+            [
+                str(Path(sys.executable).with_name("bastion")),
+                "up",
+                f"--port={port}",
+                f"--timeout={timeout:g}",
+            ],
             # The agent may register files under the folder it starts in: the work folder.
             cwd=workdir,
             env=_embedded_env(plane_home),
@@ -182,7 +190,7 @@ def running_plane(settings: Settings, workdir: Path, *, port: int) -> Iterator[P
         )
     plane = Plane(url=f"http://127.0.0.1:{port}", home=plane_home, workdir=workdir, process=process)
     try:
-        _wait_ready(plane, settings, log)
+        _wait_ready(plane, settings, log, timeout)
         yield plane
     finally:
         for client in plane.clients.values():
