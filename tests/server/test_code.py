@@ -7,11 +7,14 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from bastion.client import Client
 from bastion.errors import Conflict, InvalidSpec, NotAuthorized
 from bastion.governance.policy import evaluate_gates, parse_policy
 from bastion.security.transfer import open_for_cluster
+from bastion.server.db.models import Cluster, Project
+from bastion.server.services import code as code_service
 from tests.conftest import other_keyring
 from tests.server.conftest import ControlPlane
 
@@ -117,6 +120,43 @@ def test_a_run_cannot_queue_registration_or_name_unregistered_code(
             engineer.submit_run(
                 {**spec, "job": {"type": "register-code", "name": "x", "version": 1}}
             )
+
+
+def test_registered_code_is_used_only_on_the_cluster_that_holds_it(
+    control_plane: ControlPlane, role_tokens: dict[str, str], joined: Client, tmp_path: Path
+) -> None:
+    """A run on another cluster naming pkg@1 is refused: that cluster's agent never checked
+    it and holds no copy."""
+    cp = control_plane
+    _push(cp, role_tokens["ml-engineer"], tmp_path / "src")
+    lease = joined.lease("c1", wait=0)
+    assert lease is not None
+    upload = lease.inputs["code_upload"]
+    joined.record_code_version(
+        "p1",
+        "pkg",
+        1,
+        {
+            "run_id": lease.run_id,
+            "manifest_hash": "a" * 64,
+            "signature": "sig",
+            "archive_sha256": upload["archive_sha256"],
+            "files": _records(FILES),
+        },
+    )
+    with _client(cp, cp.admin_token) as admin:
+        admin.create_cluster("c2")
+    with cp.database.read() as session:
+        project = session.scalars(select(Project).where(Project.name == "p1")).one()
+        c1, c2 = (
+            session.scalars(select(Cluster).where(Cluster.name == name)).one()
+            for name in ("c1", "c2")
+        )
+        assert code_service.registered(
+            session, project=project, ref="pkg@1", cluster_id=c1.id
+        ).manifest_hash == ("a" * 64)
+        with pytest.raises(Conflict, match="registered on cluster 'c1'; push it"):
+            code_service.registered(session, project=project, ref="pkg@1", cluster_id=c2.id)
 
 
 @pytest.mark.parametrize(
