@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
+from bastion.agent.job import _reason
 from bastion.agent.loop import check_transport
 from bastion.agent.storage import Storage
 from bastion.errors import ConfigurationError, InvalidInput, InvalidSpec
@@ -170,3 +172,18 @@ def test_a_servers_tls_files_may_not_come_from_the_agents_own(tmp_path: Path) ->
         Agent._tls_files(agent, job)  # type: ignore[arg-type]
     allowed = {"tls_cert": str(certs / "server.pem")}
     assert Agent._tls_files(agent, allowed) == [(certs / "server.pem").resolve()]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "out.bin"), "no space left"),
+        (OSError(errno.EFBIG, "File too large", "out.bin"), "resources.file_mb"),
+        (OSError(errno.EROFS, "Read-only file system", "/etc/x"), "only in its own folder"),
+        (OSError(errno.ECONNREFUSED, "Connection refused"), "jobs have no network"),
+    ],
+)
+def test_an_operating_system_refusal_is_named_in_one_line(error: OSError, says: str) -> None:
+    reason = _reason(error)
+    assert says in reason
+    assert "\n" not in reason

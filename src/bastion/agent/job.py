@@ -218,6 +218,18 @@ def _os_reason(exc: OSError) -> str:
     if isinstance(exc, ConnectionError | TimeoutError) or exc.errno in _NETWORK_ERRNOS:
         return f"network refused ({kind}: {exc.strerror or exc}); jobs have no network"
     where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"no space left on the agent's disk{where}: free space in its storage root and run "
+            "it again (nothing half-written is kept)"
+        )
+    if exc.errno == errno.EFBIG:
+        return f"a file grew past the job's limit{where}: raise resources.file_mb"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"{kind}: {exc.strerror or exc}{where}; in the sandbox a job may write only in "
+            "its own folder and /tmp"
+        )
     return f"{kind}: {exc.strerror or exc}{where}"
 
 
