@@ -22,6 +22,9 @@ Printed per workload:
 2. test accuracy at epsilon 1, 3 and 8 (delta 1e-5; noise calibrated by Opacus for the run's
    epochs and sampling rate, Poisson sampling, PRV accountant) versus non-private.
 
+The baseline is a bare Opacus training loop on the same model, rows, batch size, optimiser
+and budget (epsilon 8, ghost clipping): the last line is Bastion's DP epoch over its epoch.
+
 Then, on random inputs, the cost of one ghost-clipping step against one non-private step as
 the MLP grows: the fixed per-step work of Opacus stops mattering, and the ratio settles near
 what ghost clipping costs by construction (a second backward pass).
@@ -156,6 +159,64 @@ def _fit(work: Workload, config: TrainConfig) -> tuple[list[float], list[float],
     return clock.epochs, accounting.seconds if accounting else [], accuracy
 
 
+def _plain_opacus(work: Workload, config: TrainConfig) -> tuple[list[float], float]:
+    """The baseline: the same model, rows, batch size, optimiser and privacy as Bastion's
+    DP run, trained by a bare Opacus loop (make_private_with_epsilon, Poisson sampling, ghost
+    clipping); seconds per epoch and test accuracy."""
+    assert config.privacy is not None and config.privacy.target_epsilon is not None
+    torch.manual_seed(config.seed)
+    model = build_model(
+        work.model, input_shape=tuple(work.x.shape[1:]), classes=int(work.y.max()) + 1
+    )
+    loader = DataLoader(
+        Rows(work.x, work.y), batch_size=config.batch_size, shuffle=True, collate_fn=batch_as_is
+    )
+    model, optimizer, criterion, loader = PrivacyEngine(
+        accountant=config.privacy.accountant
+    ).make_private_with_epsilon(
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum),
+        data_loader=loader,
+        criterion=nn.CrossEntropyLoss(),
+        target_epsilon=config.privacy.target_epsilon,
+        target_delta=config.privacy.delta,
+        epochs=config.epochs,
+        max_grad_norm=config.privacy.max_grad_norm,
+        poisson_sampling=True,
+        grad_sample_mode="ghost",
+    )
+    epochs = []
+    for _ in range(config.epochs):
+        model.train()
+        started = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        epochs.append(time.perf_counter() - started)
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(work.test_x).argmax(1) == work.test_y).float().mean())
+    return epochs, accuracy
+
+
+def _baselines(
+    work: Workload, rep: int, timings: dict[str, list[float]], accuracy: dict[str, list[float]]
+) -> None:
+    """The bare Opacus loop doing the same DP work (same batch, epsilon 8), and Bastion's DP
+    run at the non-private run's batch size (the DP rows use their own)."""
+    bare = _private(work.private.model_copy(update={"seed": rep}), target_epsilon=8.0)
+    bare_epochs, bare_accuracy = _plain_opacus(work, bare)
+    timings.setdefault("plain Opacus loop, ghost", []).extend(bare_epochs)
+    accuracy.setdefault("plain Opacus, eps 8", []).append(bare_accuracy)
+    same = _private(
+        work.private.model_copy(update={"seed": rep, "batch_size": work.plain.batch_size}),
+        target_epsilon=8.0,
+    )
+    timings.setdefault(f"DP ghost, b={work.plain.batch_size}", []).extend(_fit(work, same)[0])
+
+
 def _private(config: TrainConfig, **privacy: object) -> TrainConfig:
     return config.model_copy(update={"privacy": PrivacyConfig.model_validate(privacy)})
 
@@ -247,6 +308,7 @@ def main() -> None:
             )
             for work in workloads
         ]
+    headlines: list[tuple[str, float]] = []
     for work in workloads:
         print(f"== {work.name}: {len(work.y)} training rows, {len(work.test_y)} test rows")
         timings: dict[str, list[float]] = {}
@@ -267,14 +329,7 @@ def main() -> None:
                 accounting.extend(spent)
                 if mode == MODES[0]:
                     with_accounting.extend(e + a for e, a in zip(epochs, spent, strict=True))
-            # The same batch size as the non-private run (the DP rows above use their own).
-            same = _private(
-                work.private.model_copy(update={"seed": rep, "batch_size": work.plain.batch_size}),
-                target_epsilon=8.0,
-            )
-            timings.setdefault(f"DP ghost, b={work.plain.batch_size}", []).extend(
-                _fit(work, same)[0]
-            )
+            _baselines(work, rep, timings, accuracy)
             for epsilon in epsilons:
                 config = _private(
                     work.private.model_copy(update={"seed": rep}), target_epsilon=epsilon
@@ -282,6 +337,8 @@ def main() -> None:
                 accuracy.setdefault(f"epsilon {epsilon:g}", []).append(_fit(work, config)[2])
         timings[f"DP {MODES[0]} + accounting"] = with_accounting
         base = statistics.median(timings["non-private"])
+        bare = statistics.median(timings["plain Opacus loop, ghost"])
+        headlines.append((work.name, statistics.median(timings[f"DP {MODES[0]}"]) / bare))
         print(f"{'training':<26} {'s/epoch':>9} {'ratio':>7}")
         for label, values in timings.items():
             median = statistics.median(values)
@@ -300,6 +357,15 @@ def main() -> None:
             print(f"{label:<16} {median:>9.4f} {100 * (median - reference):>+15.1f} pt")
         print()
     _scaling(args.reps, SCALING[:1] if args.smoke else SCALING)
+    _headline(headlines)
+
+
+def _headline(headlines: list[tuple[str, float]]) -> None:
+    """Bastion's trainer against the bare Opacus loop, the same DP work (ghost, same batch)."""
+    for name, ratio in headlines:
+        print(f"{name}: Bastion DP epoch / plain Opacus epoch {ratio:.2f}x")
+    overall = statistics.median(ratio for _, ratio in headlines)
+    print(f"ratio Bastion DP-SGD / plain Opacus loop (median of workloads): {overall:.2f}x")
 
 
 if __name__ == "__main__":
