@@ -3,9 +3,11 @@
 1. PGD-20, L-infinity, eps 0.1 (step 2.5 * eps / 20) over the digits test set (25%,
    stratified, seed 0) against the reference CNN trained on the rest: Bastion's
    ``bastion.evaluate.attacks.pgd`` versus ART's ``ProjectedGradientDescentPyTorch`` on the
-   same model and rows, with and without a random start. ART runs at its default batch
-   size (32) and with the whole test set as one batch, as Bastion does. Wall time is the
-   median of ``--reps`` repetitions; robust accuracy is printed beside it.
+   same model and rows, with and without a random start. ART runs at batch sizes 32 (its
+   default), 128 and the whole test set (one batch, as Bastion does); the headline, printed
+   last, is ART at its fastest batch over Bastion, the lower of the two starts. Wall time is
+   the median of ``--reps`` repetitions; robust accuracy is printed beside it (Bastion's
+   early stopping may only lower it).
 2. LiRA with 16 shadow models on the patients MLP (the DP-SGD recipe of
    examples/patients.yaml) and on the digits CNN (bench_dp's DP recipe; heavier shadows): the
    whole audit with the local executor's fan-out at width 1 (in the job's own process), with
@@ -59,7 +61,8 @@ def _median_seconds(call: Callable[[], Any], reps: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def bench_pgd(reps: int) -> None:
+def bench_pgd(reps: int) -> float:
+    """Print the PGD table; return ART's time at its best batch over Bastion's."""
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
     from art.estimators.classification import PyTorchClassifier
 
@@ -88,6 +91,7 @@ def bench_pgd(reps: int) -> None:
         f"(clean accuracy {accuracy(model, xt, yt):.4f}); median of {reps}"
     )
     print(f"{'start':<8}{'implementation':<28}{'seconds':>9}{'robust acc':>12}{'ART/Bastion':>13}")
+    ratios: list[float] = []
     for random_start in (False, True):
 
         def ours(random_start: bool = random_start) -> torch.Tensor:
@@ -110,7 +114,8 @@ def bench_pgd(reps: int) -> None:
             f"{label:<8}{'Bastion (one batch)':<28}{seconds:>9.3f}"
             f"{accuracy(model, adversarial, yt):>12.4f}{'':>13}"
         )
-        for batch in (32, len(yt)):
+        best = float("inf")
+        for batch in (32, 128, len(yt)):
             attack = ProjectedGradientDescentPyTorch(
                 classifier,
                 norm=np.inf,
@@ -127,11 +132,16 @@ def bench_pgd(reps: int) -> None:
 
             art_seconds, found = _median_seconds(theirs, reps)
             robust = accuracy(model, torch.from_numpy(found), yt)
+            best = min(best, art_seconds)
             name = f"ART (batch {batch})"
             print(
                 f"{'':<8}{name:<28}{art_seconds:>9.3f}{robust:>12.4f}"
                 f"{art_seconds / seconds:>12.2f}x"
             )
+        ratios.append(best / seconds)
+    # The headline: ART at its fastest batch size against Bastion's one batch (the whole
+    # test set, the same rows); the lower of the two starts.
+    return min(ratios)
 
 
 def _tensors(name: str) -> tuple[Any, ...]:
@@ -254,10 +264,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    if not args.skip_pgd:
-        bench_pgd(args.reps)
+    ratio = None if args.skip_pgd else bench_pgd(args.reps)
     for workload in args.lira:
         bench_lira(workload, args.shadows, args.skip_ray)
+    if ratio is not None:
+        print(f"\nratio ART PGD at its best batch / Bastion PGD (same rows): {ratio:.2f}x")
 
 
 if __name__ == "__main__":
