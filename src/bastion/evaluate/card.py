@@ -3,17 +3,17 @@
 :func:`build_card` gathers the version's training evidence, its newest evaluations, the
 training data's scan summaries and the signature into one JSON document (with the
 scorecard); :func:`render_html` makes a self-contained page of it, the plots inline as
-SVG (matplotlib), every value escaped.
+SVG (:mod:`bastion.evaluate.svgplot`), every value escaped.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from markupsafe import Markup
 
 from bastion.evaluate.scorecard import build_scorecard
+from bastion.evaluate.svgplot import GREY, Axis, Bar, Scale, Series, bar_plot, heat_map, line_plot
 from bastion.templates import render
 
 __all__ = ["CARD_FORMAT", "build_card", "render_html"]
@@ -137,95 +137,66 @@ def build_card(
 
 # -- HTML ------------------------------------------------------------------------------------
 
-
-def _svg(figure: Any) -> str:
-    """The figure as SVG text (no XML prolog; deterministic ids)."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - only the HTML card draws
-
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
-def _figure() -> tuple[Any, Any]:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "bastion-model-card"
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    return plt.subplots(figsize=(5.2, 3.4))
+#: The floor of the log-log ROC plot: a TPR or FPR of 0 is drawn there.
+_ROC_FLOOR = 1e-4
 
 
 def _robustness_plot(robustness: dict[str, Any]) -> str:
-    figure, axes = _figure()
+    clean = robustness["clean_accuracy"]
+    series = []
     for attack in sorted({point["attack"] for point in robustness["curve"]}):
         chosen = sorted(
             (p["eps"], p["robust_accuracy"]) for p in robustness["curve"] if p["attack"] == attack
         )
-        axes.plot(
-            [0.0] + [e for e, _ in chosen],
-            [robustness["clean_accuracy"]] + [a for _, a in chosen],
-            marker="o",
-            label=attack.upper(),
-        )
-    axes.axhline(robustness["clean_accuracy"], linestyle="--", color="grey", label="clean")
-    axes.set_xlabel(f"eps ({robustness['norm']})")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1.02)
-    axes.legend()
-    axes.set_title("Robustness curve")
-    return _svg(figure)
+        series.append(Series(attack.upper(), [(0.0, clean), *chosen], markers=True))
+    largest = max((point["eps"] for point in robustness["curve"]), default=1.0)
+    series.append(Series("clean", [(0.0, clean), (largest, clean)], colour=GREY, dashed=True))
+    return line_plot(
+        title="Robustness curve",
+        series=series,
+        x=Axis(f"eps ({robustness['norm']})", low=0.0),
+        y=Axis("accuracy", low=0.0, high=1.02),
+    )
 
 
 def _roc_plot(membership: dict[str, Any]) -> str:
-    figure, axes = _figure()
-    for key, label in (
-        ("loss", "loss threshold"),
-        ("lira_online", "LiRA online"),
-        ("lira_offline", "LiRA offline"),
-    ):
-        if key in membership:
-            fpr, tpr = zip(*membership[key]["roc"], strict=True)
-            axes.plot(
-                fpr,
-                [max(t, 1e-4) for t in tpr],
-                label=f"{label} (AUC {membership[key]['auc']:.3f})",
-            )
-    axes.plot([1e-4, 1], [1e-4, 1], linestyle="--", color="grey", label="chance")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlim(1e-4, 1)
-    axes.set_ylim(1e-4, 1.05)
-    axes.set_xlabel("false positive rate")
-    axes.set_ylabel("true positive rate")
-    axes.legend(fontsize="small")
-    axes.set_title("Membership inference ROC (log-log)")
-    return _svg(figure)
+    series = [
+        Series(
+            f"{label} (AUC {membership[key]['auc']:.3f})",
+            [(fpr, max(tpr, _ROC_FLOOR)) for fpr, tpr in membership[key]["roc"]],
+        )
+        for key, label in (
+            ("loss", "loss threshold"),
+            ("lira_online", "LiRA online"),
+            ("lira_offline", "LiRA offline"),
+        )
+        if key in membership
+    ]
+    chance = Series("chance", [(_ROC_FLOOR, _ROC_FLOOR), (1.0, 1.0)], colour=GREY, dashed=True)
+    return line_plot(
+        title="Membership inference ROC (log-log)",
+        series=[*series, chance],
+        x=Axis("false positive rate", Scale.LOG, low=_ROC_FLOOR, high=1.0),
+        y=Axis("true positive rate", Scale.LOG, low=_ROC_FLOOR, high=1.05),
+    )
 
 
 def _importance_plot(explanations: dict[str, Any]) -> str:
-    figure, axes = _figure()
     importance = explanations["permutation_importance"]
-    names = list(explanations.get("top_features", []))[:10][::-1]
-    axes.barh(
-        names, [importance[n]["mean"] for n in names], xerr=[importance[n]["std"] for n in names]
+    names = [n for n in list(explanations.get("top_features", []))[:10] if n in importance]
+    return bar_plot(
+        title="Permutation importance (held-out rows)",
+        bars=[Bar(str(n), importance[n]["mean"], importance[n]["std"]) for n in names],
+        x_label="accuracy drop when shuffled",
     )
-    axes.set_xlabel("accuracy drop when shuffled")
-    axes.set_title("Permutation importance (held-out rows)")
-    return _svg(figure)
 
 
 def _attribution_plot(explanations: dict[str, Any]) -> str:
-    figure, axes = _figure()
-    image = axes.imshow(explanations["mean_abs_attribution_map"], cmap="viridis")
-    figure.colorbar(image, ax=axes, label="mean |attribution|")
-    axes.set_xticks([])
-    axes.set_yticks([])
-    axes.set_title("Integrated Gradients: where the model looks")
-    return _svg(figure)
+    return heat_map(
+        title="Integrated Gradients: where the model looks",
+        grid=explanations["mean_abs_attribution_map"],
+        colour_label="mean |attribution|",
+    )
 
 
 def card_plots(card: dict[str, Any]) -> dict[str, str]:
@@ -244,6 +215,6 @@ def card_plots(card: dict[str, Any]) -> dict[str, str]:
 
 def render_html(card: dict[str, Any]) -> str:
     """A self-contained HTML page: no script, no external resource."""
-    # matplotlib's own SVG output, drawn from escaped text, inlined as it is.
+    # svgplot escapes every text it draws; its output is inlined as it is.
     plots = {key: Markup(svg) for key, svg in card_plots(card).items()}  # noqa: S704
     return render("bastion.evaluate", "card.html.j2", card=card, plots=plots)

@@ -21,6 +21,7 @@ from bastion.api.models import (
 from bastion.api.runs import (
     RunOut,
 )
+from bastion.evaluate.card import render_html
 from bastion.server.db.models import (
     Evaluation,
     Model,
@@ -224,8 +225,6 @@ def model_card_html(
     database: DatabaseDep,
 ) -> HTMLResponse:
     """The model card as one self-contained HTML page (plots inline as SVG, no script)."""
-    from bastion.evaluate.card import render_html  # noqa: PLC0415 - matplotlib on demand
-
     page = render_html(_card(principal, database, name, version))
     return HTMLResponse(page, headers={"Content-Security-Policy": CARD_CSP})
 
