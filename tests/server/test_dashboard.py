@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -147,6 +148,52 @@ def test_line_chart_scales_the_series_into_the_box() -> None:
         line_chart("empty", [])
 
 
+def test_the_run_page_folds_checkpoints_and_labels_its_chart_axes(
+    control_plane: ControlPlane, dashboard_users: list[str]
+) -> None:
+    cp = control_plane
+    run_id = seed_run(cp)
+    with cp.database.write(actor="agent:test") as unit:
+        unit.session.add_all(
+            [
+                *(
+                    RunEvent(
+                        run_id=run_id, stage="checkpoint", status="running", message=f"step {s}"
+                    )
+                    for s in range(1, 13)
+                ),
+                RunEvent(run_id=run_id, stage="train", status="succeeded", message="done"),
+                *(
+                    RunMetric(run_id=run_id, name="accuracy", step=s, value=s / 7)
+                    for s in range(1, 7)
+                ),
+            ]
+        )
+        unit.record("run.report", f"run:{run_id}", {"seeded": True})
+    page = dashboard_login(cp, "auditor").get(f"/ui/p/p1/runs/{run_id}").text
+    stages = page.split("<h2>Stages</h2>", 1)[1].split("</section>", 1)[0]
+    assert stages.count("<details>") == 1 and "12 checkpoints; latest: step 12" in stages
+    assert stages.count(">checkpoint</td>") == 1  # one line; the twelve inside it
+    assert all(f"<td>step {s}</td>" in stages for s in range(1, 13))
+    order = [stages.index(text) for text in ("epoch 1 done", "12 checkpoints", ">done</td>")]
+    assert order == sorted(order)  # the folded line stands where the latest checkpoint came
+    charts = page.split("<h2>Metrics</h2>", 1)[1]
+    assert charts.count(">step</text>") == 2  # accuracy and loss
+    assert ">accuracy (fraction)</text>" in charts and ">loss</text>" in charts
+    assert "last 0.8571 (range 0.1429 to 0.8571, steps 1 to 6)" in charts  # 4 digits
+
+
+def test_line_chart_ticks_are_round_and_steps_whole() -> None:
+    chart = line_chart("accuracy", [(1, 0.5), (2, 0.6), (3, 0.9)])
+    assert [t.label for t in chart.x_ticks] == ["1", "2", "3"]
+    assert [t.label for t in chart.y_ticks] == ["0.5", "0.6", "0.7", "0.8", "0.9"]
+    assert chart.y_label == "accuracy (fraction)"
+    ats = [t.at for t in chart.y_ticks]
+    assert ats == sorted(ats, reverse=True)  # higher values higher up
+    assert ats[0] == chart.box.bottom and ats[-1] == chart.box.top
+    assert line_chart("grad_norm", [(1, 2.0)]).y_label == "grad_norm"  # unknown: unitless
+
+
 def _version_page(browser: Any) -> str:
     page = browser.get("/ui/p/p1/models/m/1")
     assert page.status_code == 200
@@ -247,6 +294,7 @@ def test_the_audit_page_flags_a_broken_chain_and_exports_it(
     assert len(lines) > 5 and all(line.startswith('{"') for line in lines)
     with cp.database.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE audit_events SET actor = 'user:mallory' WHERE seq = 2")
+    cp.database.audit_whole_every = dt.timedelta(0)  # the hourly pass from the start is due
     page = auditor.get("/ui/audit")
     assert page.status_code == 200 and "Chain verification FAILED" in page.text
     assert "2" in page.text.split("FAILED", 1)[1][:200]
@@ -292,8 +340,7 @@ def test_the_audit_page_resumes_from_a_verified_checkpoint_and_rereads_it_all_in
             assert created.status_code == 201
 
     signed = cp.database.audit.checkpoint()  # a signed checkpoint to resume from
-    first = status()
-    assert "Chain verified" in first and "checked the events after" not in first  # all of it
+    assert "Chain verified" in status()  # resumed from what the start-up pass verified
     new_events()
     resumed = status()
     assert f"checked the events after the signed checkpoint #{signed.seq + 1}" in resumed
@@ -313,6 +360,35 @@ def test_the_audit_page_resumes_from_a_verified_checkpoint_and_rereads_it_all_in
     tamper(head, "user:mallory")
     failed = status()
     assert "Chain verification FAILED" in failed and f"seq {head}" in failed
+
+
+def test_a_due_verification_from_the_start_runs_beside_the_page(
+    control_plane: ControlPlane, dashboard_users: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long chain takes seconds to read from its first event: the page does not wait for
+    it, it shows the shorter check, and the next view shows what the long one found."""
+    cp = control_plane
+    auditor = dashboard_login(cp, "auditor")
+    cp.database.audit.checkpoint()
+    assert "Chain verified" in auditor.get("/ui/audit").text
+    release = threading.Event()
+    verify = cp.database.audit.verify
+
+    def slow(**kwargs: Any) -> Any:
+        if kwargs.get("since") is None:  # the pass from the first event
+            release.wait(60)
+        return verify(**kwargs)
+
+    monkeypatch.setattr(cp.database.audit, "verify", slow)
+    with cp.database.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_events SET actor = 'user:mallory' WHERE seq = 2")
+    cp.database.audit_whole_every = dt.timedelta(0)
+    meanwhile = auditor.get("/ui/audit").text
+    assert "Chain verified" in meanwhile and "checked the events after" in meanwhile
+    assert "A newer verification is running in the background" in meanwhile
+    release.set()
+    cp.database.start_verification().join()
+    assert "Chain verification FAILED" in auditor.get("/ui/audit").text
 
 
 def test_the_policies_page_shows_every_gate_of_every_policy(

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     Engine,
     String,
@@ -67,6 +68,7 @@ __all__ = [
     "Appended",
     "AuditEvent",
     "AuditLog",
+    "AuditQuery",
     "CheckpointSigner",
     "CheckpointTimer",
     "KeyringCheckpointSigner",
@@ -123,6 +125,25 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which events a search returns; every filter given must hold.
+
+    ``text`` is found in the actor, action, target or details (case as stored);
+    ``action`` is an action or its family (``run`` finds ``run.create`` and ``run.event``);
+    ``actor`` is exact; ``since`` and ``until`` bound the time stamp (``since <= ts <
+    until``, UTC); ``hidden`` are actions left out; ``before`` pages back (seqs below it).
+    """
+
+    text: str = ""
+    action: str = ""
+    actor: str = ""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    hidden: tuple[str, ...] = ()
+    before: int | None = None
+
+
 class CheckpointSigner(Protocol):
     """Signs checkpoint statements; ``fingerprint`` names the public key."""
 
@@ -155,8 +176,18 @@ def local_actor() -> str:
         return f"local:uid-{os.getuid()}"
 
 
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime(_TS_FORMAT)
+
+
+def _stamp(instant: dt.datetime) -> str:
+    """``instant`` as the log stores time stamps (a naive one is taken as UTC)."""
+    if instant.tzinfo is not None:
+        instant = instant.astimezone(dt.UTC)
+    return instant.strftime(_TS_FORMAT)
 
 
 def _public_keys(pems: Sequence[bytes]) -> dict[str, ec.EllipticCurvePublicKey]:
@@ -418,19 +449,40 @@ class AuditLog:
             ).all()
         return [EventRow(*row) for row in reversed(rows)]
 
-    def search(self, text: str, *, limit: int) -> list[EventRow]:
-        """The last ``limit`` events whose actor, action, target or details contain
-        ``text`` (case as stored), oldest first."""
+    def search(self, query: AuditQuery, *, limit: int) -> list[EventRow]:
+        """The last ``limit`` events that ``query`` matches, oldest first.
+
+        The newest rows are read backwards by seq (the primary key) until ``limit`` match,
+        so a page costs what it shows unless the filters match few of many rows.
+        """
         column = audit_events.c
-        matches = (
-            column.actor.contains(text, autoescape=True)
-            | column.action.contains(text, autoescape=True)
-            | column.target.contains(text, autoescape=True)
-            | column.details.contains(text, autoescape=True)
-        )
+        where: list[ColumnElement[bool]] = []
+        if query.text:
+            where.append(
+                column.actor.contains(query.text, autoescape=True)
+                | column.action.contains(query.text, autoescape=True)
+                | column.target.contains(query.text, autoescape=True)
+                | column.details.contains(query.text, autoescape=True)
+            )
+        if query.action:
+            where.append(
+                (column.action == query.action)
+                | column.action.startswith(f"{query.action}.", autoescape=True)
+            )
+        if query.actor:
+            where.append(column.actor == query.actor)
+        # Stored time stamps are fixed-width UTC text: they compare as the instants do.
+        if query.since is not None:
+            where.append(column.ts >= _stamp(query.since))
+        if query.until is not None:
+            where.append(column.ts < _stamp(query.until))
+        if query.hidden:
+            where.append(column.action.not_in(query.hidden))
+        if query.before is not None:
+            where.append(column.seq < query.before)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(*_COLUMNS).where(matches).order_by(column.seq.desc()).limit(limit)
+                select(*_COLUMNS).where(*where).order_by(column.seq.desc()).limit(limit)
             ).all()
         return [EventRow(*row) for row in reversed(rows)]
 

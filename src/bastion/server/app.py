@@ -69,14 +69,18 @@ def build_database(settings: Settings, *, url: str | None = None) -> Database:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Sign the audit head at start-up, on a timer while events arrive, and at shutdown."""
+    """Sign the audit head at start-up, on a timer while events arrive, and at shutdown;
+    verify the whole audit chain in the background at start-up."""
     settings: Settings = app.state.settings
     timer = CheckpointTimer(app.state.database.audit, every=settings.audit_checkpoint_seconds)
     timer.start()
+    # The dashboard's audit page resumes from what this verification reaches.
+    whole = app.state.database.start_verification()
     try:
         yield
     finally:
         timer.stop()
+        whole.join(timeout=30)
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:

@@ -10,7 +10,9 @@ event refuses to commit: no change without its event.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,9 @@ from bastion.security.audit_chain import ChainReport, VerifiedPrefix
 from bastion.security.audit_log import AuditEvent, AuditLog
 from bastion.server import idempotency
 
-__all__ = ["AuthCache", "Database", "UnitOfWork"]
+__all__ = ["PAGE_WAITS_FOR_WHOLE", "AuthCache", "Database", "PageVerification", "UnitOfWork"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,6 +103,21 @@ class AuthCache:
             self._entries.clear()
 
 
+#: Seconds a dashboard view waits for the audit chain's verification before it shows the
+#: previous one's result (the verification goes on in the background).
+PAGE_WAITS_FOR_WHOLE = 0.5
+
+
+@dataclass(frozen=True)
+class PageVerification:
+    """What the audit page shows: the newest report, when the whole chain was last verified
+    from its first event, and whether a newer verification is still running."""
+
+    report: ChainReport
+    whole_at: dt.datetime
+    pending: bool
+
+
 #: Audit actions after which cached credentials may be stale.
 _AUTH_ACTIONS = ("token.", "user.", "member.", "project.")
 
@@ -121,32 +140,70 @@ class Database:
         # The last checkpoint a page's verification reached, and when the chain was last
         # verified from its first event (per process; empty until then, and after a failure).
         self._verified: tuple[VerifiedPrefix | None, dt.datetime] | None = None
+        self._failure: AuditChainError | None = None
+        self._last: PageVerification | None = None
+        self._job: threading.Thread | None = None
+        self._verify_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         event.listen(self._sessions, "after_flush", _note_write)
 
-    def verify_audit_for_page(self) -> tuple[ChainReport, dt.datetime]:
-        """The audit chain verified for a page that shows it, and when the whole chain
-        was last verified from its first event.
+    def start_verification(self) -> threading.Thread:
+        """Verify the audit chain in a background thread, unless one runs already: from its
+        first event when that is due (at start-up, then every ``audit_whole_every``, and
+        after any failure), else from the last signed checkpoint verified before."""
+        with self._verify_lock:
+            if self._job is None or not self._job.is_alive():
+                verified = self._verified
+                now = dt.datetime.now(dt.UTC)
+                due = verified is None or now - verified[1] >= self.audit_whole_every
+                since = None if due or verified is None else verified[0]
+                self._job = threading.Thread(
+                    target=self._verify, args=(since,), name="audit-verify", daemon=True
+                )
+                self._job.start()
+            return self._job
 
-        The chain grows by an event per served request, so a page does not read it all
-        on every view: it resumes from the last signed checkpoint an earlier view
-        verified, and reads everything again once ``audit_whole_every`` has passed (and
-        after any failure). ``AuditLog.verify()`` (the API, the CLI, the compliance
-        report) always reads everything.
-        """
-        now = dt.datetime.now(dt.UTC)
-        since, whole_at = self._verified or (None, now)
-        if now - whole_at >= self.audit_whole_every:
-            since = None
+    def _verify(self, since: VerifiedPrefix | None) -> None:
+        started = dt.datetime.now(dt.UTC)
         try:
             report = self.audit.verify(since=since)
-        except AuditChainError:
-            self._verified = None
-            raise
-        if report.resumed_from is None:  # read from the start now (or it fell back to that)
-            whole_at = now
-        self._verified = (report.prefix, whole_at)
-        return report, whole_at
+        except AuditChainError as exc:
+            with self._verify_lock:
+                self._verified, self._failure = None, exc
+            return
+        except Exception:  # the database is away: the next page view tries again
+            _log.exception("could not verify the audit chain")
+            return
+        with self._verify_lock:
+            whole_at = started
+            if report.resumed_from is not None and self._verified is not None:
+                whole_at = self._verified[1]
+            self._verified = (report.prefix, whole_at)
+            self._last = PageVerification(report=report, whole_at=whole_at, pending=False)
+            self._failure = None
+
+    def verify_audit_for_page(self) -> PageVerification:
+        """The audit chain as a page shows it: the newest verification's report.
+
+        The chain grows by an event per served request, so a page does not read it all
+        on every view. Each view starts a verification in the background (see
+        :meth:`start_verification`: from the last signed checkpoint, or from the first
+        event when due) and waits for it at most :data:`PAGE_WAITS_FOR_WHOLE` seconds (all
+        of it when nothing was verified yet); a longer one goes on, and the page shows the
+        previous result marked ``pending``. A failure is shown by every view until a later
+        verification from the first event passes. ``AuditLog.verify()`` (the API, the CLI,
+        the compliance report) always reads everything.
+        """
+        job = self.start_verification()
+        job.join(None if self._last is None else PAGE_WAITS_FOR_WHOLE)
+        with self._verify_lock:
+            failure, last = self._failure, self._last
+        if failure is not None:
+            raise failure
+        if last is None:  # it could not run (the database is away): say why, here
+            report = self.audit.verify()
+            return PageVerification(report=report, whole_at=dt.datetime.now(dt.UTC), pending=False)
+        return dataclasses.replace(last, pending=job.is_alive())
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

@@ -35,6 +35,7 @@ from bastion.server.services.datasets import lease_inputs
 from bastion.server.services.jobs import ACTIVE_STATUSES
 
 __all__ = [
+    "HEARTBEAT_ACTIONS",
     "LEASE_SECONDS",
     "Lease",
     "expire_leases",
@@ -47,6 +48,10 @@ __all__ = [
 LEASE_SECONDS = 30
 #: An agent is "live" if it heartbeated this recently.
 LIVE_SECONDS = 30
+#: The audit events of agents' liveness, which heartbeats write: an agent connecting after
+#: a silence, and leaving; ``cluster.heartbeat`` is the one-per-beat event that chains
+#: written by earlier releases hold. The dashboard's audit page hides them unless asked.
+HEARTBEAT_ACTIONS = ("cluster.connected", "cluster.disconnected", "cluster.heartbeat")
 
 
 @dataclass(frozen=True)

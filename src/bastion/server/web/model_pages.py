@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bastion.api.governance import CommentIn, PromoteIn
+from bastion.evaluate.card import card_plots
 from bastion.server.deps import DatabaseDep, Principal
 from bastion.server.permissions import Permission
 from bastion.server.services import evaluations
@@ -57,8 +58,6 @@ def model_version(
 ) -> Response:
     """The version's card (robustness, ROC, fairness, importance, epsilon, signatures),
     its scorecard, its approvals and the buttons the viewer's roles allow."""
-    from bastion.evaluate.card import card_plots  # noqa: PLC0415 - matplotlib on demand
-
     with database.read() as session:
         project_row = principal.require_project()
         row = model_service.get_model_version(

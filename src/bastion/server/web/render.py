@@ -13,6 +13,7 @@ from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from bastion.server.permissions import Permission, allowed
+from bastion.templates import significant
 
 __all__ = ["PAGE_CSP", "WEB_PREFIX", "page", "svg_image"]
 
@@ -47,6 +48,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters["when"] = _when
+    environment.filters["num"] = significant  # numbers to 4 significant digits
     environment.globals["prefix"] = WEB_PREFIX
     return environment
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bastion.server.db.models import ModelVersion, Project
+from bastion.server.db.models import ModelVersion, Project, RunEvent
 from bastion.server.services import agents, lineage
 from bastion.server.services import alerts as alert_service
 from bastion.server.services import clusters as cluster_service
@@ -25,6 +25,7 @@ from bastion.server.services import runs as run_service
 from bastion.server.web.charts import line_chart
 
 __all__ = [
+    "CHECKPOINT_STAGE",
     "FINAL_STATUSES",
     "dataset_page",
     "datasets_page",
@@ -37,6 +38,10 @@ __all__ = [
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 LOG_TAIL = 200
+#: The stage a job reports each checkpoint under; the run page folds them into one line.
+CHECKPOINT_STAGE = "checkpoint"
+#: How many checkpoints that line lists when opened (the newest); it counts them all.
+CHECKPOINTS_LISTED = 100
 
 
 def _job_type(spec: dict[str, Any] | None) -> str:
@@ -124,6 +129,28 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
     return found
 
 
+def _stages(events: list[RunEvent]) -> list[dict[str, Any]]:
+    """The run's stage events in order, its checkpoints (when more than one) folded into
+    one line where the latest was reported: their count and the newest, newest first."""
+    rows = [
+        {"ts": e.ts, "stage": e.stage, "status": e.status, "message": e.message} for e in events
+    ]
+    checkpoints = [row for row in rows if row["stage"] == CHECKPOINT_STAGE]
+    if len(checkpoints) < 2:
+        return rows
+    latest = checkpoints[-1]
+    folded = {
+        **latest,
+        "count": len(checkpoints),
+        "folded": checkpoints[::-1][:CHECKPOINTS_LISTED],
+    }
+    return [
+        folded if row is latest else row
+        for row in rows
+        if row["stage"] != CHECKPOINT_STAGE or row is latest
+    ]
+
+
 def run_live(session: Session, *, project: Project, run_id: str) -> dict[str, Any]:
     """A run with its stages, the tail of its log and its metric charts."""
     run = run_service.get_run(session, project=project, run_id=run_id)
@@ -144,9 +171,7 @@ def run_live(session: Session, *, project: Project, run_id: str) -> dict[str, An
             "result": run.result,
         },
         "final": run.status in FINAL_STATUSES,
-        "stages": [
-            {"ts": e.ts, "stage": e.stage, "status": e.status, "message": e.message} for e in events
-        ],
+        "stages": _stages(events),
         "log": [line.line for line in tail],
         "charts": [line_chart(name, points) for name, points in sorted(series.items())],
         "spec": run.spec,
