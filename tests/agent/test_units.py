@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion.agent.job import _reason
+from bastion.agent.job_setup import tls_files
 from bastion.agent.loop import check_transport
 from bastion.agent.storage import Storage
 from bastion.errors import ConfigurationError, InvalidInput, InvalidSpec
@@ -156,22 +157,17 @@ def test_runs_still_staging_their_inputs_keep_their_lease() -> None:
 
 def test_a_servers_tls_files_may_not_come_from_the_agents_own(tmp_path: Path) -> None:
     """A spec naming the agent's master key as its TLS key must not get it bound in."""
-    from types import SimpleNamespace
-
-    from bastion.agent.loop import Agent
-    from bastion.errors import InvalidInput
-
     home, certs = tmp_path / "home", tmp_path / "certs"
     home.mkdir()
     certs.mkdir()
     (home / "master.key").write_text("secret")
     (certs / "server.pem").write_text("cert")
-    agent = SimpleNamespace(_private=(home, tmp_path / "storage"))
+    private = (home, tmp_path / "storage")
     job = {"tls_cert": str(certs / "server.pem"), "tls_key": str(home / "master.key")}
     with pytest.raises(InvalidInput, match="agent's own files"):
-        Agent._tls_files(agent, job)  # type: ignore[arg-type]
+        tls_files(job, private)
     allowed = {"tls_cert": str(certs / "server.pem")}
-    assert Agent._tls_files(agent, allowed) == [(certs / "server.pem").resolve()]  # type: ignore[arg-type]
+    assert tls_files(allowed, private) == [(certs / "server.pem").resolve()]
 
 
 @pytest.mark.parametrize(

@@ -23,15 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.agent.code_staging import open_upload, stage_code
-from bastion.agent.executors import Executor, JobHandle, JobRequest, make_executor
+from bastion.agent.executors import Executor, JobHandle, make_executor
 from bastion.agent.fanout import FANOUT_ENV
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
-from bastion.agent.relay import RelayTarget
+from bastion.agent.job_setup import Setup, prepare, serve_inputs
 from bastion.agent.staging import (
-    INPUTS,
-    check_source,
-    open_transfer,
     seal_checkpoints,
     seal_outputs,
     stage_inputs,
@@ -43,11 +39,9 @@ from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.inference.request_audit import SPOOL, replay_spool
-from bastion.inference.staged import SWAP_REQUEST, copy_signed_manifest
+from bastion.inference.staged import SWAP_REQUEST
 from bastion.security.keys import load_keyring
-from bastion.security.sandbox import Isolation, Limits, Sandbox
-from bastion.security.sealed import sealed_dir
-from bastion.security.transfer import open_for_cluster
+from bastion.security.sandbox import Isolation, Sandbox
 
 __all__ = ["Agent", "AgentConfig", "check_transport"]
 
@@ -361,92 +355,24 @@ class Agent:
         except BastionError as report_error:
             log.warning("run %s: could not report: %s", lease.run_id, report_error)
 
-    def _start(self, lease: LeaseOut) -> None:
-        spec = lease.spec
-        workdir = self.storage.workdir(lease.run_id, lease.attempt)
-        manifest = {
-            "run_id": lease.run_id,
-            "project": lease.project,
-            "attempt": lease.attempt,
-            "spec": spec,
-            "isolation": self.sandbox_description,
-            "resume_from": lease.resume_from,
-            "inputs_root": str(self.storage.root / "inputs"),
-        }
-        job = spec["job"]
-        # Data jobs: the source must be importable and every input must verify first.
-        staged = []
-        readonly = [self.storage.root / "inputs"] if (self.storage.root / "inputs").is_dir() else []
-        if job["type"] in ("ingest", "import-model"):
-            source = check_source(
-                job["source"],
-                import_roots=self.config.import_roots,
-                private=(self.settings.home_dir, self.storage.root),
-            )
-            readonly.append(source)
-            if job["type"] == "import-model":
-                staged.append(
-                    open_transfer(
-                        lease,
-                        workdir=workdir,
-                        keyring=self.keyring,
-                        cluster=self.config.cluster,
-                        source=source,
-                    )
-                )
-        if job["type"] == "register-code":
-            staged.append(
-                open_upload(
-                    lease, workdir=workdir, keyring=self.keyring, cluster=self.config.cluster
-                )
-            )
-        staged += stage_inputs(
-            lease, workdir=workdir, storage=self.storage.root, keyring=self.keyring
-        )
-        code = stage_code(workdir)  # verified against its signed tree, then read-only
-        if code is not None:
-            readonly.append(code)
-            manifest["code"] = str(code)
-        if job["type"] == "serve":
-            manifest.update(self._serve_inputs(lease, workdir))
-            readonly += self._tls_files(job)
-        atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
-        environment = _job_environment(workdir)
-        if job["type"] in ("pseudonymize", "erase"):  # this key alone; opens and signs nothing
-            environment["BASTION_PSEUDONYM_KEY"] = self.keyring.pseudonym_capability()
-        if job["type"] == "erase":  # the subject, sealed to this cluster by the control plane
-            subject = open_for_cluster(
-                job["subject"],
-                purpose="erasure",
-                recipient=self.config.cluster,
-                keyring=self.keyring,
-            )
-            environment["BASTION_ERASE_SUBJECT"] = subject.decode()
-        environment.update(self._fanout_environment())
-        resources = spec.get("resources", {})
-        request = JobRequest(
-            run_id=lease.run_id,
-            attempt=lease.attempt,
-            workdir=workdir,
-            environment=environment,
-            timeout_seconds=int(resources.get("timeout_seconds", 3600)),
-            limits=Limits(
-                memory_mb=int(resources.get("memory_mb", 4096)),
-                cpu_seconds=resources.get("cpu_seconds"),
-                processes=int(resources.get("processes", 512)),
-                file_mb=int(resources.get("file_mb", 64 << 10)),
-            ),
-            relay=RelayTarget(
-                url=self.config.url,
-                verify=self.config.ca_cert or True,
-                token=lease.job_token,
-                project=lease.project,
-                run_id=lease.run_id,
-            ),
+    def _setup(self) -> Setup:
+        return Setup(
+            cluster=self.config.cluster,
+            url=self.config.url,
+            ca_cert=self.config.ca_cert,
+            storage=self.storage.root,
+            keyring=self.keyring,
+            home=self.settings.home_dir,
+            import_roots=self.config.import_roots,
+            private=self._private,
             sandbox=self.sandbox,
-            readonly=tuple(readonly),
-            network=job["type"] == "serve",  # its listening port; still no keys, no files
+            isolation=self.sandbox_description,
+            fanout=self._fanout_environment(),
         )
+
+    def _start(self, lease: LeaseOut) -> None:
+        workdir = self.storage.workdir(lease.run_id, lease.attempt)
+        request, staged = prepare(lease, workdir, self._setup())
         handle = self.executor.start(request)
         if staged:
             log.info("run %s: verified and staged %s", lease.run_id, ", ".join(staged))
@@ -455,44 +381,6 @@ class Agent:
             self.state.jobs[lease.run_id] = _Running(
                 handle=handle, lease=lease, model_hash=model_hash
             )
-
-    def _tls_files(self, job: dict[str, Any]) -> list[Path]:
-        """An inference server's certificate and key, shown read-only to its sandbox; never
-        a file of the agent's own."""
-        files = []
-        for field_name in ("tls_cert", "tls_key"):
-            given = job.get(field_name)
-            if not given:
-                continue
-            path = Path(given)
-            if not path.is_absolute() or not path.is_file():
-                raise InvalidInput(f"{field_name} {given}: no such file on the agent's host")
-            resolved = path.resolve()
-            if any(resolved.is_relative_to(p.resolve()) for p in self._private):
-                raise InvalidInput(
-                    f"{field_name} {given}: lies in the agent's own files or the home "
-                    "directory; give the server a certificate folder of its own"
-                )
-            files.append(resolved)
-        return files
-
-    def _serve_inputs(self, lease: LeaseOut, workdir: Path) -> dict[str, Any]:
-        """An inference server checks its model again itself: give it the signed manifest
-        and this cluster's public keys (public halves only)."""
-        info = lease.inputs["model"]
-        sealed = sealed_dir(
-            self.storage.root,
-            artifact="model",
-            project=lease.project,
-            name=info["name"],
-            manifest_hash=info["manifest_hash"],
-        )
-        copy_signed_manifest(sealed, workdir / INPUTS / "model")
-        return {
-            "cluster": self.config.cluster,
-            "signing_public_keys": [k.public_pem.decode() for k in self.keyring.signing_keys()],
-            "hybrid_public_keyset": self.keyring.hybrid_public_keyset(),
-        }
 
     def _offer_model(self, run_id: str, inputs: dict[str, Any]) -> None:
         """A deployment now wants another model version: stage it for the server to swap in."""
@@ -526,7 +414,13 @@ class Agent:
                     storage=self.storage.root,
                     keyring=self.keyring,
                 )
-                self._serve_inputs(lease, workdir / folder)
+                serve_inputs(
+                    lease,
+                    workdir / folder,
+                    storage=self.storage.root,
+                    cluster=self.config.cluster,
+                    keyring=self.keyring,
+                )
             except (BastionError, OSError) as exc:
                 log.error("run %s: cannot stage %s for a hot-swap: %s", job.lease.run_id, ref, exc)
                 self._report(job, stage="serve", message=f"swap to {ref} refused: {exc}")
@@ -673,19 +567,6 @@ def _exit_reason(code: int) -> str:
         )
         return f"job process killed by {name} (a resource limit, or the system's OOM killer)"
     return f"job process died with exit code {code} before reporting (see job.log; memory limit?)"
-
-
-def _job_environment(workdir: Path) -> dict[str, str]:
-    """A minimal environment: no credential at all (the relay holds the job's token), no
-    master key, no inherited secrets."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "HOME": str(workdir),
-        "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own private /tmp
-        "BASTION_HOME": str(workdir / ".bastion"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
 
 
 def run_agent(config: AgentConfig, settings: Settings, *, join_token: str | None) -> Agent:
