@@ -134,6 +134,7 @@ def test_the_serve_job_syncs_keys_and_its_findings_become_alerts(
         project = get_project(session, "p1")
         records = deployments.key_records(session, project=project, run_id=run_id, caller=job)
         assert len(records) == 1 and len(records[0]["secret_hash"]) == 64
+        assert records[0]["owner"]  # who minted it: extraction is judged per owner too
         try:
             deployments.key_records(session, project=project, run_id=run_id, caller=stranger)
         except Exception as exc:

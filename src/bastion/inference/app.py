@@ -193,7 +193,7 @@ def _serve(
     config, current = state.config, state.current  # one model for the whole request
     event["model"] = current.served.ref
     instances = current.validator.instances(body)
-    flagged_reason = current.extraction.flagged(key.id)
+    flagged_reason = current.extraction.flagged(key.id, key.owner)
     if flagged_reason is not None and config.extraction_action is ExtractionAction.BLOCK:
         raise NotAuthorized(f"serving key {key.id[:8]} is blocked: {flagged_reason}")
     throttled = flagged_reason is not None and config.extraction_action is ExtractionAction.THROTTLE
@@ -216,7 +216,7 @@ def _serve(
                 for i in np.flatnonzero(flagged)
             ]
         )
-    _watch(state, current, key, x, probabilities)
+    _watch(state, current, key, x, probabilities, ood=flagged)
     state.metrics.instances.inc(len(x))
     if endpoint == "explain":
         from bastion.evaluate.explain import explain_instances  # noqa: PLC0415 - Captum is heavy
@@ -238,12 +238,18 @@ def _serve(
 
 
 def _watch(
-    state: ServeState, current: Loaded, key: KeyRecord, x: torch.Tensor, probabilities: torch.Tensor
+    state: ServeState,
+    current: Loaded,
+    key: KeyRecord,
+    x: torch.Tensor,
+    probabilities: torch.Tensor,
+    *,
+    ood: np.ndarray,
 ) -> None:
     """Extraction and drift: record the batch; report what newly trips."""
     flat = x.flatten(1).numpy()
     finding: Finding | None = current.extraction.observe(
-        key.id, flat, probabilities.argmax(dim=1).numpy()
+        key.id, flat, probabilities.argmax(dim=1).numpy(), owner=key.owner, ood=ood
     )
     if finding is not None:
         state.metrics.extraction.inc()

@@ -58,6 +58,7 @@ def _records(raw: list[dict[str, Any]]) -> list[KeyRecord]:
             quota=r["quota"],
             expires_at=dt.datetime.fromisoformat(r["expires_at"]) if r["expires_at"] else None,
             revoked=bool(r["revoked"]),
+            owner=r.get("owner"),
         )
         for r in raw
     ]

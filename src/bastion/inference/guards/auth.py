@@ -42,6 +42,8 @@ class KeyRecord:
     quota: int | None = None
     expires_at: dt.datetime | None = None
     revoked: bool = False
+    #: Who minted it: extraction is also judged over all the keys of one owner.
+    owner: str | None = None
 
 
 class KeyStore:

@@ -1,4 +1,4 @@
-"""Model-extraction detection per serving key.
+"""Model-extraction detection per serving key and per owner (all keys one person minted).
 
 - PRADA (Juuti et al., 2019): the distance from each new query to the nearest earlier
   query of the same key and predicted class. A person's queries give roughly normally
@@ -6,9 +6,16 @@
   do not. Exact repeats (a client scoring the same record again) are left out. A
   Shapiro-Wilk statistic below ``delta`` over the recent distances raises.
 - Volume: more than ``max_queries`` in the window.
+- Out-of-distribution share: of the last ``ood_window`` queries, more than ``max_ood_share``
+  flagged by the input detector. Natural traffic is flagged at about the detector's
+  calibrated rate (``ood_fpr``, 2% by default); a thief querying random in-schema inputs,
+  or natural rows mixed with random ones, far above it.
 - Coverage: the share of the input space's cells (a grid on the training data's
   principal components) a key has visited. A busy honest client covers much of it too,
   so coverage is exported per key and raises only when ``max_coverage`` is set.
+
+Every signal is kept twice: per key, and per owner (``owner:<id>``), so a thief spreading
+its queries over several keys is judged on all of them; a flagged owner flags all its keys.
 
 The detector only says what it saw; the server's extraction action (alert, throttle
 or block) decides what follows.
@@ -89,11 +96,17 @@ class _Ring:
 @dataclass
 class _KeyState:
     samples: dict[int, _Ring] = field(default_factory=dict)
+    #: The last queries' out-of-distribution flags (1 flagged, 0 not).
+    ood: deque[int] = field(default_factory=deque)
     distances: deque[float] = field(default_factory=deque)
     stamps: deque[float] = field(default_factory=deque)
     cells: set[tuple[int, ...]] = field(default_factory=set)
     queries: int = 0
     flagged: str | None = None
+
+
+def _owner(owner: str) -> str:
+    return f"owner:{owner}"
 
 
 class ExtractionDetector:
@@ -108,6 +121,9 @@ class ExtractionDetector:
         max_queries: int = 10_000,
         window_seconds: float = 3600.0,
         max_coverage: float | None = None,
+        max_ood_share: float = 0.25,
+        ood_window: int = 200,
+        min_ood_queries: int = 50,
     ) -> None:
         self.grid = grid
         self.delta = delta
@@ -117,6 +133,9 @@ class ExtractionDetector:
         self.max_queries = max_queries
         self.window_seconds = window_seconds
         self.max_coverage = max_coverage
+        self.max_ood_share = max_ood_share
+        self.ood_window = ood_window
+        self.min_ood_queries = min_ood_queries
         self._keys: dict[str, _KeyState] = defaultdict(_KeyState)
         self._lock = threading.Lock()
 
@@ -127,18 +146,44 @@ class ExtractionDetector:
                 return 0.0
             return len(state.cells) / self.grid.occupied
 
-    def flagged(self, key_id: str) -> str | None:
+    def flagged(self, key_id: str, owner: str | None = None) -> str | None:
+        """Why the key, or its owner's keys together, were flagged; None when neither was."""
         with self._lock:
-            state = self._keys.get(key_id)
-            return state.flagged if state else None
+            for subject in (key_id, *((_owner(owner),) if owner else ())):
+                state = self._keys.get(subject)
+                if state is not None and state.flagged is not None:
+                    return state.flagged
+            return None
 
-    def observe(self, key_id: str, x: np.ndarray, predicted: np.ndarray) -> Finding | None:
-        """Record a batch of queries; return a finding the first time a key trips."""
+    def observe(
+        self,
+        key_id: str,
+        x: np.ndarray,
+        predicted: np.ndarray,
+        *,
+        owner: str | None = None,
+        ood: np.ndarray | None = None,
+    ) -> Finding | None:
+        """Record a batch of queries of ``key_id`` (minted by ``owner``), with the input
+        detector's flags; return a finding the first time the key or its owner trips."""
         flat = x.reshape(len(x), -1).astype(np.float64)
+        flags = np.zeros(len(flat), dtype=bool) if ood is None else np.asarray(ood, dtype=bool)
+        found = None
+        for subject in (key_id, *((_owner(owner),) if owner else ())):
+            finding = self._observe(subject, flat, predicted, flags)
+            found = found or finding
+        return found
+
+    def _observe(
+        self, subject: str, flat: np.ndarray, predicted: np.ndarray, flags: np.ndarray
+    ) -> Finding | None:
         now = time.monotonic()
         with self._lock:
-            state = self._keys[key_id]
-            for row, label in zip(flat, predicted.tolist(), strict=True):
+            state = self._keys[subject]
+            for row, label, is_ood in zip(flat, predicted.tolist(), flags.tolist(), strict=True):
+                state.ood.append(int(is_ood))
+                if len(state.ood) > self.ood_window:
+                    state.ood.popleft()
                 ring = state.samples.get(label)
                 if ring is None:
                     ring = state.samples[label] = _Ring(self.memory, flat.shape[1])
@@ -163,7 +208,7 @@ class ExtractionDetector:
             if reason is None:
                 return None
             state.flagged = reason
-            return Finding(key_id=key_id, reason=reason, queries=state.queries)
+            return Finding(key_id=subject, reason=reason, queries=state.queries)
 
     def _reason(self, state: _KeyState, *, batch: int) -> str | None:
         if len(state.stamps) > self.max_queries:
@@ -176,6 +221,13 @@ class ExtractionDetector:
                 return (
                     f"query distances are not those of natural inputs (PRADA: Shapiro-Wilk "
                     f"{statistic:.2f} < {self.delta})"
+                )
+        if len(state.ood) >= self.min_ood_queries:
+            share = sum(state.ood) / len(state.ood)
+            if share > self.max_ood_share:
+                return (
+                    f"{share:.0%} of the last {len(state.ood)} queries were out of "
+                    f"distribution (more than {self.max_ood_share:.0%})"
                 )
         if self.max_coverage is not None and self.grid is not None and self.grid.occupied:
             coverage = len(state.cells) / self.grid.occupied

@@ -449,6 +449,7 @@ def key_records(
             "quota": key.quota,
             "expires_at": key.expires_at.isoformat() if key.expires_at else None,
             "revoked": key.revoked_at is not None,
+            "owner": key.created_by,
         }
         for key in keys
     ]
