@@ -121,7 +121,7 @@ class ExtractionDetector:
         max_queries: int = 10_000,
         window_seconds: float = 3600.0,
         max_coverage: float | None = None,
-        max_ood_share: float = 0.25,
+        max_ood_share: float = 0.15,
         ood_window: int = 200,
         min_ood_queries: int = 50,
     ) -> None:
