@@ -61,7 +61,9 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_sandbox.py
+	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_extraction.py
 
 # The whole lifecycle on embedded defaults; a rerun clears the previous quickstart first.
 quickstart: install

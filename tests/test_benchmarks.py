@@ -45,6 +45,11 @@ TINY: dict[str, tuple[list[str], str]] = {
     "bench_serve.py": (["--reps", "1", "--seconds", "0.5", "--concurrency", "1"], r"ratio"),
     "bench_sandbox.py": (["--reps", "1"], r"ratio sandboxed/unsandboxed"),
     "bench_cli.py": (["--reps", "1", "--runs", "2"], r"ratio run-list CPU"),
+    "bench_extraction.py": (
+        ["--reps", "1", "--budget", "200", "--victim-epochs", "3"],
+        r"ratio best thief's agreement",
+    ),
+    "bench_ingest.py": (["--rows", "2000", "--reps", "1"], r"peak RSS ratio baseline / Bastion"),
 }
 
 

@@ -82,3 +82,19 @@ def test_a_command_imports_only_its_own_verb(argv: list[str], forbidden: tuple[s
         and m not in allowed_cli
     ]
     assert heavy == [] and wrong == [], (heavy, wrong)
+
+
+def test_a_job_allocates_no_arrow_memory_before_it_runs() -> None:
+    """Arrow's allocator reserves a large address range on its first allocation; done at
+    import time, that comes before the job's other libraries load, and a job under a tight
+    ``resources.memory_mb`` then fails to load them (instead of a clear out-of-memory)."""
+    probe = (
+        "import json, pyarrow\n"
+        "import bastion.agent.job, bastion.agent.train_job, bastion.agent.data_jobs\n"
+        "import bastion.agent.eval_job\n"
+        "print(json.dumps(pyarrow.total_allocated_bytes()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from bastion.data.pii import Entity, scan_frame, scan_series
+from bastion.data.pii import Entity, _iban_ok, scan_frame, scan_series
 from bastion.data.reference import PATIENT_PII_COLUMNS, TABLE_PII_COLUMNS, patients, table
 
 
@@ -46,6 +48,28 @@ def test_checksums_separate_real_identifiers_from_look_alikes() -> None:
     assert [f.entity for f in scan_series("i", ibans)] == [Entity.IBAN]
     broken = pd.Series(["GB82 WEST 1234 5698 7654 33", "DE89370400440532013001"] * 20)
     assert scan_series("i", broken) == []
+
+
+def _mod_97(value: str) -> bool:
+    """The ISO 7064 definition, one character at a time."""
+    moved = value.replace(" ", "")
+    moved = moved[4:] + moved[:4]
+    return 15 <= len(moved) <= 34 and int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def test_the_vectorised_iban_check_is_the_iso_definition() -> None:
+    rng = np.random.default_rng(0)
+    ibans = table(rows=2000, seed=2)["iban"].tolist()
+    damaged = [
+        v[:i] + str((int(v[i]) + 1) % 10) + v[i + 1 :]
+        for v, i in zip(ibans[:500], rng.integers(4, 22, 500), strict=True)
+    ]
+    others = ["GB82 WEST 1234 5698 7654 32", "gb82west12345698765432", "NO9386011117947"]
+    others += ["LC55HEMM000100010012001200023015", "DE8937040044053201300", "DE89-3704"]
+    values = [*ibans, *damaged, *others]
+    expected = [_mod_97(v) if v.replace(" ", "").isalnum() else False for v in values]
+    assert _iban_ok(pa.array(values)).tolist() == expected
+    assert sum(expected) == 2000 + 4
 
 
 def test_free_text_columns_are_searched_inside() -> None:

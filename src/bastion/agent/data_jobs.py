@@ -1,6 +1,7 @@
 """The dataset jobs, as they run in a job process (no keys, plaintext in a private workdir).
 
-``ingest`` reads the file to register, ``pseudonymize`` transforms a staged version;
+``ingest`` reads the file to register (a table a batch at a time, into its canonical file,
+so memory does not grow with its rows), ``pseudonymize`` transforms a staged version;
 both describe the result (schema, scans) and leave it in ``outputs/`` for the agent
 to seal, with its exact schema beside it. ``verify`` and ``scan`` report on a version the
 agent has already verified and staged in ``inputs/``. What they report is aggregates and
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from bastion.agent.staging import INPUTS, OUTPUTS, REQUEST
 from bastion.config import Settings
+from bastion.data.canonical import SourceRead
 from bastion.data.checks import category_rows, validate_images, validate_table
 from bastion.data.ingest import (
     Loaded,
+    TableFile,
     describe,
+    ingest_source,
     read_canonical,
-    read_source,
     write_canonical,
 )
 from bastion.data.layout import DATA_FILES, SCHEMA_FILE
@@ -46,13 +49,19 @@ __all__ = [
 ]
 
 
-def _staged(workdir: Path, role: str) -> tuple[Loaded, dict[str, Any]] | None:
+def _staged_file(workdir: Path, role: str) -> tuple[Path, dict[str, Any]] | None:
+    """The data file of the version the agent staged as ``role``, and its record."""
     folder = workdir / INPUTS / role
     info_file = folder / "version.json"
     if not info_file.is_file():
         return None
     info = json.loads(info_file.read_text())
-    return read_canonical(folder / DATA_FILES[info["kind"]]), info
+    return folder / DATA_FILES[info["kind"]], info
+
+
+def _staged(workdir: Path, role: str) -> tuple[Loaded, dict[str, Any]] | None:
+    staged = _staged_file(workdir, role)
+    return None if staged is None else (read_canonical(staged[0]), staged[1])
 
 
 def staged_input(workdir: Path) -> tuple[Loaded, dict[str, Any]]:
@@ -108,20 +117,26 @@ def _log_description(context: JobContext, described: dict[str, Any]) -> None:
 
 
 def _leave_for_sealing(
-    workdir: Path, *, dataset: str, data: Loaded, described: dict[str, Any]
+    workdir: Path, *, dataset: str, data: Loaded | TableFile, described: dict[str, Any]
 ) -> None:
+    """Leave the data (a :class:`TableFile` is in ``outputs/`` already), its schema and the
+    request to seal them."""
     outputs = workdir / OUTPUTS
     ensure_private_dir(outputs)
-    write_canonical(data, outputs)
+    if isinstance(data, Loaded):
+        write_canonical(data, outputs)
     # The exact schema is sealed with the data; the control plane gets the published one,
     # decided only now that the identifier columns are final.
     exact = parse_schema(described["schema"])
+    rows_per_category: dict[str, dict[str, int]] = {}
+    if isinstance(data, TableFile):
+        rows_per_category = data.profile().category_rows
+    elif isinstance(exact, TableSchema):
+        rows_per_category = category_rows(data.table(), exact)
     published = publish_schema(
         exact,
         identifiers=described.get("identifier_columns", []),
-        category_rows=(
-            category_rows(data.table(), exact) if isinstance(exact, TableSchema) else {}
-        ),
+        category_rows=rows_per_category,
     )
     kept = KeptSchema(exact=exact, published=published)
     atomic_write_bytes(outputs / SCHEMA_FILE, kept.model_dump_json().encode())
@@ -138,14 +153,21 @@ def _leave_for_sealing(
     atomic_write_bytes(outputs / REQUEST, json.dumps(request).encode())
 
 
-def _unchanged(source: Path, job: IngestJob) -> None:
-    """The file is still the one submitted (when the submitter could pin it)."""
-    if job.size is not None and source.is_file() and source.stat().st_size != job.size:
+def _unchanged(source: Path, job: IngestJob, read: SourceRead | None = None) -> None:
+    """The file is still the one submitted (when the submitter could pin it): the bytes the
+    job read (``read``: their count and SHA-256, taken as they were read), else the file as
+    it is now."""
+    if read is None and not source.is_file():
+        return
+    size = read.size if read is not None else source.stat().st_size
+    if job.size is not None and size != job.size:
         raise IntegrityError(
             f"{source}: changed since it was submitted ({job.size} bytes then, "
-            f"{source.stat().st_size} now); submit it again if the change is intended"
+            f"{size} now); submit it again if the change is intended"
         )
-    if job.sha256 is not None and source.is_file() and sha256_file(source) != job.sha256:
+    if job.sha256 is None:
+        return
+    if (read.sha256 if read is not None else sha256_file(source)) != job.sha256:
         raise IntegrityError(
             f"{source}: changed since it was submitted (its SHA-256 differs); submit it again "
             "if the change is intended"
@@ -153,25 +175,27 @@ def _unchanged(source: Path, job: IngestJob) -> None:
 
 
 def run_ingest(context: JobContext, job: IngestJob) -> None:
-    """Read, describe and leave the file for sealing."""
+    """Read the file into its canonical form, describe it and leave it for sealing."""
     source = Path(job.source)
     context.log(f"reading {source.name}")
-    _unchanged(source, job)  # before the read ...
-    data = read_source(source)
-    _unchanged(source, job)  # ... and after it: a change while it was read is caught too
-    baseline = _staged(context.workdir, "baseline")
-    if baseline is not None:
-        context.log(
-            f"comparing with the previous version {baseline[1]['name']}@{baseline[1]['version']}"
-        )
+    ingested = ingest_source(source, ensure_private_dir(context.workdir / OUTPUTS))
+    _unchanged(source, job, ingested.read)  # what was read, byte for byte, was submitted
+    baseline: Loaded | TableFile | None = None
+    staged = _staged_file(context.workdir, "baseline")
+    if staged is not None:  # a previous table stays in its file, read a batch at a time
+        path, info = staged
+        baseline = TableFile(path) if info["kind"] == "table" else read_canonical(path)
+        context.log(f"comparing with the previous version {info['name']}@{info['version']}")
     described = describe(
-        data,
+        ingested.data,
         target=job.target,
         subject_id_column=job.subject_id_column,
-        baseline=baseline[0] if baseline else None,
+        baseline=baseline,
     )
     _log_description(context, described)
-    _leave_for_sealing(context.workdir, dataset=job.dataset, data=data, described=described)
+    _leave_for_sealing(
+        context.workdir, dataset=job.dataset, data=ingested.data, described=described
+    )
 
 
 def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:

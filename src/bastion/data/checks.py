@@ -1,15 +1,21 @@
 """Inferring a dataset's schema from its data, and checking data against a schema.
 
-Validation returns every violation with the column and the rule, never the offending
-values. The schema models are in :mod:`bastion.data.schema`.
+A schema is inferred from a whole column as pandas holds it (:func:`infer_table_schema`), or
+batch by batch from Arrow arrays (:class:`ColumnSummary`) with the same result, for a table
+too large to hold. Validation returns every violation with the column and the rule, never
+the offending values. The schema models are in :mod:`bastion.data.schema`.
 """
 
 from __future__ import annotations
 
+import enum
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bastion.data.schema import (
     MAX_CATEGORIES,
@@ -21,6 +27,7 @@ from bastion.data.schema import (
 )
 
 __all__ = [
+    "ColumnSummary",
     "category_rows",
     "infer_image_schema",
     "infer_table_schema",
@@ -63,6 +70,147 @@ def _infer_column(name: str, series: pd.Series) -> ColumnSchema:
 def infer_table_schema(frame: pd.DataFrame) -> TableSchema:
     """Infer a schema from a table; column order is kept."""
     return TableSchema(columns=[_infer_column(str(name), frame[name]) for name in frame.columns])
+
+
+class _Family(enum.Enum):
+    """How pandas holds a column of each Arrow type, which decides its schema type."""
+
+    BOOLEAN = "boolean"
+    INTEGER = "integer"
+    FLOAT = "float"
+    DATETIME = "datetime"
+    CATEGORICAL = "categorical"
+    TEXT = "text"
+    OTHER = "other"  # objects pandas turns into text for the schema (dates, decimals, ...)
+
+
+def _family(kind: pa.DataType) -> _Family:  # noqa: PLR0911 - one return per family
+    if pa.types.is_boolean(kind):
+        return _Family.BOOLEAN
+    if pa.types.is_integer(kind):
+        return _Family.INTEGER
+    if pa.types.is_floating(kind):
+        return _Family.FLOAT
+    if pa.types.is_timestamp(kind):
+        return _Family.DATETIME
+    if pa.types.is_dictionary(kind):
+        return _Family.CATEGORICAL
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _Family.TEXT
+    return _Family.OTHER
+
+
+class ColumnSummary:
+    """One column's schema and category counts, built batch by batch from Arrow arrays.
+
+    The result is what :func:`infer_table_schema` and :func:`category_rows` give for the
+    whole column as pandas reads it from the same file: an integer column with a gap is
+    held as floats (so it stays an integer column only while it has values), a boolean
+    column with a gap as objects (so it becomes a category), NaN is missing. Memory is
+    bounded by the batch: at most :data:`MAX_CATEGORIES` distinct strings are counted (a
+    categorical column's categories are all counted, as they are all listed).
+    """
+
+    def __init__(self, name: str, kind: pa.DataType) -> None:
+        self.name = name
+        self._family = _family(kind)
+        self._nulls = 0
+        self._present = 0
+        self._low: float | None = None
+        self._high: float | None = None
+        self._whole = True
+        self._values: Counter[str] | None = Counter()
+        self._longest = 0
+
+    def add(self, values: pa.Array) -> None:
+        """Take in one batch of the column's values."""
+        if self._family is _Family.FLOAT:
+            values = pc.if_else(pc.is_nan(values), None, values)
+        self._nulls += values.null_count
+        present = values.drop_null()
+        self._present += len(present)
+        if len(present) == 0:
+            return
+        if self._family in (_Family.INTEGER, _Family.FLOAT):
+            self._add_numbers(present)
+        elif self._family is _Family.BOOLEAN:
+            true = int(pc.sum(present).as_py() or 0)
+            counts = (("True", true), ("False", len(present) - true))
+            self._count(Counter({value: n for value, n in counts if n}))
+        elif self._family is _Family.CATEGORICAL:
+            decoded = present.dictionary_decode()
+            if pa.types.is_string(decoded.type) or pa.types.is_large_string(decoded.type):
+                self._count_text(decoded, limit=None)
+            else:
+                self._count(Counter(decoded.to_pandas().astype(str).value_counts().to_dict()))
+        elif self._family is _Family.TEXT:
+            self._count_text(present, limit=MAX_CATEGORIES)
+            self._longest = max(self._longest, int(pc.max(pc.utf8_length(present)).as_py() or 0))
+        elif self._family is _Family.OTHER:
+            text = present.to_pandas().astype(str)
+            if self._values is not None:
+                self._count(Counter(text.value_counts().to_dict()), limit=MAX_CATEGORIES)
+            self._longest = max(self._longest, int(text.str.len().max()))
+
+    def _add_numbers(self, present: pa.Array) -> None:
+        bounds = pc.min_max(present)
+        low, high = float(bounds["min"].as_py()), float(bounds["max"].as_py())
+        self._low = low if self._low is None else min(self._low, low)
+        self._high = high if self._high is None else max(self._high, high)
+        if self._family is _Family.FLOAT and self._whole:
+            whole = pc.and_(pc.is_finite(present), pc.equal(pc.floor(present), present))
+            self._whole = bool(pc.all(whole).as_py())
+
+    def _count_text(self, present: pa.Array, *, limit: int | None) -> None:
+        if self._values is None:
+            return
+        counts = pc.value_counts(present)
+        if limit is not None and len(counts) > limit:
+            self._values = None  # too many distinct values for a category; not counted
+            return
+        found = zip(
+            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+        )
+        self._count(Counter({str(value): int(n) for value, n in found}), limit=limit)
+
+    def _count(self, found: Counter[str], *, limit: int | None = None) -> None:
+        if self._values is None:
+            return
+        self._values.update(found)
+        if limit is not None and len(self._values) > limit:
+            self._values = None
+
+    def _type(self) -> ColumnType:
+        if self._family is _Family.BOOLEAN:
+            return ColumnType.BOOLEAN if self._nulls == 0 else ColumnType.CATEGORY
+        if self._family is _Family.INTEGER:
+            return ColumnType.INTEGER if self._present or not self._nulls else ColumnType.FLOAT
+        if self._family is _Family.FLOAT:
+            gaps_in_integers = self._present and self._whole and self._nulls
+            return ColumnType.INTEGER if gaps_in_integers else ColumnType.FLOAT
+        if self._family is _Family.DATETIME:
+            return ColumnType.DATETIME
+        if self._family is _Family.CATEGORICAL or self._values is not None:
+            return ColumnType.CATEGORY
+        return ColumnType.STRING
+
+    def column(self) -> ColumnSchema:
+        """The column's schema, as :func:`infer_table_schema` infers it."""
+        kind = self._type()
+        column = ColumnSchema(name=self.name, type=kind, nullable=self._nulls > 0)
+        if kind in (ColumnType.INTEGER, ColumnType.FLOAT) and self._present:
+            column.minimum, column.maximum = self._low, self._high
+        elif kind is ColumnType.CATEGORY:
+            column.categories = sorted(self._values or {})
+        elif kind is ColumnType.STRING and self._present:
+            column.max_length = self._longest
+        return column
+
+    def category_rows(self) -> dict[str, int] | None:
+        """Rows per category (:func:`category_rows`), or None for a column of another type."""
+        if self._type() is not ColumnType.CATEGORY:
+            return None
+        return dict(self._values or {})
 
 
 def category_rows(frame: pd.DataFrame, schema: TableSchema) -> dict[str, dict[str, int]]:

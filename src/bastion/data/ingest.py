@@ -2,17 +2,18 @@
 
 Tables come from CSV or Parquet, images from NPZ (``images`` and ``labels`` arrays;
 pickled objects are refused). Each is written in one canonical form (Parquet or NPZ)
-before it is sealed. :func:`describe` computes the exact schema (which stays in the compute
-plane; :mod:`bastion.data.publish` makes the copy the control plane may learn), the row
-count and aggregate scan summaries, never the values.
+before it is sealed: :func:`ingest_source` writes a table a batch at a time
+(:mod:`bastion.data.canonical`) and :func:`describe` reads it back from that file
+(:mod:`bastion.data.profile`), so registering a table takes memory that does not grow with
+its rows. :func:`describe` computes the exact schema (which stays in the compute plane;
+:mod:`bastion.data.publish` makes the copy the control plane may learn), the row count and
+aggregate scan summaries, never the values.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import zipfile
-from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +21,29 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from bastion.data.checks import infer_image_schema, infer_table_schema
+from bastion.data.canonical import (
+    SourceRead,
+    changed_while_read,
+    csv_batches,
+    write_csv,
+    write_parquet,
+)
+from bastion.data.checks import infer_image_schema
 from bastion.data.layout import DATA_FILES
 from bastion.data.pii import scan_frame
 from bastion.data.poisoning import conflicting_duplicates, drift, label_issues, outliers
+from bastion.data.profile import SCAN_ROWS, TableFile, TableProfile, profile_frame, sample_rows
 from bastion.errors import InvalidInput
-from bastion.files import atomic_output
+from bastion.files import atomic_output, sha256_file
 
 __all__ = [
+    "Ingested",
     "Loaded",
+    "TableFile",
     "describe",
+    "ingest_source",
     "read_canonical",
     "read_source",
     "write_canonical",
@@ -39,8 +52,6 @@ __all__ = [
 
 #: Label scans cross-validate two models; above this many rows they run on a sample.
 LABEL_SCAN_ROWS = 20_000
-#: Outlier and duplicate scans run on at most this many rows.
-SCAN_ROWS = 200_000
 
 
 @dataclass
@@ -91,44 +102,26 @@ def _read_npz(path: Path) -> Loaded:
     return Loaded(kind="images", images=images, labels=labels)
 
 
-def _check_csv_shape(path: Path) -> None:
-    """Refuse what pandas would quietly repair: a repeated column name (it renames the second
-    ``a`` to ``a.1``) and a short row (it pads it with missing values)."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as file:
-        rows = csv.reader(file)
-        try:
-            header = next(rows, None)
-            if header is None:
-                return
-            repeated = sorted(name for name, count in Counter(header).items() if count > 1)
-            if repeated:
-                raise InvalidInput(f"{path}: column names repeat: {', '.join(repeated[:5])}")
-            for row in rows:
-                if row and len(row) != len(header):
-                    raise InvalidInput(
-                        f"{path}: line {rows.line_num} has {len(row)} fields, the header "
-                        f"{len(header)}; fix the row (missing values are written as empty fields)"
-                    )
-        except csv.Error as exc:
-            raise InvalidInput(f"{path}: line {rows.line_num}: not valid CSV ({exc})") from None
-
-
 def read_source(path: Path) -> Loaded:
-    """Read a CSV, Parquet or NPZ file; a clear :class:`InvalidInput` for anything else."""
+    """Read a CSV, Parquet or NPZ file whole; a clear :class:`InvalidInput` for anything else.
+
+    A CSV is read as :func:`ingest_source` reads it (types over the whole file; a repeated
+    column name or a row of the wrong length refused, naming the line).
+    """
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            _check_csv_shape(path)
-            frame = pd.read_csv(path, low_memory=False)
+            schema, batches, _ = csv_batches(path)
+            frame = pa.Table.from_batches(batches, schema=schema).to_pandas()
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         elif suffix == ".npz":
             return _read_npz(path)
         else:
             raise InvalidInput(f"{path}: unsupported format {suffix!r}; use .csv, .parquet or .npz")
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+    except (ValueError, OSError, pa.ArrowException) as exc:
         raise InvalidInput(f"{path}: cannot read it as {suffix[1:]} ({exc})") from None
     if frame.empty:
         raise InvalidInput(f"{path}: holds no rows")
@@ -136,6 +129,47 @@ def read_source(path: Path) -> Loaded:
     if frame.columns.duplicated().any():
         raise InvalidInput(f"{path}: column names repeat")
     return Loaded(kind="table", frame=frame)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """A source file written in its canonical form, and what reading it saw (its size and
+    SHA-256, which the caller compares with what was submitted)."""
+
+    data: Loaded | TableFile
+    read: SourceRead
+
+
+def ingest_source(path: Path, directory: Path) -> Ingested:
+    """Write a CSV, Parquet or NPZ file as the canonical data file in ``directory``.
+
+    A table is read and written a batch at a time and left on disk (a :class:`TableFile`);
+    images are read whole. A file that changes while it is read is refused
+    (:class:`IntegrityError`).
+    """
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    out = directory / DATA_FILES["table"]
+    try:
+        if suffix == ".csv":
+            read = write_csv(path, out)
+            return Ingested(data=TableFile(out), read=read)
+        if suffix in (".parquet", ".pq"):
+            read = write_parquet(path, out)
+            return Ingested(data=TableFile(out), read=read)
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"{path}: cannot read it as {suffix[1:]} ({exc})") from None
+    if suffix != ".npz":
+        raise InvalidInput(f"{path}: unsupported format {suffix!r}; use .csv, .parquet or .npz")
+    before = sha256_file(path)
+    images = _read_npz(path)
+    if sha256_file(path) != before:
+        raise changed_while_read(path)
+    write_canonical(images, directory)
+    return Ingested(
+        data=images, read=SourceRead(size=path.stat().st_size, sha256=before, rows=images.rows)
+    )
 
 
 def write_table(frame: pd.DataFrame, out: Path) -> None:
@@ -169,12 +203,6 @@ def read_canonical(path: Path) -> Loaded:
     return Loaded(kind="table", frame=pd.read_parquet(path))
 
 
-def _sample(count: int, limit: int, seed: int) -> np.ndarray:
-    if count <= limit:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
-
-
 def _numeric_features(
     frame: pd.DataFrame, labels: np.ndarray | None, *, exclude: set[str]
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -202,7 +230,7 @@ def _poisoning(
     """Counts and rates of suspicious rows (their indices stay in the compute plane)."""
     if features is None or len(features) < 10:
         return {"skipped": "no numeric features to scan"}
-    rows = _sample(len(features), SCAN_ROWS, seed)
+    rows = sample_rows(len(features), SCAN_ROWS, seed)
     x = features[rows]
     found: dict[str, Any] = {"rows_scanned": len(x)}
     found["outliers"] = len(outliers(x, seed=seed))
@@ -211,7 +239,7 @@ def _poisoning(
         return found
     y = labels[rows]
     found["conflicting_duplicate_groups"] = len(conflicting_duplicates(x, y))
-    subset = _sample(len(x), LABEL_SCAN_ROWS, seed)
+    subset = sample_rows(len(x), LABEL_SCAN_ROWS, seed)
     try:
         issues = label_issues(x[subset], y[subset], seed=seed)
         found["label_issues"] = {
@@ -224,23 +252,30 @@ def _poisoning(
     return found
 
 
+def _profile(data: Loaded | TableFile, *, seed: int) -> TableProfile:
+    return data.profile(seed=seed) if isinstance(data, TableFile) else profile_frame(data.table())
+
+
 def describe(
-    data: Loaded,
+    data: Loaded | TableFile,
     *,
     target: str | None = None,
     subject_id_column: str | None = None,
-    baseline: Loaded | None = None,
+    baseline: Loaded | TableFile | None = None,
     transformed: Collection[str] = (),
     seed: int = 0,
 ) -> dict[str, Any]:
     """Exact schema, row count and scan summaries: what registration reports once the schema
     is published (:func:`bastion.data.publish.publish_schema`, by the identifier columns).
 
-    ``transformed`` names columns changed on purpose against ``baseline`` (pseudonymised or
-    generalised): their change is the point, not drift, so they are left out of the drift
-    comparison and listed as such.
+    A table in memory is scanned whole (the poisoning scans sample its rows); a table in
+    its canonical file is described from one pass and a sample of at most
+    :data:`~bastion.data.profile.SCAN_ROWS` rows, which the poisoning and drift scans read
+    (the PII scan counts on whole columns). ``transformed`` names columns changed on purpose
+    against ``baseline`` (pseudonymised or generalised): their change is the point, not
+    drift, so they are left out of the drift comparison and listed as such.
     """
-    if data.kind == "images":
+    if isinstance(data, Loaded) and data.kind == "images":
         if target is not None or subject_id_column is not None:
             raise InvalidInput("image datasets take no --target or --subject-id-column")
         images, labels = data.arrays()
@@ -251,11 +286,12 @@ def describe(
             "schema": infer_image_schema(images, labels).model_dump(mode="json"),
             "summaries": {"poisoning": _poisoning(flat, labels, seed=seed)},
         }
-    frame = data.table()
+    profile = _profile(data, seed=seed)
+    frame = profile.sample
     for label, column in (("target", target), ("subject id column", subject_id_column)):
         if column is not None and column not in frame.columns:
             raise InvalidInput(f"{label} {column!r} is not a column of this table")
-    pii = scan_frame(frame, seed=seed)
+    pii = data.scan_pii(seed=seed) if isinstance(data, TableFile) else scan_frame(frame, seed=seed)
     identifiers = set(pii.entities()) | {c for c in (subject_id_column,) if c}
     features, target_labels = _numeric_features(
         frame,
@@ -266,8 +302,8 @@ def describe(
         "pii": pii.summary(),
         "poisoning": _poisoning(features, target_labels, seed=seed),
     }
-    if baseline is not None and baseline.kind == "table":
-        previous = baseline.table()
+    if baseline is not None and (isinstance(baseline, TableFile) or baseline.kind == "table"):
+        previous = _profile(baseline, seed=seed).sample
         skipped = identifiers | set(transformed)
         shared = [c for c in frame.columns if c in previous.columns and c not in skipped]
         results = drift(previous[shared], frame[shared])
@@ -288,8 +324,8 @@ def describe(
         }
     return {
         "kind": "table",
-        "rows": len(frame),
-        "schema": infer_table_schema(frame).model_dump(mode="json"),
+        "rows": profile.rows,
+        "schema": profile.schema.model_dump(mode="json"),
         "summaries": summaries,
         "target": target,
         "subject_id_column": subject_id_column,

@@ -2,17 +2,17 @@
 
 Each string column is tested against every detector on a sample first; a clear answer
 (most values match one entity) classifies the column, an ambiguous one is settled on
-the whole column. Long free-text columns are searched for entities inside the text.
-Pattern matching runs in pyarrow's regex engine; card numbers must pass the Luhn check
-and IBANs the ISO 7064 mod-97 check. The report holds entity types, confidences and
-counts: never a value.
+the whole column (read again chunk by chunk when it is too large to hold). Long free-text
+columns are searched for entities inside the text. Pattern matching runs in pyarrow's
+regex engine; card numbers must pass the Luhn check and IBANs the ISO 7064 mod-97 check.
+The report holds entity types, confidences and counts: never a value.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from faker.providers.address.en_US import Provider as _AddressProvider
 from faker.providers.person.en_US import Provider as _PersonProvider
 
-__all__ = ["ColumnFinding", "Entity", "PiiReport", "scan_frame", "scan_series"]
+__all__ = ["ColumnFinding", "Entity", "PiiReport", "scan_chunks", "scan_frame", "scan_series"]
 
 
 class Entity(enum.StrEnum):
@@ -82,36 +82,62 @@ ABSENT = 0.02
 FREE_TEXT_LENGTH = 40
 
 
+def _characters(text: pa.Array, width: int, *, right: bool) -> np.ndarray:
+    """ASCII strings of at most ``width`` characters as one (width, n) array of their codes,
+    padded with "0" on the left (``right``-aligned) or on the right: a row per position."""
+    pad = pc.utf8_lpad if right else pc.utf8_rpad
+    padded = pad(text, width=width, padding="0").cast(pa.large_binary())
+    start = int(np.frombuffer(padded.buffers()[1], dtype=np.int64)[padded.offset])
+    data = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[start : start + width * len(text)]
+    return np.ascontiguousarray(data.reshape(len(text), width).T).astype(np.int32)
+
+
 def _luhn(candidates: pa.Array) -> np.ndarray:
     """Luhn validity of digit strings (separators removed), vectorised with numpy."""
-    digits = pc.replace_substring_regex(candidates, r"[ -]", "").to_numpy(zero_copy_only=False)
-    if len(digits) == 0:
-        return np.zeros(0, dtype=bool)
-    lengths = np.fromiter((len(d) for d in digits), dtype=np.int64, count=len(digits))
-    width = int(lengths.max())
-    padded = np.char.rjust(digits.astype(f"U{width}"), width, "0")
-    grid = padded.view(np.uint32).reshape(len(digits), width).astype(np.int64) - ord("0")
-    from_right = grid[:, ::-1]
-    doubled = from_right[:, 1::2] * 2
+    digits = pc.fill_null(pc.replace_substring_regex(candidates, r"[ -]", ""), "")
+    lengths = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
+    fits = (lengths >= 12) & (lengths <= 19) & pc.ascii_is_decimal(digits).to_numpy(False)
+    result = np.zeros(len(lengths), dtype=bool)
+    if not fits.any():
+        return result
+    # Right-aligned, so row 0 is the last digit; leading zeros leave the sum as it is.
+    from_right = _characters(digits.filter(pa.array(fits)), 19, right=True)[::-1] - ord("0")
+    doubled = from_right[1::2] * 2
     doubled = np.where(doubled > 9, doubled - 9, doubled)
-    total = from_right[:, 0::2].sum(axis=1) + doubled.sum(axis=1)
-    ok: np.ndarray = (total % 10 == 0) & (lengths >= 12) & (lengths <= 19)
-    return ok
+    total = from_right[0::2].sum(axis=0) + doubled.sum(axis=0)
+    result[fits] = total % 10 == 0
+    return result
+
+
+#: 10^k mod 97 for every k an IBAN's digits can reach (34 characters, two digits a letter).
+_POWERS_MOD_97 = np.array([pow(10, k, 97) for k in range(69)], dtype=np.int32)
 
 
 def _iban_ok(candidates: pa.Array) -> np.ndarray:
-    """ISO 7064 mod-97: move the first four characters to the end, letters to numbers."""
-    values = pc.replace_substring(candidates, " ", "").to_pylist()
-    result = np.zeros(len(values), dtype=bool)
-    for index, value in enumerate(values):
-        if value is None or not 15 <= len(value) <= 34:
-            continue
-        rearranged = value[4:] + value[:4]
-        remainder = 0
-        for char in rearranged:
-            chunk = str(int(char, 36))
-            remainder = int(f"{remainder}{chunk}") % 97
-        result[index] = remainder == 1
+    """ISO 7064 mod-97: with the first four characters moved to the end and letters made
+    numbers (A = 10 ... Z = 35), the number leaves a remainder of 1 when divided by 97.
+    Vectorised with numpy: each character adds its value times 10^(digits after it) mod 97."""
+    text = pc.fill_null(pc.replace_substring(candidates, " ", ""), "")
+    lengths = pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int32)
+    fits = (lengths >= 15) & (lengths <= 34) & pc.string_is_ascii(text).to_numpy(False)
+    result = np.zeros(len(lengths), dtype=bool)
+    if not fits.any():
+        return result
+    chars = _characters(text.filter(pa.array(fits)), 34, right=False)
+    position = np.arange(34)[:, None]
+    inside = position < lengths[fits][None, :]
+    digit = (chars >= ord("0")) & (chars <= ord("9"))
+    upper = (chars >= ord("A")) & (chars <= ord("Z"))
+    lower = (chars >= ord("a")) & (chars <= ord("z"))
+    readable = (digit | upper | lower | ~inside).all(axis=0)
+    number = np.where(digit, chars - ord("0"), np.where(upper, chars - 55, chars - 87))
+    width = (2 - digit.astype(np.int16)) * inside  # the digits each character becomes
+    after = width.sum(axis=0, dtype=np.int16) - np.cumsum(width, axis=0, dtype=np.int16)
+    head, body = width[:4].sum(axis=0, dtype=np.int16), width[4:].sum(axis=0, dtype=np.int16)
+    # Moved, the first four come last: the rest have them after too, they lose the rest.
+    after = np.where(position >= 4, after + head, after - body)
+    remainder = (number * _POWERS_MOD_97[after] * inside).sum(axis=0) % 97
+    result[fits] = (remainder == 1) & readable
     return result
 
 
@@ -214,18 +240,94 @@ class PiiReport:
         }
 
 
+class _Column:
+    """A column's non-null values as text, counted whole: held in memory, or read again in
+    chunks for each count (a column too large to hold)."""
+
+    def __init__(self, texts: Callable[[], Iterable[pa.Array]]) -> None:
+        self._texts = texts
+        self._counts: dict[tuple[Entity, bool], int] = {}
+        self.rows = 0
+
+    def count(self, detector: _Detector, *, whole: bool) -> int:
+        key = (detector.entity, whole)
+        if key not in self._counts:
+            rows = matched = 0
+            for text in self._texts():
+                rows += len(text)
+                matched += _share(text, detector, whole=whole)
+            self.rows, self._counts[key] = rows, matched
+        return self._counts[key]
+
+
+def _text(series: pd.Series) -> pa.Array | None:
+    """The non-null values as the detectors read them: text, integers as their digits;
+    None for a column they do not read (fractions, booleans, dates)."""
+    if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        series = series.astype("Int64").astype("string")
+    elif not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+        return None
+    text = pa.array(series.dropna().astype(str), type=pa.string())
+    # A column pandas holds in Arrow comes back chunked; the detectors want one array.
+    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+
+
+def _small_integers(chunks: Iterable[pd.Series]) -> bool:
+    """Integers below 10^8 (counts, codes) cannot be card, SSN or phone numbers."""
+    largest = (chunk.dropna().abs().max() for chunk in chunks)
+    return max((v for v in largest if pd.notna(v)), default=0) < 10**8
+
+
+def _is_integer(series: pd.Series) -> bool:
+    return pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
 def scan_series(
     name: str, series: pd.Series, *, sample: int = 1000, seed: int = 0
 ) -> list[ColumnFinding]:
     """Findings for one column (empty when it holds no recognised identifiers)."""
-    if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        # Card numbers, SSNs and phone numbers read from CSV arrive as integers.
-        if series.dropna().abs().max() < 10**8:
-            return []
-        series = series.astype("Int64").astype("string")
-    elif not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+    # Card numbers, SSNs and phone numbers read from CSV arrive as integers.
+    if _is_integer(series) and _small_integers([series]):
         return []
-    values = pa.array(series.dropna().astype(str), type=pa.string())
+    values = _text(series)
+    if values is None:
+        return []
+    return _classify(name, values, _Column(lambda: [values]), sample=sample, seed=seed)
+
+
+def scan_chunks(
+    name: str,
+    chunks: Callable[[], Iterable[pd.Series]],
+    *,
+    sample: pd.Series,
+    sample_size: int = 1000,
+    seed: int = 0,
+) -> list[ColumnFinding]:
+    """:func:`scan_series` for a column too large to hold, read in chunks: each call of
+    ``chunks`` reads it once, in order, each chunk with the dtype of the whole column.
+    ``sample`` (a uniform sample of its rows, with that dtype) decides, as the sample of
+    :func:`scan_series` does; only the counts the decision needs read the whole column.
+    """
+    if _is_integer(sample) and _small_integers(chunks()):
+        return []
+    values = _text(sample)
+    if values is None:
+        return []
+
+    def texts() -> Iterator[pa.Array]:
+        for chunk in chunks():
+            text = _text(chunk)
+            if text is not None:
+                yield text
+
+    return _classify(name, values, _Column(texts), sample=sample_size, seed=seed)
+
+
+def _classify(
+    name: str, values: pa.Array, column: _Column, *, sample: int, seed: int
+) -> list[ColumnFinding]:
+    """Test a sample of ``values`` against every detector; count on ``column`` what the
+    sample leaves open and what is reported."""
     if len(values) == 0:
         return []
     rng = np.random.default_rng(seed)
@@ -241,17 +343,17 @@ def scan_series(
         if share < ABSENT:
             continue
         if not free_text and share < CLASSIFY:
-            share = _share(values, detector, whole=True) / len(values)  # settle on all rows
-            if share < CLASSIFY:
+            settled = column.count(detector, whole=True)  # settle on all rows
+            if settled / column.rows < CLASSIFY:
                 continue
-        matched = _share(values, detector, whole=not free_text)
+        matched = column.count(detector, whole=not free_text)
         findings.append(
             ColumnFinding(
                 column=name,
                 entity=detector.entity,
-                confidence=matched / len(values),
+                confidence=matched / column.rows,
                 matched=matched,
-                rows=len(values),
+                rows=column.rows,
                 free_text=free_text,
             )
         )
