@@ -16,6 +16,8 @@ from bastion.server.idempotency import KEEP
 from tests.server.conftest import ControlPlane, smoke_spec
 
 RUNS = "/api/v1/projects/p1/runs"
+#: The transaction-level behaviour runs on both databases; the rest on SQLite only.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -61,6 +63,7 @@ def test_a_retried_submit_is_answered_once_and_carried_out_once(
     assert _runs(cp) == 2
 
 
+@SQLITE_ONLY
 def test_a_key_names_one_request(control_plane: ControlPlane, token: str) -> None:
     cp = control_plane
     headers = {**cp.as_(token), "Idempotency-Key": "k-1"}
@@ -73,6 +76,7 @@ def test_a_key_names_one_request(control_plane: ControlPlane, token: str) -> Non
     assert _runs(cp) == 1
 
 
+@SQLITE_ONLY
 def test_keys_are_scoped_to_the_credential(control_plane: ControlPlane, token: str) -> None:
     """Another caller's identical key is another request: nobody reads someone else's answer."""
     cp = control_plane
@@ -91,6 +95,7 @@ def test_keys_are_scoped_to_the_credential(control_plane: ControlPlane, token: s
     assert all(token not in scope for scope in scopes)  # a hash, never the credential
 
 
+@SQLITE_ONLY
 def test_a_refused_request_claims_nothing(control_plane: ControlPlane, token: str) -> None:
     """Nothing was committed, so the key stays free: the corrected retry runs."""
     cp = control_plane
@@ -101,6 +106,7 @@ def test_a_refused_request_claims_nothing(control_plane: ControlPlane, token: st
     assert _runs(cp) == 1
 
 
+@SQLITE_ONLY
 def test_a_request_still_running_or_whose_answer_was_lost_is_not_run_again(
     control_plane: ControlPlane, token: str
 ) -> None:
@@ -116,6 +122,7 @@ def test_a_request_still_running_or_whose_answer_was_lost_is_not_run_again(
     assert _runs(cp) == 1
 
 
+@SQLITE_ONLY
 def test_a_key_is_forgotten_after_a_day(control_plane: ControlPlane, token: str) -> None:
     cp = control_plane
     headers = {**cp.as_(token), "Idempotency-Key": "k-4"}
@@ -129,6 +136,7 @@ def test_a_key_is_forgotten_after_a_day(control_plane: ControlPlane, token: str)
     assert _runs(cp) == 2
 
 
+@SQLITE_ONLY
 def test_a_malformed_key_is_refused(control_plane: ControlPlane, token: str) -> None:
     cp = control_plane
     for key in (b"", b"a" * 256, b"with space", "\u00fc".encode()):
@@ -157,6 +165,7 @@ class _LosesAnswers(httpx.BaseTransport):
         return response
 
 
+@SQLITE_ONLY
 def test_the_sdk_retries_a_write_whose_answer_was_lost_and_reports_the_one_result(
     control_plane: ControlPlane, token: str
 ) -> None:
@@ -169,6 +178,7 @@ def test_the_sdk_retries_a_write_whose_answer_was_lost_and_reports_the_one_resul
     assert run.status == "queued"
 
 
+@SQLITE_ONLY
 def test_without_the_retry_key_a_lost_answer_would_have_made_two_runs(
     control_plane: ControlPlane, token: str
 ) -> None:
@@ -186,6 +196,7 @@ def test_without_the_retry_key_a_lost_answer_would_have_made_two_runs(
     assert _runs(cp) == 2
 
 
+@SQLITE_ONLY
 def test_the_sdk_reports_a_conflict_when_the_first_attempt_never_finishes(
     control_plane: ControlPlane, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
