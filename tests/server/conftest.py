@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,15 +43,22 @@ class ControlPlane:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-@pytest.fixture
-def control_plane(db_url: str, home: Path) -> Iterator[ControlPlane]:
-    settings = Settings(home=home, control_plane_database_url=db_url, audit_checkpoint_interval=50)
+@contextlib.contextmanager
+def started_plane(settings: Settings) -> Iterator[ControlPlane]:
+    """A control plane on ``settings``' database, its administrator made, served in-process."""
     database = build_database(settings)
     result = initialise(database, username="admin", password=PASSWORD)
     app = create_app(settings, database=database)
     with TestClient(app, client=("127.0.0.1", 50000)) as client:
         yield ControlPlane(app, client, database, result.token, settings)
     database.engine.dispose()
+
+
+@pytest.fixture
+def control_plane(db_url: str, home: Path) -> Iterator[ControlPlane]:
+    settings = Settings(home=home, control_plane_database_url=db_url, audit_checkpoint_interval=50)
+    with started_plane(settings) as plane:
+        yield plane
 
 
 ROLE_USERS = {

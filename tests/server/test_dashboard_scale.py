@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from bastion.config import Settings
 from bastion.security.audit_log import AuditEvent
-from bastion.server.app import build_database, create_app
 from bastion.server.db.models import (
     Cluster,
     Deployment,
@@ -34,8 +33,7 @@ from bastion.server.db.models import (
     ServingKey,
     User,
 )
-from bastion.server.services.bootstrap import initialise
-from tests.server.conftest import PASSWORD, ControlPlane, dashboard_login
+from tests.server.conftest import ControlPlane, dashboard_login, started_plane
 from tests.server.test_evaluations import EVIDENCE, RESULTS
 
 SCALE = int(os.environ.get("BASTION_SLOW_SCALE", "1"))
@@ -57,13 +55,8 @@ EXPLAIN = {
 @pytest.fixture
 def control_plane(db_url: str, home: Path) -> Iterator[ControlPlane]:
     """The suite's control plane with the production checkpoint interval (1000 events)."""
-    settings = Settings(home=home, control_plane_database_url=db_url)
-    database = build_database(settings)
-    result = initialise(database, username="admin", password=PASSWORD)
-    app = create_app(settings, database=database)
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:
-        yield ControlPlane(app, client, database, result.token, settings)
-    database.engine.dispose()
+    with started_plane(Settings(home=home, control_plane_database_url=db_url)) as plane:
+        yield plane
 
 
 def _seed_models(session: Session) -> tuple[str, str]:
