@@ -242,3 +242,54 @@ def test_two_attempts_at_once_commit_one_change(control_plane: ControlPlane, tok
         idempotency._CURRENT.reset(reset)
     assert _events(cp, "test.first") == 1
     assert _events(cp, "test.second") == 0
+
+
+@SQLITE_ONLY
+def test_a_stored_answer_is_given_again_only_to_a_still_valid_credential(
+    control_plane: ControlPlane, token: str
+) -> None:
+    cp = control_plane
+    minted = cp.client.post("/api/v1/tokens", json={"name": "short"}, headers=cp.as_(token))
+    assert minted.status_code == 201, minted.text
+    other, other_id = minted.json()["token"], minted.json()["id"]
+    headers = {**cp.as_(other), "Idempotency-Key": "k-revoked"}
+    assert cp.client.post(RUNS, json=smoke_spec(), headers=headers).status_code == 201
+    revoked = cp.client.delete(f"/api/v1/tokens/{other_id}", headers=cp.as_(token))
+    assert revoked.status_code in (200, 204), revoked.text
+    cp.database.auth_cache.clear()
+    again = cp.client.post(RUNS, json=smoke_spec(), headers=headers)
+    assert again.status_code == 401
+    assert "idempotent-replayed" not in again.headers
+    assert _runs(cp) == 1
+
+
+@SQLITE_ONLY
+def test_an_answer_holding_a_secret_is_never_stored(
+    control_plane: ControlPlane, token: str
+) -> None:
+    cp = control_plane
+    headers = {**cp.as_(token), "Idempotency-Key": "k-token"}
+    minted = cp.client.post("/api/v1/tokens", json={"name": "ci"}, headers=headers)
+    assert minted.status_code == 201, minted.text
+    secret = minted.json()["token"]
+    with cp.database.read() as session:
+        bodies = session.scalars(select(IdempotencyKey.body)).all()
+    assert bodies == [None]
+    assert all(secret not in (body or "") for body in bodies)
+    again = cp.client.post("/api/v1/tokens", json={"name": "ci"}, headers=headers)
+    assert again.status_code == 409
+    assert "secret shown once" in again.json()["detail"]
+    listed = cp.client.get("/api/v1/tokens", headers=cp.as_(token)).json()
+    assert [t["name"] for t in listed].count("ci") == 1  # not made twice
+
+
+@SQLITE_ONLY
+def test_a_request_carrying_a_password_is_neither_hashed_nor_claimed(
+    control_plane: ControlPlane, token: str
+) -> None:
+    cp = control_plane
+    headers = {**cp.as_(token), "Idempotency-Key": "k-password"}
+    body = {"username": "rita", "password": "correct horse battery staple"}
+    assert cp.client.post("/api/v1/users", json=body, headers=headers).status_code == 201
+    with cp.database.read() as session:
+        assert session.scalars(select(IdempotencyKey)).all() == []

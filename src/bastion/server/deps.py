@@ -71,6 +71,17 @@ def _bearer(request: Request) -> tuple[str, str]:
     return parsed
 
 
+def identify(database: Database, authorization: str) -> Identity:
+    """The identity a still-valid ``Authorization: Bearer`` credential stands for; refused
+    with ``NotAuthenticated`` otherwise (for callers outside a route's dependencies)."""
+    scheme, _, token = authorization.partition(" ")
+    parsed = parse_token(token.strip()) if scheme.lower() == "bearer" and token else None
+    if parsed is None:
+        raise NotAuthenticated(_REFUSED)
+    row, _ = _lookup(database, parsed[0], None)
+    return _identity(row, parsed[1])
+
+
 def _identity(row: Any, secret: str) -> Identity:
     """(1) the token exists, (2) its secret matches, (3) it is live, (4) its user is enabled."""
     if row is None or not secrets_match(secret, row.secret_hash):

@@ -15,8 +15,11 @@ sent. A later request with the same key and the same credential:
 
 A request that committed nothing (refused, invalid) claims nothing: its retry runs again.
 Keys are kept :data:`KEEP` and scoped to a hash of the caller's credential, never the
-credential. The rows are bookkeeping of the transport, not part of the audited record:
-the write itself carries its audit event.
+credential; a stored answer is given again only while that credential is still valid. An
+answer holding a secret shown once (a new token or join token) is never stored: its retry
+gets 409. A request carrying a password is never hashed or claimed. The rows are
+bookkeeping of the transport, not part of the audited record: the write itself carries its
+audit event.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from sqlalchemy import delete, select, update
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.errors import BastionError, Conflict, InvalidInput
+from bastion.errors import BastionError, Conflict, InvalidInput, NotAuthenticated
 from bastion.http_status import PROBLEM_JSON, problem
 from bastion.server.db.models import IdempotencyKey
 
@@ -59,6 +62,11 @@ KEEP = dt.timedelta(hours=24)
 #: Answers larger than this are not kept; a retry of such a request gets 409.
 MAX_STORED_BYTES = 1 << 20
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: Top-level fields of an answer that hold a secret shown once: such an answer is not kept.
+SECRET_FIELDS = frozenset({"token", "join_token"})
+#: Top-level fields of a request that hold a secret: such a request is not hashed or claimed.
+_SECRET_INPUTS = frozenset({"password"})
+_WITHHELD = "withheld: holds a secret"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -163,6 +171,9 @@ class IdempotencyMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _holds(body, _SECRET_INPUTS):
+            await self.app(scope, _replaying(body, receive), send)
+            return
         digest = hashlib.sha256()
         for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode()):
             digest.update(part.encode() + b"\0")
@@ -171,21 +182,11 @@ class IdempotencyMiddleware:
             scope=hashlib.sha256(credential).hexdigest(), key=key, request_hash=digest.hexdigest()
         )
         database: Database = scope["app"].state.database
-        stored = await run_in_threadpool(_lookup, database, claim)
+        stored = await run_in_threadpool(_lookup, database, claim, credential.decode("latin-1"))
         if stored is not None:
             await _send_whole(send, *stored)
             return
-
-        replayed = False
-
-        async def replay_receive() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self._run(scope, replay_receive, send, database, claim)
+        await self._run(scope, _replaying(body, receive), send, database, claim)
 
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, database: Database, claim: Claim
@@ -227,7 +228,30 @@ class IdempotencyMiddleware:
             _CURRENT.reset(token)
 
 
-def _lookup(database: Database, claim: Claim) -> _Answer | None:
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """The request's body, read already, handed to the application once more."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _holds(body: bytes, fields: frozenset[str]) -> bool:
+    """Whether ``body`` is a JSON object with one of ``fields`` at its top level."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and not fields.isdisjoint(document)
+
+
+def _lookup(database: Database, claim: Claim, authorization: str) -> _Answer | None:
     """The answer to give instead of running the request, or None to run it."""
     now = dt.datetime.now(dt.UTC)
     with database.engine.begin() as connection:
@@ -239,6 +263,12 @@ def _lookup(database: Database, claim: Claim) -> _Answer | None:
         ).one_or_none()
     if row is None:
         return None
+    from bastion.server.deps import identify  # noqa: PLC0415 - deps import this module's importer
+
+    try:
+        identify(database, authorization)  # only a still-valid credential hears of its key
+    except NotAuthenticated as refused:
+        return _problem(401, NotAuthenticated, str(refused), [])
     if row.request_hash != claim.request_hash:
         return _problem(
             422,
@@ -255,11 +285,17 @@ def _lookup(database: Database, claim: Claim) -> _Answer | None:
             [(b"retry-after", b"1")],
         )
     if row.body is None:
+        why = (
+            "it held a secret shown once, which is never stored: look at what exists and "
+            "revoke what you cannot use"
+            if row.content_type == _WITHHELD
+            else "it was too large to keep; look before you retry with a new key"
+        )
         return _problem(
             409,
             Conflict,
-            "a request with this Idempotency-Key was carried out already and its answer "
-            "was too large to keep; look before you retry with a new key",
+            f"a request with this Idempotency-Key was carried out already and its answer "
+            f"cannot be given again: {why}",
             [],
         )
     body = row.body.encode()
@@ -280,6 +316,8 @@ def _store(database: Database, claim: Claim, start: Message, body: bytes | None)
         text = body.decode() if body is not None else None
     except UnicodeDecodeError:
         text = None
+    if body is not None and _holds(body, SECRET_FIELDS):
+        text, content_type = None, _WITHHELD
     with database.engine.begin() as connection:
         connection.execute(
             update(IdempotencyKey)
