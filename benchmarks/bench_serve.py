@@ -1,175 +1,359 @@
-"""The inference server's cost: Bastion's full request path versus a bare endpoint, one run.
+"""The inference server's cost: a deployment the agent started versus a bare endpoint, one run.
 
-The patients MLP (the reference table workload) is served twice on loopback, each by its
-own process: by Bastion (signed-model check at start, serving key, token bucket, schema
-validation, Mahalanobis OOD detection, PRADA extraction tracking, drift monitoring,
-rounded output, audit event per request) and by a bare FastAPI + uvicorn endpoint that
-calls the same model with the same parsing, preprocessing and response class and no
-security at all. The same client
-(asyncio + httpx, one row per request) drives each at 1, 16 and 64 concurrent clients
-for ``--seconds``; throughput and p50/p99 latency are the median over ``--reps``
-repetitions. The audit events go to an in-process counter (the control plane's upload is
-batched off the request path).
+Bastion side, as an operator runs it: a control plane (``bastion server start``, SQLite) and
+one agent (``bastion agent start``, local executor, every job in bubblewrap) on loopback. A
+job registers the patients reference table from the agent's import root, another trains the
+patients MLP (128-64) on it; the version is promoted to production and deployed through the
+deployment API (what ``bastion deploy create`` calls) with 1, then 2 replicas sharing one
+port, their limits in Redis. Each replica is the agent's serve job: signed-model check at
+start, serving keys refreshed from the control plane, token bucket in Redis, schema
+validation, Mahalanobis OOD detection, PRADA extraction tracking, drift monitoring, rounded
+output, and an audit event per request, sent in batches to the control plane, which chains
+them into its audit log. Every measurement has a serving key of its own (rate and quota far
+above the load): the control plane's signed audit export then tells how many events it
+received for that measurement's requests, per request answered. An event is queued before
+its answer goes out; wrk stops with a request in flight on each connection ("cut off"),
+which the server may have audited too, so the events lie between the answers and the
+requests sent (checked; the figure can exceed 1 by up to the share cut off).
+
+Baseline: a bare FastAPI + uvicorn endpoint in its own process that loads the same weights
+(opened from the agent's sealed store) and answers with the same parsing, preprocessing and
+response class, with no security at all.
+
+Load: ``wrk`` (one thread, a Lua script) when it is installed, else one generator process per
+core (asyncio over raw keep-alive connections, every answer awaited: nothing is cut off).
+Every request carries one patients row, the rows taken in turn, as the same bytes to both
+servers. At each concurrency the sides alternate ``--reps`` times for ``--seconds`` each; the
+figures are medians. Needs bubblewrap and Redis.
+
+Also reported, per answer: the CPU time (from /proc) of the serving processes (the
+replicas, or the bare endpoint), the agent (which relays the audit batches), the control
+plane (which chains them) and the load generator.
 
     python benchmarks/bench_serve.py [--reps 3] [--seconds 5] [--concurrency 1 16 64]
+        [--replicas 1 2] [--redis-url redis://127.0.0.1:6379/0] [--generator auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import os
+import re
+import resource
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
-import numpy as np
-import torch
+
+# At module level: FastAPI reads the bare endpoint's annotations from this module's globals.
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from bastion.config import Settings
-from bastion.data.checks import infer_table_schema
-from bastion.data.ingest import Loaded
-from bastion.data.reference import PATIENT_PII_COLUMNS, patients
-from bastion.inference.staged import copy_signed_manifest
-from bastion.security.keys import load_keyring
-from bastion.security.sealed import open_sealed, seal
-from bastion.train.config import BuiltinModel
-from bastion.train.data import Preprocessing, fit_preprocessing, split_rows
-from bastion.train.models import build_model, package_model
+if TYPE_CHECKING:
+    from bastion.client import Client, RunOut
 
-SPEC = BuiltinModel(builtin="mlp", hidden=[128, 64])
+PROJECT, CLUSTER, MODEL = "bench", "c1", "patients-mlp"
+TRAIN: dict[str, Any] = {
+    "name": MODEL,
+    "project": PROJECT,
+    "cluster": CLUSTER,
+    "dataset": "patients@1",
+    "model": {"builtin": "mlp", "hidden": [128, 64]},
+    "train": {"epochs": 5, "batch_size": 64, "lr": 0.1},
+}
+#: Far above what one host can send: the token bucket and the quota never refuse.
+KEY_LIMITS: dict[str, Any] = {"rate": 1_000_000.0, "burst": 10_000_000, "quota": 10_000_000_000}
+#: The ratio printed last: at this concurrency (or the nearest measured), one replica.
+HEADLINE_CLIENTS = 16
+#: More failed requests than this share and the figures measure errors, not serving.
+MAX_FAILED = 0.01
+BASTION = str(Path(sys.executable).with_name("bastion"))
+T = TypeVar("T")
 
 
-def _data() -> tuple[Any, Preprocessing, torch.Tensor, torch.Tensor]:
-    frame = patients(seed=0).drop(columns=list(PATIENT_PII_COLUMNS))
-    data = Loaded(kind="table", frame=frame)
-    prep = fit_preprocessing(data, target="diagnosis")
-    return frame, prep, prep.features(data), prep.labels(data)
+@dataclass(frozen=True)
+class Point:
+    """One measurement: 2xx answers per second and latency percentiles; every answer (2xx or
+    not), every request sent (wrk stops with one in flight on each connection), the failures
+    (not 2xx, or a broken connection); CPU milliseconds per answer by role; and for Bastion
+    the audit events the control plane received for the measurement's key."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    answered: int
+    sent: int
+    failed: int
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    events: int | None = None
 
 
-def _stage(root: Path) -> Path:
-    """Train, package, seal and stage the model as a deployment would get it."""
-    frame, prep, x, y = _data()
-    split, train_rows, _ = split_rows(y, holdout=0.2, seed=0)
-    torch.manual_seed(0)
-    model = build_model(SPEC, input_shape=prep.input_shape, classes=len(prep.classes))
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(20):
-        for batch in torch.split(torch.as_tensor(train_rows)[torch.randperm(len(train_rows))], 64):
-            optimiser.zero_grad()
-            loss: Any = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-            loss.backward()
-            optimiser.step()
-    package = root / "package"
-    package.mkdir()
-    package_model(
-        package,
-        model=model,
-        spec=SPEC,
-        prep=prep,
-        schema=infer_table_schema(frame).model_dump(mode="json"),
-        metadata={"split": split.model_dump()},
+# -- processes ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    return {**env, "BASTION_HOME": str(home)}
+
+
+def _until(what: str, found: Callable[[], T | None], *, seconds: float = 300) -> T:
+    deadline = time.monotonic() + seconds
+    while (value := found()) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up after {seconds:.0f} s waiting for {what}")
+        time.sleep(0.25)
+    return value
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{tail}")
+
+    def answers(self, url: str) -> bool | None:
+        self.alive()
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(url, timeout=2).status_code < 500 or None
+        return None
+
+
+@contextlib.contextmanager
+def _process(name: str, args: list[str], *, env: dict[str, str], log: Path) -> Iterator[Child]:
+    """Run ``args`` (its output to ``log``) for the block."""
+    with log.open("ab") as sink:
+        process = subprocess.Popen(args, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        yield Child(name, process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _cpu_seconds(pids: Iterable[int]) -> float:
+    """The user and system CPU time these processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+# -- the control plane, its agent and the model --------------------------------------------
+
+
+@dataclass
+class Plane:
+    admin: Client
+    storage: Path
+    agent_home: Path
+    incoming: Path
+    server: Child
+    agent: Child
+
+
+@contextlib.contextmanager
+def _plane(work: Path) -> Iterator[Plane]:
+    """A control plane and one agent of cluster c1, each its own process, on loopback."""
+    from bastion.client import Client
+
+    server_env = _env(work / "server")
+    init = subprocess.run(
+        [BASTION, "server", "init"], env=server_env, capture_output=True, text=True, check=True
     )
-    keyring = load_keyring(Settings(home=root / "home", master_key=None))
-    sealed = seal(
-        {p.name: p for p in package.iterdir()},
-        root=root / "storage",
-        keyring=keyring,
-        artifact="model",
-        project="bench",
-        name="patients-mlp",
-        kind="model",
-    )
-    folder = root / "staged"
-    open_sealed(
-        root / "storage",
-        keyring=keyring,
-        artifact="model",
-        project="bench",
-        name="patients-mlp",
-        manifest_hash=sealed.manifest_hash,
-        into=folder,
-    )
-    copy_signed_manifest(sealed.directory, folder)
-    (folder / "version.json").write_text(
-        json.dumps({"name": "patients-mlp", "version": 1, "manifest_hash": sealed.manifest_hash})
-    )
-    (root / "public.pem").write_bytes(keyring.primary_signing_key().public_pem)
-    return folder
-
-
-# -- the two servers (run in child processes) ------------------------------------------------
-
-
-def _serve_bastion(folder: Path, port: int, key_file: Path) -> None:
-    import uvicorn
-
-    from bastion.inference.app import ServeState, create_serve_app
-    from bastion.inference.config import ServeConfig
-    from bastion.inference.guards.auth import KeyRecord, KeyStore
-    from bastion.inference.guards.ratelimit import MemoryLimiter
-    from bastion.inference.model import load_verified
-    from bastion.inference.request_audit import AuditWriter
-    from bastion.inference.runtime import fit_guards
-
-    served = load_verified(folder, public_keys=[(folder.parent / "public.pem").read_bytes()])
-    _, _, x, y = _data()
-    _, train_rows, test_rows = split_rows(y, holdout=0.2, seed=0)
-    config = ServeConfig()
-    loaded = fit_guards(
-        served, x_train=x[train_rows], y_train=y[train_rows], x_holdout=x[test_rows], config=config
-    )
-    key = json.loads(key_file.read_text())
-    keys = KeyStore(max_age=10**9)
-    keys.replace(
-        [
-            KeyRecord(
-                id=key["id"],
-                secret_hash=key["hash"],
-                scopes=frozenset({"predict"}),
-                rate=1e6,
-                burst=10**6,
+    lines = init.stdout.splitlines()
+    token = next(lines[i + 1] for i, line in enumerate(lines) if "shown once" in line).strip()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    incoming = work / "incoming"
+    incoming.mkdir()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(
+            _process(
+                "the control plane",
+                [BASTION, "server", "start", "--port", str(port)],
+                env=server_env,
+                log=work / "server.log",
             )
-        ]
-    )
-    home = Settings(home=folder.parent / "home", master_key=None)
-    audited = [0]
+        )
+        _until("the control plane", lambda: server.answers(f"{url}/healthz"))
+        admin = stack.enter_context(Client(url, token=token))
+        admin.create_project(PROJECT)
+        join = admin.create_cluster(CLUSTER).join_token
+        agent = stack.enter_context(
+            _process(
+                "the agent",
+                [
+                    BASTION,
+                    "agent",
+                    "start",
+                    "--cluster",
+                    CLUSTER,
+                    "--control-plane",
+                    url,
+                    "--storage",
+                    str(work / "storage"),
+                    "--import-root",
+                    str(incoming),
+                ],
+                env={**_env(work / "agent"), "BASTION_JOIN_TOKEN": join},
+                log=work / "agent.log",
+            )
+        )
 
-    def sink(events: list[dict[str, Any]]) -> None:
-        audited[0] += len(events)
+        def heartbeat() -> bool | None:
+            agent.alive()
+            return any(c.last_heartbeat for c in admin.list_clusters()) or None
 
-    audit = AuditWriter(
-        sink=sink,
-        spool=folder.parent / "spool",
-        cluster="bench",
-        cluster_keyset=load_keyring(home).hybrid_public_keyset(),
+        _until("the agent's first heartbeat", heartbeat)
+        yield Plane(admin, work / "storage", work / "agent", incoming, server, agent)
+
+
+def _succeeded(admin: Client, run: RunOut, what: str) -> None:
+    def ended() -> RunOut | None:
+        now = admin.get_run(PROJECT, run.id)
+        return now if now.status in ("succeeded", "failed", "cancelled") else None
+
+    final = _until(what, ended, seconds=600)
+    if final.status != "succeeded":
+        raise RuntimeError(f"{what}: run {run.id} {final.status}: {final.status_reason}")
+
+
+def _production_model(plane: Plane) -> str:
+    """Register patients, train the MLP on it, promote it; the version's manifest hash."""
+    from bastion.data.reference import patients
+
+    admin = plane.admin
+    source = plane.incoming / "patients.csv"
+    patients(seed=0).to_csv(source, index=False)
+    registered = admin.register_dataset(
+        PROJECT,
+        "patients",
+        cluster=CLUSTER,
+        source=str(source),
+        target="diagnosis",
+        subject_id_column="subject_id",
     )
-    audit.start()
-    state = ServeState(
-        config=config, keys=keys, limiter=MemoryLimiter(), audit=audit, current=loaded
+    _succeeded(admin, registered, "registering patients")
+    _succeeded(admin, admin.submit_run(TRAIN), f"training {MODEL}")
+    admin.put_policy(
+        PROJECT, "production", {"min_accuracy": 0.5, "require_signature": True, "approvals": 0}
     )
-    uvicorn.run(
-        create_serve_app(state), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    approval = admin.promote_model(PROJECT, MODEL, 1, to="production")
+    if approval.status != "approved":
+        raise RuntimeError(f"{MODEL}@1 was not promoted: {approval.gate_results}")
+    return str(admin.model_version(PROJECT, MODEL, 1).manifest_hash)
+
+
+def _open_model(plane: Plane, manifest_hash: str, into: Path) -> None:
+    """Verify and decrypt the stored version with the agent's keys, as it stages a job's."""
+    from bastion.config import Settings
+    from bastion.security.keys import load_keyring
+    from bastion.security.sealed import open_sealed
+
+    open_sealed(
+        plane.storage,
+        keyring=load_keyring(Settings(home=plane.agent_home, master_key=None)),
+        artifact="model",
+        project=PROJECT,
+        name=MODEL,
+        manifest_hash=manifest_hash,
+        into=into,
     )
+
+
+@contextlib.contextmanager
+def _deployment(plane: Plane, *, replicas: int, redis_url: str) -> Iterator[tuple[str, int]]:
+    """The production version served by the agent; yields its name and port."""
+    admin = plane.admin
+    name, port = f"mlp-x{replicas}", _free_port()
+    admin.create_deployment(
+        PROJECT,
+        name=name,
+        model=f"{MODEL}@1",
+        cluster=CLUSTER,
+        port=port,
+        replicas=replicas,
+        redis_url=redis_url,
+    )
+
+    def running() -> bool | None:
+        state = admin.get_deployment(PROJECT, name)
+        if state.status in ("failed", "cancelled", "stopped"):
+            raise RuntimeError(f"deployment {name} {state.status}: {state.status_reason}")
+        return state.status == "running" or None
+
+    def closed() -> bool | None:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            return True
+        return None
+
+    try:
+        _until(f"deployment {name} to serve", running)
+        yield name, port
+    finally:
+        admin.stop_deployment(PROJECT, name)
+        _until(f"deployment {name} to stop listening", closed, seconds=60)
+
+
+# -- the bare endpoint (a child process) --------------------------------------------------
 
 
 def _serve_bare(folder: Path, port: int) -> None:
+    import torch
     import uvicorn
     from fastapi import FastAPI
-    from safetensors.torch import load_file
 
-    config = json.loads((folder / "model.json").read_text())
-    prep = Preprocessing.model_validate(config["preprocessing"])
-    model = build_model(SPEC, input_shape=prep.input_shape, classes=len(prep.classes))
-    model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    from bastion.train.models import load_packaged
+
+    model, prep = load_packaged(folder, f"{MODEL}@1")
     model.eval()
     app = FastAPI()
 
@@ -183,60 +367,446 @@ def _serve_bare(folder: Path, port: int) -> None:
         predictions = [dict(zip(prep.classes, row, strict=True)) for row in probabilities]
         return JSONResponse({"predictions": predictions})
 
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-# -- the load --------------------------------------------------------------------------------
+# -- the load -----------------------------------------------------------------------------
 
 
-async def _drive(
-    url: str, token: str, rows: list[dict[str, Any]], clients: int, seconds: float
-) -> tuple[float, float, float, int]:
+class Load(Protocol):
+    name: str
+
+    def drive(self, *, port: int, token: str, connections: int, seconds: float) -> Point: ...
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the load generator has used so far."""
+        ...
+
+
+WRK_SCRIPT = """
+-- One POST /v1/predict per request, the rows in turn; done() prints one line to parse.
+local requests, n = {}, 0
+sent = 0
+function init(args)
+  local headers = {["Content-Type"] = "application/json",
+                   ["Authorization"] = "Bearer " .. os.getenv("BENCH_SERVE_TOKEN")}
+  for body in io.lines(args[1]) do
+    requests[#requests + 1] = wrk.format("POST", "/v1/predict", headers, body)
+  end
+end
+function request()
+  n = n % #requests + 1
+  sent = sent + 1
+  return requests[n]
+end
+threads = {}
+function setup(thread) threads[#threads + 1] = thread end
+function done(summary, latency, _)
+  local total, e = -1, summary.errors  -- -1: wrk calls request() once to check the script
+  for _, thread in ipairs(threads) do total = total + thread:get("sent") end
+  io.write(string.format("bench-serve %.0f %.0f %.0f %.0f %.0f %.0f %.0f\\n",
+    summary.requests, total, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+class Wrk:
+    """wrk, one thread: C and epoll, a small share of a core at these rates."""
+
+    name = "wrk (1 thread, Lua script)"
+
+    def __init__(self, binary: str, work: Path, bodies: Path) -> None:
+        self.binary, self.bodies = binary, bodies
+        self.script = work / "predict.lua"
+        self.script.write_text(WRK_SCRIPT)
+
+    def cpu_seconds(self) -> float:
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk: the children waited for
+        return used.ru_utime + used.ru_stime
+
+    def drive(self, *, port: int, token: str, connections: int, seconds: float) -> Point:
+        whole = max(1, round(seconds))  # wrk counts whole seconds
+        done = subprocess.run(
+            [
+                self.binary,
+                "-t1",
+                f"-c{connections}",
+                f"-d{whole}s",
+                "--timeout",
+                "60s",
+                "-s",
+                str(self.script),
+                f"http://127.0.0.1:{port}",
+                "--",
+                str(self.bodies),
+            ],
+            env={**os.environ, "BENCH_SERVE_TOKEN": token},  # not in the process list
+            capture_output=True,
+            text=True,
+            timeout=whole + 120,
+            check=False,
+        )
+        found = re.search(r"^bench-serve (.+)$", done.stdout, re.MULTILINE)
+        if done.returncode or found is None:
+            raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        answered, sent, micros, refused, broken, p50, p99 = map(float, found.group(1).split())
+        return Point(
+            rate=(answered - refused) / (micros / 1e6),
+            p50_ms=p50 / 1000,
+            p99_ms=p99 / 1000,
+            answered=int(answered),
+            sent=int(sent),
+            failed=int(refused + broken),
+        )
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One generator process's share of a measurement."""
+
+    port: int
+    token: str
+    bodies: list[str]
+    connections: int
+    #: The row its first connection sends first (each connection starts elsewhere).
+    first: int
+    #: When sending starts (wall clock, the same in every process), and for how long.
+    start: float
+    seconds: float
+
+
+def _generate(batch: Batch) -> tuple[list[float], int, float]:
+    """(In a generator process) the batch's keep-alive connections, one request at a time
+    each, every answer awaited: the latencies, the failures, when the last answer came."""
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{batch.port}\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {batch.token}\r\n"
+    )
+    requests = [f"{head}Content-Length: {len(b)}\r\n\r\n{b}".encode() for b in batch.bodies]
     latencies: list[float] = []
-    errors = [0]
+    failed = 0
 
-    async def client(offset: int) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            i = offset
-            while time.monotonic() < until:
-                started = time.perf_counter()
-                response = await http.post(
-                    "/v1/predict",
-                    json={"instances": [rows[i % len(rows)]]},
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-                latencies.append(time.perf_counter() - started)
-                errors[0] += response.status_code != 200
-                i += clients
+    async def connection(index: int) -> None:
+        nonlocal failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", batch.port)
+        await asyncio.sleep(batch.start - time.time())
+        try:
+            while time.time() < batch.start + batch.seconds:
+                sent = time.perf_counter()
+                writer.write(requests[index % len(requests)])
+                answer = await reader.readuntil(b"\r\n\r\n")
+                length = _CONTENT_LENGTH.search(answer)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                latencies.append(time.perf_counter() - sent)
+                failed += not answer.startswith(b"HTTP/1.1 2")
+                index += 1
+        except (OSError, asyncio.IncompleteReadError):
+            failed += 1  # the connection broke: counted, and not reopened
+        finally:
+            writer.close()
 
-    until = time.monotonic() + seconds
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    ordered = np.sort(np.asarray(latencies))
-    return (
-        len(latencies) / seconds,
-        float(np.quantile(ordered, 0.5)) * 1000,
-        float(np.quantile(ordered, 0.99)) * 1000,
-        errors[0],
+    async def every_connection() -> None:
+        await asyncio.gather(*(connection(batch.first + 7 * k) for k in range(batch.connections)))
+
+    asyncio.run(every_connection())
+    return latencies, failed, time.time()
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Generators:
+    """One Python process per core, each an asyncio loop over raw keep-alive connections
+    (no HTTP client library on the sending path)."""
+
+    def __init__(self, pool: Pool, processes: int, bodies: list[str]) -> None:
+        self.pool, self.processes, self.bodies = pool, processes, bodies
+        self.name = f"{processes} Python generator processes (asyncio, raw HTTP/1.1)"
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(p.pid for p in multiprocessing.active_children() if p.pid)
+
+    def drive(self, *, port: int, token: str, connections: int, seconds: float) -> Point:
+        shares = [
+            connections // self.processes + (i < connections % self.processes)
+            for i in range(self.processes)
+        ]
+        start = time.time() + 0.5  # every process has connected by then
+        batches = [
+            Batch(port, token, self.bodies, n, first=101 * i, start=start, seconds=seconds)
+            for i, n in enumerate(shares)
+            if n
+        ]
+        parts = self.pool.map(_generate, batches)
+        latencies = sorted(x for part in parts for x in part[0])
+        failed = sum(part[1] for part in parts)
+        return Point(
+            rate=(len(latencies) - failed) / (max(part[2] for part in parts) - start),
+            p50_ms=_percentile(latencies, 0.5) * 1000,
+            p99_ms=_percentile(latencies, 0.99) * 1000,
+            answered=len(latencies),
+            sent=len(latencies),
+            failed=failed,
+        )
+
+
+def _bodies(path: Path) -> list[str]:
+    """One request body per patients row (the features only), written one a line to ``path``."""
+    from bastion.data.reference import PATIENT_PII_COLUMNS, patients
+
+    frame = patients(seed=0).drop(columns=[*PATIENT_PII_COLUMNS, "diagnosis"])
+    bodies = [json.dumps({"instances": [row]}) for row in frame.to_dict(orient="records")]
+    path.write_text("\n".join(bodies) + "\n")
+    return bodies
+
+
+# -- the measurement ----------------------------------------------------------------------
+
+
+def _audited(admin: Client) -> Counter[str]:
+    """Prediction events in the control plane's audit log (its signed export), by key."""
+    lines = admin.response("GET", "/api/v1/audit/export").text.splitlines()[1:]  # 1: the head
+    events = (json.loads(line) for line in lines)
+    return Counter(
+        str(e["details"].get("key_id")) for e in events if e["action"] == "serve.request"
     )
 
 
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/healthz" if "bastion" in url else url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not start")
+def _received(admin: Client, answered: dict[str, int]) -> Counter[str]:
+    """The events for these keys once there is one per answer, or once none came for 5 s."""
+    last: Counter[str] = Counter()
+    quiet_since = time.monotonic()
+    while True:
+        counts = _audited(admin)
+        if all(counts[key] >= n for key, n in answered.items()):
+            return counts
+        if counts != last:
+            last, quiet_since = counts, time.monotonic()
+        elif time.monotonic() - quiet_since > 5:
+            return counts
+        time.sleep(0.5)
 
 
-def _free_port() -> int:
-    import socket
+def _drive(
+    load: Load, roles: dict[str, list[int]], *, port: int, token: str, clients: int, seconds: float
+) -> Point:
+    """One measurement, with the CPU each role's processes and the load generator used."""
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    def used() -> dict[str, float]:
+        return {role: _cpu_seconds(pids) for role, pids in roles.items()} | {
+            "load": load.cpu_seconds()
+        }
+
+    before = used()
+    point = load.drive(port=port, token=token, connections=clients, seconds=seconds)
+    after = used()
+    per_answer = {r: (after[r] - before[r]) * 1000 / max(1, point.answered) for r in after}
+    return replace(point, cpu_ms=per_answer)
+
+
+#: server -> clients -> one point per repetition
+Results = dict[str, dict[int, list[Point]]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    concurrency: list[int]
+    reps: int
+    seconds: float
+
+
+def _measure(
+    plane: Plane,
+    load: Load,
+    plan: Plan,
+    *,
+    label: str,
+    deployment: tuple[str, int],
+    bare: tuple[Child, int],
+    probe: str,
+    results: Results,
+) -> None:
+    """Alternate the deployment and the bare endpoint at every concurrency; add the points to
+    ``results``, the deployment's with the audit events the control plane received for each."""
+    from bastion.inference.runner import KEY_REFRESH_SECONDS
+
+    admin = plane.admin
+    name, port = deployment
+
+    def key(purpose: str) -> tuple[str, str]:
+        made = admin.create_serving_key(
+            PROJECT, name, scopes=["predict"], name=purpose, **KEY_LIMITS
+        )
+        return made.id, made.token
+
+    keys = {(c, r): key(f"c{c}-rep{r}") for c in plan.concurrency for r in range(plan.reps)}
+    _, warm = key("warm-up")
+    headers = {"Authorization": f"Bearer {warm}", "Content-Type": "application/json"}
+
+    def accepted() -> bool | None:
+        url = f"http://127.0.0.1:{port}/v1/predict"
+        return httpx.post(url, content=probe, headers=headers, timeout=30).is_success or None
+
+    _until("the serving keys to reach the server", accepted, seconds=60)
+    time.sleep(KEY_REFRESH_SECONDS + 0.5)  # every replica has refreshed its keys since
+    for warm_port in (port, bare[1]):  # connections and first requests, not measured
+        load.drive(port=warm_port, token=warm, connections=max(plan.concurrency), seconds=1)
+    roles = {
+        "serving": _descendants(plane.agent.process.pid),  # the replicas (bwrap, python)
+        "agent": [plane.agent.process.pid],
+        "plane": [plane.server.process.pid],
+    }
+    bare_roles = {"serving": [bare[0].process.pid]}
+    points: dict[tuple[int, int], Point] = {}
+    for clients in plan.concurrency:
+        for rep in range(plan.reps):  # alternated: drift on the host hits both sides alike
+            token, seconds = keys[clients, rep][1], plan.seconds
+            points[clients, rep] = _drive(
+                load, roles, port=port, token=token, clients=clients, seconds=seconds
+            )
+            results.setdefault("bare", {}).setdefault(clients, []).append(
+                _drive(load, bare_roles, port=bare[1], token=warm, clients=clients, seconds=seconds)
+            )
+    counts = _received(admin, {keys[at][0]: point.answered for at, point in points.items()})
+    for (clients, rep), point in points.items():
+        events = counts[keys[clients, rep][0]]
+        results.setdefault(label, {}).setdefault(clients, []).append(replace(point, events=events))
+
+
+# -- the report ---------------------------------------------------------------------------
+
+ROLES = ("serving", "agent", "plane", "load")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The medians of a server's points at one concurrency (counts summed)."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    answered: int
+    cut_off: int
+    failed: int
+    events: int | None
+    cpu_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, points: list[Point]) -> Summary:
+        events = [p.events for p in points if p.events is not None]
+        return cls(
+            rate=statistics.median(p.rate for p in points),
+            p50_ms=statistics.median(p.p50_ms for p in points),
+            p99_ms=statistics.median(p.p99_ms for p in points),
+            answered=sum(p.answered for p in points),
+            cut_off=sum(p.sent - p.answered for p in points),
+            failed=sum(p.failed for p in points),
+            events=sum(events) if events else None,
+            cpu_ms={r: statistics.median(p.cpu_ms[r] for p in points) for r in points[0].cpu_ms},
+        )
+
+    def row(self) -> str:
+        audit = "" if self.events is None else f"{self.events / max(1, self.answered):.3f}"
+        cpu = " ".join(f"{self.cpu_ms[r]:>6.2f}" if r in self.cpu_ms else f"{'':>6}" for r in ROLES)
+        return (
+            f"{self.rate:>7.0f} {self.p50_ms:>8.2f} {self.p99_ms:>8.2f} {self.answered:>8} "
+            f"{self.cut_off:>7} {self.failed:>6} {audit:>9}  {cpu}"
+        )
+
+
+def _problems(results: Results) -> list[str]:
+    """Failed requests, and an audit count outside what the requests allow: every answered
+    request has its event; no event without a request sent."""
+    found = []
+    for label, by_clients in results.items():
+        for clients, points in by_clients.items():
+            failed, answered = sum(p.failed for p in points), sum(p.answered for p in points)
+            if failed > MAX_FAILED * answered:
+                found.append(f"{label} at {clients} clients: {failed} of {answered} failed")
+            for p in points:
+                if p.events is not None and not p.answered <= p.events <= p.sent:
+                    found.append(
+                        f"{label} at {clients} clients: {p.events} audit events for "
+                        f"{p.answered} answers to {p.sent} requests"
+                    )
+    return found
+
+
+def _report(results: Results, plan: Plan, *, load: Load) -> None:
+    print(
+        f"patients MLP 128-64, one row per request; load: {load.name}; "
+        f"{plan.seconds:g} s per point, median of {plan.reps}"
+    )
+    print(
+        f"{'clients':>7}  {'server':<11} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'answered':>8} {'cut off':>7} {'failed':>6} {'audit/req':>9}  "
+        + " ".join(f"{role:>6}" for role in ROLES)
+        + "  (CPU ms per answer)"
+    )
+    served = [label for label in results if label != "bare"]
+    for clients in plan.concurrency:
+        bare = Summary.of(results["bare"][clients])
+        for label in ["bare", *served]:
+            print(f"{clients:>7}  {label:<11} {Summary.of(results[label][clients]).row()}")
+        for label in served:
+            s = Summary.of(results[label][clients])
+            print(
+                f"{clients:>7}  {'ratio ' + label.split()[-1]:<11} {s.rate / bare.rate:>7.2f} "
+                f"{s.p50_ms / bare.p50_ms:>8.2f} {s.p99_ms / bare.p99_ms:>8.2f}"
+            )
+    if problems := _problems(results):
+        raise SystemExit("the figures above do not measure serving: " + "; ".join(problems))
+    clients = min(plan.concurrency, key=lambda c: (abs(c - HEADLINE_CLIENTS), c))
+    label = "bastion x1" if "bastion x1" in results else served[0]
+    replicas = int(label.removeprefix("bastion x"))
+    ratio = Summary.of(results[label][clients]).rate / Summary.of(results["bare"][clients]).rate
+    print(
+        f"ratio Bastion/bare throughput at {clients} connection{'s' * (clients != 1)}, "
+        f"{replicas} replica{'s' * (replicas != 1)}: {ratio:.2f}x"
+    )
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _preflight(redis_url: str) -> None:
+    """Refuse to start without what a deployment needs here: a working bubblewrap, Redis."""
+    import redis
+
+    from bastion.errors import ConfigurationError
+    from bastion.security.sandbox import Sandbox
+
+    try:
+        Sandbox.detect(private=())
+    except ConfigurationError as exc:
+        raise SystemExit(f"bench_serve measures sandboxed serve jobs only: {exc}") from None
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        raise SystemExit(
+            f"bench_serve: no Redis at {redis_url} ({exc}); start one ('redis-server "
+            '--daemonize yes --bind 127.0.0.1 --port 6379 --save ""\') or pass --redis-url'
+        ) from None
+
+
+def _load(choice: str, work: Path, bodies: list[str], stack: contextlib.ExitStack) -> Load:
+    binary = shutil.which("wrk")
+    if choice == "wrk" and binary is None:
+        raise SystemExit("bench_serve --generator wrk: wrk is not installed (apt-get install wrk)")
+    if binary is not None and choice != "python":
+        return Wrk(binary, work, work / "bodies.jsonl")
+    processes = os.cpu_count() or 1
+    pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(processes))
+    return Generators(pool, processes, bodies)
 
 
 def main() -> None:
@@ -244,87 +814,51 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # kind folder port
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk when it is installed, else Python generator processes",
+    )
+    parser.add_argument("--bare-server", nargs=2, help=argparse.SUPPRESS)  # folder port
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.child:
-        kind, folder, port = args.child
-        if kind == "bastion":
-            _serve_bastion(Path(folder), int(port), Path(folder).parent / "key.json")
-        else:
-            _serve_bare(Path(folder), int(port))
+    if args.bare_server:
+        _serve_bare(Path(args.bare_server[0]), int(args.bare_server[1]))
         return
-    from bastion.inference.guards.auth import SERVING_KEY_PREFIX
-    from bastion.security.credentials import new_token
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        folder = _stage(root)
-        minted = new_token(SERVING_KEY_PREFIX)
-        (root / "key.json").write_text(json.dumps({"id": minted.id, "hash": minted.secret_hash}))
-        frame, _, _, _ = _data()
-        rows = frame.drop(columns=["diagnosis"]).to_dict(orient="records")
-        ports = {"bastion": _free_port(), "bare": _free_port()}
-        children = {
-            kind: subprocess.Popen(
-                [sys.executable, __file__, "--child", kind, str(folder), str(port)],
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
+    _preflight(args.redis_url)
+    plan = Plan(concurrency=args.concurrency, reps=args.reps, seconds=args.seconds)
+    results: Results = {}
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-")))
+        bodies = _bodies(work / "bodies.jsonl")
+        load = _load(args.generator, work, bodies, stack)
+        plane = stack.enter_context(_plane(work))
+        _open_model(plane, _production_model(plane), work / "bare-model")
+        port = _free_port()
+        bare = stack.enter_context(
+            _process(
+                "the bare endpoint",
+                [sys.executable, __file__, "--bare-server", str(work / "bare-model"), str(port)],
+                env=dict(os.environ),
+                log=work / "bare.log",
             )
-            for kind, port in ports.items()
-        }
-        try:
-            for kind, port in ports.items():
-                _wait(
-                    f"http://127.0.0.1:{port}/healthz"
-                    if kind == "bastion"
-                    else f"http://127.0.0.1:{port}/docs"
+        )
+        _until("the bare endpoint", lambda: bare.answers(f"http://127.0.0.1:{port}/healthz"))
+        for replicas in args.replicas:
+            with _deployment(plane, replicas=replicas, redis_url=args.redis_url) as deployment:
+                _measure(
+                    plane,
+                    load,
+                    plan,
+                    label=f"bastion x{replicas}",
+                    deployment=deployment,
+                    bare=(bare, port),
+                    probe=bodies[0],
+                    results=results,
                 )
-            print(
-                f"patients MLP, one row per request, {args.seconds:.0f} s per point, "
-                f"median of {args.reps}"
-            )
-            print(
-                f"{'clients':>7} {'server':>8} {'req/s':>8} {'p50 ms':>8} "
-                f"{'p99 ms':>8} {'errors':>6}"
-            )
-            for clients in args.concurrency:
-                results: dict[str, list[tuple[float, float, float, int]]] = {
-                    "bastion": [],
-                    "bare": [],
-                }
-                for _ in range(args.reps):
-                    for kind, port in ports.items():  # interleaved, so drift hits both alike
-                        results[kind].append(
-                            asyncio.run(
-                                _drive(
-                                    f"http://127.0.0.1:{port}",
-                                    minted.token,
-                                    rows,
-                                    clients,
-                                    args.seconds,
-                                )
-                            )
-                        )
-                medians = {
-                    kind: tuple(statistics.median(r[i] for r in runs) for i in range(4))
-                    for kind, runs in results.items()
-                }
-                for kind in ("bastion", "bare"):
-                    rate, p50, p99, errors = medians[kind]
-                    print(
-                        f"{clients:>7} {kind:>8} {rate:>8.0f} {p50:>8.2f} "
-                        f"{p99:>8.2f} {errors:>6.0f}"
-                    )
-                b, r = medians["bastion"], medians["bare"]
-                print(
-                    f"{clients:>7} {'ratio':>8} {b[0] / r[0]:>8.2f} {b[1] / r[1]:>8.2f} "
-                    f"{b[2] / r[2]:>8.2f}"
-                    "   (throughput target >= 0.8; p99 target <= 1.3)"
-                )
-        finally:
-            for child in children.values():
-                child.terminate()
-                child.wait(timeout=30)
+    _report(results, plan, load=load)
 
 
 if __name__ == "__main__":
