@@ -4,7 +4,8 @@ running control plane, logged in), next to `python -c pass` in the same interpre
 Every command is a fresh process, as a user or a script runs it; CPU is user + system time
 of the child (``RUSAGE_CHILDREN``), so waiting on the control plane does not count. The
 control plane is a real `bastion server start` (SQLite) on 127.0.0.1 with one project
-holding ``--runs`` runs.
+holding ``--runs`` runs. The floor row imports only the libraries every such verb needs
+(Typer, Rich, pydantic, httpx).
 
     python benchmarks/bench_cli.py [--reps 10] [--runs 20]
 """
@@ -112,6 +113,10 @@ def main() -> None:
             )
             cases = [
                 ("python -c pass", [sys.executable, "-c", "pass"]),
+                (
+                    "the libraries alone (floor)",
+                    [sys.executable, "-c", "import typer, rich.console, pydantic, httpx"],
+                ),
                 ("bastion --version", [BASTION, "--version"]),
                 ("bastion run list -p bench", [BASTION, "run", "list", "-p", "bench"]),
                 (
@@ -127,6 +132,11 @@ def main() -> None:
     floor = results["python -c pass"][0]
     listed = results["bastion run list -p bench"][0]
     print(f"run list CPU above the interpreter's own start: {listed - floor:.3f} s")
+    libraries = results["the libraries alone (floor)"][0]
+    print(
+        f"of which importing Typer, Rich, pydantic and httpx alone: {libraries - floor:.3f} s "
+        "(the floor for any verb that talks to the control plane)"
+    )
     print(f"ratio run-list CPU / python -c pass CPU: {listed / floor:.2f}x")
 
 
