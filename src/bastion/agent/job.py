@@ -25,7 +25,8 @@ from typing import Any
 
 from bastion.agent.lifeline import die_with_agent
 from bastion.agent.relay import dial
-from bastion.client import Client
+from bastion.client.runs import RunsMixin
+from bastion.client.serving import ServingJobMixin
 from bastion.config import Settings
 from bastion.errors import (
     BastionError,
@@ -60,11 +61,16 @@ EXIT_REFUSED = 12
 EXIT_SEAL = 13
 
 
+class JobClient(RunsMixin, ServingJobMixin):
+    """The SDK calls a job makes (its run's reports; a serve job's keys and audit): a job
+    imports no other resource's models."""
+
+
 @dataclass
 class JobContext:
     """What a job knows about itself, and its one channel to the control plane."""
 
-    client: Client
+    client: JobClient
     project: str
     run_id: str
     attempt: int
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path[:0] = [str(code / "src")] if (code / "src").is_dir() else []
         sys.path.insert(0, str(code))
     # The host part is never resolved: every request goes down the relay's socket.
-    with Client("http://relay", transport=dial(settings.relay)) as client:
+    with JobClient("http://relay", transport=dial(settings.relay)) as client:
         context = JobContext(
             client=client,
             project=manifest["project"],

@@ -25,40 +25,36 @@ carrying the server's message; an answer without a known type is mapped by statu
 One module per resource holds its calls (``identity``, ``projects``, ``clusters`` with the
 agent protocol, ``runs``, ``datasets``, ``models``, ``governance``, ``privacy``, ``audit``,
 ``deployments``, ``code``); ``Client`` is all of them over one connection (``_transport``).
+
+The names here load when first used, so a process that needs one part (a job reports
+through ``runs`` alone) does not build every resource's models.
 """
 
 from __future__ import annotations
 
-from bastion.api.audit import AuditEventOut, AuditVerifyOut
-from bastion.api.clusters import (
-    ClusterOut,
-    HeartbeatOut,
-    JoinOut,
-    JoinTokenOut,
-    LeaseOut,
-    NewClusterOut,
-)
-from bastion.api.code import CodePackageOut, CodeVersionOut
-from bastion.api.datasets import DatasetOut, DatasetVersionOut, ErasureOut
-from bastion.api.deployments import DeploymentOut, NewServingKeyOut, ReplicaOut, ServingKeyOut
-from bastion.api.governance import AlertOut, ApprovalOut, PolicyOut, StageTransitionOut
-from bastion.api.identity import NewTokenOut, TokenOut, UserOut, WhoAmI
-from bastion.api.models import EvaluationOut, ModelOut, ModelVersionOut
-from bastion.api.projects import MembershipOut, ProjectOut
-from bastion.api.runs import LogLineOut, MetricOut, RunEventOut, RunOut
-from bastion.client.audit import AuditMixin
-from bastion.client.clusters import ClustersMixin
-from bastion.client.code import CodeMixin
-from bastion.client.credentials import load_credentials, save_credentials
-from bastion.client.datasets import DatasetsMixin
-from bastion.client.deployments import DeploymentsMixin
-from bastion.client.governance import GovernanceMixin
-from bastion.client.identity import IdentityMixin
-from bastion.client.models import ModelsMixin
-from bastion.client.privacy import PrivacyMixin
-from bastion.client.projects import ProjectsMixin
-from bastion.client.runs import RunsMixin
-from bastion.config import Settings
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.api.audit import AuditEventOut, AuditVerifyOut
+    from bastion.api.clusters import (
+        ClusterOut,
+        HeartbeatOut,
+        JoinOut,
+        JoinTokenOut,
+        LeaseOut,
+        NewClusterOut,
+    )
+    from bastion.api.code import CodePackageOut, CodeVersionOut
+    from bastion.api.datasets import DatasetOut, DatasetVersionOut, ErasureOut
+    from bastion.api.deployments import DeploymentOut, NewServingKeyOut, ReplicaOut, ServingKeyOut
+    from bastion.api.governance import AlertOut, ApprovalOut, PolicyOut, StageTransitionOut
+    from bastion.api.identity import NewTokenOut, TokenOut, UserOut, WhoAmI
+    from bastion.api.models import EvaluationOut, ModelOut, ModelVersionOut
+    from bastion.api.projects import MembershipOut, ProjectOut
+    from bastion.api.runs import LogLineOut, MetricOut, RunEventOut, RunOut
+    from bastion.client._client import Client
+    from bastion.client.credentials import load_credentials, save_credentials
 
 __all__ = [
     "AlertOut",
@@ -100,27 +96,56 @@ __all__ = [
     "save_credentials",
 ]
 
+#: Where each name lives: the response models in ``bastion.api``, the rest here.
+_HOMES = {
+    "AlertOut": "bastion.api.governance",
+    "ApprovalOut": "bastion.api.governance",
+    "AuditEventOut": "bastion.api.audit",
+    "AuditVerifyOut": "bastion.api.audit",
+    "Client": "bastion.client._client",
+    "ClusterOut": "bastion.api.clusters",
+    "CodePackageOut": "bastion.api.code",
+    "CodeVersionOut": "bastion.api.code",
+    "DatasetOut": "bastion.api.datasets",
+    "DatasetVersionOut": "bastion.api.datasets",
+    "DeploymentOut": "bastion.api.deployments",
+    "ErasureOut": "bastion.api.datasets",
+    "EvaluationOut": "bastion.api.models",
+    "HeartbeatOut": "bastion.api.clusters",
+    "JoinOut": "bastion.api.clusters",
+    "JoinTokenOut": "bastion.api.clusters",
+    "LeaseOut": "bastion.api.clusters",
+    "LogLineOut": "bastion.api.runs",
+    "MembershipOut": "bastion.api.projects",
+    "MetricOut": "bastion.api.runs",
+    "ModelOut": "bastion.api.models",
+    "ModelVersionOut": "bastion.api.models",
+    "NewClusterOut": "bastion.api.clusters",
+    "NewServingKeyOut": "bastion.api.deployments",
+    "NewTokenOut": "bastion.api.identity",
+    "PolicyOut": "bastion.api.governance",
+    "ProjectOut": "bastion.api.projects",
+    "ReplicaOut": "bastion.api.deployments",
+    "RunEventOut": "bastion.api.runs",
+    "RunOut": "bastion.api.runs",
+    "ServingKeyOut": "bastion.api.deployments",
+    "StageTransitionOut": "bastion.api.governance",
+    "TokenOut": "bastion.api.identity",
+    "UserOut": "bastion.api.identity",
+    "WhoAmI": "bastion.api.identity",
+    "load_credentials": "bastion.client.credentials",
+    "save_credentials": "bastion.client.credentials",
+}
 
-class Client(
-    IdentityMixin,
-    ProjectsMixin,
-    ClustersMixin,
-    RunsMixin,
-    DatasetsMixin,
-    ModelsMixin,
-    GovernanceMixin,
-    PrivacyMixin,
-    AuditMixin,
-    DeploymentsMixin,
-    CodeMixin,
-):
-    """A thin, typed wrapper over the control plane's REST API.
 
-    ``Client(url, token=..., verify=True | "ca.pem", timeout=30.0)``; use it as a context
-    manager, or ``close()`` it."""
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'bastion.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # found here from now on, without this function
+    return value
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Client:
-        """A client for the control plane saved by ``bastion login``."""
-        url, token, verify = load_credentials(settings)
-        return cls(url, token=token, verify=verify, timeout=settings.timeout)
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

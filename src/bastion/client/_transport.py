@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import secrets
 import ssl
-import sys
 import time
-import types
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-# httpx imports its own command-line tool when click is installed (click, rich's extras and
-# pygments: as much CPU as the rest of a CLI command's start); Bastion never calls it. An
-# empty module in its place makes httpx fall back to the stub it uses where click is missing.
-sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+import httpx  # without its command-line tool: see bastion/__init__.py
+from pydantic import BaseModel
 
-import httpx  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from bastion.errors import BastionError, ConfigurationError, ServiceUnavailable  # noqa: E402
-from bastion.http_status import error_from_problem  # noqa: E402
+from bastion.errors import BastionError, ConfigurationError, ServiceUnavailable
+from bastion.http_status import error_from_problem
 
 __all__ = ["Transport"]
 

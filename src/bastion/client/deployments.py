@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.api.deployments import DeploymentOut, NewServingKeyOut, ServingKeyOut
-from bastion.client._transport import Transport
+from bastion.client.serving import ServingJobMixin
 
 __all__ = ["DeploymentsMixin"]
 
 
-class DeploymentsMixin(Transport):
+class DeploymentsMixin(ServingJobMixin):
     """Part of :class:`bastion.client.Client`."""
 
     def _deployments(self, project: str) -> str:
@@ -56,31 +56,4 @@ class DeploymentsMixin(Transport):
             ServingKeyOut,
             "POST",
             f"{self._deployments(project)}/{deployment}/keys/{key_id}/revoke",
-        )
-
-    # -- the serve job ----------------------------------------------------------------------
-
-    def serving_keys(self, project: str, run_id: str) -> list[dict[str, Any]]:
-        """(Serve job) its deployment's key records: hashes and limits, never secrets.
-
-        Plain dicts: the route declares no response model (the records are the serve job's
-        own format, read by ``bastion.inference``)."""
-        records: list[dict[str, Any]] = self.request(
-            "GET", f"/api/v1/projects/{project}/runs/{run_id}/serving-keys"
-        )
-        return records
-
-    def serving_audit(
-        self,
-        project: str,
-        run_id: str,
-        *,
-        events: list[dict[str, Any]],
-        findings: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """(Serve job) deliver request events (to the audit log) and findings (to alerts)."""
-        self.request(
-            "POST",
-            f"/api/v1/projects/{project}/runs/{run_id}/serving-audit",
-            json={"events": events, "findings": findings or []},
         )
