@@ -37,14 +37,9 @@ plane (which chains them) and the load generator.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
-import re
-import resource
-import shutil
 import socket
 import statistics
 import subprocess
@@ -52,17 +47,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from multiprocessing.pool import Pool
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 # At module level: FastAPI reads the bare endpoint's annotations from this module's globals.
 from fastapi import Request
 from fastapi.responses import JSONResponse
+
+import loadgen
+from loadgen import Load, Point, Requests, cpu_seconds
 
 if TYPE_CHECKING:
     from bastion.client import Client, RunOut
@@ -84,23 +81,6 @@ HEADLINE_CLIENTS = 16
 MAX_FAILED = 0.01
 BASTION = str(Path(sys.executable).with_name("bastion"))
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Point:
-    """One measurement: 2xx answers per second and latency percentiles; every answer (2xx or
-    not), every request sent (wrk stops with one in flight on each connection), the failures
-    (not 2xx, or a broken connection); CPU milliseconds per answer by role; and for Bastion
-    the audit events the control plane received for the measurement's key."""
-
-    rate: float
-    p50_ms: float
-    p99_ms: float
-    answered: int
-    sent: int
-    failed: int
-    cpu_ms: dict[str, float] = field(default_factory=dict)
-    events: int | None = None
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -158,16 +138,6 @@ def _process(name: str, args: list[str], *, env: dict[str, str], log: Path) -> I
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _cpu_seconds(pids: Iterable[int]) -> float:
-    """The user and system CPU time these processes have used so far."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -377,196 +347,12 @@ def _serve_bare(folder: Path, port: int) -> None:
 # -- the load -----------------------------------------------------------------------------
 
 
-class Load(Protocol):
-    name: str
-
-    def drive(self, *, port: int, token: str, connections: int, seconds: float) -> Point: ...
-
-    def cpu_seconds(self) -> float:
-        """The CPU time the load generator has used so far."""
-        ...
-
-
-WRK_SCRIPT = """
--- One POST /v1/predict per request, the rows in turn; done() prints one line to parse.
-local requests, n = {}, 0
-sent = 0
-function init(args)
-  local headers = {["Content-Type"] = "application/json",
-                   ["Authorization"] = "Bearer " .. os.getenv("BENCH_SERVE_TOKEN")}
-  for body in io.lines(args[1]) do
-    requests[#requests + 1] = wrk.format("POST", "/v1/predict", headers, body)
-  end
-end
-function request()
-  n = n % #requests + 1
-  sent = sent + 1
-  return requests[n]
-end
-threads = {}
-function setup(thread) threads[#threads + 1] = thread end
-function done(summary, latency, _)
-  local total, e = -1, summary.errors  -- -1: wrk calls request() once to check the script
-  for _, thread in ipairs(threads) do total = total + thread:get("sent") end
-  io.write(string.format("bench-serve %.0f %.0f %.0f %.0f %.0f %.0f %.0f\\n",
-    summary.requests, total, summary.duration, e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-class Wrk:
-    """wrk, one thread: C and epoll, a small share of a core at these rates."""
-
-    name = "wrk (1 thread, Lua script)"
-
-    def __init__(self, binary: str, work: Path, bodies: Path) -> None:
-        self.binary, self.bodies = binary, bodies
-        self.script = work / "predict.lua"
-        self.script.write_text(WRK_SCRIPT)
-
-    def cpu_seconds(self) -> float:
-        used = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk: the children waited for
-        return used.ru_utime + used.ru_stime
-
-    def drive(self, *, port: int, token: str, connections: int, seconds: float) -> Point:
-        whole = max(1, round(seconds))  # wrk counts whole seconds
-        done = subprocess.run(
-            [
-                self.binary,
-                "-t1",
-                f"-c{connections}",
-                f"-d{whole}s",
-                "--timeout",
-                "60s",
-                "-s",
-                str(self.script),
-                f"http://127.0.0.1:{port}",
-                "--",
-                str(self.bodies),
-            ],
-            env={**os.environ, "BENCH_SERVE_TOKEN": token},  # not in the process list
-            capture_output=True,
-            text=True,
-            timeout=whole + 120,
-            check=False,
-        )
-        found = re.search(r"^bench-serve (.+)$", done.stdout, re.MULTILINE)
-        if done.returncode or found is None:
-            raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        answered, sent, micros, refused, broken, p50, p99 = map(float, found.group(1).split())
-        return Point(
-            rate=(answered - refused) / (micros / 1e6),
-            p50_ms=p50 / 1000,
-            p99_ms=p99 / 1000,
-            answered=int(answered),
-            sent=int(sent),
-            failed=int(refused + broken),
-        )
-
-
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One generator process's share of a measurement."""
-
-    port: int
-    token: str
-    bodies: list[str]
-    connections: int
-    #: The row its first connection sends first (each connection starts elsewhere).
-    first: int
-    #: When sending starts (wall clock, the same in every process), and for how long.
-    start: float
-    seconds: float
-
-
-def _generate(batch: Batch) -> tuple[list[float], int, float]:
-    """(In a generator process) the batch's keep-alive connections, one request at a time
-    each, every answer awaited: the latencies, the failures, when the last answer came."""
-    head = (
-        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{batch.port}\r\n"
-        f"Content-Type: application/json\r\nAuthorization: Bearer {batch.token}\r\n"
-    )
-    requests = [f"{head}Content-Length: {len(b)}\r\n\r\n{b}".encode() for b in batch.bodies]
-    latencies: list[float] = []
-    failed = 0
-
-    async def connection(index: int) -> None:
-        nonlocal failed
-        reader, writer = await asyncio.open_connection("127.0.0.1", batch.port)
-        await asyncio.sleep(batch.start - time.time())
-        try:
-            while time.time() < batch.start + batch.seconds:
-                sent = time.perf_counter()
-                writer.write(requests[index % len(requests)])
-                answer = await reader.readuntil(b"\r\n\r\n")
-                length = _CONTENT_LENGTH.search(answer)
-                await reader.readexactly(int(length.group(1)) if length else 0)
-                latencies.append(time.perf_counter() - sent)
-                failed += not answer.startswith(b"HTTP/1.1 2")
-                index += 1
-        except (OSError, asyncio.IncompleteReadError):
-            failed += 1  # the connection broke: counted, and not reopened
-        finally:
-            writer.close()
-
-    async def every_connection() -> None:
-        await asyncio.gather(*(connection(batch.first + 7 * k) for k in range(batch.connections)))
-
-    asyncio.run(every_connection())
-    return latencies, failed, time.time()
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class Generators:
-    """One Python process per core, each an asyncio loop over raw keep-alive connections
-    (no HTTP client library on the sending path)."""
-
-    def __init__(self, pool: Pool, processes: int, bodies: list[str]) -> None:
-        self.pool, self.processes, self.bodies = pool, processes, bodies
-        self.name = f"{processes} Python generator processes (asyncio, raw HTTP/1.1)"
-
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(p.pid for p in multiprocessing.active_children() if p.pid)
-
-    def drive(self, *, port: int, token: str, connections: int, seconds: float) -> Point:
-        shares = [
-            connections // self.processes + (i < connections % self.processes)
-            for i in range(self.processes)
-        ]
-        start = time.time() + 0.5  # every process has connected by then
-        batches = [
-            Batch(port, token, self.bodies, n, first=101 * i, start=start, seconds=seconds)
-            for i, n in enumerate(shares)
-            if n
-        ]
-        parts = self.pool.map(_generate, batches)
-        latencies = sorted(x for part in parts for x in part[0])
-        failed = sum(part[1] for part in parts)
-        return Point(
-            rate=(len(latencies) - failed) / (max(part[2] for part in parts) - start),
-            p50_ms=_percentile(latencies, 0.5) * 1000,
-            p99_ms=_percentile(latencies, 0.99) * 1000,
-            answered=len(latencies),
-            sent=len(latencies),
-            failed=failed,
-        )
-
-
-def _bodies(path: Path) -> list[str]:
-    """One request body per patients row (the features only), written one a line to ``path``."""
+def _bodies() -> tuple[str, ...]:
+    """One request body per patients row (the features only)."""
     from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 
     frame = patients(seed=0).drop(columns=[*PATIENT_PII_COLUMNS, "diagnosis"])
-    bodies = [json.dumps({"instances": [row]}) for row in frame.to_dict(orient="records")]
-    path.write_text("\n".join(bodies) + "\n")
-    return bodies
+    return tuple(json.dumps({"instances": [row]}) for row in frame.to_dict(orient="records"))
 
 
 # -- the measurement ----------------------------------------------------------------------
@@ -597,17 +383,23 @@ def _received(admin: Client, answered: dict[str, int]) -> Counter[str]:
 
 
 def _drive(
-    load: Load, roles: dict[str, list[int]], *, port: int, token: str, clients: int, seconds: float
+    load: Load,
+    roles: dict[str, list[int]],
+    *,
+    port: int,
+    requests: Requests,
+    clients: int,
+    seconds: float,
 ) -> Point:
     """One measurement, with the CPU each role's processes and the load generator used."""
 
     def used() -> dict[str, float]:
-        return {role: _cpu_seconds(pids) for role, pids in roles.items()} | {
+        return {role: cpu_seconds(pids) for role, pids in roles.items()} | {
             "load": load.cpu_seconds()
         }
 
     before = used()
-    point = load.drive(port=port, token=token, connections=clients, seconds=seconds)
+    point = load.drive(port=port, requests=requests, connections=clients, seconds=seconds)
     after = used()
     per_answer = {r: (after[r] - before[r]) * 1000 / max(1, point.answered) for r in after}
     return replace(point, cpu_ms=per_answer)
@@ -632,7 +424,7 @@ def _measure(
     label: str,
     deployment: tuple[str, int],
     bare: tuple[Child, int],
-    probe: str,
+    bodies: tuple[str, ...],
     results: Results,
 ) -> None:
     """Alternate the deployment and the bare endpoint at every concurrency; add the points to
@@ -648,18 +440,23 @@ def _measure(
         )
         return made.id, made.token
 
+    def predict(token: str) -> Requests:
+        return Requests("POST", "/v1/predict", bodies=bodies, tokens=(token,))
+
     keys = {(c, r): key(f"c{c}-rep{r}") for c in plan.concurrency for r in range(plan.reps)}
     _, warm = key("warm-up")
     headers = {"Authorization": f"Bearer {warm}", "Content-Type": "application/json"}
 
     def accepted() -> bool | None:
         url = f"http://127.0.0.1:{port}/v1/predict"
-        return httpx.post(url, content=probe, headers=headers, timeout=30).is_success or None
+        return httpx.post(url, content=bodies[0], headers=headers, timeout=30).is_success or None
 
     _until("the serving keys to reach the server", accepted, seconds=60)
     time.sleep(KEY_REFRESH_SECONDS + 0.5)  # every replica has refreshed its keys since
     for warm_port in (port, bare[1]):  # connections and first requests, not measured
-        load.drive(port=warm_port, token=warm, connections=max(plan.concurrency), seconds=1)
+        load.drive(
+            port=warm_port, requests=predict(warm), connections=max(plan.concurrency), seconds=1
+        )
     roles = {
         "serving": _descendants(plane.agent.process.pid),  # the replicas (bwrap, python)
         "agent": [plane.agent.process.pid],
@@ -669,12 +466,19 @@ def _measure(
     points: dict[tuple[int, int], Point] = {}
     for clients in plan.concurrency:
         for rep in range(plan.reps):  # alternated: drift on the host hits both sides alike
-            token, seconds = keys[clients, rep][1], plan.seconds
+            measured, seconds = predict(keys[clients, rep][1]), plan.seconds
             points[clients, rep] = _drive(
-                load, roles, port=port, token=token, clients=clients, seconds=seconds
+                load, roles, port=port, requests=measured, clients=clients, seconds=seconds
             )
             results.setdefault("bare", {}).setdefault(clients, []).append(
-                _drive(load, bare_roles, port=bare[1], token=warm, clients=clients, seconds=seconds)
+                _drive(
+                    load,
+                    bare_roles,
+                    port=bare[1],
+                    requests=predict(warm),
+                    clients=clients,
+                    seconds=seconds,
+                )
             )
     counts = _received(admin, {keys[at][0]: point.answered for at, point in points.items()})
     for (clients, rep), point in points.items():
@@ -798,17 +602,6 @@ def _preflight(redis_url: str) -> None:
         ) from None
 
 
-def _load(choice: str, work: Path, bodies: list[str], stack: contextlib.ExitStack) -> Load:
-    binary = shutil.which("wrk")
-    if choice == "wrk" and binary is None:
-        raise SystemExit("bench_serve --generator wrk: wrk is not installed (apt-get install wrk)")
-    if binary is not None and choice != "python":
-        return Wrk(binary, work, work / "bodies.jsonl")
-    processes = os.cpu_count() or 1
-    pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(processes))
-    return Generators(pool, processes, bodies)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -832,8 +625,8 @@ def main() -> None:
     results: Results = {}
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-")))
-        bodies = _bodies(work / "bodies.jsonl")
-        load = _load(args.generator, work, bodies, stack)
+        bodies = _bodies()
+        load = loadgen.choose(args.generator, work, stack)
         plane = stack.enter_context(_plane(work))
         _open_model(plane, _production_model(plane), work / "bare-model")
         port = _free_port()
@@ -855,7 +648,7 @@ def main() -> None:
                     label=f"bastion x{replicas}",
                     deployment=deployment,
                     bare=(bare, port),
-                    probe=bodies[0],
+                    bodies=bodies,
                     results=results,
                 )
     _report(results, plan, load=load)

@@ -1,13 +1,28 @@
-"""Control-plane throughput: an authenticated read and an audited write, SQLite and PostgreSQL,
-against a bare FastAPI endpoint returning the same JSON with no auth and no audit (the ceiling).
+"""Control-plane throughput: authenticated reads, with one token and with a different token per
+request, and audited writes, on SQLite and PostgreSQL, against a bare FastAPI endpoint that
+returns the same JSON with no auth and no audit (the ceiling).
 
-Each server is a real uvicorn process on 127.0.0.1 (one worker); the load comes from
-``--threads`` keep-alive httpx clients in this process. The authenticated read is
-``GET /api/v1/projects/{project}`` (token check, role lookup, project row); the
-audited write is ``POST /api/v1/projects/{project}/runs/{id}/metrics`` (token
-check, role lookup, insert and its chained audit event in one transaction).
+Every server is a real uvicorn process on 127.0.0.1 (``bastion server start``, one worker, or
+``uvicorn`` for the bare app). The load comes from outside this process and outside the
+servers (``benchmarks/loadgen.py``: ``wrk`` with a Lua script when installed, else one Python
+generator process per core), on ``--connections`` keep-alive connections for ``--seconds``.
 
-    python benchmarks/bench_server.py [--requests 2000] [--threads 4] [--reps 3] [--no-postgres]
+* bare: ``GET /bare``, the project's JSON, no security.
+* read, one token: ``GET /api/v1/projects/{project}`` with the admin's token (token check,
+  role lookup, project row); the 2 s credential cache answers all but the first lookup.
+* read, distinct tokens: the same with ``--tokens`` tokens of the admin's, a different one
+  each request in turn, so a token comes back only after ``--tokens`` requests: when that is
+  longer than the cache's 2 s, every request resolves its credential in the database (the
+  report prints the interval, and says when it was shorter).
+* audited write: ``POST /api/v1/projects/{project}/runs/{id}/metrics`` with the job token of
+  a leased run (token check, insert and its chained audit event in one transaction); the
+  metrics stored afterwards are checked against the answers.
+
+The sides alternate in every repetition, so drift on the host hits them alike; figures are
+medians of ``--reps``.
+
+    python benchmarks/bench_server.py [--seconds 3] [--connections 1 16] [--reps 3]
+        [--tokens 2000] [--no-postgres] [--generator auto]
 """
 
 from __future__ import annotations
@@ -21,17 +36,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+import loadgen
 from bastion.config import Settings
 from bastion.db import scratch_schema
 from bastion.security.keys import load_keyring
+from loadgen import Load, Point, Requests
 
 PG_URL = os.environ.get(
     "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -74,40 +91,6 @@ def _process(args: list[str], env: dict[str, str], health: str) -> Iterator[None
         process.wait(timeout=30)
 
 
-def _load(
-    url: str,
-    *,
-    method: str,
-    body: Callable[[int], dict[str, object]] | None,
-    headers: dict[str, str],
-    requests: int,
-    threads: int,
-) -> float:
-    """Requests per second over ``requests`` calls spread across ``threads`` clients."""
-    per_thread = requests // threads
-    errors: list[str] = []
-
-    def worker(offset: int) -> None:
-        with httpx.Client(headers=headers, timeout=30) as client:
-            for i in range(per_thread):
-                payload = body(offset * per_thread + i) if body else None
-                response = client.request(method, url, json=payload)
-                if response.status_code >= 300:
-                    errors.append(f"{response.status_code} {response.text[:200]}")
-                    return
-
-    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    started = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"{url}: {errors[0]}")
-    return per_thread * threads / elapsed
-
-
 def _bastion_env(home: Path, db: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     return {
@@ -118,11 +101,38 @@ def _bastion_env(home: Path, db: str) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running control plane: a project, a run leased by a joined agent, tokens."""
+
+    port: int
+    admin: str
+    tokens: tuple[str, ...]
+    run_id: str
+    job_token: str
+
+    def requests(self) -> dict[str, Requests]:
+        """What is measured on this server, by name."""
+        project = "/api/v1/projects/bench"
+        steps = tuple(
+            f'{{"name": "loss", "step": {i}, "value": {1 / (i + 1)!r}}}' for i in range(1000)
+        )
+        return {
+            "read, one token": Requests("GET", project, tokens=(self.admin,)),
+            "read, distinct tokens": Requests("GET", project, tokens=self.tokens),
+            "audited write": Requests(
+                "POST",
+                f"{project}/runs/{self.run_id}/metrics",
+                bodies=steps,
+                tokens=(self.job_token,),
+            ),
+        }
+
+
 @contextlib.contextmanager
-def _bastion_server(
-    db: str, work: Path
-) -> Iterator[tuple[str, dict[str, str], str, dict[str, str]]]:
-    """A running Bastion control plane with a project, a run and a job token."""
+def _bastion_server(db: str, work: Path, *, tokens: int) -> Iterator[Server]:
+    """A running Bastion control plane on ``db`` with a project, a leased run, ``tokens``
+    tokens of the admin's and the job token of the run."""
     bastion = str(Path(sys.executable).with_name("bastion"))
     env = _bastion_env(work / f"home-{uuid.uuid4().hex[:6]}", db)
     init = subprocess.run(
@@ -138,7 +148,23 @@ def _bastion_server(
             f"{base}/api/v1/projects", json={"name": "bench"}, headers=auth
         ).raise_for_status()
         run_id, job_token = _leased_run(base, auth, work)
-        yield base, auth, run_id, {"authorization": f"Bearer {job_token}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
+            made = []
+            for n in range(tokens):
+                answer = client.post("/api/v1/tokens", json={"name": f"bench-{n}"})
+                answer.raise_for_status()
+                made.append(str(answer.json()["token"]))
+        yield Server(port, token, tuple(made), run_id, job_token)
+
+
+def _stored_metrics(server: Server) -> int:
+    answer = httpx.get(
+        f"http://127.0.0.1:{server.port}/api/v1/projects/bench/runs/{server.run_id}/metrics",
+        headers={"authorization": f"Bearer {server.admin}"},
+        timeout=60,
+    )
+    answer.raise_for_status()
+    return len(answer.json())
 
 
 def _leased_run(base: str, auth: dict[str, str], work: Path) -> tuple[str, str]:
@@ -172,76 +198,155 @@ def _leased_run(base: str, auth: dict[str, str], work: Path) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _bare_server(payload: dict[str, object], work: Path) -> Iterator[str]:
+def _bare_server(payload: dict[str, object], work: Path) -> Iterator[int]:
     module = work / "bare_app.py"
     module.write_text(BARE_APP.format(payload=payload))
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(work)}
     cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port)]
-    cmd += ["--log-level", "warning", "--no-server-header"]
-    with _process(cmd, env, f"{base}/bare"):
-        yield f"{base}/bare"
+    cmd += ["--log-level", "warning", "--no-server-header", "--no-access-log"]
+    with _process(cmd, env, f"http://127.0.0.1:{port}/bare"):
+        yield port
+
+
+#: database -> measurement -> connections -> one point per repetition
+Results = dict[str, dict[str, dict[int, list[Point]]]]
+#: The credential cache's lifetime (``auth_cache_seconds``' default).
+CACHE_SECONDS = 2.0
+
+
+def _measure(
+    load: Load,
+    servers: dict[str, Server],
+    bare: int,
+    *,
+    connections: list[int],
+    reps: int,
+    seconds: float,
+) -> Results:
+    results: Results = {}
+    plain = Requests("GET", "/bare")
+    measured = {db: server.requests() for db, server in servers.items()}
+    for db, server in servers.items():  # connections and first requests, not measured
+        for requests in measured[db].values():
+            load.drive(port=server.port, requests=requests, connections=1, seconds=1)
+    for clients in connections:
+        for _ in range(reps):
+            point = load.drive(port=bare, requests=plain, connections=clients, seconds=seconds)
+            results.setdefault("bare", {}).setdefault("bare", {}).setdefault(clients, []).append(
+                point
+            )
+            for db, server in servers.items():
+                for name, requests in measured[db].items():
+                    point = load.drive(
+                        port=server.port, requests=requests, connections=clients, seconds=seconds
+                    )
+                    results.setdefault(db, {}).setdefault(name, {}).setdefault(clients, []).append(
+                        point
+                    )
+    return results
+
+
+def _problems(results: Results, servers: dict[str, Server]) -> list[str]:
+    """Failed requests, and stored metrics that do not match the writes answered."""
+    found = []
+    for db, by_name in results.items():
+        for name, by_clients in by_name.items():
+            for clients, points in by_clients.items():
+                failed = sum(p.failed for p in points)
+                if failed:
+                    found.append(f"{db} {name} at {clients}: {failed} failed")
+    for db, server in servers.items():
+        writes = [p for by in results[db]["audited write"].values() for p in by]
+        answered = sum(p.answered - p.failed for p in writes)
+        sent = sum(p.sent for p in writes) + 1000  # + the warm-up's (at most one second's)
+        stored = _stored_metrics(server)
+        if not answered <= stored <= sent:
+            found.append(f"{db}: {stored} metrics stored for {answered} writes answered")
+    return found
+
+
+def _report(
+    results: Results, servers: dict[str, Server], *, load: Load, args: argparse.Namespace
+) -> None:
+    print(
+        f"control plane, one uvicorn worker each; load: {load.name}; {args.seconds:g} s per "
+        f"point, median of {args.reps}; {args.tokens} distinct tokens"
+    )
+    print(
+        f"{'clients':>7}  {'server':<11} {'measurement':<22} {'req/s':>7} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'ratio':>6}"
+    )
+    notes = []
+    for clients in args.connections:
+        ceiling = statistics.median(p.rate for p in results["bare"]["bare"][clients])
+        for db in ["bare", *servers]:
+            for name, by_clients in results[db].items():
+                points = by_clients[clients]
+                rate = statistics.median(p.rate for p in points)
+                p50 = statistics.median(p.p50_ms for p in points)
+                p99 = statistics.median(p.p99_ms for p in points)
+                print(
+                    f"{clients:>7}  {db:<11} {name:<22} {rate:>7.0f} {p50:>8.2f} {p99:>8.2f} "
+                    f"{rate / ceiling:>6.2f}"
+                )
+                if name == "read, distinct tokens" and args.tokens / rate < CACHE_SECONDS:
+                    notes.append(
+                        f"{db} at {clients}: a token came back every {args.tokens / rate:.2f} s, "
+                        f"within the cache's {CACHE_SECONDS:g} s (pass more --tokens)"
+                    )
+    for note in notes:
+        print(f"  note: {note}")
+    if problems := _problems(results, servers):
+        raise SystemExit(
+            "the figures above do not measure the control plane: " + "; ".join(problems)
+        )
+    clients = max(args.connections)
+    db = "sqlite"
+    ceiling = statistics.median(p.rate for p in results["bare"]["bare"][clients])
+    read = statistics.median(p.rate for p in results[db]["read, distinct tokens"][clients])
+    print(
+        f"ratio to bare, authenticated read with distinct tokens, {db}, {clients} "
+        f"connection{'s' * (clients != 1)}: {read / ceiling:.2f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk when it is installed, else Python generator processes",
+    )
     args = parser.parse_args()
-    load = {"requests": args.requests, "threads": args.threads}
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-bench-")))
+        load = loadgen.choose(args.generator, work, stack)
         databases = {"sqlite": f"sqlite:///{work / 'cp.db'}"}
         if not args.no_postgres:
             databases["postgresql"] = stack.enter_context(
                 scratch_schema(PG_URL, prefix="bastion_bench")
             )
         servers = {
-            db: stack.enter_context(_bastion_server(url, work)) for db, url in databases.items()
+            db: stack.enter_context(_bastion_server(url, work, tokens=args.tokens))
+            for db, url in databases.items()
         }
-        base, auth, _, _ = servers["sqlite"]
-        payload = httpx.get(f"{base}/api/v1/projects/bench", headers=auth).json()
-        bare_url = stack.enter_context(_bare_server(payload, work))
-        # Interleave the measurements in every repetition so machine noise hits all alike.
-        bare: list[float] = []
-        reads: dict[str, list[float]] = {db: [] for db in servers}
-        writes: dict[str, list[float]] = {db: [] for db in servers}
-        ratios: dict[str, list[float]] = {db: [] for db in servers}
-        for _ in range(args.reps):
-            bare.append(_load(bare_url, method="GET", body=None, headers={}, **load))
-            for db, (base, auth, run_id, job) in servers.items():
-                reads[db].append(
-                    _load(
-                        f"{base}/api/v1/projects/bench",
-                        method="GET",
-                        body=None,
-                        headers=auth,
-                        **load,
-                    )
-                )
-                ratios[db].append(reads[db][-1] / bare[-1])
-                writes[db].append(
-                    _load(
-                        f"{base}/api/v1/projects/bench/runs/{run_id}/metrics",
-                        method="POST",
-                        body=lambda i: {"name": "loss", "step": i, "value": 1.0 / (i + 1)},
-                        headers=job,
-                        requests=args.requests // 2,
-                        threads=args.threads,
-                    )
-                )
-    ceiling = statistics.median(bare)
-    print(f"server: {args.requests} requests, {args.threads} clients, median of {args.reps} runs")
-    print(f"  bare FastAPI endpoint, same JSON, no auth/audit: {ceiling:8.0f} req/s (ceiling)")
-    print("  target: authenticated read >= 0.70 of the bare endpoint")
-    for db in servers:
-        read, write = statistics.median(reads[db]), statistics.median(writes[db])
-        ratio = statistics.median(ratios[db])
-        print(f"  [{db}] audited write:      {write:8.0f} req/s  ratio {write / ceiling:.2f}")
-        print(f"  [{db}] authenticated read: {read:8.0f} req/s  ratio to bare {ratio:.2f}")
+        sqlite = servers["sqlite"]
+        payload = httpx.get(
+            f"http://127.0.0.1:{sqlite.port}/api/v1/projects/bench",
+            headers={"authorization": f"Bearer {sqlite.admin}"},
+        ).json()
+        bare = stack.enter_context(_bare_server(payload, work))
+        results = _measure(
+            load, servers, bare, connections=args.connections, reps=args.reps, seconds=args.seconds
+        )
+        _report(results, servers, load=load, args=args)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ TINY: dict[str, tuple[list[str], str]] = {
     ),
     "bench_envelope.py": (["--size-mib", "2", "--reps", "1"], r"headline ratio"),
     "bench_server.py": (
-        ["--requests", "100", "--threads", "2", "--reps", "1", "--no-postgres"],
-        r"ratio to bare",
+        ["--seconds", "1", "--connections", "2", "--reps", "1", "--tokens", "20", "--no-postgres"],
+        r"^ratio to bare, authenticated read with distinct tokens",
     ),
     "bench_dispatch.py": (
         ["--runs", "2", "--latency-samples", "1", "--no-ray"],
