@@ -53,6 +53,10 @@ TINY: dict[str, tuple[list[str], str]] = {
         r"ratio best thief's agreement",
     ),
     "bench_ingest.py": (["--rows", "2000", "--reps", "1"], r"peak RSS ratio baseline / Bastion"),
+    "bench_poisoning.py": (
+        ["--seeds", "1", "--rates", "0.3", "--attacks", "patients-1-0", "random-patients"],
+        r"^ratio Bastion/baseline mean recall: \d+\.\d+x",
+    ),
 }
 
 

@@ -94,6 +94,17 @@ def schema_violations(data: Loaded, schema: TableSchema | ImageSchema) -> list[V
     return validate_table(data.table(), schema)
 
 
+def _top_pair(labels: dict[str, Any]) -> str:
+    """The class pair with most suspected flips, and confirmed backdoor triggers."""
+    text = ""
+    if pairs := labels.get("pairs"):
+        top = pairs[0]
+        text = f"; most: {top['count']} labelled {top['given']} look like {top['suspected']}"
+    if labels.get("triggers"):
+        text += f"; {labels['triggers']} backdoor trigger(s)"
+    return text
+
+
 def _log_description(context: JobContext, described: dict[str, Any]) -> None:
     summaries = described["summaries"]
     context.log(f"{described['rows']} rows ({described['kind']})")
@@ -109,6 +120,7 @@ def _log_description(context: JobContext, described: dict[str, Any]) -> None:
         context.log(
             f"poisoning scan: {labels['count']} suspected label issue(s) in "
             f"{labels['rows_scanned']} rows, {poisoning.get('outliers', 0)} outlier(s)"
+            + _top_pair(labels)
         )
     if "drift" in summaries:
         context.log(

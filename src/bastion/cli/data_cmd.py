@@ -107,6 +107,10 @@ def print_summaries(summaries: dict[str, Any]) -> None:
             f"({labels['rate']:.1%}), {poisoning.get('outliers', 0)} outlier(s), "
             f"{poisoning.get('conflicting_duplicate_groups', 0)} conflicting duplicate group(s)"
         )
+        for pair in (labels.get("pairs") or [])[:3]:
+            out.print(f"    {pair['count']} labelled {pair['given']} look like {pair['suspected']}")
+        if labels.get("triggers"):
+            out.print(f"    {labels['triggers']} backdoor trigger patch(es) confirmed")
     if "drift" in summaries:
         drifted = [c["column"] for c in summaries["drift"]["columns"] if c["drifted"]]
         out.print(f"  drift against the previous version: {', '.join(drifted) or 'none'}")

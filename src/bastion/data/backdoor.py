@@ -12,6 +12,12 @@ nearest per-class median is not their label): poisoned examples keep the look of
 source class, a sub-style of a class does not. In a confirmed class every member of the
 suspect cluster is flagged, and so is every other member that looks like another class.
 
+Limit, measured on the digits with the reference CNN: a 2x2 trigger on 5% of the rows is
+found (recall 1.00, false-positive rate 0.0006), on 10% it is not (recall 0): the poison
+then outnumbers the target class's clean rows, the smaller side of the split is the clean
+one and the class's median is a blur of both. The data-level scan
+(:func:`bastion.data.poisoning.label_issues`, its trigger step) finds both rates.
+
 Pure numpy and scikit-learn on arrays; the caller extracts activations with its model.
 """
 

@@ -242,11 +242,8 @@ def _poisoning(
     subset = sample_rows(len(x), LABEL_SCAN_ROWS, seed)
     try:
         issues = label_issues(x[subset], y[subset], seed=seed)
-        found["label_issues"] = {
-            "rows_scanned": len(subset),
-            "count": issues.count,
-            "rate": round(issues.count / len(subset), 4),
-        }
+        # counts per class pair, triggers: never a row index (those stay in this plane)
+        found["label_issues"] = issues.summary().model_dump(mode="json")
     except InvalidInput as exc:
         found["label_issues"] = {"skipped": str(exc)}
     return found

@@ -1,49 +1,63 @@
-"""Poisoning and quality scans over a labelled table: label issues, outliers, conflicting
-duplicates, and drift against the previous version. Pure functions on arrays and frames.
+"""Poisoning and quality scans over a labelled table: label issues (flipped labels,
+conflicting duplicates, BadNets-style triggers), outliers, and drift against the previous
+version. Pure functions on arrays and frames.
 
-Label issues use cleanlab on out-of-sample probabilities from a small cross-validated
-ensemble (logistic regression and k-nearest neighbours); a row is flagged when cleanlab's
-noise-rate pruning selects it or its label-quality score is below ``quality_threshold``.
+The label scan averages two sources of out-of-sample evidence
+(:mod:`bastion.data.poisoning_evidence`): class-balanced neighbour votes in the feature
+space the labels agree with most, and a cross-validated, class-balanced, strongly
+regularised linear model. A row is flagged when that evidence favours another class
+(the *suspected* class); identical rows with different labels are settled by their
+shared evidence, and rows carrying a trigger patch (:mod:`bastion.data.poisoning_trigger`)
+by how they look without it. Findings name rows and stay in the compute plane; their
+:meth:`~bastion.data.poisoning_report.LabelIssues.summary` counts class pairs only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from cleanlab.filter import find_label_issues
-from cleanlab.rank import get_label_quality_scores
 from scipy import stats
 from sklearn.ensemble import IsolationForest
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from bastion.data.poisoning_evidence import (
+    balanced_votes,
+    combine,
+    feature_space,
+    model_probabilities,
+    neighbour_count,
+    neighbours,
+)
+from bastion.data.poisoning_report import (
+    Finding,
+    LabelIssues,
+    LabelScanSummary,
+    PairCount,
+    Reason,
+)
+from bastion.data.poisoning_trigger import Trigger, find_triggers
 from bastion.errors import InvalidInput
 
 __all__ = [
     "ColumnDrift",
+    "Finding",
     "LabelIssues",
+    "LabelScanSummary",
+    "PairCount",
+    "Reason",
+    "Trigger",
     "conflicting_duplicates",
     "drift",
     "label_issues",
     "outliers",
 ]
 
-
-@dataclass
-class LabelIssues:
-    """Rows whose given label the data disagrees with (indices, never values)."""
-
-    indices: np.ndarray
-    quality: np.ndarray = field(repr=False)
-
-    @property
-    def count(self) -> int:
-        return len(self.indices)
+#: A row is flagged when the evidence for its suspected class beats that for its label by
+#: more than this (a near tie is ambiguity at a class border, not a wrong label).
+MARGIN = 0.05
+#: A trigger must be carried by at least this many rows, and this share of the scan.
+TRIGGER_MIN_ROWS, TRIGGER_MIN_SHARE = 10, 0.005
 
 
 def _features(features: np.ndarray) -> np.ndarray:
@@ -58,31 +72,60 @@ def label_issues(
     labels: np.ndarray,
     *,
     folds: int = 5,
-    quality_threshold: float = 0.4,
     seed: int = 0,
 ) -> LabelIssues:
+    """Rows whose label the data disagrees with, the class each looks like, and why.
+
+    Deterministic for a given ``seed`` (it only splits the folds).
+    """
     x, y = _features(features), np.asarray(labels)
-    classes, counts = np.unique(y, return_counts=True)
+    if y.ndim != 1 or len(y) != len(x):
+        raise InvalidInput("labels must be one per row of features")
+    classes, encoded, counts = np.unique(y, return_inverse=True, return_counts=True)
     if len(classes) < 2 or counts.min() < folds:
-        raise InvalidInput(f"label scans need at least 2 classes with {folds} rows each")
-    # cleanlab wants labels 0..k-1.
-    encoded = np.searchsorted(classes, y)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    models = (
-        make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5)),
-        make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=15)),
+        raise InvalidInput(
+            f"label scans need at least 2 classes with {folds} rows each; "
+            "scan more rows or merge the rarest classes"
+        )
+    encoded = encoded.reshape(-1)
+    k = neighbour_count(counts)
+    rows = np.arange(len(x))
+    # (1) Out-of-sample evidence per row and class, combined; the best other class is the
+    # suspect, flagged when it wins by more than the margin.
+    space = feature_space(x, encoded, k=k)
+    votes = balanced_votes(neighbours(space, k), encoded, len(classes))
+    model = model_probabilities(x, encoded, folds=folds, seed=seed)
+    evidence = combine([votes, model], encoded)
+    support = evidence[rows, encoded]
+    others = evidence.copy()
+    others[rows, encoded] = -np.inf
+    suspected = others.argmax(axis=1)
+    reasons = np.full(len(x), None, dtype=object)
+    reasons[others[rows, suspected] - support > MARGIN] = Reason.LABEL
+    # (2) Identical rows with different labels: their shared evidence decides; the members
+    # it contradicts are flagged, the others cleared.
+    groups = conflicting_duplicates(x, y)
+    for group in groups:
+        consensus = int(evidence[group].sum(axis=0).argmax())
+        suspected[group] = consensus
+        reasons[group] = None
+        reasons[group[encoded[group] != consensus]] = Reason.CONFLICTING_DUPLICATE
+    # (3) Trigger patches: carriers are judged by how they look without the patch.
+    min_rows = max(TRIGGER_MIN_ROWS, int(TRIGGER_MIN_SHARE * len(x)))
+    triggers = find_triggers(x, space, encoded, k=k, min_rows=min_rows)
+    for trigger in triggers:
+        suspected[trigger.rows] = trigger.suspected
+        reasons[trigger.rows] = Reason.TRIGGER
+    flagged = np.flatnonzero([reason is not None for reason in reasons])
+    return LabelIssues(
+        indices=flagged,
+        given=y[flagged],
+        suspected=classes[suspected[flagged]],
+        reasons=reasons[flagged],
+        quality=support,
+        triggers=tuple(triggers),
+        conflicting_duplicate_groups=len(groups),
     )
-    probabilities = np.mean(
-        [cross_val_predict(m, x, encoded, cv=splitter, method="predict_proba") for m in models],
-        axis=0,
-    )
-    # n_jobs=1: cleanlab would fork a process pool from a process that already runs threads
-    # (torch, BLAS, an HTTP client), and a forked child can hang on a lock one of them held;
-    # per-class pruning of a scan's sample is quick in one process.
-    flagged = find_label_issues(encoded, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
-    quality = get_label_quality_scores(encoded, probabilities)
-    flagged |= quality < quality_threshold
-    return LabelIssues(indices=np.flatnonzero(flagged), quality=quality)
 
 
 def outliers(features: np.ndarray, *, contamination: float = 0.02, seed: int = 0) -> np.ndarray:
@@ -95,18 +138,26 @@ def outliers(features: np.ndarray, *, contamination: float = 0.02, seed: int = 0
 def conflicting_duplicates(
     features: np.ndarray, labels: np.ndarray, *, decimals: int = 6
 ) -> list[np.ndarray]:
-    """Groups of identical (or identical after rounding) rows that carry different labels."""
-    x = np.round(_features(features), decimals)
-    frame = pd.DataFrame(x)
-    keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    groups: list[np.ndarray] = []
+    """Groups of identical (or identical after rounding) rows that carry different labels.
+
+    Rows are compared exactly (sorted, not hashed), so every such group is found and no
+    two different rows are ever put together.
+    """
+    x = np.round(_features(features), decimals) + 0.0  # -0.0 and 0.0 are one value
     y = np.asarray(labels)
-    order = np.argsort(keys, kind="stable")
-    boundaries = np.flatnonzero(np.diff(keys[order])) + 1
-    for members in np.split(order, boundaries):
-        if len(members) > 1 and len(np.unique(y[members])) > 1:
-            groups.append(np.sort(members))
-    return groups
+    if len(y) != len(x):
+        raise InvalidInput("labels must be one per row of features")
+    if len(x) == 0:
+        return []
+    _, inverse = np.unique(x, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    boundaries = np.flatnonzero(np.diff(inverse[order])) + 1
+    return [
+        np.sort(members)
+        for members in np.split(order, boundaries)
+        if len(members) > 1 and len(np.unique(y[members])) > 1
+    ]
 
 
 @dataclass(frozen=True)
