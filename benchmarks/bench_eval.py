@@ -61,8 +61,9 @@ def _median_seconds(call: Callable[[], Any], reps: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def bench_pgd(reps: int) -> float:
-    """Print the PGD table; return ART's time at its best batch over Bastion's."""
+def bench_pgd(reps: int, *, smoke: bool = False) -> float:
+    """Print the PGD table; return ART's time at its best batch over Bastion's. ``smoke``:
+    a 2-epoch model and 90 test rows (the CI smoke test: it runs, the figures mean nothing)."""
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
     from art.estimators.classification import PyTorchClassifier
 
@@ -75,8 +76,11 @@ def bench_pgd(reps: int) -> float:
     )
     torch.manual_seed(0)
     model = build_model(BuiltinModel(builtin="cnn"), input_shape=(1, 8, 8), classes=10)
-    Trainer(TrainConfig(epochs=10, lr=0.05, holdout=0)).fit(model, x[train], y[train])
+    Trainer(TrainConfig(epochs=2 if smoke else 10, lr=0.05, holdout=0)).fit(
+        model, x[train], y[train]
+    )
     model.eval()
+    test = test[:90] if smoke else test
     xt, yt = x[test], y[test]
     step = 2.5 * EPS / STEPS
     classifier = PyTorchClassifier(
@@ -187,9 +191,11 @@ WORKLOADS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
 }
 
 
-def bench_lira(name: str, shadows: int, skip_ray: bool) -> None:
+def bench_lira(name: str, shadows: int, skip_ray: bool, *, smoke: bool = False) -> None:
     x, y, train_rows, test_rows, classes = _tensors(name)
     spec, config, label = WORKLOADS[name]
+    if smoke:  # two epochs, and the fan-outs that differ (width 1 and 2 workers) only
+        config, label = {**config, "epochs": 2}, f"{label}; smoke: 2 epochs"
     train = TrainConfig.model_validate(config)
     torch.manual_seed(0)
     model = build_model(
@@ -209,6 +215,7 @@ def bench_lira(name: str, shadows: int, skip_ray: bool) -> None:
         ("local, 2 workers", lambda: LocalFanOut(2, worker_start_seconds=0)),
         ("local, width 2", lambda: LocalFanOut(2)),  # as the agent grants it: may stay here
     ]
+    runners = runners[:2] if smoke else runners
     if not skip_ray:
         runners.append(("Ray, 2 CPUs", _ray))
     print(f"{'fan-out':<18}{'seconds':>9}{'speed-up':>10}{'AUC':>8}{'TPR@0.1%':>10}{'TPR@1%':>8}")
@@ -261,12 +268,15 @@ def main() -> None:
     parser.add_argument("--skip-pgd", action="store_true")
     parser.add_argument("--lira", nargs="*", default=["patients", "digits"], choices=WORKLOADS)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny models and rows: checks that it runs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    ratio = None if args.skip_pgd else bench_pgd(args.reps)
+    ratio = None if args.skip_pgd else bench_pgd(args.reps, smoke=args.smoke)
     for workload in args.lira:
-        bench_lira(workload, args.shadows, args.skip_ray)
+        bench_lira(workload, args.shadows, args.skip_ray, smoke=args.smoke)
     if ratio is not None:
         print(f"\nratio ART PGD at its best batch / Bastion PGD (same rows): {ratio:.2f}x")
 

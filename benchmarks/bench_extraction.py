@@ -160,7 +160,9 @@ def _thieves(held: torch.Tensor, budget: int, seed: int) -> dict[str, tuple[torc
     }
 
 
-def _run(budget: int, seed: int, victim_epochs: int) -> tuple[dict[str, Outcome], dict[str, int]]:
+def _run(
+    budget: int, seed: int, victim_epochs: int, surrogate_epochs: int
+) -> tuple[dict[str, Outcome], dict[str, int]]:
     loaded, held, unseen, _ = _guards(seed, victim_epochs)
     victim = loaded.served.model
     outcomes = {}
@@ -170,11 +172,15 @@ def _run(budget: int, seed: int, victim_epochs: int) -> tuple[dict[str, Outcome]
         agreement = 0.0
         if answered:
             agreement = _agreement(
-                _train(queries[:answered], labels, epochs=40, seed=seed), victim, unseen
+                _train(queries[:answered], labels, epochs=surrogate_epochs, seed=seed),
+                victim,
+                unseen,
             )
         with torch.no_grad():
             everything = victim(queries).argmax(1)
-        undetected = _agreement(_train(queries, everything, epochs=40, seed=seed), victim, unseen)
+        undetected = _agreement(
+            _train(queries, everything, epochs=surrogate_epochs, seed=seed), victim, unseen
+        )
         outcomes[name] = Outcome(answered, reason, agreement, undetected)
     alarms = {}
     order = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(unseen)))
@@ -192,9 +198,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--victim-epochs", type=int, default=15)
+    parser.add_argument("--surrogate-epochs", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    runs = [_run(args.budget, seed, args.victim_epochs) for seed in range(args.reps)]
+    runs = [
+        _run(args.budget, seed, args.victim_epochs, args.surrogate_epochs)
+        for seed in range(args.reps)
+    ]
     print(f"digits CNN, label-only answers, block on detection; medians of {args.reps} seeds")
     print(f"{'thief':<10} {'answered':>9} {'agreement':>10} {'whole budget':>13}  caught by")
     worst = 0.0

@@ -16,8 +16,24 @@ import pytest
 from bastion.cli.main import run
 from bastion.client import Client
 from bastion.config import Settings
+from bastion.security import credentials
 from bastion.security.keys import Keyring, load_keyring
 from bastion.server.db.session import Database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Passwords hashed in this process use argon2's smallest parameters: at the library's
+    defaults a hash costs 0.2-0.4 s, and the per-role tokens of every control-plane test
+    made four logins. Planes started as subprocesses keep the real parameters, which
+    tests/security/test_credentials.py checks."""
+    from argon2 import PasswordHasher
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(credentials, "_hasher", cheap)
+        patch.setattr(credentials, "_DUMMY_HASH", cheap.hash("unknown user"))
+        yield
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ TINY: dict[str, tuple[list[str], str]] = {
     ),
     "bench_dp.py": (["--reps", "1", "--smoke"], r"\d+\.\d+x$"),
     "bench_eval.py": (
-        ["--reps", "1", "--shadows", "2", "--skip-ray", "--lira", "patients"],
+        ["--reps", "1", "--shadows", "2", "--skip-ray", "--lira", "patients", "--smoke"],
         r"\d+\.\d+x",
     ),
     "bench_serve.py": (
@@ -49,7 +49,7 @@ TINY: dict[str, tuple[list[str], str]] = {
     "bench_sandbox.py": (["--reps", "1"], r"ratio sandboxed/unsandboxed"),
     "bench_cli.py": (["--reps", "1", "--runs", "2"], r"ratio run-list CPU"),
     "bench_extraction.py": (
-        ["--reps", "1", "--budget", "200", "--victim-epochs", "3"],
+        ["--reps", "1", "--budget", "200", "--victim-epochs", "3", "--surrogate-epochs", "3"],
         r"ratio best thief's agreement",
     ),
     "bench_ingest.py": (["--rows", "2000", "--reps", "1"], r"peak RSS ratio baseline / Bastion"),
