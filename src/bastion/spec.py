@@ -139,7 +139,10 @@ class ScanJob(_Strict):
 
 
 class PseudonymizeJob(_Strict):
-    """Make a new version with identifiers replaced by keyed pseudonyms, coarsened or dropped."""
+    """Make a new version with identifiers replaced by keyed pseudonyms, coarsened or dropped.
+
+    With no column named, the job pseudonymises every identifier and suspected identifier
+    column its version's scan recorded, the target excepted, and lists the rest."""
 
     type: Literal["pseudonymize"]
     dataset: DatasetRef
@@ -179,7 +182,10 @@ class TrainJob(_Strict):
     features: list[ColumnName] | None = Field(
         default=None,
         max_length=10_000,
-        description="Default: every column but the target and the identifier columns.",
+        description=(
+            "Default: every column but the target, the identifier and the suspected "
+            "identifier columns."
+        ),
     )
     sensitive_features: list[ColumnName] = Field(default_factory=list, max_length=50)
     model: BuiltinModel | EntrypointModel

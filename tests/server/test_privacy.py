@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select
 
+from bastion.data.publish import publish_schema
+from bastion.data.schema import ColumnSchema, ColumnType, TableSchema
+from bastion.errors import InvalidInput
 from bastion.server.db.models import ErasureRequest, Project, User
+from bastion.server.services.datasets import _check_published
 from tests.server.conftest import ControlPlane, dashboard_login
 from tests.server.test_compliance import make_dataset
 
@@ -104,3 +109,27 @@ def test_the_register_of_erasure_requests_lists_them_newest_first(
         "Art. 17" in table and "access request" in table and 'href="/ui/p/p1/privacy"' in page.text
     )
     assert 'href="/ui/p/p1/privacy"' not in dashboard_login(cp, "engineer").get("/ui/p/p1").text
+
+
+def test_a_recorded_version_lists_only_column_names_as_suspects() -> None:
+    """The agent reports suspected identifiers by name; anything else in that list (a value,
+    a column the schema does not have) is refused before anything is stored."""
+    exact = TableSchema(
+        columns=[
+            ColumnSchema(name="email", type=ColumnType.STRING, nullable=True, max_length=31),
+            ColumnSchema(name="contact", type=ColumnType.STRING, nullable=True, max_length=40),
+        ]
+    )
+    published = publish_schema(exact, identifiers=["email"], category_rows={}).model_dump(
+        mode="json"
+    )
+
+    def fields(suspects: object) -> dict[str, object]:
+        summaries = {"identifier_columns": ["email"], "suspect_columns": suspects}
+        return {"schema_": published, "summaries": summaries}
+
+    _check_published("patients", fields(["contact"]))
+    _check_published("patients", fields([]))
+    for leaky in (["+44 20 7946 0958"], ["contact", "ann@example.com"], "contact", [3]):
+        with pytest.raises(InvalidInput, match="suspected identifiers that are not columns"):
+            _check_published("patients", fields(leaky))

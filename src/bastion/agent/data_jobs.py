@@ -27,7 +27,12 @@ from bastion.data.ingest import (
     write_canonical,
 )
 from bastion.data.layout import DATA_FILES, SCHEMA_FILE
-from bastion.data.pseudonymize import Generalization, pseudonym, pseudonymize_frame
+from bastion.data.pseudonymize import (
+    Generalization,
+    plan_columns,
+    pseudonym,
+    pseudonymize_frame,
+)
 from bastion.data.publish import KeptSchema, effective_schema, publish_schema
 from bastion.data.schema import ImageSchema, TableSchema, Violation, parse_schema
 from bastion.errors import ConfigurationError, IntegrityError, InvalidInput
@@ -210,40 +215,81 @@ def run_ingest(context: JobContext, job: IngestJob) -> None:
     )
 
 
+def _spelled_entities(info: dict[str, Any]) -> dict[str, str]:
+    """Column -> entity of the staged version's scan (confident over suspected), for the
+    columns that hold one value each: free text is pseudonymised as written. The subject-id
+    column keeps its spelling: an erasure finds its rows by the pseudonym of the id as the
+    request writes it (:func:`run_erase`)."""
+    pii = info.get("pii") or {}
+    found: dict[str, str] = {}
+    for key in ("suspects", "columns"):
+        for finding in pii.get(key, []):
+            if not finding.get("free_text"):
+                found[str(finding["column"])] = str(finding["entity"])
+    found.pop(str(info.get("subject_id_column")), None)
+    return found
+
+
 def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
-    """Transform the staged version with the pseudonym key the agent handed over."""
+    """Transform the staged version with the pseudonym key the agent handed over.
+
+    With no column named, the job decides (:func:`~bastion.data.pseudonymize.plan_columns`)
+    from the staged version's record, which its registration scan wrote: every identifier
+    and suspected identifier column but the target is pseudonymised. The decision is
+    logged and recorded, column names only, in the new version's summaries
+    (``pseudonymization``: what was treated and what was left untouched).
+    """
     settings = Settings()
     if settings.pseudonym_key is None:
         raise ConfigurationError("the agent handed this job no pseudonym key")
     prf = prf_from_capability(settings.pseudonym_key.get_secret_value())
     data, info = staged_input(context.workdir)
-    transformed = pseudonymize_frame(
-        data.table(),
-        prf=prf,
-        pseudonymize=list(job.pseudonymize),
-        generalize={c: Generalization(how) for c, how in job.generalize.items()},
-        drop=list(job.drop),
-    )
-    context.log(
-        f"pseudonymised {len(job.pseudonymize)}, generalised {len(job.generalize)}, "
-        f"dropped {len(job.drop)} column(s)"
-    )
+    frame = data.table()
     target = info.get("target")
     subject = info.get("subject_id_column")
+    identifiers = set(info.get("identifier_columns", []))
+    suspects = set(info.get("suspect_columns", []))
+    plan = plan_columns(
+        [str(c) for c in frame.columns],
+        pseudonymize=job.pseudonymize,
+        generalize={c: Generalization(how) for c, how in job.generalize.items()},
+        drop=job.drop,
+        identifiers=identifiers,
+        suspects=suspects,
+        target=target,
+        dataset=job.dataset,
+    )
+    transformed = pseudonymize_frame(
+        frame,
+        prf=prf,
+        pseudonymize=plan.pseudonymize,
+        generalize=plan.generalize,
+        drop=plan.drop,
+        entities=_spelled_entities(info),
+    )
+    for line in plan.lines():
+        context.log(line)
     result = Loaded(kind="table", frame=transformed)
     described = describe(
         result,
         target=target if target in transformed.columns else None,
         subject_id_column=subject if subject in transformed.columns else None,
         baseline=data,
-        transformed=[*job.pseudonymize, *job.generalize],
+        transformed=[*plan.pseudonymize, *plan.generalize],
     )
     # A keyed pseudonym still identifies a person to whoever holds the key (GDPR: personal
     # data), and so do the input's identifier columns that were kept as they were.
-    kept = set(info.get("identifier_columns", [])) - set(job.generalize) - set(job.drop)
+    kept = identifiers - set(plan.generalize) - set(plan.drop)
     described["identifier_columns"] = sorted(
-        set(described.get("identifier_columns", [])) | set(job.pseudonymize) | kept
+        set(described.get("identifier_columns", [])) | set(plan.pseudonymize) | kept
     )
+    # A suspect left untouched stays one, whatever the scan of the result says.
+    summaries = described["summaries"]
+    summaries["suspect_columns"] = sorted(
+        (set(summaries.get("suspect_columns", [])) | (suspects & set(plan.untouched)))
+        - set(described["identifier_columns"])
+    )
+    summaries["pseudonymization"] = plan.summary()
     _log_description(context, described)
     name = job.dataset.split("@")[0]
     _leave_for_sealing(context.workdir, dataset=name, data=result, described=described)

@@ -74,15 +74,18 @@ def _features(
     context: JobContext, job: TrainJob, info: dict[str, Any], frame: Any, target: str
 ) -> list[str]:
     """The spec's features, or by default every usable column: not the target, not an
-    identifier, and not a text column with more distinct values than a category has."""
+    identifier or suspected identifier (unless the override names it), and not a text
+    column with more distinct values than a category has."""
     identifiers = list(info.get("identifier_columns", []))
+    suspects = list(info.get("suspect_columns", []))
     allowed = set(job.train.allow_identifier_features)
     if job.features is not None:
         chosen = list(job.features)
     else:
         chosen, skipped = [], []
+        flagged = {*identifiers, *suspects} - allowed
         for column in frame.columns:
-            if column == target or (column in identifiers and column not in allowed):
+            if column == target or column in flagged:
                 continue
             numeric = pd.api.types.is_numeric_dtype(frame[column])
             if not numeric and frame[column].nunique() > MAX_CATEGORIES:
@@ -94,9 +97,16 @@ def _features(
                 f"left out of the features: {', '.join(skipped)} (text with more than "
                 f"{MAX_CATEGORIES} distinct values; name them under features to insist)"
             )
+        doubted = [c for c in frame.columns if c in flagged and c in suspects and c != target]
+        if doubted:
+            context.log(
+                f"left out of the features: {', '.join(doubted)} (suspected identifiers; "
+                "pseudonymise them, or name them under the identifier override, audited)"
+            )
     check_features(
         chosen,
         identifier_columns=identifiers,
+        suspect_columns=suspects,
         allowed=job.train.allow_identifier_features,
         dataset=f"{info['name']}@{info['version']}",
     )

@@ -264,7 +264,10 @@ def pseudonymize(
     ] = "",
     follow: Follow = True,
 ) -> None:
-    """Make a new version with identifiers pseudonymised, generalised or dropped."""
+    """Make a new version with identifiers pseudonymised, generalised or dropped.
+
+    With no column named, every column the registration scan found or suspected to identify
+    people (but the target) is pseudonymised; the columns left untouched are listed."""
 
     def split(text: str) -> list[str]:
         return [part.strip() for part in text.split(",") if part.strip()]
@@ -278,11 +281,35 @@ def pseudonymize(
             **{column: "zip3" for column in split(zip3)},
         },
     }
+    if not (body["pseudonymize"] or body["drop"] or body["generalize"]):
+        out.print(
+            "no column named: the job pseudonymises every identifier and suspected identifier "
+            f"column the scan of {ref} recorded (but the target)",
+            markup=False,
+        )
     with client() as remote:
         run = remote.dataset_job(project, name, number, "pseudonymize", body)
         if follow_job(remote, project, run, follow=follow) is run:
             return
-        print_version(name, version_made_by(remote, project, name, run.id))
+        version = version_made_by(remote, project, name, run.id)
+    print_version(name, version)
+    print_treatment(version.summaries.get("pseudonymization"))
+
+
+def print_treatment(plan: Any) -> None:
+    """What a pseudonymisation did to each column (as its version records it, names only),
+    the columns it left untouched last."""
+    if not isinstance(plan, dict):
+        return  # made by an agent that did not record it
+    generalized = plan.get("generalized", {})
+    for label, columns in (
+        ("pseudonymised", plan.get("pseudonymized", [])),
+        ("generalised", [f"{c} ({how})" for c, how in generalized.items()]),
+        ("dropped", plan.get("dropped", [])),
+    ):
+        if columns:
+            out.print(f"  {label}: {', '.join(columns)}", markup=False)
+    out.print(f"  left untouched: {', '.join(plan.get('untouched', [])) or 'none'}", markup=False)
 
 
 @app.command("schema")

@@ -268,9 +268,11 @@ def describe(
     A table in memory is scanned whole (the poisoning scans sample its rows); a table in
     its canonical file is described from one pass and a sample of at most
     :data:`~bastion.data.profile.SCAN_ROWS` rows, which the poisoning and drift scans read
-    (the PII scan counts on whole columns). ``transformed`` names columns changed on purpose
-    against ``baseline`` (pseudonymised or generalised): their change is the point, not
-    drift, so they are left out of the drift comparison and listed as such.
+    (the PII scan counts on whole columns). The summaries name the columns the PII scan
+    only suspects (``suspect_columns``: names, none of them an identifier column).
+    ``transformed`` names columns changed on purpose against ``baseline`` (pseudonymised or
+    generalised): their change is the point, not drift, so they are left out of the drift
+    comparison and listed as such.
     """
     if isinstance(data, Loaded) and data.kind == "images":
         if target is not None or subject_id_column is not None:
@@ -288,7 +290,11 @@ def describe(
     for label, column in (("target", target), ("subject id column", subject_id_column)):
         if column is not None and column not in frame.columns:
             raise InvalidInput(f"{label} {column!r} is not a column of this table")
-    pii = data.scan_pii(seed=seed) if isinstance(data, TableFile) else scan_frame(frame, seed=seed)
+    pii = (
+        data.scan_pii(seed=seed, suspects=True)
+        if isinstance(data, TableFile)
+        else scan_frame(frame, seed=seed, suspects=True)
+    )
     identifiers = set(pii.entities()) | {c for c in (subject_id_column,) if c}
     features, target_labels = _numeric_features(
         frame,
@@ -298,6 +304,8 @@ def describe(
     summaries: dict[str, Any] = {
         "pii": pii.summary(),
         "poisoning": _poisoning(features, target_labels, seed=seed),
+        # Names only: a pseudonymisation treats them by default, the privacy gate refuses them.
+        "suspect_columns": sorted(set(pii.suspected()) - identifiers),
     }
     if baseline is not None and (isinstance(baseline, TableFile) or baseline.kind == "table"):
         previous = _profile(baseline, seed=seed).sample

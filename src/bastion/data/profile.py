@@ -123,12 +123,14 @@ class TableFile:
         for batch in self.batches(columns=[name]):
             yield _as_whole(pa.Table.from_batches([batch]), column)[name]
 
-    def scan_pii(self, *, seed: int = 0) -> PiiReport:
+    def scan_pii(self, *, seed: int = 0, suspects: bool = False) -> PiiReport:
         """:func:`bastion.data.pii.scan_frame` of the whole table: decided on the sample,
-        counted on each column read again."""
+        counted on each column read again (``suspects``: the weak findings too)."""
         profile = self.profile(seed=seed)
         report = PiiReport(rows=self.rows)
         for name in self.columns:
             chunks = functools.partial(self.column_chunks, name)
-            report.columns += scan_chunks(name, chunks, sample=profile.sample[name], seed=seed)
+            report.add(
+                scan_chunks(name, chunks, sample=profile.sample[name], seed=seed, suspects=suspects)
+            )
         return report

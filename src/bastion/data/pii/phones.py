@@ -166,6 +166,24 @@ class PhoneReader:
         """1 for a phone number as this column writes them."""
         return int(self.status(value, strict=False) != NONE)
 
+    def e164(self, value: str) -> str | None:
+        """The number in E.164 spelling (+442079460958, an extension kept after ``x``), so
+        that one number written many ways is written one way: read with its country code
+        where written with one (+44 ..., 0044 ...), else in this column's region (its trunk
+        region for a number written with that trunk prefix); None for no possible number."""
+        spelled = international(value)
+        if spelled is not None:
+            number = _parse(spelled, None)
+        elif self.numeric:
+            number = _parse(value, "US")
+        else:
+            trunked = _trunk_status(value, self.trunk, strict=False) != NONE
+            number = _parse(value, self.trunk if trunked else self.plain)
+        if number is None or _status(number, strict=False) == NONE:
+            return None
+        spelling = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        return f"{spelling}x{number.extension}" if number.extension else spelling
+
 
 def _best(values: Sequence[str], regions: Sequence[str], read: Callable[..., int]) -> str:
     if not values:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from bastion.data.feature_gate import check_features
 from bastion.data.publish import unpublished_columns
-from bastion.data.schema import parse_schema
+from bastion.data.schema import TableSchema, parse_schema
 from bastion.errors import (
     Conflict,
     InvalidInput,
@@ -198,6 +198,10 @@ def _version_info(session: Session, dataset: Dataset, row: DatasetVersion) -> di
         "subject_id_column": row.subject_id_column,
         "kind": row.schema_.get("kind", "table"),
         "identifier_columns": row.summaries.get("identifier_columns", []),
+        "suspect_columns": row.summaries.get("suspect_columns", []),
+        # The scan's entity per column (names, types and counts): a pseudonymisation spells
+        # each column's values canonically before it pseudonymises them.
+        "pii": row.summaries.get("pii", {}),
         "retention_hold": row.retention_hold,
     }
 
@@ -290,8 +294,8 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
     (1) The dataset version exists and lives on the run's cluster.
     (2) A target is known (the spec's or the version's) and every named column exists.
     (3) Purpose limitation: a dataset that declares purposes is used only for one of them.
-    (4) The privacy gate: identifier columns are no features unless explicitly overridden,
-        and each override is recorded in the audit log.
+    (4) The privacy gate: identifier and suspected identifier columns are no features
+        unless explicitly overridden, and each override is recorded in the audit log.
     """
     job = spec.job
     if job.type != "train":  # pragma: no cover - the route sends only training runs here
@@ -337,11 +341,10 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
     # (3) ...
     check_purpose(job.purpose, declared=row.purpose, dataset=job.dataset)
     # (4) ...
-    listed = row.summaries.get("identifier_columns", [])
-    identifiers = [str(c) for c in listed] if isinstance(listed, list) else []
     overridden = check_features(
         job.features or [],
-        identifier_columns=identifiers,
+        identifier_columns=_names(row.summaries, "identifier_columns"),
+        suspect_columns=_names(row.summaries, "suspect_columns"),
         allowed=job.train.allow_identifier_features,
         dataset=job.dataset,
     )
@@ -357,6 +360,12 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
             },
         )
     return run
+
+
+def _names(summaries: dict[str, Any], key: str) -> list[str]:
+    """A list of column names the version's summaries record under ``key``."""
+    listed = summaries.get(key, [])
+    return [str(c) for c in listed] if isinstance(listed, list) else []
 
 
 # -- versions -------------------------------------------------------------------------------
@@ -375,7 +384,8 @@ def record_version(
     (1) The run must exist in this project, be active, and be leased by this agent.
     (2) It must be a job that makes a version of this dataset.
     (3) One run makes one version: a repeated report returns the recorded one.
-    (4) The schema is the published one: no value of an identifier column is stored.
+    (4) The schema is the published one: no value of an identifier column is stored; the
+        suspected identifiers are listed by name, each a column of that schema.
     """
     run = unit.session.get(Run, fields["run_id"])
     # (1) ...
@@ -411,15 +421,7 @@ def record_version(
     if run.status not in ACTIVE_STATUSES:
         raise Conflict(f"run {run.id} is {run.status}; it can no longer record a version")
     # (4) ...
-    listed = fields["summaries"].get("identifier_columns", [])
-    exposed = unpublished_columns(
-        parse_schema(fields["schema_"]), identifiers=listed if isinstance(listed, list) else []
-    )
-    if exposed:
-        raise InvalidInput(
-            f"the schema reported for {name} is not the published one ({', '.join(exposed)}): "
-            "no value of an identifier column may leave the compute plane; upgrade the agent"
-        )
+    _check_published(name, fields)
     parent = (
         get_version(unit.session, project=project, name=name, version=made_from)
         if made_from is not None
@@ -470,6 +472,28 @@ def record_version(
             shredded_parent=bool(fields.get("shredded_parent")),
         )
     return row
+
+
+def _check_published(name: str, fields: dict[str, Any]) -> None:
+    """Step (4) of :func:`record_version`: the published schema, and names where names go."""
+    listed = fields["summaries"].get("identifier_columns", [])
+    schema = parse_schema(fields["schema_"])
+    exposed = unpublished_columns(schema, identifiers=listed if isinstance(listed, list) else [])
+    if exposed:
+        raise InvalidInput(
+            f"the schema reported for {name} is not the published one ({', '.join(exposed)}): "
+            "no value of an identifier column may leave the compute plane; upgrade the agent"
+        )
+    suspects = fields["summaries"].get("suspect_columns", [])
+    known = {c.name for c in schema.columns} if isinstance(schema, TableSchema) else set()
+    if not isinstance(suspects, list) or any(
+        not isinstance(c, str) or c not in known for c in suspects
+    ):
+        raise InvalidInput(
+            f"the summaries reported for {name} list suspected identifiers that are not "
+            "columns of its schema: only column names may leave the compute plane; upgrade "
+            "the agent"
+        )
 
 
 def edit_schema(
