@@ -59,6 +59,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_pii.py
 	$(BIN)/python benchmarks/bench_dp.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_adversarial.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_sandbox.py
 	$(BIN)/python benchmarks/bench_ingest.py

@@ -42,6 +42,10 @@ TINY: dict[str, tuple[list[str], str]] = {
         ["--reps", "1", "--shadows", "2", "--skip-ray", "--lira", "patients", "--smoke"],
         r"\d+\.\d+x",
     ),
+    "bench_adversarial.py": (
+        ["--seeds", "1", "--eps", "0.2", "--fpr", "0.05", "--epochs", "3", "--rows", "40"],
+        r"^ratio flagged/false-positive rate \(white-box, eps 0\.2, .*\): .* = \d+\.\dx$",
+    ),
     "bench_serve.py": (
         ["--reps", "1", "--seconds", "0.5", "--concurrency", "1", "--replicas", "1"],
         r"^ratio Bastion/bare throughput at \d+ connections?, \d+ replicas?: \d+\.\d+x$",

@@ -23,6 +23,7 @@ from bastion.data.reference import PATIENT_PII_COLUMNS, digits, patients
 from bastion.inference.app import ServeState, create_serve_app
 from bastion.inference.config import ServeConfig
 from bastion.inference.guards.auth import SERVING_KEY_PREFIX, KeyRecord, KeyStore
+from bastion.inference.guards.ood import calibration_split
 from bastion.inference.guards.ratelimit import Limiter, MemoryLimiter
 from bastion.inference.model import load_verified
 from bastion.inference.request_audit import AuditWriter
@@ -104,6 +105,13 @@ def stage(
         json.dumps({"name": name, "version": 1, "manifest_hash": sealed.manifest_hash})
     )
     return folder
+
+
+def unseen_rows(workload: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out rows that set the input detector's thresholds, and those that did not
+    (the split ``fit_guards`` makes with its default seed)."""
+    calibrate, check = calibration_split(len(workload.test_rows), seed=0)
+    return workload.test_rows[calibrate], workload.test_rows[check]
 
 
 @pytest.fixture(scope="session")
@@ -215,7 +223,9 @@ def make_state(
         served,
         x_train=workload.x[workload.train_rows],
         y_train=workload.y[workload.train_rows],
-        x_holdout=workload.x[workload.test_rows[::2]],  # calibration; odd rows stay unseen
+        # The detector sets its thresholds on half of these and checks them on the other
+        # half (``unseen_rows``), as a deployment does with its model's held-out rows.
+        x_holdout=workload.x[workload.test_rows],
         config=config,
     )
     keys = KeyStore()

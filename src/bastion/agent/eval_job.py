@@ -18,8 +18,9 @@ import torch
 from bastion.agent.data_jobs import staged_input
 from bastion.agent.fanout import fanout_from_environment
 from bastion.errors import InvalidInput
-from bastion.evaluate.attacks import input_bounds
+from bastion.evaluate.attacks import Lattice, image_lattice, input_bounds
 from bastion.evaluate.config import EvaluateConfig
+from bastion.evaluate.scorecard import served_robust_accuracy
 from bastion.progress import progress_line
 from bastion.spec import EvaluateJob
 from bastion.train.data import Preprocessing, Split, split_rows
@@ -48,10 +49,11 @@ class Evaluation:
 
 def _headline(kind: str, summary: dict[str, Any]) -> str:
     if kind == "robustness":
-        worst = min(summary["curve"], key=lambda point: point["robust_accuracy"])
+        worst = min(summary["curve"], key=served_robust_accuracy)
+        space = ", integer inputs" if summary.get("gated_space") == "integer" else ""
         return (
             f"clean accuracy {summary['clean_accuracy']:.3f}; lowest robust accuracy "
-            f"{worst['robust_accuracy']:.3f} ({worst['attack']}, eps {worst['eps']})"
+            f"{served_robust_accuracy(worst):.3f} ({worst['attack']}, eps {worst['eps']}{space})"
         )
     if kind == "membership":
         return (
@@ -63,6 +65,20 @@ def _headline(kind: str, summary: dict[str, Any]) -> str:
         gap = summary["max_accuracy_difference"] if gap is None else gap
         return f"largest gap between groups {gap if gap is None else round(gap, 3)}"
     return f"top features: {', '.join(summary.get('top_features', [])[:5]) or 'image maps'}"
+
+
+def _lattice(subject: Evaluation) -> Lattice | None:
+    """The integer pixels the inference server accepts (the exact schema is the images'
+    dtype and range), or None for tables and float images."""
+    if subject.prep.kind != "images":
+        return None
+    images = subject.data.arrays()[0]
+    return image_lattice(
+        dtype=str(images.dtype),
+        minimum=float(images.min()),
+        maximum=float(images.max()),
+        value_range=subject.prep.value_range,
+    )
 
 
 def evaluate_model(
@@ -87,7 +103,13 @@ def evaluate_model(
         if kind == "robustness" and config.robustness is not None:
             lower, upper = input_bounds(x, images=prep.kind == "images")
             results[kind] = evaluate_robustness(
-                model, *test, config.robustness, lower=lower, upper=upper, seed=seed
+                model,
+                *test,
+                config.robustness,
+                lower=lower,
+                upper=upper,
+                lattice=_lattice(subject),
+                seed=seed,
             )
         elif kind == "membership" and config.membership_inference is not None:
             fanout = fanout_from_environment()

@@ -75,9 +75,17 @@ def robustness(
     if summary is None:
         return
     out.print(f"clean accuracy {summary['clean_accuracy']:.4f} on {summary['rows']} rows")
-    table = Table("attack", "eps", "robust accuracy", title=f"robustness of {ref}")
+    integer = summary.get("gated_space") == "integer"
+    columns = ["attack", "eps", "robust accuracy" + (" (float)" if integer else "")]
+    table = Table(
+        *columns, *(["integer inputs (gated)"] if integer else []), title=f"robustness of {ref}"
+    )
     for point in summary["curve"]:
-        table.add_row(point["attack"], str(point["eps"]), f"{point['robust_accuracy']:.4f}")
+        cells = [point["attack"], str(point["eps"]), f"{point['robust_accuracy']:.4f}"]
+        if integer:
+            integer_figure = point.get("robust_accuracy_integer")
+            cells.append("-" if integer_figure is None else f"{integer_figure:.4f}")
+        table.add_row(*cells)
     out.print(table)
 
 

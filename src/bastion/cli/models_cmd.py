@@ -16,6 +16,7 @@ from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.client import ApprovalOut
 from bastion.errors import CheckFailed
+from bastion.evaluate.scorecard import served_robust_accuracy
 from bastion.files import atomic_write_bytes
 
 app = typer.Typer(help="Trained models: versions, evidence, verification.", no_args_is_help=True)
@@ -126,10 +127,11 @@ def print_card(card: dict[str, Any]) -> None:
         if performance.get(key) is not None:
             out.print(f"  {label} accuracy {performance[key]:.4f}")
     if card["robustness"]:
-        worst = min(card["robustness"]["curve"], key=lambda p: p["robust_accuracy"])
+        worst = min(card["robustness"]["curve"], key=served_robust_accuracy)
+        space = ", integer inputs" if card["robustness"].get("gated_space") == "integer" else ""
         out.print(
-            f"  robust accuracy {worst['robust_accuracy']:.4f} at eps {worst['eps']} "
-            f"({worst['attack']})"
+            f"  robust accuracy {served_robust_accuracy(worst):.4f} at eps {worst['eps']} "
+            f"({worst['attack']}{space})"
         )
     if card["membership"]:
         found = card["membership"]

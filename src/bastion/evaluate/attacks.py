@@ -4,6 +4,10 @@ Adversarial training and the robustness evaluation use this one implementation. 
 function takes the model, a batch and labels, works on the whole batch at once, keeps
 the examples inside ``[lower, upper]`` (the schema's valid range) and returns new
 tensors; the model's parameters, mode and gradients are left as they were.
+
+Given a :class:`Lattice` (integer pixels, as the inference server accepts them), every
+example the model sees, at each step and at the end, is a valid input: a lattice point
+within the budget, so the result can be sent to the server as it is.
 """
 
 from __future__ import annotations
@@ -12,13 +16,24 @@ import contextlib
 import enum
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from bastion.errors import InvalidInput
 
-__all__ = ["Attack", "Bound", "Norm", "fgsm", "input_bounds", "pgd", "run_attack"]
+__all__ = [
+    "Attack",
+    "Bound",
+    "Lattice",
+    "Norm",
+    "fgsm",
+    "image_lattice",
+    "input_bounds",
+    "pgd",
+    "run_attack",
+]
 
 #: A valid-range bound: one value for every input, or a tensor broadcast against one example
 #: (per-feature bounds for tables, from the schema's range).
@@ -93,6 +108,51 @@ def input_bounds(x: torch.Tensor, *, images: bool) -> tuple[Bound, Bound]:
     return x.min(dim=0).values, x.max(dim=0).values
 
 
+@dataclass(frozen=True)
+class Lattice:
+    """The inputs a server accepts: ``lower + k * step`` for integers ``k``, up to ``upper``
+    (in model-input units; the image's integer pixels after scaling)."""
+
+    step: float
+    lower: float
+    upper: float
+
+    def budget(self, eps: float) -> float:
+        """The largest move along one input within ``eps``: a whole number of steps."""
+        return math.floor(eps / self.step + 1e-6) * self.step
+
+    def snap(self, x: torch.Tensor) -> torch.Tensor:
+        """The nearest lattice point, inside the range."""
+        levels = torch.round((x - self.lower) / self.step)
+        return (self.lower + levels * self.step).clamp(self.lower, self.upper)
+
+    def project(
+        self, adversarial: torch.Tensor, x: torch.Tensor, *, eps: float, norm: Norm
+    ) -> torch.Tensor:
+        """A lattice point near ``adversarial`` within ``eps`` of the clean ``x`` (itself on
+        the lattice). L-infinity rounds each input to the nearest level within the budget;
+        L2 rounds each change towards zero, which can only shorten it."""
+        delta = adversarial - x
+        if norm is Norm.LINF:
+            bound = self.budget(eps)
+            delta = (torch.round(delta / self.step) * self.step).clamp(-bound, bound)
+        else:
+            delta = torch.trunc(delta / self.step + 1e-6 * torch.sign(delta)) * self.step
+        return self.snap(x + delta)
+
+
+def image_lattice(
+    *, dtype: str, minimum: float, maximum: float, value_range: tuple[float, float]
+) -> Lattice | None:
+    """The lattice of an image schema with integer pixels (scaled as the model's
+    preprocessing scales them), or None when its pixels are not integers."""
+    if not dtype.startswith(("int", "uint")):
+        return None
+    low, high = value_range
+    span = max(high - low, 1e-12)
+    return Lattice(step=1 / span, lower=(minimum - low) / span, upper=(maximum - low) / span)
+
+
 def _check(eps: float, lower: Bound, upper: Bound) -> None:
     if eps < 0:
         raise InvalidInput(f"eps must be >= 0, got {eps}")
@@ -114,12 +174,17 @@ def fgsm(
     eps: float,
     lower: Bound = 0.0,
     upper: Bound = 1.0,
+    lattice: Lattice | None = None,
 ) -> torch.Tensor:
-    """Fast gradient sign method (L-infinity, one step of size ``eps``)."""
+    """Fast gradient sign method (L-infinity, one step of size ``eps``; on the lattice, of
+    the largest whole number of steps within ``eps``)."""
     _check(eps, lower, upper)
     with _frozen(model):
         gradient = _loss_gradient(model, x, y)
-    return _clamp(x + eps * gradient.sign(), lower, upper).detach()
+    adversarial = _clamp(x + eps * gradient.sign(), lower, upper)
+    if lattice is not None:
+        adversarial = lattice.project(adversarial, x, eps=eps, norm=Norm.LINF)
+    return adversarial.detach()
 
 
 def pgd(
@@ -137,6 +202,7 @@ def pgd(
     early_stop: bool = False,
     lower: Bound = 0.0,
     upper: Bound = 1.0,
+    lattice: Lattice | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al.), keeping each example's strongest restart.
@@ -149,6 +215,10 @@ def pgd(
     an iterate fools the model and keeps that iterate: the attack is at least as strong
     (a later step can no longer undo a success) and spends no work on examples already
     won. Adversarial training leaves it off: it wants the full-strength iterates.
+
+    With a ``lattice`` the iterate itself moves freely (small steps add up), but the model
+    sees, is attacked at and returns only its projection onto the lattice (the nearest
+    valid input within ``eps``): the examples are inputs the server accepts as they are.
     """
     _check(eps, lower, upper)
     if steps < 1 or restarts < 1:
@@ -160,6 +230,14 @@ def pgd(
         base if schedule == "constant" else base * 0.5 * (1 + math.cos(math.pi * t / steps))
         for t in range(steps)
     ]
+    if lattice is not None and lattice.budget(eps) == 0 and norm is Norm.LINF:
+        return x.detach().clone()  # no valid input differs from x by eps or less
+
+    def valid(adversarial: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+        if lattice is None:
+            return adversarial
+        return lattice.project(adversarial, origin, eps=eps, norm=norm)
+
     best = x.detach().clone()
     best_loss = torch.full((len(x),), -float("inf"), device=x.device)
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -175,7 +253,7 @@ def pgd(
             for alpha in alphas:
                 if len(rows) == 0:
                     break
-                gradient, logits = _gradient_and_logits(model, adv[rows], y[rows])
+                gradient, logits = _gradient_and_logits(model, valid(adv[rows], x[rows]), y[rows])
                 if early_stop:  # adv[rows] already fools: keep it as it is
                     going = logits.argmax(dim=1) == y[rows]
                     rows, gradient = rows[going], gradient[going]
@@ -186,7 +264,7 @@ def pgd(
                 origin = x[rows]
                 delta = _project(adv[rows] + step - origin, eps=eps, norm=norm)
                 adv[rows] = _clamp(origin + delta, lower, upper).detach()
-            adv = adv.detach()
+            adv = valid(adv, x).detach()
             with torch.no_grad():
                 logits = model(adv)
                 loss = nn.functional.cross_entropy(logits, y, reduction="none")
@@ -209,11 +287,21 @@ def run_attack(
     norm: Norm = Norm.LINF,
     lower: Bound = 0.0,
     upper: Bound = 1.0,
+    lattice: Lattice | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Dispatch by name (adversarial training and evaluation specs name their attack)."""
     if attack is Attack.FGSM:
-        return fgsm(model, x, y, eps=eps, lower=lower, upper=upper)
+        return fgsm(model, x, y, eps=eps, lower=lower, upper=upper, lattice=lattice)
     return pgd(
-        model, x, y, eps=eps, steps=steps, norm=norm, lower=lower, upper=upper, generator=generator
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        norm=norm,
+        lower=lower,
+        upper=upper,
+        lattice=lattice,
+        generator=generator,
     )

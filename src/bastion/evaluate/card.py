@@ -144,11 +144,18 @@ _ROC_FLOOR = 1e-4
 def _robustness_plot(robustness: dict[str, Any]) -> str:
     clean = robustness["clean_accuracy"]
     series = []
+    spaces = [("robust_accuracy", "")]
+    if robustness.get("gated_space") == "integer":
+        spaces = [("robust_accuracy", " float"), ("robust_accuracy_integer", " integer")]
     for attack in sorted({point["attack"] for point in robustness["curve"]}):
-        chosen = sorted(
-            (p["eps"], p["robust_accuracy"]) for p in robustness["curve"] if p["attack"] == attack
-        )
-        series.append(Series(attack.upper(), [(0.0, clean), *chosen], markers=True))
+        for key, label in spaces:
+            # A curve merged with older evaluations may lack the integer figure at an eps.
+            chosen = sorted(
+                (p["eps"], p[key])
+                for p in robustness["curve"]
+                if p["attack"] == attack and key in p
+            )
+            series.append(Series(attack.upper() + label, [(0.0, clean), *chosen], markers=True))
     largest = max((point["eps"] for point in robustness["curve"]), default=1.0)
     series.append(Series("clean", [(0.0, clean), (largest, clean)], colour=GREY, dashed=True))
     return line_plot(

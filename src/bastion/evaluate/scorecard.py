@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-__all__ = ["OWASP_ML_TOP_10", "build_scorecard"]
+__all__ = ["OWASP_ML_TOP_10", "build_scorecard", "served_robust_accuracy"]
 
 Status = Literal["pass", "fail", "not assessed"]
 
@@ -34,6 +34,14 @@ MAX_MIA_AUC = 0.6
 MAX_MIA_TPR_AT_1PCT = 0.05
 
 
+def served_robust_accuracy(point: dict[str, Any]) -> float:
+    """A robustness point's accuracy in the space the inference server accepts: on integer
+    inputs when the dataset's values are integers (float-space examples cannot reach the
+    deployed model), else in float space. The ``min_robust_accuracy`` gate reads this."""
+    value = point.get("robust_accuracy_integer", point["robust_accuracy"])
+    return float(value)
+
+
 def _item(code: str, status: Status, evidence: str, fix: str = "") -> dict[str, str]:
     item = {"id": code, "name": OWASP_ML_TOP_10[code], "status": status, "evidence": evidence}
     if fix:
@@ -48,11 +56,12 @@ def _ml01(card: dict[str, Any]) -> dict[str, str]:
             "ML01", "not assessed", "no robustness evaluation", "run bastion eval robustness"
         )
     smallest = min(point["eps"] for point in robustness["curve"])
-    worst = min(p["robust_accuracy"] for p in robustness["curve"] if p["eps"] == smallest)
+    worst = min(served_robust_accuracy(p) for p in robustness["curve"] if p["eps"] == smallest)
     clean = robustness["clean_accuracy"]
+    space = "integer inputs, " if robustness.get("gated_space") == "integer" else ""
     evidence = (
-        f"robust accuracy {worst:.3f} at eps {smallest} ({robustness['norm']}) against clean "
-        f"{clean:.3f}"
+        f"robust accuracy {worst:.3f} at eps {smallest} ({space}{robustness['norm']}) against "
+        f"clean {clean:.3f}"
     )
     adversarial = (card.get("training", {}).get("train") or {}).get("adversarial")
     if adversarial:

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from bastion.errors import InvalidSpec
+from bastion.evaluate.scorecard import served_robust_accuracy
 from bastion.jsonschema import at_least_one_field
 
 __all__ = ["GATES", "GateResult", "Policy", "evaluate_gates", "parse_policy"]
@@ -30,6 +31,10 @@ class _Strict(BaseModel):
 
 
 class RobustGate(_Strict):
+    """Robust accuracy under ``attack`` at ``eps``, in the space the inference server
+    accepts: on integer inputs when the dataset's values are integers, else in float space
+    (:func:`bastion.evaluate.scorecard.served_robust_accuracy`)."""
+
     eps: float = Field(gt=0, le=10)
     value: float = Field(ge=0, le=1)
     attack: Literal["pgd", "fgsm"] = "pgd"
@@ -203,8 +208,9 @@ def evaluate_gates(policy: Policy, card: dict[str, Any]) -> list[GateResult]:
         )
     if policy.min_robust_accuracy is not None:
         gate_r = policy.min_robust_accuracy
+        integer = (robustness or {}).get("gated_space") == "integer"
         points = [
-            p["robust_accuracy"]
+            served_robust_accuracy(p)
             for p in (robustness or {}).get("curve", [])
             if p["attack"] == gate_r.attack and abs(p["eps"] - gate_r.eps) < 1e-9
         ]
@@ -212,7 +218,8 @@ def evaluate_gates(policy: Policy, card: dict[str, Any]) -> list[GateResult]:
             GateResult(
                 gate="min_robust_accuracy",
                 passed=bool(points) and points[0] >= gate_r.value,
-                required=f">= {gate_r.value} under {gate_r.attack} at eps {gate_r.eps}",
+                required=f">= {gate_r.value} under {gate_r.attack} at eps {gate_r.eps}"
+                + (" on integer inputs" if integer else ""),
                 actual=_number(points[0]) if points else f"not evaluated at eps {gate_r.eps}",
             )
         )

@@ -85,6 +85,12 @@ def _load(
         x_holdout=x[torch.as_tensor(test_rows)],
         config=job.serve,
     )
+    checked = loaded.detector.held_out if loaded.detector is not None else None
+    if checked is not None:
+        log_line(
+            f"input detector: flags {checked.flagged:.1%} of {checked.rows} clean rows its "
+            f"thresholds were not set on (budget {job.serve.ood_fpr:.1%})"
+        )
     # (3) The plaintext rows are not needed once the guards are fitted.
     shutil.rmtree(root / INPUTS / "input", ignore_errors=True)
     return loaded

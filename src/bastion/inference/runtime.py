@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bastion.data.schema import ImageSchema
+from bastion.evaluate.attacks import Lattice, image_lattice
 from bastion.inference.app import Loaded
 from bastion.inference.config import ServeConfig
 from bastion.inference.guards.extraction import ExtractionDetector, InputGrid
@@ -13,10 +15,26 @@ from bastion.inference.guards.validate import RequestValidator
 from bastion.inference.model import ServedModel
 from bastion.inference.monitor import DriftMonitor, input_names
 
-__all__ = ["fit_guards"]
+__all__ = ["fit_guards", "served_lattice"]
 
 #: Rows used to fit the detectors and drift reference (a bound on start-up time).
 _MAX_FIT_ROWS = 5000
+#: Fewer held-out rows than this cannot be split into thresholds and their check; the
+#: detector is then calibrated on training rows (which flags more clean requests, not fewer).
+_MIN_HOLDOUT_ROWS = 40
+
+
+def served_lattice(served: ServedModel) -> Lattice | None:
+    """The model inputs the validator lets through, when they are integer pixels."""
+    schema = served.schema
+    if not isinstance(schema, ImageSchema):
+        return None
+    return image_lattice(
+        dtype=schema.dtype,
+        minimum=schema.minimum,
+        maximum=schema.maximum,
+        value_range=served.prep.value_range,
+    )
 
 
 def fit_guards(
@@ -28,7 +46,8 @@ def fit_guards(
     config: ServeConfig,
     seed: int = 0,
 ) -> Loaded:
-    """Fit OOD thresholds, the extraction grid and the drift reference on training rows."""
+    """Fit the input detector (thresholds on half the held-out rows, checked on the other
+    half), the extraction grid and the drift reference on training rows."""
     generator = torch.Generator().manual_seed(seed)
     if len(x_train) > _MAX_FIT_ROWS:
         chosen = torch.randperm(len(x_train), generator=generator)[:_MAX_FIT_ROWS]
@@ -39,9 +58,11 @@ def fit_guards(
         probabilities=served.probabilities,
         x_fit=x_train,
         y_fit=y_train,
-        x_calibrate=x_holdout if len(x_holdout) >= 20 else x_train,
+        x_holdout=x_holdout if len(x_holdout) >= _MIN_HOLDOUT_ROWS else x_train,
+        lattice=served_lattice(served),
         images=images,
         fpr=config.ood_fpr,
+        seed=seed,
     )
     flat = x_train.flatten(1).numpy().astype(np.float64)
     drift = None
