@@ -44,7 +44,7 @@ def _train_cnn(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     inputs, targets = torch.tensor(x).unsqueeze(1), torch.tensor(y)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(30):
+    for _ in range(12):
         order = torch.randperm(len(targets), generator=generator)
         for start in range(0, len(order), 64):
             batch = order[start : start + 64]
@@ -69,7 +69,8 @@ def test_a_badnets_trigger_is_found_at_a_low_false_positive_rate() -> None:
     flagged[report.flagged] = True
     recall = flagged[poisoned].mean()
     false_positive_rate = flagged[~poisoned].mean()
-    # Measured: recall 1.00, false-positive rate 0.0006 (the same for seeds 0, 1 and 2);
+    # Measured (12 epochs, trigger success 0.95): recall 1.00, false-positive rate 0.0006
+    # (30 epochs gave the same for seeds 0, 1 and 2);
     # the next most suspicious class had 72% of its suspect cluster look elsewhere, not 80%.
     assert recall >= 0.8, recall
     assert false_positive_rate < 0.05, false_positive_rate
