@@ -79,6 +79,9 @@ class Settings(BaseModel):
     relay: str | None = None
     #: An agent's one-time join token (``bastion agent start``), kept out of the process list.
     join_token: SecretStr | None = None
+    #: The most GPUs an agent advertises and gives jobs (``bastion agent start --gpus``);
+    #: None: every GPU ``torch.cuda`` finds on its host; 0: none (a CPU-only agent).
+    agent_gpus: int | None = Field(default=None, ge=0, le=64)
     pseudonym_key: SecretStr | None = None  # set by the agent for pseudonymisation jobs only
     erase_subject: SecretStr | None = None  # set by the agent for erasure jobs only
 

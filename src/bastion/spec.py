@@ -334,14 +334,27 @@ _TRAIN_KEYS = (
 
 
 class Resources(_Strict):
-    """Limits applied to the job: wall time, address space per process, CPU time per
-    process, processes and threads at once, largest file it may write."""
+    """What the job needs and may use: wall time, address space per process, CPU time per
+    process, processes and threads at once, largest file it may write; GPUs, workers and
+    CPUs per worker, which the control plane places on an agent that advertises them."""
 
     timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     memory_mb: int = Field(default=4096, ge=64, le=1 << 20)
     cpu_seconds: int | None = Field(default=None, ge=1)
     processes: int = Field(default=512, ge=8, le=1 << 16)
     file_mb: int = Field(default=64 << 10, ge=1, le=1 << 24)
+    gpus: int = Field(
+        default=0, ge=0, le=16, description="GPUs the job is given (only these are visible)."
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Training processes; more than one needs data-parallel training.",
+    )
+    cpus_per_worker: int | None = Field(
+        default=None, ge=1, le=256, description="CPUs each worker needs on its host."
+    )
 
 
 class RunSpec(_Strict):
@@ -367,6 +380,16 @@ class RunSpec(_Strict):
         job = {"type": "train", **{k: data[k] for k in _TRAIN_KEYS if k in data}}
         job.setdefault("model_name", data.get("name"))
         return {**rest, "job": job}
+
+    @model_validator(mode="after")
+    def _half_precision_on_a_gpu(self) -> RunSpec:
+        half = isinstance(self.job, TrainJob) and self.job.train.mixed_precision == "fp16"
+        if half and self.resources.gpus == 0:
+            raise ValueError(
+                "train.mixed_precision fp16 runs on a GPU only; give resources.gpus, "
+                "or use bf16 (which the CPU supports)"
+            )
+        return self
 
 
 _JOB_TYPES = frozenset({"smoke", "train", *DATASET_JOB_TYPES})

@@ -292,8 +292,14 @@ def test_agent_listens_on_no_port_and_jobs_hold_no_credential(plane: Plane, tmp_
         "BASTION_AGENT_LIFELINE",
         "BASTION_FANOUT",
         "PYTHONDONTWRITEBYTECODE",
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
         "PWD",  # set by bubblewrap
     }, sorted(environ)
+    assert environ["CUDA_VISIBLE_DEVICES"] == ""  # given no GPU, CUDA may use none
+    # Its heartbeat advertised this host: CPUs, memory, and no GPU (CI has none).
+    capacity = plane.admin.list_clusters()[0].capacity
+    assert capacity is not None and capacity.cpus >= 1 and capacity.gpus == []
     agent_token = json.loads((plane.agent_home / "agent-c1.json").read_text())["token"]
     assert agent_token not in json.dumps(environ)
     # The relay, seen from inside the job's sandbox, forwards reports on its own run only.

@@ -183,3 +183,67 @@ def test_an_operating_system_refusal_is_named_in_one_line(error: OSError, says: 
     reason = _reason(error)
     assert says in reason
     assert "\n" not in reason
+
+
+def _resources(**given: object) -> dict[str, object]:
+    return {"name": "x", "project": "p", "cluster": "c", "job": {"type": "smoke"}, **given}
+
+
+def test_resources_default_to_one_cpu_worker_without_gpus() -> None:
+    resources = parse_spec(_resources()).resources
+    assert (resources.gpus, resources.workers, resources.cpus_per_worker) == (0, 1, None)
+    given = parse_spec(_resources(resources={"gpus": 2, "workers": 4, "cpus_per_worker": 8}))
+    assert (given.resources.gpus, given.resources.workers) == (2, 4)
+    assert given.resources.cpus_per_worker == 8
+
+
+@pytest.mark.parametrize(
+    ("resources", "says"),
+    [
+        ({"gpus": -1}, "resources.gpus: Input should be greater than or equal to 0"),
+        ({"gpus": 17}, "resources.gpus: Input should be less than or equal to 16"),
+        ({"workers": 0}, "resources.workers: Input should be greater than or equal to 1"),
+        ({"workers": 65}, "resources.workers: Input should be less than or equal to 64"),
+        (
+            {"cpus_per_worker": 0},
+            "resources.cpus_per_worker: Input should be greater than or equal to 1",
+        ),
+        (
+            {"cpus_per_worker": 257},
+            "resources.cpus_per_worker: Input should be less than or equal to 256",
+        ),
+        ({"gpu": 1}, "resources.gpu: Extra inputs are not permitted (did you mean 'gpus'?)"),
+    ],
+)
+def test_bad_resources_are_refused_naming_the_field(
+    resources: dict[str, object], says: str
+) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        parse_spec(_resources(resources=resources))
+    assert str(refused.value) == f"spec: {says}"
+
+
+def _train(train: dict[str, object], **resources: object) -> dict[str, object]:
+    return {
+        "name": "x",
+        "project": "p",
+        "cluster": "c",
+        "dataset": "patients@1",
+        "model": {"builtin": "mlp"},
+        "train": train,
+        "resources": resources,
+    }
+
+
+def test_mixed_precision_is_checked_against_the_device_and_privacy() -> None:
+    assert parse_spec(_train({})).job.train.mixed_precision is None  # type: ignore[union-attr]
+    bf16 = parse_spec(_train({"mixed_precision": "bf16"}))  # the CPU runs bf16 too
+    assert bf16.job.train.mixed_precision == "bf16"  # type: ignore[union-attr]
+    assert parse_spec(_train({"mixed_precision": "fp16"}, gpus=1)).resources.gpus == 1
+    with pytest.raises(InvalidSpec, match=r"fp16 runs on a GPU only; give resources\.gpus"):
+        parse_spec(_train({"mixed_precision": "fp16"}))
+    private: dict[str, object] = {"mixed_precision": "fp16", "privacy": {"noise_multiplier": 1.0}}
+    with pytest.raises(InvalidSpec, match="fp16 needs a gradient scaler"):
+        parse_spec(_train(private, gpus=1))
+    with pytest.raises(InvalidSpec, match=r"train\.mixed_precision: Input should be 'bf16' or"):
+        parse_spec(_train({"mixed_precision": "fp8"}))

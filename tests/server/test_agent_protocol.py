@@ -3,7 +3,8 @@
 The job never holds its token (the agent's relay does), but a relay of a dead agent's
 attempt, or anything that saw the token, must not report on a run a newer attempt owns.
 An agent says how it runs jobs (bubblewrap or none); a run that ran unsandboxed says so,
-and so do the cluster list and the compliance reports.
+and so do the cluster list and the compliance reports. An agent is leased only a run its
+host can hold (the GPUs it advertises, and has free).
 """
 
 from __future__ import annotations
@@ -125,3 +126,31 @@ def test_a_run_stays_marked_once_any_attempt_ran_unsandboxed(
         again = agent.lease("c1", wait=0, isolation="bubblewrap")
         assert again is not None and again.attempt == 2
     assert admin.get_run("p", run.id).isolation == "none"
+
+
+def test_an_agent_is_leased_only_a_run_its_host_can_hold(
+    sdk_plane: tuple[Client, Database], tmp_path: Path
+) -> None:
+    from bastion.client import Capacity, GpuInfo
+
+    admin, _ = sdk_plane
+    agent_token = _join(admin, tmp_path)
+    gpu_host = Capacity(cpus=16, memory_mb=131072, gpus=[GpuInfo(index=0, name="NVIDIA H200")])
+    spec = {"project": "p", "cluster": "c1", "job": {"type": "smoke"}}
+    with Client(admin.url, token=agent_token, transport=admin._http._transport) as agent:
+        agent.heartbeat("c1", {}, capacity=gpu_host)
+        on_gpu = admin.submit_run({**spec, "name": "on-gpu", "resources": {"gpus": 1}})
+        on_cpu = admin.submit_run({**spec, "name": "on-cpu"})
+        # The agent restarts with its GPU hidden (--gpus 0): the older GPU run waits, and
+        # the CPU run behind it is not held up.
+        agent.heartbeat("c1", {}, capacity=Capacity(cpus=16, memory_mb=131072))
+        first = agent.lease("c1", wait=0)
+        assert first is not None and first.run_id == on_cpu.id
+        assert agent.lease("c1", wait=0) is None
+        assert admin.get_run("p", on_gpu.id).status == "queued"
+        # The GPU is back, but busy with another job: still not leased.
+        agent.heartbeat("c1", {}, capacity=gpu_host)
+        assert agent.lease("c1", wait=0, free_gpus=0) is None
+        second = agent.lease("c1", wait=0, free_gpus=1)
+        assert second is not None and second.run_id == on_gpu.id
+        assert second.spec["resources"]["gpus"] == 1

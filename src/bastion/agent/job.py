@@ -77,6 +77,8 @@ class JobContext:
     workdir: Path
     resume_from: int | None
     inputs_root: Path
+    #: GPUs the run was given (``resources.gpus``); the agent shows the job only these.
+    gpus: int = 0
 
     retry_seconds: float = 300.0
 
@@ -288,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir=workdir,
             resume_from=manifest.get("resume_from"),
             inputs_root=Path(manifest["inputs_root"]),
+            gpus=spec.resources.gpus,
         )
         return _attempt(context, spec, isolation=manifest.get("isolation", ""))
 

@@ -26,7 +26,7 @@ from bastion.security.sandbox import Limits, Sandbox
 from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
 
-__all__ = ["Setup", "job_environment", "prepare", "serve_inputs", "tls_files"]
+__all__ = ["Setup", "gpu_environment", "job_environment", "prepare", "serve_inputs", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,13 @@ class Setup:
     fanout: dict[str, str]
 
 
-def prepare(lease: LeaseOut, workdir: Path, setup: Setup) -> tuple[JobRequest, list[str]]:
+def prepare(
+    lease: LeaseOut, workdir: Path, setup: Setup, *, gpus: tuple[int, ...] = ()
+) -> tuple[JobRequest, list[str]]:
     """Verify and stage the run's inputs in ``workdir``, write its manifest, and say how to
-    start it; also what was staged (for the log). Refuses with a ``BastionError`` (a
-    tampered or missing input, a refused source) or an ``OSError`` (storage)."""
+    start it; also what was staged (for the log). ``gpus`` are the host indices of the GPUs
+    the agent gives the job. Refuses with a ``BastionError`` (a tampered or missing input,
+    a refused source) or an ``OSError`` (storage)."""
     spec = lease.spec
     manifest: dict[str, Any] = {
         "run_id": lease.run_id,
@@ -107,6 +110,7 @@ def prepare(lease: LeaseOut, workdir: Path, setup: Setup) -> tuple[JobRequest, l
         )
         environment["BASTION_ERASE_SUBJECT"] = subject.decode()
     environment.update(setup.fanout)
+    environment.update(gpu_environment(gpus))
     resources = spec.get("resources", {})
     request = JobRequest(
         run_id=lease.run_id,
@@ -119,6 +123,7 @@ def prepare(lease: LeaseOut, workdir: Path, setup: Setup) -> tuple[JobRequest, l
             cpu_seconds=resources.get("cpu_seconds"),
             processes=int(resources.get("processes", 512)),
             file_mb=int(resources.get("file_mb", 64 << 10)),
+            address_space=not gpus,
         ),
         relay=RelayTarget(
             url=setup.url,
@@ -130,8 +135,19 @@ def prepare(lease: LeaseOut, workdir: Path, setup: Setup) -> tuple[JobRequest, l
         sandbox=setup.sandbox,
         readonly=tuple(readonly),
         network=job["type"] == "serve",  # its listening port; still no keys, no files
+        gpus=gpus,
     )
     return request, staged
+
+
+def gpu_environment(gpus: tuple[int, ...]) -> dict[str, str]:
+    """What CUDA in the job may use: the GPUs it was given, by host index, and none (an
+    empty ``CUDA_VISIBLE_DEVICES``) for a job given none. Indices in PCI bus order, the
+    order ``nvidia-smi`` and the device nodes use."""
+    return {
+        "CUDA_VISIBLE_DEVICES": ",".join(str(index) for index in gpus),
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
 
 
 def tls_files(job: dict[str, Any], private: tuple[Path, ...]) -> list[Path]:

@@ -34,6 +34,7 @@ from bastion.progress import progress_line
 from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
+from bastion.train.device import training_device
 from bastion.train.models import build_model, load_packaged, package_model, penultimate
 from bastion.train.recipe import recipe
 from bastion.train.trainer import Event, Trainer, TrainState
@@ -151,7 +152,17 @@ def _hand_over(workdir: Path) -> Any:
     return hand_over
 
 
+def _device(context: JobContext, job: TrainJob) -> torch.device:
+    """Where the job trains (cuda when it was given GPUs), said in its log."""
+    device = training_device(context.gpus)
+    where = "the CPU" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
+    precision = job.train.mixed_precision
+    context.log(f"training on {where}" + (f", {precision} mixed precision" if precision else ""))
+    return device
+
+
 def run_train(context: JobContext, job: TrainJob) -> None:
+    device = _device(context, job)  # first: a GPU job that finds no GPU fails here
     workdir = context.workdir
     data, info = staged_input(workdir)
     # The exact schema (with a steward's edits): validation here and, in the model
@@ -192,7 +203,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     resume = workdir / "inputs" / "checkpoint"
     if resume.is_dir():
         context.log(f"resuming from the sealed checkpoint of epoch {context.resume_from}")
-    result = Trainer(config, hooks).fit(
+    result = Trainer(config, hooks, device=device).fit(
         model,
         x[train_rows],
         y[train_rows],

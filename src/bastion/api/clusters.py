@@ -17,8 +17,10 @@ from bastion.api.common import (
 )
 
 __all__ = [
+    "Capacity",
     "ClusterIn",
     "ClusterOut",
+    "GpuInfo",
     "HeartbeatIn",
     "HeartbeatOut",
     "Isolation",
@@ -33,6 +35,22 @@ __all__ = [
 
 #: How an agent isolates its jobs (:class:`bastion.security.sandbox.Isolation`).
 Isolation = Literal["bubblewrap", "none"]
+
+
+class GpuInfo(Request):
+    """One GPU of an agent's host, as ``torch.cuda`` names it."""
+
+    index: int = Field(ge=0, le=1023, description="Its CUDA index on the host.")
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    memory_mb: int = Field(default=0, ge=0, le=1 << 32, description="Total memory, MiB.")
+
+
+class Capacity(Request):
+    """What an agent's host can give a job: what placement compares a run's resources with."""
+
+    cpus: int = Field(ge=1, le=1 << 16)
+    memory_mb: int = Field(ge=0, le=1 << 32, description="The host's memory, MiB.")
+    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
 
 
 class ClusterIn(Request):
@@ -55,6 +73,11 @@ class ClusterOut(Response):
         default=None,
         description="How the cluster's agent isolates jobs: bubblewrap, or none (started "
         "with --no-sandbox); null until its agent said.",
+    )
+    capacity: Capacity | None = Field(
+        default=None,
+        description="What its agent's host advertises (CPUs, memory, GPUs); null until its "
+        "agent said.",
     )
 
 
@@ -80,6 +103,9 @@ class HeartbeatIn(Request):
     )
     isolation: Isolation | None = Field(
         default=None, description="How this agent isolates jobs (bubblewrap or none)."
+    )
+    capacity: Capacity | None = Field(
+        default=None, description="What this agent's host can give jobs (placement)."
     )
 
 

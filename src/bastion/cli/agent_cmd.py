@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import SecretStr
@@ -14,6 +14,9 @@ from bastion.cli.context import err, out, settings, when
 from bastion.cli.output import Output, OutputFormat, printed
 from bastion.cli.remote import client
 from bastion.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from bastion.client import Capacity
 
 clusters = typer.Typer(help="Register compute planes (clusters).", no_args_is_help=True)
 agents = typer.Typer(help="Run a cluster's agent next to the data.", no_args_is_help=True)
@@ -45,12 +48,12 @@ def join_token(
 
 @clusters.command("list")
 def list_clusters(output: Output = OutputFormat.TABLE) -> None:
-    """List clusters with their agents' last heartbeat."""
+    """List clusters with their agents' last heartbeat and what their hosts advertise."""
     with client() as remote:
         rows = remote.list_clusters()
     if printed(rows, output):
         return
-    table = Table("name", "last heartbeat", "signing key", "jobs")
+    table = Table("name", "last heartbeat", "signing key", "jobs", "CPUs", "memory", "GPUs")
     isolation = {"bubblewrap": "sandboxed", "none": "UNSANDBOXED", None: ""}
     for row in rows:
         table.add_row(
@@ -58,8 +61,19 @@ def list_clusters(output: Output = OutputFormat.TABLE) -> None:
             when(row.last_heartbeat, "never"),
             "published" if row.signing_public_key else "",
             isolation[row.isolation],
+            *capacity_cells(row.capacity),
         )
     out.print(table)
+
+
+def capacity_cells(capacity: Capacity | None) -> tuple[str, str, str]:
+    """CPUs, memory and GPUs as the table shows them ("" until the agent advertised)."""
+    if capacity is None:
+        return "", "", ""
+    gpus = capacity.gpus
+    names = sorted({gpu.name for gpu in gpus})
+    shown = f"{len(gpus)} ({', '.join(names)})" if gpus and names != [""] else str(len(gpus))
+    return str(capacity.cpus), f"{capacity.memory_mb / 1024:.1f} GiB", shown
 
 
 @agents.command("start")
@@ -106,6 +120,15 @@ def start(
             "network. Every run and model is marked unsandboxed, and compliance reports fail.",
         ),
     ] = False,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Advertise and give jobs at most this many of the host's GPUs (0: none); "
+            "default BASTION_AGENT_GPUS, else every GPU torch.cuda finds.",
+        ),
+    ] = None,
 ) -> None:
     """Join (once), then heartbeat and run leased jobs, each in a sandbox, until interrupted."""
     from bastion.agent.loop import AgentConfig, run_agent
@@ -121,6 +144,7 @@ def start(
         heartbeat_seconds=heartbeat_seconds,
         import_roots=tuple(path.resolve() for path in import_root or ()),
         sandbox=not no_sandbox,
+        gpus=gpus if gpus is not None else settings().agent_gpus,
     )
     token = join_token_from(option=join_token, file=join_token_file, env=settings().join_token)
     agent = run_agent(config, settings(), join_token=token)

@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bastion.api.audit import AuditEventOut, AuditVerifyOut
     from bastion.api.clusters import (
+        Capacity,
         ClusterOut,
+        GpuInfo,
         HeartbeatOut,
         JoinOut,
         JoinTokenOut,
@@ -61,6 +63,7 @@ __all__ = [
     "ApprovalOut",
     "AuditEventOut",
     "AuditVerifyOut",
+    "Capacity",
     "Client",
     "ClusterOut",
     "CodePackageOut",
@@ -70,6 +73,7 @@ __all__ = [
     "DeploymentOut",
     "ErasureOut",
     "EvaluationOut",
+    "GpuInfo",
     "HeartbeatOut",
     "JoinOut",
     "JoinTokenOut",
@@ -102,6 +106,7 @@ _HOMES = {
     "ApprovalOut": "bastion.api.governance",
     "AuditEventOut": "bastion.api.audit",
     "AuditVerifyOut": "bastion.api.audit",
+    "Capacity": "bastion.api.clusters",
     "Client": "bastion.client._client",
     "ClusterOut": "bastion.api.clusters",
     "CodePackageOut": "bastion.api.code",
@@ -111,6 +116,7 @@ _HOMES = {
     "DeploymentOut": "bastion.api.deployments",
     "ErasureOut": "bastion.api.datasets",
     "EvaluationOut": "bastion.api.models",
+    "GpuInfo": "bastion.api.clusters",
     "HeartbeatOut": "bastion.api.clusters",
     "JoinOut": "bastion.api.clusters",
     "JoinTokenOut": "bastion.api.clusters",

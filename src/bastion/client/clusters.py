@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.api.clusters import (
+    Capacity,
     ClusterOut,
     HeartbeatOut,
     JoinOut,
@@ -69,21 +70,35 @@ class ClustersMixin(Transport):
         *,
         stopping: bool = False,
         isolation: str | None = None,
+        capacity: Capacity | None = None,
     ) -> HeartbeatOut:
         """(Agent) the runs to stop (``stop``) and the model each serve run should serve
         (``serve``); ``stopping`` says the agent is leaving (recorded as its disconnection);
-        ``isolation`` how it runs jobs (``bubblewrap`` or ``none``)."""
+        ``isolation`` how it runs jobs (``bubblewrap`` or ``none``); ``capacity`` what its
+        host can give jobs (CPUs, memory, GPUs), which placement reads."""
         body: dict[str, Any] = {"runs": runs, "stopping": True} if stopping else {"runs": runs}
         if isolation is not None:
             body["isolation"] = isolation
+        if capacity is not None:
+            body["capacity"] = capacity.model_dump(mode="json")
         return self._one(HeartbeatOut, "POST", f"/api/v1/clusters/{cluster}/heartbeat", json=body)
 
-    def lease(self, cluster: str, *, wait: float, isolation: str | None = None) -> LeaseOut | None:
+    def lease(
+        self,
+        cluster: str,
+        *,
+        wait: float,
+        isolation: str | None = None,
+        free_gpus: int | None = None,
+    ) -> LeaseOut | None:
         """(Agent) long-poll for work; None when nothing arrived within ``wait`` seconds.
-        ``isolation`` is how the agent will run it, recorded on the run."""
+        ``isolation`` is how the agent will run it, recorded on the run; ``free_gpus`` how
+        many GPUs it has not given to running jobs (a GPU run waits for them)."""
         params: dict[str, Any] = {"wait": wait}
         if isolation is not None:
             params["isolation"] = isolation
+        if free_gpus is not None:
+            params["free_gpus"] = free_gpus
         body = self.request(
             "POST",
             f"/api/v1/clusters/{cluster}/lease",

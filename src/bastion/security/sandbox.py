@@ -14,10 +14,14 @@ What a sandboxed job sees, step by step as :meth:`Sandbox.command` builds it:
 4. **No network** (a fresh network namespace with only its own loopback) unless the agent
    asks for the host's network (an inference server's listening port). The job's one channel
    is the agent's relay socket, bound at :data:`RELAY_DIR`.
+   **No GPU** unless the agent gave it some: then the device nodes of those GPUs only (and
+   the driver's control nodes), where the host has them (:func:`gpu_device_nodes`); the
+   agent also sets ``CUDA_VISIBLE_DEVICES`` to them ("" for a job given none).
 5. **No capabilities**, a session of its own, and death with the process that started it.
 
 Resource limits (:class:`Limits`) are set on the sandbox's first process and inherited:
-address space, CPU time, file size; the number of processes is capped by a pids cgroup
+address space (not for a GPU job: the CUDA driver reserves far more address space than
+memory), CPU time, file size; the number of processes is capped by a pids cgroup
 (:class:`ProcessCap`) where the agent may create one, else by ``RLIMIT_NPROC``.
 
 It does not isolate against kernel exploits or hardware side channels: the sandbox is
@@ -50,6 +54,7 @@ __all__ = [
     "Mounts",
     "ProcessCap",
     "Sandbox",
+    "gpu_device_nodes",
     "python_environment",
 ]
 
@@ -94,14 +99,18 @@ class Limits:
     cpu_seconds: int | None = None
     processes: int = 512
     file_mb: int = 64 << 10
+    #: Cap the address space at ``memory_mb``; off for a GPU job, whose CUDA driver maps
+    #: tens of GiB of address space it never touches (the limit would make CUDA fail).
+    address_space: bool = True
 
     def apply(self, *, cap_processes: bool) -> None:
         """In the job's first process, before it runs anything (inherited by its children).
 
         ``RLIMIT_NPROC`` counts every process of the user, and the kernel ignores it for
         root, so it is only the process cap where no cgroup holds the job."""
-        memory = self.memory_mb << 20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if self.address_space:
+            memory = self.memory_mb << 20
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         if self.cpu_seconds is not None:
             resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds))
         size = self.file_mb << 20
@@ -118,6 +127,20 @@ class Mounts:
     readonly: tuple[Path, ...] = ()
     relay_dir: Path | None = None
     network: bool = False
+    #: The host indices of the GPUs the job was given (none: it sees no GPU device).
+    gpus: tuple[int, ...] = ()
+
+
+#: The NVIDIA driver's shared nodes, which a job given any GPU needs besides its GPUs' own.
+_NVIDIA_CONTROL = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+
+
+def gpu_device_nodes(gpus: Sequence[int]) -> list[str]:
+    """The device nodes a job given ``gpus`` (host indices) sees: none for a job given none;
+    else the driver's control nodes and ``/dev/nvidiaN`` of each of its GPUs, not another's."""
+    if not gpus:
+        return []
+    return [*_NVIDIA_CONTROL, *(f"/dev/nvidia{index}" for index in sorted(set(gpus)))]
 
 
 def _minimal(paths: Iterable[Path]) -> tuple[Path, ...]:
@@ -248,6 +271,9 @@ class Sandbox:
         # (4) no network, unless this job must listen (an inference server)
         if mounts.network:
             args += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+        # (4) no GPU but those given: their nodes only, skipped where the host has none
+        for node in gpu_device_nodes(mounts.gpus):
+            args += ["--dev-bind-try", node, node]
         # last: the fresh root itself (the folders bwrap made for the binds) read-only
         args += ["--remount-ro", "/", "--chdir", str(mounts.workdir), "--"]
         return args + list(argv)

@@ -30,6 +30,11 @@ class AdversarialHook:
         if count == 0:
             return
         model = state.model
+        lower, upper = self.lower, self.upper
+        if isinstance(lower, torch.Tensor):  # the bounds follow the batch (cuda)
+            lower = lower.to(state.x.device)
+        if isinstance(upper, torch.Tensor):
+            upper = upper.to(state.x.device)
         was_training = model.training
         model.eval()
         attacked = run_attack(
@@ -40,8 +45,8 @@ class AdversarialHook:
             eps=self.config.eps,
             steps=self.config.steps,
             norm=Norm(self.config.norm),
-            lower=self.lower,
-            upper=self.upper,
+            lower=lower,
+            upper=upper,
             generator=state.generators["attack"],
         )
         model.train(was_training)

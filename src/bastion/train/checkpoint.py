@@ -40,7 +40,7 @@ def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
         plain: dict[str, Any] = {}
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().contiguous().clone()
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous().clone()
             else:
                 plain[name] = value
         rest["state"][str(index)] = plain
@@ -67,7 +67,7 @@ def save_checkpoint(
     staging = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     ensure_private_dir(staging)
-    weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(weights, str(staging / "weights.safetensors"))
     tensors, rest = _split_optimizer(optimizer.state_dict())
     save_file(tensors, str(staging / "optimizer.safetensors"))

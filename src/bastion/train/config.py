@@ -86,3 +86,15 @@ class TrainConfig(_Strict):
     adversarial: AdversarialConfig | None = None
     #: Identifier columns the run may use as features anyway (each override is audited).
     allow_identifier_features: list[str] = Field(default_factory=list, max_length=100)
+    #: Forward passes under ``torch.autocast``: bf16 (GPU or CPU) or fp16 (GPU only, with a
+    #: gradient scaler; not with DP-SGD, whose per-sample clipping would see scaled gradients).
+    mixed_precision: Literal["bf16", "fp16"] | None = None
+
+    @model_validator(mode="after")
+    def _fp16_without_privacy(self) -> TrainConfig:
+        if self.mixed_precision == "fp16" and self.privacy is not None:
+            raise ValueError(
+                "mixed_precision fp16 needs a gradient scaler, which DP-SGD's per-sample "
+                "clipping cannot use; use bf16 with privacy"
+            )
+        return self

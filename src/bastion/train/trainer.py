@@ -14,6 +14,12 @@ The loop, as :class:`Event` fires them::
 
 Everything random draws from generators seeded by ``train.seed`` and saved in each
 checkpoint, so a resumed run ends with the same weights as an uninterrupted one.
+
+The loop runs on the trainer's ``device`` (``cuda`` for a job given GPUs, see
+:mod:`bastion.train.device`): the model and each batch move there, the noise and attack
+generators live there (the loader's stays on the CPU, where rows are drawn), forward
+passes run under ``torch.autocast`` when ``train.mixed_precision`` asks, and the trained
+model comes back on the CPU, where packaging and evaluation read it.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from bastion.errors import InvalidSpec
 from bastion.train.checkpoint import load_checkpoint, save_checkpoint
 from bastion.train.config import TrainConfig
+from bastion.train.device import autocast
 
 __all__ = ["Event", "Hook", "Rows", "TrainResult", "TrainState", "Trainer", "batch_as_is"]
 
@@ -117,9 +125,18 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 class Trainer:
     """Runs the loop for one model; hooks do everything but forward, backward and step."""
 
-    def __init__(self, config: TrainConfig, hooks: Sequence[Hook] = ()) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        hooks: Sequence[Hook] = (),
+        *,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = config
         self.hooks = list(hooks)
+        self.device = torch.device(device)
+        if config.mixed_precision == "fp16" and self.device.type != "cuda":
+            raise InvalidSpec("train.mixed_precision fp16 runs on a GPU only; use bf16 on the CPU")
 
     def _fire(self, event: Event, state: TrainState) -> None:
         for hook in self.hooks:
@@ -141,13 +158,16 @@ class Trainer:
         epochs (and after the last) and handed to ``on_checkpoint`` (the job passes it
         to the agent, which seals it).
         """
-        config = self.config
+        config, device = self.config, self.device
         torch.manual_seed(config.seed)
         generators = {
             "loader": torch.Generator().manual_seed(config.seed),
-            "noise": torch.Generator().manual_seed(config.seed + 1),
-            "attack": torch.Generator().manual_seed(config.seed + 2),
+            "noise": torch.Generator(device=device).manual_seed(config.seed + 1),
+            "attack": torch.Generator(device=device).manual_seed(config.seed + 2),
         }
+        model = model.to(device)
+        # fp16 gradients underflow without scaling (bf16 has float32's range and needs none).
+        scaler = torch.amp.GradScaler("cuda") if config.mixed_precision == "fp16" else None
         loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
             Rows(x, y),
             batch_size=config.batch_size,
@@ -182,13 +202,19 @@ class Trainer:
             for batch_x, batch_y in state.loader:
                 if len(batch_y) == 0:  # Poisson sampling may draw an empty batch
                     continue
-                state.x, state.y = batch_x, batch_y
+                state.x, state.y = batch_x.to(device), batch_y.to(device)
                 self._fire(Event.BATCH_START, state)
                 state.optimizer.zero_grad()
-                logits = state.model(state.x)
-                loss = state.criterion(logits, state.y)
-                loss.backward()
-                state.optimizer.step()
+                with autocast(device, config.mixed_precision):
+                    logits = state.model(state.x)
+                    loss = state.criterion(logits, state.y)
+                if scaler is None:
+                    loss.backward()
+                    state.optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(state.optimizer)
+                    scaler.update()
                 state.step += 1
                 with torch.no_grad():
                     state.loss_sum += float(
@@ -227,7 +253,7 @@ class Trainer:
                     on_checkpoint(written, epoch + 1)
         self._fire(Event.FIT_END, state)
         return TrainResult(
-            model=getattr(state.model, "_module", state.model),
+            model=getattr(state.model, "_module", state.model).to("cpu"),
             history=state.history,
             epsilon=state.epsilon,
         )

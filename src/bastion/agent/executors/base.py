@@ -32,6 +32,8 @@ class JobRequest:
     network: bool = False
     #: What runs in the sandbox; empty: ``python -m bastion.agent.job WORKDIR``.
     command: tuple[str, ...] = ()
+    #: The host indices of the GPUs the agent gave the job (its sandbox shows only these).
+    gpus: tuple[int, ...] = ()
 
 
 class JobHandle(Protocol):

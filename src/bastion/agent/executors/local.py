@@ -65,6 +65,7 @@ class LocalJob:
                 readonly=request.readonly,
                 relay_dir=self._relay.folder,
                 network=request.network,
+                gpus=request.gpus,
             )
             argv = request.sandbox.command(argv, mounts)
             relay_path = RELAY_SOCKET

@@ -148,6 +148,9 @@ class Cluster(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     #: How its agent isolates jobs, as the agent last said: ``bubblewrap`` or ``none``.
     isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: What its agent's host advertises (``api.clusters.Capacity``: CPUs, memory, GPUs), as
+    #: the agent last said; null until it did. Placement compares runs' resources with it.
+    capacity: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
 
 
 class ClusterJoinToken(Base):

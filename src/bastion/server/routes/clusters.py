@@ -102,6 +102,7 @@ def heartbeat(
             lease_seconds=request.app.state.settings.lease_seconds,
             stopping=body.stopping,
             isolation=body.isolation,
+            capacity=None if body.capacity is None else body.capacity.model_dump(mode="json"),
         )
         serve = deployments.desired_models(unit.session, run_ids=sorted(set(body.runs) - set(stop)))
     return HeartbeatOut(stop=stop, serve=serve)
@@ -124,6 +125,10 @@ async def lease(
         Isolation | None,
         Query(description="How the agent will run the job: bubblewrap or none (--no-sandbox)."),
     ] = None,
+    free_gpus: Annotated[
+        int | None,
+        Query(ge=0, le=1024, description="GPUs the agent has not given to running jobs."),
+    ] = None,
 ) -> Any:
     """Long-poll for the next queued run of this cluster; 204 when none arrived in time."""
     deadline = time.monotonic() + wait
@@ -133,7 +138,7 @@ async def lease(
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         seconds = request.app.state.settings.lease_seconds
         offered = await run_in_threadpool(
-            _lease_once, database, principal, name, seconds, isolation
+            _lease_once, database, principal, name, seconds, isolation, free_gpus
         )
         if offered is not None:
             return LeaseOut(**offered.__dict__)
@@ -151,6 +156,7 @@ def _lease_once(
     name: str,
     lease_seconds: int,
     isolation: str | None,
+    free_gpus: int | None,
 ) -> agents.Lease | None:
     with database.write(actor=principal.actor) as unit:
         return agents.lease_next(
@@ -159,4 +165,5 @@ def _lease_once(
             name=name,
             lease_seconds=lease_seconds,
             isolation=isolation,
+            free_gpus=free_gpus,
         )

@@ -33,6 +33,7 @@ from bastion.server.services.clusters import JOIN_TOKEN_KIND, get_cluster
 from bastion.server.services.code import code_inputs
 from bastion.server.services.datasets import lease_inputs
 from bastion.server.services.jobs import ACTIVE_STATUSES
+from bastion.server.services.placement import need_of, shortfall
 
 __all__ = [
     "HEARTBEAT_ACTIONS",
@@ -156,17 +157,20 @@ def heartbeat(
     lease_seconds: int = LEASE_SECONDS,
     stopping: bool = False,
     isolation: str | None = None,
+    capacity: dict[str, Any] | None = None,
 ) -> tuple[Cluster, list[str]]:
     """Record liveness, renew the leases the agent still holds; return runs to stop.
 
     Liveness lives in the clusters table; the audit log records what changes: the agent
-    connecting after a silence, runs it is told to stop, and its leaving (``stopping``).
+    connecting after a silence, runs it is told to stop, its leaving (``stopping``), and
+    what its host advertises (``capacity``) when that differs from before.
     Each beat alone is no event (one every 5 s per agent drowned the log).
     """
     cluster = _own_cluster(unit, caller=caller, name=name)
     target = f"cluster:{name}"
     now = utcnow()
     _note_isolation(unit, cluster, isolation)
+    _note_capacity(unit, cluster, capacity)
     if stopping:
         cluster.last_heartbeat = None  # not live from now on; its leases run out as usual
         unit.record("cluster.disconnected", target, {"active": len(active)})
@@ -205,6 +209,39 @@ def _note_isolation(unit: UnitOfWork, cluster: Cluster, isolation: str | None) -
     cluster.isolation = isolation
 
 
+def _note_capacity(unit: UnitOfWork, cluster: Cluster, capacity: dict[str, Any] | None) -> None:
+    """Record what the cluster's agent advertises; audit a change (a GPU added or lost)."""
+    if capacity is None or capacity == cluster.capacity:
+        return
+    unit.record(
+        "cluster.capacity",
+        f"cluster:{cluster.name}",
+        {"before": cluster.capacity, "after": capacity},
+    )
+    cluster.capacity = capacity
+
+
+#: How many of a cluster's oldest queued runs a lease looks through for one that fits.
+_LEASE_WINDOW = 100
+
+
+def _next_fitting(unit: UnitOfWork, cluster: Cluster, *, free_gpus: int | None) -> Run | None:
+    """The oldest queued run of the cluster its agent can hold (now, with ``free_gpus``);
+    one that does not fit stays queued for an agent that can, and does not block the rest."""
+    queued = unit.session.scalars(
+        select(Run)
+        .where(Run.cluster_id == cluster.id, Run.status == "queued")
+        .order_by(Run.created_at)
+        .limit(_LEASE_WINDOW)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for run in queued:
+        need = need_of(run.spec)
+        if shortfall(need, cluster.capacity, cluster=cluster.name, free_gpus=free_gpus) is None:
+            return run
+    return None
+
+
 def lease_next(
     unit: UnitOfWork,
     *,
@@ -212,21 +249,19 @@ def lease_next(
     name: str,
     lease_seconds: int = LEASE_SECONDS,
     isolation: str | None = None,
+    free_gpus: int | None = None,
 ) -> Lease | None:
-    """Lease the oldest queued run of this cluster to its agent, with a fresh job token.
+    """Lease the oldest queued run of this cluster that its agent can hold, with a fresh
+    job token.
 
     ``isolation`` is how the agent will run the attempt; a run keeps ``none`` once any of
-    its attempts ran unsandboxed."""
+    its attempts ran unsandboxed. ``free_gpus`` is how many GPUs the agent has not given to
+    its running jobs (placement compares the run's resources with the capacity its agent
+    advertised and with these)."""
     cluster = _own_cluster(unit, caller=caller, name=name)
     _note_isolation(unit, cluster, isolation)
     expire_leases(unit)
-    run = unit.session.scalars(
-        select(Run)
-        .where(Run.cluster_id == cluster.id, Run.status == "queued")
-        .order_by(Run.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).first()
+    run = _next_fitting(unit, cluster, free_gpus=free_gpus)
     if run is None:
         return None
     run.attempt += 1

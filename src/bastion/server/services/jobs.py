@@ -9,6 +9,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.db.session import UnitOfWork
 from bastion.server.services.clusters import get_cluster
+from bastion.server.services.placement import check_submit
 from bastion.spec import DATASET_JOB_TYPES, RunSpec
 
 __all__ = ["ACTIVE_STATUSES", "create_run"]
@@ -49,6 +50,8 @@ def create_run(
             f"spec.project is {spec.project!r} but the run is submitted to project {project.name!r}"
         )
     cluster = get_cluster(unit.session, spec.cluster)
+    stored = spec.model_dump(mode="json")
+    check_submit(stored, cluster.capacity, cluster=cluster.name)
     reason = (
         f"waiting for the agent of cluster {cluster.name!r}"
         if cluster.last_heartbeat is not None
@@ -58,7 +61,7 @@ def create_run(
         project_id=project.id,
         cluster_id=cluster.id,
         name=spec.name,
-        spec=spec.model_dump(mode="json"),
+        spec=stored,
         max_retries=spec.max_retries,
         status_reason=reason,
         created_by=user_id,

@@ -82,6 +82,19 @@ def _pending_approvals(session: Session, project: Project) -> list[dict[str, Any
     ]
 
 
+def _capacity_line(capacity: dict[str, Any] | None) -> str:
+    """What a cluster's agent advertises, in a few words ("" until it did)."""
+    if not capacity:
+        return ""
+    gpus = capacity.get("gpus") or []
+    names = sorted({str(g.get("name", "")) for g in gpus if g.get("name")})
+    gpu_words = f"{len(gpus)} GPU" + ("" if len(gpus) == 1 else "s")
+    if names:
+        gpu_words += f" ({', '.join(names)})"
+    memory = int(capacity.get("memory_mb", 0)) / 1024
+    return f"{capacity.get('cpus', 0)} CPUs, {memory:.1f} GiB, {gpu_words}"
+
+
 def overview(session: Session, *, project: Project, clusters: bool, alerts: bool) -> dict[str, Any]:
     """Clusters and their heartbeat, recent runs, production models, approvals, alerts."""
     found: dict[str, Any] = {
@@ -112,6 +125,7 @@ def overview(session: Session, *, project: Project, clusters: bool, alerts: bool
                 "last_heartbeat": c.last_heartbeat,
                 "live": agents.agent_is_live(c),
                 "joined": c.signing_public_key is not None,
+                "capacity": _capacity_line(c.capacity),
             }
             for c in cluster_service.list_clusters(session)
         ]
