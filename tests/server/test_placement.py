@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bastion.cli import context as cli_context
 from bastion.cli.main import run
 from bastion.client import Capacity, Client, GpuInfo
 from bastion.errors import InvalidSpec
@@ -76,6 +77,8 @@ def test_the_capacity_an_agent_advertises_is_recorded_audited_and_listed(
         "memory_mb": 131072,
         "gpus": [{"index": 0, "name": "NVIDIA H200", "memory_mb": 143771}],
     }
+    # One table row a cluster, however wide the terminal the CLI's console was made for.
+    monkeypatch.setattr(cli_context.out, "width", 200)
     table = _bastion(capsys, "cluster", "list")
     assert "128.0 GiB" in table and "1 (NVIDIA H200)" in table
 
