@@ -169,8 +169,8 @@ def heartbeat(
     cluster = _own_cluster(unit, caller=caller, name=name)
     target = f"cluster:{name}"
     now = utcnow()
-    _note_isolation(unit, cluster, isolation)
-    _note_capacity(unit, cluster, capacity)
+    _note(unit, cluster, "isolation", isolation)
+    _note(unit, cluster, "capacity", capacity)
     if stopping:
         cluster.last_heartbeat = None  # not live from now on; its leases run out as usual
         unit.record("cluster.disconnected", target, {"active": len(active)})
@@ -197,28 +197,14 @@ def heartbeat(
     return cluster, stop
 
 
-def _note_isolation(unit: UnitOfWork, cluster: Cluster, isolation: str | None) -> None:
-    """Record how the cluster's agent isolates jobs; audit a change (a sandbox turned off)."""
-    if isolation is None or isolation == cluster.isolation:
+def _note(unit: UnitOfWork, cluster: Cluster, fact: str, value: Any) -> None:
+    """Record what the cluster's agent says of itself (``isolation``: how it isolates jobs;
+    ``capacity``: what its host has); audit a change (a sandbox turned off, a GPU lost)."""
+    before = getattr(cluster, fact)
+    if value is None or value == before:
         return
-    unit.record(
-        "cluster.isolation",
-        f"cluster:{cluster.name}",
-        {"before": cluster.isolation, "after": isolation},
-    )
-    cluster.isolation = isolation
-
-
-def _note_capacity(unit: UnitOfWork, cluster: Cluster, capacity: dict[str, Any] | None) -> None:
-    """Record what the cluster's agent advertises; audit a change (a GPU added or lost)."""
-    if capacity is None or capacity == cluster.capacity:
-        return
-    unit.record(
-        "cluster.capacity",
-        f"cluster:{cluster.name}",
-        {"before": cluster.capacity, "after": capacity},
-    )
-    cluster.capacity = capacity
+    unit.record(f"cluster.{fact}", f"cluster:{cluster.name}", {"before": before, "after": value})
+    setattr(cluster, fact, value)
 
 
 #: How many of a cluster's oldest queued runs a lease looks through for one that fits.
@@ -259,7 +245,7 @@ def lease_next(
     its running jobs (placement compares the run's resources with the capacity its agent
     advertised and with these)."""
     cluster = _own_cluster(unit, caller=caller, name=name)
-    _note_isolation(unit, cluster, isolation)
+    _note(unit, cluster, "isolation", isolation)
     expire_leases(unit)
     run = _next_fitting(unit, cluster, free_gpus=free_gpus)
     if run is None:
