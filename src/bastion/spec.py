@@ -355,6 +355,13 @@ class Resources(_Strict):
     cpus_per_worker: int | None = Field(
         default=None, ge=1, le=256, description="CPUs each worker needs on its host."
     )
+    restarts: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Times a data-parallel group starts again from its last checkpoint "
+        "after a worker dies.",
+    )
 
 
 class RunSpec(_Strict):
@@ -380,6 +387,21 @@ class RunSpec(_Strict):
         job = {"type": "train", **{k: data[k] for k in _TRAIN_KEYS if k in data}}
         job.setdefault("model_name", data.get("name"))
         return {**rest, "job": job}
+
+    @model_validator(mode="after")
+    def _workers_train(self) -> RunSpec:
+        resources = self.resources
+        if resources.workers > 1 and not isinstance(self.job, TrainJob):
+            raise ValueError(
+                f"resources.workers: {resources.workers} trains data-parallel; only train "
+                f"jobs take more than one worker (this is a {self.job.type} job)"
+            )
+        if resources.workers > 1 and resources.gpus not in (0, resources.workers):
+            raise ValueError(
+                f"resources.gpus: {resources.gpus} for {resources.workers} workers; "
+                "data-parallel training gives each worker one GPU (gpus: 0 or gpus = workers)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _half_precision_on_a_gpu(self) -> RunSpec:

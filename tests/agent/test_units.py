@@ -192,9 +192,43 @@ def _resources(**given: object) -> dict[str, object]:
 def test_resources_default_to_one_cpu_worker_without_gpus() -> None:
     resources = parse_spec(_resources()).resources
     assert (resources.gpus, resources.workers, resources.cpus_per_worker) == (0, 1, None)
-    given = parse_spec(_resources(resources={"gpus": 2, "workers": 4, "cpus_per_worker": 8}))
-    assert (given.resources.gpus, given.resources.workers) == (2, 4)
+    assert resources.restarts == 2
+    given = parse_spec(
+        _resources(job=TRAIN, resources={"gpus": 4, "workers": 4, "cpus_per_worker": 8})
+    )
+    assert (given.resources.gpus, given.resources.workers) == (4, 4)
     assert given.resources.cpus_per_worker == 8
+
+
+#: A train job, the only kind that takes more than one worker.
+TRAIN = {"type": "train", "dataset": "d@1", "model": {"builtin": "mlp"}, "model_name": "m"}
+
+
+@pytest.mark.parametrize(
+    ("job", "resources", "says"),
+    [
+        (
+            {"type": "smoke"},
+            {"workers": 2},
+            "resources.workers: 2 trains data-parallel; only train jobs take more than one "
+            "worker (this is a smoke job)",
+        ),
+        (
+            TRAIN,
+            {"workers": 4, "gpus": 2},
+            "resources.gpus: 2 for 4 workers; data-parallel training gives each worker one "
+            "GPU (gpus: 0 or gpus = workers)",
+        ),
+    ],
+)
+def test_workers_are_for_training_with_one_gpu_each(
+    job: dict[str, object], resources: dict[str, int], says: str
+) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        parse_spec(_resources(job=job, resources=resources))
+    assert str(refused.value).endswith(says)
+    assert parse_spec(_resources(job=TRAIN, resources={"workers": 4})).resources.workers == 4
+    assert parse_spec(_resources(job=TRAIN, resources={"workers": 2, "gpus": 2}))
 
 
 @pytest.mark.parametrize(

@@ -107,11 +107,6 @@ def test_a_run_no_agent_of_its_cluster_can_hold_is_refused_naming_what_is_missin
             "24000 MiB); lower resources.memory_mb",
         ),
         ({"cpus_per_worker": 8}, "cluster c1 has no agent with 8 CPUs (its agents advertise 2)"),
-        (
-            {"workers": 2},
-            "resources.workers: 2 needs data-parallel training, which is not available yet; "
-            "use workers: 1",
-        ),
     ]:
         with pytest.raises(InvalidSpec) as refused:
             admin.submit_run(_spec("too-big", **resources))
@@ -119,6 +114,20 @@ def test_a_run_no_agent_of_its_cluster_can_hold_is_refused_naming_what_is_missin
     assert admin.submit_run(_spec("fits", memory_mb=8192, cpus_per_worker=2)).status == "queued"
     names = {r.name for r in admin.list_runs("p")}
     assert names == {"cpu-early", "fits"}
+
+
+def test_workers_need_their_cpus_each_on_one_host() -> None:
+    capacity = CPU_HOST.model_dump(mode="json")  # 2 CPUs
+    assert shortfall(Need(workers=2), capacity, cluster="c1") is None
+    assert shortfall(Need(workers=2, cpus=1), capacity, cluster="c1") is None
+    assert (
+        shortfall(Need(workers=2, cpus=2), capacity, cluster="c1")
+        == "cluster c1 has no agent with 4 CPUs (2 workers x 2) (its agents advertise 2)"
+    )
+    assert (
+        shortfall(Need(workers=3, cpus=1), capacity, cluster="c1")
+        == "cluster c1 has no agent with 3 CPUs (3 workers x 1) (its agents advertise 2)"
+    )
 
 
 def test_shortfall_counts_free_gpus_only_when_the_agent_says_them() -> None:

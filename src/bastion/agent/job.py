@@ -79,6 +79,11 @@ class JobContext:
     inputs_root: Path
     #: GPUs the run was given (``resources.gpus``); the agent shows the job only these.
     gpus: int = 0
+    #: Training processes (``resources.workers``), CPUs for each, and how often a
+    #: data-parallel group may start again after losing a worker.
+    workers: int = 1
+    cpus_per_worker: int | None = None
+    restarts: int = 2
 
     retry_seconds: float = 300.0
 
@@ -291,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             resume_from=manifest.get("resume_from"),
             inputs_root=Path(manifest["inputs_root"]),
             gpus=spec.resources.gpus,
+            workers=spec.resources.workers,
+            cpus_per_worker=spec.resources.cpus_per_worker,
+            restarts=spec.resources.restarts,
         )
         return _attempt(context, spec, isolation=manifest.get("isolation", ""))
 

@@ -136,6 +136,7 @@ def prepare(
         readonly=tuple(readonly),
         network=job["type"] == "serve",  # its listening port; still no keys, no files
         gpus=gpus,
+        cpus=int(resources.get("workers", 1)) * int(resources.get("cpus_per_worker") or 1),
     )
     return request, staged
 

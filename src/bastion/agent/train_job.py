@@ -35,9 +35,11 @@ from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
 from bastion.train.device import training_device
+from bastion.train.distributed import default_threads
 from bastion.train.models import build_model, load_packaged, package_model, penultimate
+from bastion.train.parallel import fit_parallel
 from bastion.train.recipe import recipe
-from bastion.train.trainer import Event, Trainer, TrainState
+from bastion.train.trainer import Event, Trainer, TrainResult, TrainState
 
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
@@ -161,6 +163,63 @@ def _device(context: JobContext, job: TrainJob) -> torch.device:
     return device
 
 
+def _train(
+    context: JobContext,
+    config: Any,
+    model: torch.nn.Module,
+    hooks: list[Any],
+    *,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bounds: tuple[Any, Any],
+    device: torch.device,
+) -> TrainResult:
+    """Train alone, or with ``resources.workers`` processes under DDP (this process is
+    rank 0 and the one that reports; see :mod:`bastion.train.parallel`)."""
+    workdir = context.workdir
+    resume = workdir / "inputs" / "checkpoint"
+    if resume.is_dir():
+        context.log(f"resuming from the sealed checkpoint of epoch {context.resume_from}")
+    start = resume if resume.is_dir() else None
+    if context.workers == 1:
+        return Trainer(config, hooks, device=device).fit(
+            model,
+            x,
+            y,
+            resume=start,
+            checkpoints=workdir / "checkpoints",
+            on_checkpoint=_hand_over(workdir),
+        )
+    world = context.workers
+    threads = context.cpus_per_worker or default_threads(world)
+    torch.set_num_threads(threads)
+    context.log(f"{world} workers train data-parallel, {threads} CPU threads each")
+    lower, upper = bounds
+    folder = workdir / "parallel"
+    ensure_private_dir(folder)
+
+    def fresh_hooks() -> list[Any]:  # every start of the group: a fresh accountant
+        return [*recipe(model, config, lower=lower, upper=upper)[1], _Reporter(context)]
+
+    return fit_parallel(
+        config,
+        model,
+        x,
+        y,
+        world=world,
+        hooks=fresh_hooks,
+        gpus=context.gpus > 0,
+        lower=lower,
+        upper=upper,
+        folder=folder,
+        resume=start,
+        on_checkpoint=_hand_over(workdir),
+        restarts=context.restarts,
+        threads=threads,
+        say=context.log,
+    )
+
+
 def run_train(context: JobContext, job: TrainJob) -> None:
     device = _device(context, job)  # first: a GPU job that finds no GPU fails here
     workdir = context.workdir
@@ -200,16 +259,15 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     for what in replaced:
         context.log(f"replaced for DP-SGD: {what}")
     hooks.append(_Reporter(context))
-    resume = workdir / "inputs" / "checkpoint"
-    if resume.is_dir():
-        context.log(f"resuming from the sealed checkpoint of epoch {context.resume_from}")
-    result = Trainer(config, hooks, device=device).fit(
+    result = _train(
+        context,
+        config,
         model,
-        x[train_rows],
-        y[train_rows],
-        resume=resume if resume.is_dir() else None,
-        checkpoints=workdir / "checkpoints",
-        on_checkpoint=_hand_over(workdir),
+        hooks,
+        x=x[train_rows],
+        y=y[train_rows],
+        bounds=(lower, upper),
+        device=device,
     )
     evidence: dict[str, Any] = {
         "dataset": job.dataset,
@@ -221,6 +279,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         "classes": prep.classes,
         "model": job.model.model_dump(mode="json"),
         "train": config.model_dump(mode="json"),
+        "workers": context.workers,
         "epsilon": result.epsilon,
         "delta": config.privacy.delta if config.privacy else None,
         "history": result.history,

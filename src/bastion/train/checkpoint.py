@@ -62,8 +62,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     generators: dict[str, torch.Generator],
     trainer: dict[str, Any],
+    states: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a complete checkpoint into a new ``directory`` (built aside, renamed in)."""
+    """Write a complete checkpoint into a new ``directory`` (built aside, renamed in).
+
+    ``states`` are the random states to save when they are not only this process's (a
+    data-parallel group's, gathered by :func:`bastion.train.distributed.gather_states`).
+    """
     staging = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     ensure_private_dir(staging)
@@ -72,8 +77,11 @@ def save_checkpoint(
     tensors, rest = _split_optimizer(optimizer.state_dict())
     save_file(tensors, str(staging / "optimizer.safetensors"))
     atomic_write_bytes(staging / "optimizer.json", json.dumps(rest).encode())
-    rng = {name: g.get_state() for name, g in generators.items()}
-    rng["torch"] = torch.get_rng_state()
+    if states is None:
+        rng = {name: g.get_state().cpu() for name, g in generators.items()}
+        rng["torch"] = torch.get_rng_state()
+    else:
+        rng = dict(states)
     save_file(rng, str(staging / "rng.safetensors"))
     atomic_write_bytes(staging / "trainer.json", json.dumps(trainer).encode())
     fsync_dir(staging)
@@ -90,8 +98,13 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     generators: dict[str, torch.Generator],
+    rank: int = 0,
 ) -> dict[str, Any]:
-    """Restore model, optimizer and generators from ``directory``; return the trainer state."""
+    """Restore model, optimizer and generators from ``directory``; return the trainer state.
+
+    ``rank`` is this process's place in a data-parallel group: its random states are saved
+    as ``NAME@RANK`` (rank 0's under the plain names a single process uses).
+    """
     missing = [name for name in FILES if not (directory / name).is_file()]
     if missing:
         raise IntegrityError(f"{directory}: incomplete checkpoint (missing {', '.join(missing)})")
@@ -104,9 +117,12 @@ def load_checkpoint(
         trainer: dict[str, Any] = json.loads((directory / "trainer.json").read_text())
     except (RuntimeError, ValueError, KeyError) as exc:
         raise IntegrityError(f"{directory}: checkpoint does not fit this run ({exc})") from None
-    torch.set_rng_state(rng.pop("torch"))
+    for name in [*generators, "torch"]:
+        if (name if rank == 0 else f"{name}@{rank}") not in rng:
+            where = "" if rank == 0 else f" of worker {rank}"
+            raise IntegrityError(f"{directory}: checkpoint lacks the {name!r} random state{where}")
+    own = {name: rng[name if rank == 0 else f"{name}@{rank}"] for name in [*generators, "torch"]}
+    torch.set_rng_state(own.pop("torch"))
     for name, generator in generators.items():
-        if name not in rng:
-            raise IntegrityError(f"{directory}: checkpoint lacks the {name!r} random state")
-        generator.set_state(rng[name])
+        generator.set_state(own[name])
     return trainer

@@ -38,6 +38,16 @@ from bastion.errors import InvalidSpec
 from bastion.train.checkpoint import load_checkpoint, save_checkpoint
 from bastion.train.config import TrainConfig
 from bastion.train.device import autocast
+from bastion.train.distributed import (
+    Group,
+    bare,
+    gather_states,
+    global_sums,
+    join,
+    leave,
+    rank_share,
+    wrap,
+)
 
 __all__ = ["Event", "Hook", "Rows", "TrainResult", "TrainState", "Trainer", "batch_as_is"]
 
@@ -107,7 +117,7 @@ class Rows(Dataset[tuple[torch.Tensor, ...]]):
         return tuple(t[index] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        rows = torch.tensor(indices, dtype=torch.long)
+        rows = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[rows] for t in self.tensors)
 
 
@@ -131,10 +141,13 @@ class Trainer:
         hooks: Sequence[Hook] = (),
         *,
         device: torch.device | str = "cpu",
+        group: Group | None = None,
     ) -> None:
         self.config = config
         self.hooks = list(hooks)
         self.device = torch.device(device)
+        #: This process's rank among ``resources.workers`` (None: it trains alone).
+        self.group = group
         if config.mixed_precision == "fp16" and self.device.type != "cuda":
             raise InvalidSpec("train.mixed_precision fp16 runs on a GPU only; use bf16 on the CPU")
 
@@ -156,18 +169,60 @@ class Trainer:
 
         With ``checkpoints``, a checkpoint is written there every ``checkpoint_every``
         epochs (and after the last) and handed to ``on_checkpoint`` (the job passes it
-        to the agent, which seals it).
+        to the agent, which seals it). In a group, rank 0 writes them.
         """
+        if self.group is not None:
+            join(self.group, self.device)
+        try:
+            state = self._start(model, x, y)
+            self._fire(Event.FIT_START, state)
+            if resume is not None:
+                saved = load_checkpoint(
+                    resume,
+                    model=bare(state.model),
+                    optimizer=state.optimizer,
+                    generators=state.generators,
+                    rank=self.rank,
+                )
+                state.epoch, state.step = saved["epoch"], saved["step"]
+                state.history, state.extra = saved["history"], saved["extra"]
+                state.epsilon = saved.get("epsilon")
+            # fp16 gradients underflow without scaling (bf16 has float32's range).
+            scaler = torch.amp.GradScaler("cuda") if self.config.mixed_precision == "fp16" else None
+            for epoch in range(state.epoch, self.config.epochs):
+                self._epoch(state, epoch, scaler)
+                self._checkpoint(state, checkpoints, on_checkpoint)
+            self._fire(Event.FIT_END, state)
+        finally:
+            if self.group is not None:
+                leave()
+        return TrainResult(
+            model=bare(state.model).to("cpu"), history=state.history, epsilon=state.epsilon
+        )
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank if self.group is not None else 0
+
+    @property
+    def private(self) -> bool:
+        return self.config.privacy is not None
+
+    def _start(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainState:
         config, device = self.config, self.device
-        torch.manual_seed(config.seed)
+        # Rank 0 draws what a single process draws. Without DP every rank shuffles alike
+        # (each takes its share of the same global batch); with DP each rank samples its
+        # shard with a stream of its own.
+        own_seed = config.seed + 10_007 * self.rank
+        torch.manual_seed(own_seed)
         generators = {
-            "loader": torch.Generator().manual_seed(config.seed),
-            "noise": torch.Generator(device=device).manual_seed(config.seed + 1),
-            "attack": torch.Generator(device=device).manual_seed(config.seed + 2),
+            "loader": torch.Generator().manual_seed(own_seed if self.private else config.seed),
+            "noise": torch.Generator(device=device).manual_seed(own_seed + 1),
+            "attack": torch.Generator(device=device).manual_seed(own_seed + 2),
         }
         model = model.to(device)
-        # fp16 gradients underflow without scaling (bf16 has float32's range and needs none).
-        scaler = torch.amp.GradScaler("cuda") if config.mixed_precision == "fp16" else None
+        if self.group is not None:
+            model = wrap(model, device, private=self.private)
         loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
             Rows(x, y),
             batch_size=config.batch_size,
@@ -175,7 +230,7 @@ class Trainer:
             generator=generators["loader"],
             collate_fn=batch_as_is,
         )
-        state = TrainState(
+        return TrainState(
             model=model,
             optimizer=_optimizer(model, config),
             loader=loader,
@@ -183,77 +238,91 @@ class Trainer:
             config=config,
             generators=generators,
         )
-        self._fire(Event.FIT_START, state)
-        if resume is not None:
-            saved = load_checkpoint(
-                resume,
-                model=getattr(state.model, "_module", state.model),
-                optimizer=state.optimizer,
-                generators=generators,
-            )
-            state.epoch, state.step = saved["epoch"], saved["step"]
-            state.history, state.extra = saved["history"], saved["extra"]
-            state.epsilon = saved.get("epsilon")
-        for epoch in range(state.epoch, config.epochs):
-            state.epoch = epoch
-            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-            self._fire(Event.EPOCH_START, state)
-            state.model.train()
-            for batch_x, batch_y in state.loader:
-                if len(batch_y) == 0:  # Poisson sampling may draw an empty batch
-                    continue
-                state.x, state.y = batch_x.to(device), batch_y.to(device)
-                self._fire(Event.BATCH_START, state)
-                state.optimizer.zero_grad()
-                with autocast(device, config.mixed_precision):
-                    logits = state.model(state.x)
-                    loss = state.criterion(logits, state.y)
-                if scaler is None:
-                    loss.backward()
-                    state.optimizer.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(state.optimizer)
-                    scaler.update()
-                state.step += 1
-                with torch.no_grad():
-                    state.loss_sum += float(
-                        nn.functional.cross_entropy(logits, state.y, reduction="sum")
-                    )
-                    state.correct += int((logits.argmax(1) == state.y).sum())
-                    state.seen += len(state.y)
-                self._fire(Event.BATCH_END, state)
-            state.history.append(
-                {
-                    "epoch": float(epoch + 1),
-                    "loss": state.loss_sum / max(state.seen, 1),
-                    "accuracy": state.correct / max(state.seen, 1),
-                }
-            )
-            state.epoch = epoch + 1
-            self._fire(Event.EPOCH_END, state)
-            if state.epsilon is not None:
-                state.history[-1]["epsilon"] = state.epsilon
-            last = epoch + 1 == config.epochs
-            if checkpoints is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-                written = save_checkpoint(
-                    checkpoints / f"epoch-{epoch + 1}",
-                    model=getattr(state.model, "_module", state.model),
-                    optimizer=state.optimizer,
-                    generators=generators,
-                    trainer={
-                        "epoch": state.epoch,
-                        "step": state.step,
-                        "history": state.history,
-                        "extra": state.extra,
-                        "epsilon": state.epsilon,
-                    },
-                )
-                if on_checkpoint is not None:
-                    on_checkpoint(written, epoch + 1)
-        self._fire(Event.FIT_END, state)
-        return TrainResult(
-            model=getattr(state.model, "_module", state.model).to("cpu"),
-            history=state.history,
-            epsilon=state.epsilon,
+
+    def _epoch(self, state: TrainState, epoch: int, scaler: Any) -> None:
+        group, device = self.group, self.device
+        state.epoch = epoch
+        state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+        self._fire(Event.EPOCH_START, state)
+        state.model.train()
+        for batch_x, batch_y in state.loader:
+            scale = None
+            x, y = batch_x, batch_y
+            if group is not None and not self.private:
+                x, y, scale = rank_share(group, batch_x, batch_y)
+            elif group is None and len(batch_y) == 0:
+                # Poisson sampling may draw an empty batch (in a group every rank steps,
+                # empty or not: the step's collectives need them all)
+                continue
+            state.x, state.y = x.to(device), y.to(device)
+            self._fire(Event.BATCH_START, state)
+            self._step(state, scale, scaler)
+            self._fire(Event.BATCH_END, state)
+        loss_sum, correct, seen = state.loss_sum, float(state.correct), float(state.seen)
+        if group is not None:  # the run's figures, not this rank's share
+            loss_sum, correct, seen = global_sums([loss_sum, correct, seen], device)
+        state.history.append(
+            {
+                "epoch": float(epoch + 1),
+                "loss": loss_sum / max(seen, 1),
+                "accuracy": correct / max(seen, 1),
+            }
         )
+        state.epoch = epoch + 1
+        self._fire(Event.EPOCH_END, state)
+        if state.epsilon is not None:
+            state.history[-1]["epsilon"] = state.epsilon
+
+    def _step(self, state: TrainState, scale: torch.Tensor | None, scaler: Any) -> None:
+        if state.x is None or state.y is None:
+            raise RuntimeError("a step without a batch")
+        state.optimizer.zero_grad()
+        with autocast(self.device, self.config.mixed_precision):
+            logits = state.model(state.x)
+            if scale is None:
+                loss = state.criterion(logits, state.y)
+            else:  # this rank's share of the global batch's mean loss
+                summed = nn.functional.cross_entropy(logits, state.y, reduction="sum")
+                loss = summed * scale.to(self.device)
+        if scaler is None:
+            loss.backward()
+            state.optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(state.optimizer)
+            scaler.update()
+        state.step += 1
+        with torch.no_grad():
+            state.loss_sum += float(nn.functional.cross_entropy(logits, state.y, reduction="sum"))
+            state.correct += int((logits.argmax(1) == state.y).sum())
+            state.seen += len(state.y)
+
+    def _checkpoint(
+        self,
+        state: TrainState,
+        checkpoints: Path | None,
+        on_checkpoint: Callable[[Path, int], None] | None,
+    ) -> None:
+        epoch = state.epoch
+        if epoch % self.config.checkpoint_every != 0 and epoch != self.config.epochs:
+            return
+        # In a group every rank hands its random states to rank 0, which writes them.
+        states = gather_states(state.generators, self.group) if self.group else None
+        if checkpoints is None or self.rank != 0:
+            return
+        written = save_checkpoint(
+            checkpoints / f"epoch-{epoch}",
+            model=bare(state.model),
+            optimizer=state.optimizer,
+            generators=state.generators,
+            states=states,
+            trainer={
+                "epoch": state.epoch,
+                "step": state.step,
+                "history": state.history,
+                "extra": state.extra,
+                "epsilon": state.epsilon,
+            },
+        )
+        if on_checkpoint is not None:
+            on_checkpoint(written, epoch)

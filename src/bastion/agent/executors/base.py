@@ -34,6 +34,8 @@ class JobRequest:
     command: tuple[str, ...] = ()
     #: The host indices of the GPUs the agent gave the job (its sandbox shows only these).
     gpus: tuple[int, ...] = ()
+    #: CPUs the job occupies: ``workers x cpus_per_worker`` (what a Ray task reserves).
+    cpus: int = 1
 
 
 class JobHandle(Protocol):

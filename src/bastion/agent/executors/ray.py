@@ -51,7 +51,8 @@ class RayJob:
     def __init__(self, ray: Any, remote: Any, request: JobRequest) -> None:
         self.request = request
         self._ray = ray
-        self._ref = remote.remote(request)
+        # The whole job (every data-parallel worker) is one task on one node.
+        self._ref = remote.options(num_cpus=request.cpus).remote(request)
         self._started = time.monotonic()
         self._code: int | None = None
 

@@ -97,11 +97,11 @@ def _host_shortfall(need: Need, capacity: Mapping[str, Any], *, cluster: str) ->
             f"(its agents advertise {memory} MiB); lower resources.memory_mb"
         )
     cpus = int(capacity.get("cpus", 0))
-    if need.cpus is not None and need.cpus > cpus:
-        return (
-            f"cluster {cluster} has no agent with {_plural(need.cpus, 'CPU')} "
-            f"(its agents advertise {cpus})"
-        )
+    if need.cpus is not None and need.cpus * need.workers > cpus:
+        wanted = _plural(need.cpus * need.workers, "CPU")
+        if need.workers > 1:
+            wanted += f" ({need.workers} workers x {need.cpus})"
+        return f"cluster {cluster} has no agent with {wanted} (its agents advertise {cpus})"
     return None
 
 
@@ -110,11 +110,6 @@ def check_submit(
 ) -> None:
     """Refuse (:class:`InvalidSpec`) a run its cluster cannot hold, naming what is missing."""
     need = need_of(spec)
-    if need.workers > 1:
-        raise InvalidSpec(
-            f"resources.workers: {need.workers} needs data-parallel training, which is not "
-            "available yet; use workers: 1"
-        )
     reason = shortfall(need, capacity, cluster=cluster)
     if reason is not None:
         raise InvalidSpec(reason)
