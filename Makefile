@@ -68,6 +68,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_extraction.py
 	$(BIN)/python benchmarks/bench_poisoning.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 # The whole lifecycle on embedded defaults; a rerun clears the previous quickstart first.
 quickstart: install

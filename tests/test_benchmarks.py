@@ -51,6 +51,10 @@ TINY: dict[str, tuple[list[str], str]] = {
         r"^ratio Bastion/bare throughput at \d+ connections?, \d+ replicas?: \d+\.\d+x$",
     ),
     "bench_sandbox.py": (["--reps", "1"], r"ratio sandboxed/unsandboxed"),
+    "bench_scale.py": (
+        ["--rows", "1500", "--epochs", "2", "--repeats", "1"],
+        r"^ratio Bastion/baseline epoch time \(2 workers\): \d+\.\d+x$",
+    ),
     "bench_cli.py": (["--reps", "1", "--runs", "2"], r"ratio run-list CPU"),
     "bench_extraction.py": (
         ["--reps", "1", "--budget", "200", "--victim-epochs", "3", "--surrogate-epochs", "3"],
