@@ -13,8 +13,9 @@ from typing import Any, cast
 import pytest
 
 from bastion.agent.capacity import host_capacity, probe_gpus
+from bastion.agent.gpus import GpuPool
 from bastion.agent.job_setup import gpu_environment
-from bastion.agent.loop import Agent, _State
+from bastion.agent.loop import _State
 from bastion.client import GpuInfo, LeaseOut
 from bastion.errors import InvalidInput
 from bastion.security.sandbox import Limits, Mounts, Sandbox, gpu_device_nodes
@@ -96,20 +97,22 @@ def _lease(run_id: str, gpus: int) -> LeaseOut:
 
 def test_the_agent_gives_each_job_free_gpus_and_refuses_more_than_it_has() -> None:
     state = _State()
-    agent = SimpleNamespace(
-        state=state, _gpus=[GpuInfo(index=i, name="g", memory_mb=1) for i in range(3)]
+    pool = GpuPool(
+        [GpuInfo(index=i, name="g", memory_mb=1) for i in range(3)],
+        lock=state.lock,
+        running=state.job_gpus,
     )
-    give = Agent._give_gpus
-    assert give(cast(Any, agent), _lease("cpu", 0)) == ()
-    assert give(cast(Any, agent), _lease("a", 2)) == (0, 1)
-    assert state.gpus_in_use() == {0, 1}
+    assert pool.give(_lease("cpu", 0)) == ()
+    assert pool.give(_lease("a", 2)) == (0, 1)
+    assert pool.in_use() == {0, 1}
     with pytest.raises(InvalidInput, match=r"asks for 2 GPUs .* has 1 of its 3 free"):
-        give(cast(Any, agent), _lease("b", 2))
-    # A started job holds its GPUs in its request; staging ones in staging_gpus.
-    state.staging_gpus.pop("a")
+        pool.give(_lease("b", 2))
+    # A started job holds its GPUs in its request; staging ones in the pool's staging.
+    pool.release("a")
     running = SimpleNamespace(handle=SimpleNamespace(request=SimpleNamespace(gpus=(1,))))
     state.jobs["a"] = cast(Any, running)
-    assert give(cast(Any, agent), _lease("b", 2)) == (0, 2)
+    assert pool.give(_lease("b", 2)) == (0, 2)
+    assert pool.free_now() == []
 
 
 def test_the_job_process_is_given_its_gpus_and_a_cpu_job_none(tmp_path: Path) -> None:

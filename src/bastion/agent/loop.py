@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.agent.capacity import host_capacity, probe_gpus
+from bastion.agent.capacity import host_capacity
 from bastion.agent.executors import Executor, JobHandle, make_executor
 from bastion.agent.fanout import FANOUT_ENV
+from bastion.agent.gpus import GpuPool
 from bastion.agent.job import EXIT_FENCED, EXIT_REPORTED_FAILURE, EXIT_SEAL
 from bastion.agent.job_setup import Setup, prepare, serve_inputs
 from bastion.agent.staging import (
@@ -35,7 +36,7 @@ from bastion.agent.staging import (
     wipe,
 )
 from bastion.agent.storage import Storage
-from bastion.client import Capacity, Client, GpuInfo, LeaseOut
+from bastion.client import Capacity, Client, LeaseOut
 from bastion.config import Settings
 from bastion.errors import BastionError, ConfigurationError, InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes, ensure_private_dir
@@ -112,19 +113,11 @@ class _State:
     jobs: dict[str, _Running] = field(default_factory=dict)
     #: Runs whose inputs are being verified and decrypted (their job has not started yet).
     staging: dict[str, int] = field(default_factory=dict)
-    #: The GPUs given to runs still staging (a started job's are in its request).
-    staging_gpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def gpus_in_use(self) -> set[int]:
-        """The host indices of the GPUs given to this agent's jobs (hold ``lock``)."""
-        used = {i for gpus in self.staging_gpus.values() for i in gpus}
-        return used | {i for job in self.jobs.values() for i in job.handle.request.gpus}
-
-    def free_gpus(self, gpus: list[GpuInfo]) -> list[int]:
-        """The host indices of ``gpus`` no job holds, lowest first (hold ``lock``)."""
-        used = self.gpus_in_use()
-        return sorted(gpu.index for gpu in gpus if gpu.index not in used)
+    def job_gpus(self) -> list[tuple[int, ...]]:
+        """The GPUs each started job holds (hold ``lock``)."""
+        return [job.handle.request.gpus for job in self.jobs.values()]
 
     def active(self) -> dict[str, int]:
         """Every run this agent holds, by attempt: the heartbeat renews their leases, so a
@@ -159,22 +152,16 @@ class Agent:
         self.state = _State()
         self._stop = threading.Event()
         self._client: Client | None = None
-        # Once: GPUs do not come and go under a running agent. A Ray executor's jobs run on
-        # Ray's nodes, not this host: it gives none until jobs are placed on Ray's GPUs.
-        self._gpus = probe_gpus() if config.executor == "local" else []
-        if config.gpus is not None:
-            self._gpus = self._gpus[: config.gpus]
-        if self._gpus:
-            log.info("GPUs: %s", ", ".join(f"{g.index}: {g.name}" for g in self._gpus))
+        self.gpus = GpuPool.of_host(
+            executor=config.executor,
+            limit=config.gpus,
+            lock=self.state.lock,
+            running=self.state.job_gpus,
+        )
 
     def capacity(self) -> Capacity:
         """What this host can give jobs, as the heartbeat advertises it."""
-        return host_capacity(gpus=self._gpus)
-
-    def _free_gpus(self) -> list[int]:
-        """The host indices of the advertised GPUs no job of this agent holds."""
-        with self.state.lock:
-            return self.state.free_gpus(self._gpus)
+        return host_capacity(gpus=self.gpus.advertised)
 
     @property
     def _private(self) -> tuple[Path, ...]:
@@ -246,7 +233,7 @@ class Agent:
                         self.config.cluster,
                         wait=self.config.long_poll_seconds,
                         isolation=self.isolation.value,
-                        free_gpus=len(self._free_gpus()),
+                        free_gpus=len(self.gpus.free_now()),
                     )
                     if lease is not None:
                         self._start_or_fail(lease)
@@ -362,28 +349,13 @@ class Agent:
             )
         self._wipe_unowned(run_id)
 
-    def _give_gpus(self, lease: LeaseOut) -> tuple[int, ...]:
-        """Set aside the free GPUs the run asks for (lowest indices first), or refuse."""
-        resources = lease.spec.get("resources") or {}
-        wanted = int(resources.get("gpus", 0))
-        with self.state.lock:
-            free = self.state.free_gpus(self._gpus)
-            if wanted > len(free):
-                raise InvalidInput(
-                    f"the run asks for {wanted} GPUs (resources.gpus) but this agent has "
-                    f"{len(free)} of its {len(self._gpus)} free; submit it again with fewer"
-                )
-            given = tuple(free[:wanted])
-            self.state.staging_gpus[lease.run_id] = given
-        return given
-
     def _start_or_fail(self, lease: LeaseOut) -> None:
         """Start the job; if its data does not verify or storage cannot take it, fail the run."""
         self._supersede(lease.run_id, lease.attempt)
         with self.state.lock:
             self.state.staging[lease.run_id] = lease.attempt
         try:
-            self._start(lease, self._give_gpus(lease))
+            self._start(lease, self.gpus.give(lease))
         except OSError as exc:
             reason = f"storage {self.storage.root} cannot hold the run: {exc.strerror or exc}"
             self._report_end(lease, stage="setup", status="failed", message=reason)
@@ -392,7 +364,7 @@ class Agent:
         finally:
             with self.state.lock:
                 self.state.staging.pop(lease.run_id, None)
-                self.state.staging_gpus.pop(lease.run_id, None)
+                self.gpus.release(lease.run_id)
 
     def _report_end(self, lease: LeaseOut, *, stage: str, status: str, message: str) -> None:
         """End a run on the job's behalf (the agent holds its lease)."""
