@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bastion.data.reference import patients
+
 pytestmark = pytest.mark.ray
 
 BIN = Path(sys.executable).parent
@@ -132,6 +134,9 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
     lines = init.stdout.splitlines()
     token = next(lines[i + 1] for i, line in enumerate(lines) if "shown once" in line).strip()
     server = namespace.start(server_home, bastion, "server", "start", "--port", str(CP_PORT))
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    patients(seed=0, rows=400).to_csv(incoming / "patients.csv", index=False)
     agent: subprocess.Popen[str] | None = None
     url = f"http://127.0.0.1:{CP_PORT}"
     try:
@@ -157,6 +162,8 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
             join_token,
             "--storage",
             str(tmp_path / "storage"),
+            "--import-root",
+            str(incoming),
             "--executor",
             "ray",
             "--ray-address",
@@ -182,8 +189,50 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
             + (agent.stdout.read() if agent.poll() is not None and agent.stdout else "")
         )
         assert "step 3/3" in result.stdout and "succeeded" in result.stdout
+        _two_private_workers_train_on_ray(namespace, client_home, tmp_path)
     finally:
         for process in (agent, server):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path: Path) -> None:
+    """``resources.workers: 2`` with DP-SGD: the group is one Ray task holding 2 CPUs (all
+    the head has), its two processes in one sandbox on the Ray node."""
+    bastion = str(BIN / "bastion")
+    registered = namespace.run(
+        home,
+        bastion,
+        "data",
+        "register",
+        str(tmp_path / "incoming" / "patients.csv"),
+        "--name",
+        "patients",
+        "-p",
+        "p",
+        "--target",
+        "diagnosis",
+        "--subject-id-column",
+        "subject_id",
+    )
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    spec = tmp_path / "ray-train.yaml"
+    privacy = {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0}
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ray-private",
+                "project": "p",
+                "cluster": "ray1",
+                "dataset": "patients@1",
+                "model": {"builtin": "mlp", "hidden": [16]},
+                "train": {"epochs": 2, "batch_size": 64, "lr": 0.5, "privacy": privacy},
+                "resources": {"workers": 2, "cpus_per_worker": 1},
+            }
+        )
+    )
+    result = namespace.run(home, bastion, "run", "submit", str(spec), "--follow", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 workers train data-parallel, 1 CPU thread each" in result.stdout
+    assert "epsilon" in result.stdout and "succeeded" in result.stdout

@@ -193,7 +193,8 @@ def _train(
     world = context.workers
     threads = context.cpus_per_worker or default_threads(world)
     torch.set_num_threads(threads)
-    context.log(f"{world} workers train data-parallel, {threads} CPU threads each")
+    each = "1 CPU thread" if threads == 1 else f"{threads} CPU threads"
+    context.log(f"{world} workers train data-parallel, {each} each")
     lower, upper = bounds
     folder = workdir / "parallel"
     ensure_private_dir(folder)
