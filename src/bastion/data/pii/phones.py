@@ -126,17 +126,22 @@ def _international_status(spelled: str, *, strict: bool) -> int:
 
 
 def _plain_status(text: str, region: str, *, strict: bool = True) -> int:
-    digits = _digits(text)
+    runs = _DIGITS.findall(_EXTENSION.sub("", text))
+    digits = "".join(runs)
     if region == "US" and len(digits) == 11 and digits.startswith("1"):
         digits = digits[1:]
     if len(digits) not in _plan(region)[1]:
         return NONE
+    grouped = len(runs) > 1
+    if not grouped and region != "US":
+        return NONE  # bare digits count only as a valid North American number: no parse
     number = _parse(text, region)
     if number is None:
         return NONE
-    canonical = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
-    if len(_groups(text)) > 1 and _groups(text) == _groups(canonical):
-        return _status(number, strict=strict)
+    if grouped:
+        canonical = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+        if tuple(len(run) for run in runs) == _groups(canonical):
+            return _status(number, strict=strict)
     if region == "US" and _status(number) == VALID:
         return VALID  # bare digits: a North American number with a real area code
     return NONE
