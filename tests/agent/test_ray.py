@@ -198,8 +198,8 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
 
 
 def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path: Path) -> None:
-    """``resources.workers: 2`` with DP-SGD: the group is one Ray task holding 2 CPUs (all
-    the head has), its two processes in one sandbox on the Ray node."""
+    """``resources.workers: 2`` with DP-SGD under Ray Train: two Ray Train workers of one CPU
+    each (all the head has), each running its rank's process in a sandbox; rank 0 reports."""
     bastion = str(BIN / "bastion")
     registered = namespace.run(
         home,
@@ -234,5 +234,5 @@ def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path
     )
     result = namespace.run(home, bastion, "run", "submit", str(spec), "--follow", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 workers train data-parallel, 1 CPU thread each" in result.stdout
+    assert "2 workers train data-parallel on Ray Train, 1 CPU thread each" in result.stdout
     assert "epsilon" in result.stdout and "succeeded" in result.stdout

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.agent.lifeline import die_with_agent
+from bastion.agent.ranks import GROUP_LOST, RANK_ENV, RENDEZVOUS_ENV, GroupLost, RankFinished
 from bastion.agent.relay import dial
 from bastion.client.runs import RunsMixin
 from bastion.client.serving import ServingJobMixin
@@ -84,6 +85,9 @@ class JobContext:
     workers: int = 1
     cpus_per_worker: int | None = None
     restarts: int = 2
+    #: On Ray Train: this process's rank and where its group meets (rank 0 is the job).
+    rank: int = 0
+    rendezvous: str | None = None
 
     retry_seconds: float = 300.0
 
@@ -125,6 +129,17 @@ class JobContext:
         """Write the state atomically, then tell the control plane where to resume."""
         atomic_write_bytes(self.workdir / "checkpoint.json", json.dumps(state).encode())
         self.event("checkpoint", "running", f"step {step}")
+
+
+class RankContext(JobContext):
+    """A data-parallel rank other than 0 on Ray Train: it trains its share and says
+    nothing to the control plane (rank 0 reports); its lines go to its log."""
+
+    def _send(self, call: Callable[[], None]) -> None:
+        pass
+
+    def log(self, *lines: str) -> None:
+        print(*lines, sep="\n", file=sys.stderr)
 
 
 class JobFailed(Exception):
@@ -257,6 +272,9 @@ def _attempt(context: JobContext, spec: RunSpec, *, isolation: str) -> int:
     except Conflict as exc:  # cancelled, or fenced off by a newer attempt: stop quietly
         print(f"stopping: {exc}", file=sys.stderr)
         return EXIT_FENCED
+    except GroupLost as exc:  # Ray Train starts the group again; the run goes on
+        context.log(f"the training group lost a worker ({exc}); Ray Train starts it again")
+        return GROUP_LOST
     except Exception as exc:
         if isinstance(exc, BastionError) and not isinstance(exc, _REPORTED):
             print(f"control plane refused: {exc}", file=sys.stderr)
@@ -285,9 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         code = Path(manifest["code"])
         sys.path[:0] = [str(code / "src")] if (code / "src").is_dir() else []
         sys.path.insert(0, str(code))
+    rank = int(os.environ.get(RANK_ENV, "0"))
     # The host part is never resolved: every request goes down the relay's socket.
     with JobClient("http://relay", transport=dial(settings.relay)) as client:
-        context = JobContext(
+        context = (RankContext if rank else JobContext)(
             client=client,
             project=manifest["project"],
             run_id=manifest["run_id"],
@@ -299,8 +318,24 @@ def main(argv: list[str] | None = None) -> int:
             workers=spec.resources.workers,
             cpus_per_worker=spec.resources.cpus_per_worker,
             restarts=spec.resources.restarts,
+            rank=rank,
+            rendezvous=os.environ.get(RENDEZVOUS_ENV),
         )
+        if rank:
+            return _rank(context, spec)
         return _attempt(context, spec, isolation=manifest.get("isolation", ""))
+
+
+def _rank(context: JobContext, spec: RunSpec) -> int:
+    """Rank 1..W-1 of a group on Ray Train: train this share; 0 once done."""
+    try:
+        _run(context, spec)
+    except RankFinished:
+        return 0
+    except GroupLost as exc:
+        context.log(f"the training group lost a worker ({exc})")
+        return GROUP_LOST
+    return 1  # pragma: no cover - a train job on rank > 0 always ends in RankFinished
 
 
 if __name__ == "__main__":

@@ -137,6 +137,8 @@ def prepare(
         network=job["type"] == "serve",  # its listening port; still no keys, no files
         gpus=gpus,
         cpus=int(resources.get("workers", 1)) * int(resources.get("cpus_per_worker") or 1),
+        workers=int(resources.get("workers", 1)),
+        restarts=int(resources.get("restarts", 2)),
     )
     return request, staged
 

@@ -20,13 +20,13 @@ a session of its own), so the workers it started (fan-out) go with it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import FrameType
+
+from bastion.parent_death import PARENT_DEATH_SIGNAL, bind_to_parent
 
 __all__ = [
     "LIFELINE_ENV",
@@ -38,39 +38,6 @@ __all__ = [
 
 #: The job's environment names the file descriptor of its end of the lifeline here.
 LIFELINE_ENV = "BASTION_AGENT_LIFELINE"
-#: Catchable, so the job can take its process group down with it; before the job installs
-#: its handler, the default action ends the job (which has started nothing yet).
-PARENT_DEATH_SIGNAL = signal.SIGTERM
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's ``prctl``, resolved in the agent: the child must not load libraries after fork."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    function: Callable[..., int] | None = getattr(libc, "prctl", None)
-    return function
-
-
-_prctl = _load_prctl()
-
-
-def bind_to_parent(parent: int) -> None:
-    """In the child between fork and exec: die when the thread that started it dies.
-
-    ``parent`` is the starting process's pid, taken before the fork: a parent that died
-    before the request was made would never send the signal, so the child ends itself.
-    """
-    if _prctl is None:
-        return
-    _prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def end_process_group() -> None:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from bastion.agent.data_jobs import schema_violations, staged_input, staged_schema
 from bastion.agent.eval_job import Evaluation, evaluate_model
+from bastion.agent.ranks import GroupLost, RankFinished
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
 from bastion.data.backdoor import spectral_scan
 from bastion.data.feature_gate import check_features
@@ -35,7 +36,7 @@ from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
 from bastion.train.device import training_device
-from bastion.train.distributed import default_threads
+from bastion.train.distributed import Group, default_threads, keep_latest
 from bastion.train.models import build_model, load_packaged, package_model, penultimate
 from bastion.train.parallel import fit_parallel
 from bastion.train.recipe import recipe
@@ -194,10 +195,13 @@ def _train(
     threads = context.cpus_per_worker or default_threads(world)
     torch.set_num_threads(threads)
     each = "1 CPU thread" if threads == 1 else f"{threads} CPU threads"
-    context.log(f"{world} workers train data-parallel, {each} each")
+    where = " on Ray Train" if context.rendezvous else ""
+    context.log(f"{world} workers train data-parallel{where}, {each} each")
     lower, upper = bounds
     folder = workdir / "parallel"
     ensure_private_dir(folder)
+    if context.rendezvous is not None:
+        return _train_rank(context, config, model, hooks, x=x, y=y, device=device, start=start)
 
     def fresh_hooks() -> list[Any]:  # every start of the group: a fresh accountant
         return [*recipe(model, config, lower=lower, upper=upper)[1], _Reporter(context)]
@@ -219,6 +223,50 @@ def _train(
         threads=threads,
         say=context.log,
     )
+
+
+def _train_rank(
+    context: JobContext,
+    config: Any,
+    model: torch.nn.Module,
+    hooks: list[Any],
+    *,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    start: Path | None,
+) -> TrainResult:
+    """One rank of a group that Ray Train runs (the agent's Ray executor started this
+    process for it). Rank 0 writes the checkpoints and keeps the newest where a restarted
+    group resumes; a broken group ends the process for Ray Train to start it again; a
+    rank other than 0 ends after its share (:class:`RankFinished`)."""
+    folder = context.workdir / "parallel"
+    latest = folder / "resume"
+    begin = latest if latest.is_dir() else start
+    if begin is latest:
+        context.log("resuming the group from its newest checkpoint")
+    hand_over = _hand_over(context.workdir)
+
+    def kept(path: Path, epoch: int) -> None:
+        keep_latest(path, latest)
+        hand_over(path, epoch)
+
+    leader = context.rank == 0
+    group = Group(context.rank, context.workers, str(context.rendezvous))
+    try:
+        result = Trainer(config, hooks, device=device, group=group).fit(
+            model,
+            x,
+            y,
+            resume=begin,
+            checkpoints=context.workdir / "checkpoints" if leader else None,
+            on_checkpoint=kept if leader else None,
+        )
+    except RuntimeError as exc:  # gloo's errors (DistBackendError is one) and lost peers
+        raise GroupLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    if not leader:
+        raise RankFinished
+    return result
 
 
 def run_train(context: JobContext, job: TrainJob) -> None:

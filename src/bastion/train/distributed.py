@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,7 +74,8 @@ class Group:
 
     rank: int
     world: int
-    store: Path
+    #: A file store's path (processes of one host), or ``host:port`` of rank 0's TCP store.
+    store: Path | str
 
     @property
     def leader(self) -> bool:
@@ -82,10 +84,23 @@ class Group:
 
 def join(group: Group, device: torch.device) -> None:
     """Enter the process group (gloo on the CPU, NCCL on GPUs) through the file store."""
-    # gloo picks its interface from the host name; inside the sandbox only loopback exists.
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    store = dist.FileStore(str(group.store), group.world)  # type: ignore[attr-defined]
+    store: Any
+    if isinstance(group.store, Path):
+        # gloo picks its interface from the host name; in the sandbox only loopback exists.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        store = dist.FileStore(str(group.store), group.world)  # type: ignore[attr-defined]
+    else:
+        host, port = group.store.rsplit(":", 1)
+        store = dist.TCPStore(  # type: ignore[attr-defined]
+            host,
+            int(port),
+            group.world,
+            is_master=group.leader,
+            timeout=COLLECTIVE_TIMEOUT,
+        )
+        # Across hosts gloo uses the interface the host name resolves to, or the one the
+        # operator named in GLOO_SOCKET_IFNAME (passed on from the Ray worker).
     dist.init_process_group(
         backend,
         store=store,
@@ -174,7 +189,7 @@ def _ready(store: Path, rank: int) -> Path:
 
 def _worker_main(task: WorkerTask) -> None:
     """A worker process: die with the job, say it is up, then train as rank ``task.rank``."""
-    from bastion.agent.lifeline import bind_to_parent  # noqa: PLC0415 - after spawn
+    from bastion.parent_death import bind_to_parent  # noqa: PLC0415 - after spawn
 
     bind_to_parent(os.getppid())
     _ready(task.store, task.rank).touch(mode=0o600)

@@ -36,6 +36,9 @@ class JobRequest:
     gpus: tuple[int, ...] = ()
     #: CPUs the job occupies: ``workers x cpus_per_worker`` (what a Ray task reserves).
     cpus: int = 1
+    #: Data-parallel training processes, and how often their group may start again.
+    workers: int = 1
+    restarts: int = 2
 
 
 class JobHandle(Protocol):

@@ -51,8 +51,10 @@ class RayJob:
     def __init__(self, ray: Any, remote: Any, request: JobRequest) -> None:
         self.request = request
         self._ray = ray
-        # The whole job (every data-parallel worker) is one task on one node.
-        self._ref = remote.options(num_cpus=request.cpus).remote(request)
+        if request.workers > 1:  # Ray Train places the workers (ray_train.py)
+            self._ref = remote.remote(request)
+        else:
+            self._ref = remote.options(num_cpus=request.cpus).remote(request)
         self._started = time.monotonic()
         self._code: int | None = None
 
@@ -68,7 +70,9 @@ class RayJob:
 
     def kill(self) -> None:
         if self.poll() is None:
-            self._ray.cancel(self._ref, force=False)
+            # A data-parallel run's driver goes at once: the Ray Train workers it owns go
+            # with it, and each sandbox with its worker.
+            self._ray.cancel(self._ref, force=self.request.workers > 1)
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
@@ -83,6 +87,10 @@ class RayExecutor:
             raise ConfigurationError("the ray executor needs --ray-address HOST:PORT")
         self._ray = connect(address)
         self._remote = self._ray.remote(num_cpus=1, max_retries=0)(_supervise)
+        from bastion.agent.executors.ray_train import drive  # noqa: PLC0415 - Ray only
+
+        # It waits on Ray Train's workers, which hold the CPUs.
+        self._drive = self._ray.remote(num_cpus=0, max_retries=0)(drive)
         self.max_parallel = max_parallel
         self._jobs: list[RayJob] = []
 
@@ -92,6 +100,7 @@ class RayExecutor:
         return self.max_parallel - len(self._jobs)
 
     def start(self, request: JobRequest) -> RayJob:
-        job = RayJob(self._ray, self._remote, request)
+        remote = self._drive if request.workers > 1 else self._remote
+        job = RayJob(self._ray, remote, request)
         self._jobs.append(job)
         return job
