@@ -44,8 +44,12 @@ typecheck: install
 # The suite runs every benchmark at a tiny size (tests/test_benchmarks.py): their extras too.
 # Three workers on two cores: the end-to-end tests spend much of their time waiting on the
 # planes and jobs they start, and a third worker fills it (a third less wall time measured).
+# Files go out in collection order, the longest first (tests/conftest.py, LONGEST_FIRST).
+# Bytecode is written even where the shell sets PYTHONDONTWRITEBYTECODE: without it each
+# process of the run compiles again what it imports (each worker re-rewrites the asserts of
+# its pytest plugins, 3 s; each plane, agent and job the end-to-end tests start, Bastion).
 unit: install $(VENV)/.bench-installed
-	$(BIN)/pytest -n 3 --dist loadfile --durations=25
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 test: lint typecheck unit
 

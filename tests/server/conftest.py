@@ -1,4 +1,7 @@
-"""Control-plane fixtures: one app per test on SQLite or on PostgreSQL, and a token per role."""
+"""Control-plane fixtures: a plane per test on SQLite or on PostgreSQL, and a token per role.
+
+Each plane has its own settings and database; the app and the migrated schema it starts from
+are reused (tests/planes.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from bastion.config import Settings
-from bastion.server.app import build_database, create_app
+from bastion.server.app import build_database
 from bastion.server.db.session import Database
 from bastion.server.services.bootstrap import initialise
 from tests.pg import postgres_schema
+from tests.planes import migrated, plane_app
 
 PASSWORD = "correct horse battery staple"
 
@@ -46,10 +50,13 @@ class ControlPlane:
 @contextlib.contextmanager
 def started_plane(settings: Settings) -> Iterator[ControlPlane]:
     """A control plane on ``settings``' database, its administrator made, served in-process."""
+    migrated(settings)
     database = build_database(settings)
     result = initialise(database, username="admin", password=PASSWORD)
-    app = create_app(settings, database=database)
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+    with (
+        plane_app(settings, database) as app,
+        TestClient(app, client=("127.0.0.1", 50000)) as client,
+    ):
         yield ControlPlane(app, client, database, result.token, settings)
     database.engine.dispose()
 

@@ -38,7 +38,7 @@ from bastion.server.routes import (
 )
 from bastion.server.web import install_dashboard
 
-__all__ = ["API_PREFIX", "PUBLIC_ROUTES", "build_database", "create_app"]
+__all__ = ["API_PREFIX", "PUBLIC_ROUTES", "bind_state", "build_database", "create_app"]
 
 API_PREFIX = "/api/v1"
 #: The only routes reachable without a token.
@@ -83,6 +83,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         whole.join(timeout=30)
 
 
+def bind_state(app: FastAPI, *, settings: Settings, database: Database) -> None:
+    """Point ``app`` at its settings and database, with a login throttle of its own: all an
+    app's routes read at request time. The routes themselves depend on neither."""
+    app.state.settings = settings
+    app.state.database = database
+    app.state.login_throttle = LoginThrottle(
+        max_failures=settings.login_max_failures, window_seconds=settings.login_window_seconds
+    )
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -93,11 +103,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         openapi_url=None,  # served behind authentication below
         lifespan=_lifespan,
     )
-    app.state.settings = settings
-    app.state.database = database or build_database(settings)
-    app.state.login_throttle = LoginThrottle(
-        max_failures=settings.login_max_failures, window_seconds=settings.login_window_seconds
-    )
+    bind_state(app, settings=settings, database=database or build_database(settings))
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)  # inside the body limit: bodies come bounded
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
