@@ -52,7 +52,7 @@ TINY: dict[str, tuple[list[str], str]] = {
     ),
     "bench_sandbox.py": (["--reps", "1"], r"ratio sandboxed/unsandboxed"),
     "bench_scale.py": (
-        ["--rows", "1500", "--epochs", "2", "--repeats", "1"],
+        ["--rows", "600", "--epochs", "2", "--repeats", "1"],
         r"^ratio Bastion/baseline epoch time \(2 workers\): \d+\.\d+x$",
     ),
     "bench_cli.py": (["--reps", "1", "--runs", "2"], r"ratio run-list CPU"),

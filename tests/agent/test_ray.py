@@ -59,13 +59,17 @@ class Namespace:
         )
 
     def start(self, home: Path, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", self.name, *args],
-            env=self.env(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        """Start a long-running process; its output goes to ``home``/output.log (a pipe
+        nobody reads fills up and stalls the process once it has logged 64 KiB)."""
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with (home / "output.log").open("ab") as output:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.name, *args],
+                env=self.env(home),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +190,7 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
         assert result.returncode == 0, (
             result.stdout
             + result.stderr
-            + (agent.stdout.read() if agent.poll() is not None and agent.stdout else "")
+            + ((agent_home / "output.log").read_text() if agent.poll() is not None else "")
         )
         assert "step 3/3" in result.stdout and "succeeded" in result.stdout
         _two_private_workers_train_on_ray(namespace, client_home, tmp_path)
