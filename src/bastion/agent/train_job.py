@@ -36,7 +36,7 @@ from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
 from bastion.train.device import training_device
-from bastion.train.distributed import Group, default_threads, keep_latest
+from bastion.train.distributed import Group, default_threads, keeping_latest
 from bastion.train.models import build_model, load_packaged, package_model, penultimate
 from bastion.train.parallel import fit_parallel
 from bastion.train.recipe import recipe
@@ -245,12 +245,6 @@ def _train_rank(
     begin = latest if latest.is_dir() else start
     if begin is latest:
         context.log("resuming the group from its newest checkpoint")
-    hand_over = _hand_over(context.workdir)
-
-    def kept(path: Path, epoch: int) -> None:
-        keep_latest(path, latest)
-        hand_over(path, epoch)
-
     leader = context.rank == 0
     group = Group(context.rank, context.workers, str(context.rendezvous))
     try:
@@ -260,7 +254,7 @@ def _train_rank(
             y,
             resume=begin,
             checkpoints=context.workdir / "checkpoints" if leader else None,
-            on_checkpoint=kept if leader else None,
+            on_checkpoint=keeping_latest(latest, _hand_over(context.workdir)) if leader else None,
         )
     except RuntimeError as exc:  # gloo's errors (DistBackendError is one) and lost peers
         raise GroupLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

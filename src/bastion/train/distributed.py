@@ -51,6 +51,7 @@ __all__ = [
     "global_sums",
     "join",
     "keep_latest",
+    "keeping_latest",
     "leave",
     "rank_share",
     "worker_device",
@@ -267,6 +268,19 @@ def keep_latest(checkpoint: Path, resume: Path) -> None:
     shutil.copytree(checkpoint, staging)
     shutil.rmtree(resume, ignore_errors=True)
     staging.rename(resume)
+
+
+def keeping_latest(
+    resume: Path, on_checkpoint: Callable[[Path, int], None]
+) -> Callable[[Path, int], None]:
+    """``on_checkpoint`` after keeping a copy of each checkpoint at ``resume``: where a
+    group started again (by rank 0 or by Ray Train) resumes."""
+
+    def kept(path: Path, epoch: int) -> None:
+        keep_latest(path, resume)
+        on_checkpoint(path, epoch)
+
+    return kept
 
 
 def default_threads(world: int) -> int:

@@ -26,7 +26,7 @@ from bastion.train.config import TrainConfig
 from bastion.train.distributed import (
     Group,
     WorkerFailed,
-    keep_latest,
+    keeping_latest,
     worker_device,
     workers,
 )
@@ -104,10 +104,6 @@ def fit_parallel(
     latest = folder / "resume"
     checkpoints = folder / "checkpoints"
 
-    def kept(path: Path, epoch: int) -> None:
-        keep_latest(path, latest)
-        on_checkpoint(path, epoch)
-
     for start in range(restarts + 1):
         begin = latest if latest.is_dir() else resume
         task = RankJob(config, pristine, x, y, lower, upper, gpus, begin, threads)
@@ -127,7 +123,7 @@ def fit_parallel(
                     y,
                     resume=begin,
                     checkpoints=checkpoints,
-                    on_checkpoint=kept,
+                    on_checkpoint=keeping_latest(latest, on_checkpoint),
                 )
                 others.finish()
                 return result
