@@ -30,4 +30,12 @@ def test_the_gpu_check_runs_its_tiny_cpu_pass() -> None:
         "patients MLP, DP-SGD",
     ]
     assert all(line.endswith("same seed twice -> identical weights") for line in lines[2:5])
-    assert lines[-1] == "equality checks: 3/3 identical on cpu"
+    assert "equality checks: 3/3 identical on cpu" in lines
+    # The evaluations and the server's forward pass ran on the device (here the CPU).
+    assert [line.split(":")[0] for line in lines[-5:-1]] == [
+        "PGD robust accuracy (integer pixels)",
+        "LiRA (4 shadows) AUC",
+        "Captum IG predicted labels",
+        "served probabilities",
+    ]
+    assert lines[-1] == "device checks: 4/4 agree with the CPU"

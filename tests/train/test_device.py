@@ -9,12 +9,14 @@ from typing import Any, cast
 import pytest
 import torch
 
+from bastion.agent.eval_job import run_evaluate
 from bastion.agent.job import _reason
 from bastion.agent.train_job import run_train
 from bastion.errors import ConfigurationError, InvalidSpec
-from bastion.spec import TrainJob
+from bastion.inference.runner import run_serve
+from bastion.spec import EvaluateJob, ServeJob, TrainJob
 from bastion.train.config import TrainConfig
-from bastion.train.device import training_device
+from bastion.train.device import job_device, model_device, on_model
 from bastion.train.models import BuiltinModel, build_model
 from bastion.train.trainer import Trainer
 
@@ -26,7 +28,7 @@ NO_GPU = (
 
 
 def test_a_job_given_no_gpu_trains_on_the_cpu() -> None:
-    assert training_device(0) == torch.device("cpu")
+    assert job_device(0) == torch.device("cpu")
 
 
 def test_a_job_given_a_gpu_trains_on_cuda_when_cuda_sees_it(
@@ -34,9 +36,9 @@ def test_a_job_given_a_gpu_trains_on_cuda_when_cuda_sees_it(
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert training_device(1) == torch.device("cuda")
+    assert job_device(1) == torch.device("cuda")
     with pytest.raises(ConfigurationError, match=r"asks for 2 GPUs .* finds 1"):
-        training_device(2)
+        job_device(2)
 
 
 def test_a_gpu_job_on_a_host_without_cuda_fails_in_one_line(
@@ -44,7 +46,7 @@ def test_a_gpu_job_on_a_host_without_cuda_fails_in_one_line(
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigurationError) as refused:
-        training_device(1)
+        job_device(1)
     assert str(refused.value) == NO_GPU
     # The train job checks first, before it reads anything, and reports that line.
     job = TrainJob(type="train", dataset="d@1", model_name="m", model=BuiltinModel(builtin="mlp"))
@@ -52,6 +54,33 @@ def test_a_gpu_job_on_a_host_without_cuda_fails_in_one_line(
     with pytest.raises(ConfigurationError) as failed:
         run_train(cast(Any, context), job)
     assert _reason(failed.value) == NO_GPU
+
+
+@pytest.mark.parametrize("kind", ["evaluate", "serve"])
+def test_evaluate_and_serve_jobs_given_a_gpu_on_a_host_without_cuda_fail_first(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Evaluation and serving place their model like training does: a job given a GPU
+    that finds none fails with the same line before it reads anything."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    context = cast(Any, SimpleNamespace(gpus=1, workdir="/nonexistent"))
+    with pytest.raises(ConfigurationError) as failed:
+        if kind == "evaluate":
+            job = EvaluateJob.model_validate(
+                {"type": "evaluate", "model": "m@1", "evaluate": {"robustness": True}}
+            )
+            run_evaluate(context, job)
+        else:
+            run_serve(context, ServeJob(type="serve", deployment="d", model="m@1"))
+    assert _reason(failed.value) == NO_GPU
+
+
+def test_model_device_and_on_model_follow_the_parameters() -> None:
+    model = _mlp()
+    assert model_device(model) == torch.device("cpu")
+    assert model_device(torch.nn.Flatten()) == torch.device("cpu")  # no parameters
+    x = torch.zeros(2, 32)
+    assert on_model(model, x) is x  # already there: no copy
 
 
 def _mlp() -> torch.nn.Module:

@@ -20,10 +20,12 @@ from bastion.agent.fanout import fanout_from_environment
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import Lattice, image_lattice, input_bounds
 from bastion.evaluate.config import EvaluateConfig
+from bastion.evaluate.fanout import InOrder
 from bastion.evaluate.scorecard import served_robust_accuracy
 from bastion.progress import progress_line
 from bastion.spec import EvaluateJob
 from bastion.train.data import Preprocessing, Split, split_rows
+from bastion.train.device import describe_device, job_device, model_device, on_model
 from bastion.train.models import load_packaged
 
 if TYPE_CHECKING:
@@ -82,9 +84,24 @@ def _lattice(subject: Evaluation) -> Lattice | None:
 
 
 def evaluate_model(
+    context: JobContext,
+    subject: Evaluation,
+    config: EvaluateConfig,
+    *,
+    device: torch.device | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run every evaluation the block asks for on ``device`` (the CPU by default); log a
+    line for each. The model is back on the CPU afterwards."""
+    try:
+        subject.model.to(device or "cpu")
+        return _evaluations(context, subject, config)
+    finally:
+        subject.model.to("cpu")
+
+
+def _evaluations(
     context: JobContext, subject: Evaluation, config: EvaluateConfig
 ) -> dict[str, dict[str, Any]]:
-    """Run every evaluation the block asks for; log a line for each."""
     from bastion.evaluate.explain import evaluate_explanations  # noqa: PLC0415
     from bastion.evaluate.fairness import evaluate_fairness  # noqa: PLC0415
     from bastion.evaluate.membership import evaluate_membership  # noqa: PLC0415
@@ -112,10 +129,13 @@ def evaluate_model(
                 seed=seed,
             )
         elif kind == "membership" and config.membership_inference is not None:
-            fanout = fanout_from_environment()
+            # On a GPU the shadows train there, one after another; on the CPU they fan out.
+            on_gpu = model_device(model).type == "cuda"
+            fanout = InOrder() if on_gpu else fanout_from_environment()
             shadows = config.membership_inference.shadow_models
             if config.membership_inference.attack == "lira":
-                context.log(f"training {shadows} shadow models, up to {fanout.width} at a time")
+                where = "on the GPU, one at a time" if on_gpu else f"up to {fanout.width} at a time"
+                context.log(f"training {shadows} shadow models, {where}")
             results[kind] = evaluate_membership(
                 model,
                 train=train,
@@ -152,7 +172,7 @@ def _fairness(
         )
     frame = subject.data.table()
     with torch.no_grad():
-        predicted = subject.model(test[0]).argmax(dim=1).numpy()
+        predicted = subject.model(on_model(subject.model, test[0])).argmax(dim=1).cpu().numpy()
     sensitive = {name: frame[name].iloc[subject.test_rows] for name in names}
     summary: dict[str, Any] = evaluate(
         test[1].numpy(),
@@ -166,6 +186,7 @@ def _fairness(
 
 def run_evaluate(context: JobContext, job: EvaluateJob) -> str:
     """Evaluate a registered version; the summaries go to the control plane as the result."""
+    device = job_device(context.gpus)  # first: a job given GPUs that finds none fails here
     folder = context.workdir / "inputs" / "model"
     model, prep = load_packaged(folder, job.model)
     evidence = json.loads((folder / "metadata.json").read_text())
@@ -181,6 +202,7 @@ def run_evaluate(context: JobContext, job: EvaluateJob) -> str:
             "trained on; the membership and held-out figures would be wrong"
         )
     subject = Evaluation(model, prep, data, x, y, train_rows, test_rows, evidence)
-    results = evaluate_model(context, subject, job.evaluate)
+    context.log(f"evaluating on {describe_device(device)}")
+    results = evaluate_model(context, subject, job.evaluate, device=device)
     context.result({"model": job.model, "evaluations": results})
     return f"{job.model}: {', '.join(results)} evaluated; the evidence is stored with the version"

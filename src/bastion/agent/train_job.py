@@ -35,7 +35,7 @@ from bastion.progress import progress_line
 from bastion.security.sealed import sha256_file
 from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
-from bastion.train.device import training_device
+from bastion.train.device import describe_device, job_device
 from bastion.train.distributed import Group, default_threads, keeping_latest
 from bastion.train.models import build_model, load_packaged, package_model, penultimate
 from bastion.train.parallel import fit_parallel
@@ -157,10 +157,12 @@ def _hand_over(workdir: Path) -> Any:
 
 def _device(context: JobContext, job: TrainJob) -> torch.device:
     """Where the job trains (cuda when it was given GPUs), said in its log."""
-    device = training_device(context.gpus)
-    where = "the CPU" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
+    device = job_device(context.gpus)
     precision = job.train.mixed_precision
-    context.log(f"training on {where}" + (f", {precision} mixed precision" if precision else ""))
+    context.log(
+        f"training on {describe_device(device)}"
+        + (f", {precision} mixed precision" if precision else "")
+    )
     return device
 
 
@@ -353,7 +355,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         context.log(f"held-out accuracy {evidence['test_accuracy']:.4f}")
     if job.evaluate is not None:
         subject = Evaluation(result.model, prep, data, x, y, train_rows, test_rows, evidence)
-        evidence["evaluation"] = evaluate_model(context, subject, job.evaluate)
+        evidence["evaluation"] = evaluate_model(context, subject, job.evaluate, device=device)
     _package(workdir, job=job, model=result.model, prep=prep, schema=schema, evidence=evidence)
 
 

@@ -245,11 +245,19 @@ def pgd(
         for _ in range(restarts):
             delta = torch.zeros_like(x)
             if random_start:
-                noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
+                # Drawn where the generator lives (the CPU for the evaluation's, so a GPU
+                # run starts from the same points as a CPU run), then moved to x.
+                where = generator.device if generator is not None else x.device
+                noise = torch.rand(x.shape, generator=generator, device=where).to(x.device)
+                noise = noise * 2 - 1
                 delta = _project(noise * eps, eps=eps, norm=norm)
             adv = _clamp(x + delta, lower, upper)
             # The rows still attacked (with early_stop: those not yet fooled).
-            rows = (~fooled).nonzero().squeeze(1) if early_stop else torch.arange(len(x))
+            rows = (
+                (~fooled).nonzero().squeeze(1)
+                if early_stop
+                else torch.arange(len(x), device=x.device)
+            )
             for alpha in alphas:
                 if len(rows) == 0:
                     break

@@ -22,6 +22,7 @@ from captum.attr import IntegratedGradients
 from bastion.evaluate.config import ExplainConfig
 from bastion.evaluate.robustness import accuracy
 from bastion.train.data import Preprocessing
+from bastion.train.device import on_model
 
 __all__ = ["evaluate_explanations", "explain_instances", "feature_groups"]
 
@@ -71,14 +72,16 @@ def evaluate_explanations(
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     sample = torch.randperm(len(y), generator=generator)[: config.rows]
-    xs = x[sample]
+    xs = on_model(model, x[sample])  # attributed where the model is
     with torch.no_grad():
         predicted = model(xs).argmax(dim=1)
     attributions = (
         IntegratedGradients(model)
         .attribute(xs, baselines=torch.zeros_like(xs), target=predicted, n_steps=config.steps)
         .detach()
+        .cpu()
     )
+    predicted = predicted.cpu()
     summary: dict[str, Any] = {"rows_attributed": len(sample), "ig_steps": config.steps}
     if prep.kind == "images":
         maps = {}
@@ -118,12 +121,14 @@ def explain_instances(
 ) -> list[dict[str, Any]]:
     """Integrated Gradients for each instance, towards its predicted class (local)."""
     model.eval()
+    x = on_model(model, x)  # attributed where the model is
     with torch.no_grad():
         predicted = model(x).argmax(dim=1)
     attributions = (
         IntegratedGradients(model)
         .attribute(x, baselines=torch.zeros_like(x), target=predicted, n_steps=steps)
         .detach()
+        .cpu()
     )
     explained: list[dict[str, Any]] = []
     for row, label in zip(attributions, predicted.tolist(), strict=True):

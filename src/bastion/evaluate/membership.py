@@ -31,6 +31,7 @@ from bastion.evaluate.attacks import input_bounds
 from bastion.evaluate.config import MembershipConfig
 from bastion.evaluate.fanout import FanOut, InOrder
 from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
+from bastion.train.device import model_device, on_model
 from bastion.train.models import build_model
 from bastion.train.recipe import recipe
 from bastion.train.trainer import Trainer
@@ -52,11 +53,12 @@ ROC_POINTS = np.logspace(-4, 0, 41)
 def confidence_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """LiRA's statistic: log(p_y / (1 - p_y)), computed stably from the logits."""
     model.eval()
+    y = on_model(model, y)
     with torch.no_grad():
-        logits = model(x).double()
+        logits = model(on_model(model, x)).double()
         correct = logits.gather(1, y[:, None]).squeeze(1)
         others = logits.scatter(1, y[:, None], -float("inf")).logsumexp(dim=1)
-    scores: np.ndarray = (correct - others).numpy()
+    scores: np.ndarray = (correct - others).cpu().numpy()
     return scores
 
 
@@ -64,15 +66,17 @@ def loss_scores(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.
     """Negative cross-entropy per row (higher: more likely a member)."""
     model.eval()
     with torch.no_grad():
-        loss = torch.nn.functional.cross_entropy(model(x).double(), y, reduction="none")
-    scores: np.ndarray = (-loss).numpy()
+        logits = model(on_model(model, x)).double()
+        loss = torch.nn.functional.cross_entropy(logits, on_model(model, y), reduction="none")
+    scores: np.ndarray = (-loss).cpu().numpy()
     return scores
 
 
 @dataclass(frozen=True)
 class ShadowTask:
     """One shadow model: the target's recipe, trained on the rows ``mask`` selects of the
-    whole population ``x``, scored on the rows ``scored`` indexes."""
+    whole population ``x``, scored on the rows ``scored`` indexes, on ``device`` (the
+    target's: ``cuda`` when the job was given a GPU)."""
 
     model: dict[str, Any]
     train: dict[str, Any]
@@ -83,6 +87,7 @@ class ShadowTask:
     mask: np.ndarray
     scored: np.ndarray
     seed: int
+    device: str = "cpu"
 
 
 def train_shadow(task: ShadowTask) -> np.ndarray:
@@ -99,7 +104,7 @@ def train_shadow(task: ShadowTask) -> np.ndarray:
     lower, upper = input_bounds(x, images=x.dim() > 2)
     model, hooks, _ = recipe(model, config, lower=lower, upper=upper, account=False)
     keep = torch.from_numpy(task.mask)
-    result = Trainer(config, hooks).fit(model, x[keep], y[keep])
+    result = Trainer(config, hooks, device=task.device).fit(model, x[keep], y[keep])
     scored = torch.from_numpy(task.scored)
     return confidence_scores(result.model, x[scored], y[scored])
 
@@ -202,6 +207,7 @@ def evaluate_membership(
                 mask=mask,
                 scored=scored,
                 seed=int(train_config.get("seed", 0)) + 1 + s,
+                device=str(model_device(model)),
             )
             for s, mask in enumerate(population_masks)
         ]

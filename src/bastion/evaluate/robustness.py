@@ -21,6 +21,7 @@ from torch import nn
 
 from bastion.evaluate.attacks import Bound, Lattice, Norm, fgsm, pgd
 from bastion.evaluate.config import RobustnessConfig
+from bastion.train.device import on_model
 
 __all__ = ["CHUNK_ROWS", "accuracy", "evaluate_robustness"]
 
@@ -29,12 +30,17 @@ CHUNK_ROWS = 4096
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of rows whose predicted class is the label."""
+    """Share of rows whose predicted class is the label (computed where the model is)."""
     if len(y) == 0:
         return float("nan")
     with torch.no_grad():
         right = sum(
-            int((model(x[i : i + CHUNK_ROWS]).argmax(dim=1) == y[i : i + CHUNK_ROWS]).sum())
+            int(
+                (
+                    model(on_model(model, x[i : i + CHUNK_ROWS])).argmax(dim=1)
+                    == on_model(model, y[i : i + CHUNK_ROWS])
+                ).sum()
+            )
             for i in range(0, len(y), CHUNK_ROWS)
         )
     return right / len(y)
@@ -104,6 +110,10 @@ def evaluate_robustness(
     if len(y) > config.max_rows:
         keep = torch.randperm(len(y), generator=generator)[: config.max_rows]
         x, y = x[keep], y[keep]
+    # The attack runs where the model is (a GPU when the job was given one).
+    x, y = on_model(model, x), on_model(model, y)
+    lower = on_model(model, lower) if isinstance(lower, torch.Tensor) else lower
+    upper = on_model(model, upper) if isinstance(upper, torch.Tensor) else upper
     model.eval()
     norm = Norm(config.norm)
     spaces: dict[str, Lattice | None] = {"robust_accuracy": None}

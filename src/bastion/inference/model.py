@@ -20,6 +20,7 @@ from bastion.inference.staged import SEALED
 from bastion.security.sealed import MANIFEST, Manifest, load_manifest, sha256_file
 from bastion.security.signing import signature_path_for, verify_path
 from bastion.train.data import Preprocessing
+from bastion.train.device import on_model
 from bastion.train.models import load_packaged, penultimate
 
 __all__ = ["ServedModel", "load_verified"]
@@ -39,9 +40,12 @@ class ServedModel:
     schema: TableSchema | ImageSchema
     metadata: dict[str, Any]
 
+    # The model runs where it was loaded (``cuda`` for a deployment given a GPU); requests
+    # arrive and answers leave on the CPU.
+
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return torch.softmax(self.model(x), dim=1)
+            return torch.softmax(self.model(on_model(self.model, x)), dim=1).cpu()
 
     def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities and penultimate features in one forward pass where the model
@@ -51,8 +55,8 @@ class ServedModel:
         if body is None or head is None:
             return self.probabilities(x), self.features(x)
         with torch.inference_mode():
-            features = body(x)
-            return torch.softmax(head(features), dim=1), features.flatten(1)
+            features = body(on_model(self.model, x))
+            return torch.softmax(head(features), dim=1).cpu(), features.flatten(1).cpu()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer activations (what the OOD detector measures)."""
@@ -87,8 +91,11 @@ def _check_manifest(folder: Path, public_keys: list[bytes]) -> tuple[Manifest, d
     return manifest, info
 
 
-def load_verified(folder: Path, *, public_keys: list[bytes]) -> ServedModel:
-    """Verify the staged model against its signed manifest, then load it.
+def load_verified(
+    folder: Path, *, public_keys: list[bytes], device: torch.device | None = None
+) -> ServedModel:
+    """Verify the staged model against its signed manifest, then load it (onto ``device``,
+    the CPU by default).
 
     Raises :class:`IntegrityError` naming the first check that failed; nothing is loaded
     unless every check passes.
@@ -121,7 +128,7 @@ def load_verified(folder: Path, *, public_keys: list[bytes]) -> ServedModel:
     return ServedModel(
         ref=ref,
         manifest_hash=str(info["manifest_hash"]),
-        model=model.eval(),
+        model=model.to(device or "cpu").eval(),
         prep=prep,
         schema=schema,
         metadata=json.loads((folder / "metadata.json").read_text()),

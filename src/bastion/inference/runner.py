@@ -34,6 +34,7 @@ from bastion.inference.runtime import fit_guards
 from bastion.inference.staged import SWAP_REQUEST
 from bastion.spec import ServeJob
 from bastion.train.data import Split, split_rows
+from bastion.train.device import describe_device, job_device
 
 if TYPE_CHECKING:
     from bastion.agent.job import JobContext
@@ -65,12 +66,21 @@ def _records(raw: list[dict[str, Any]]) -> list[KeyRecord]:
 
 
 def _load(
-    root: Path, job: ServeJob, keys_pem: list[bytes], log_line: Callable[[str], None]
+    root: Path,
+    job: ServeJob,
+    keys_pem: list[bytes],
+    log_line: Callable[[str], None],
+    *,
+    device: torch.device,
 ) -> Loaded:
-    """The model staged under ``root`` with its guards; its training rows are then removed."""
+    """The model staged under ``root`` with its guards, on ``device`` (the GPU when the
+    deployment was given one); its training rows are then removed."""
     # (1) The model must verify against its signed manifest before anything loads it.
-    served = load_verified(root / INPUTS / "model", public_keys=keys_pem)
-    log_line(f"{served.ref}: manifest {served.manifest_hash[:12]} and every file verified")
+    served = load_verified(root / INPUTS / "model", public_keys=keys_pem, device=device)
+    log_line(
+        f"{served.ref}: manifest {served.manifest_hash[:12]} and every file verified; "
+        f"runs on {describe_device(device)}"
+    )
     # (2) Guards are fitted on the rows the model was trained on; held-out rows calibrate.
     data, _ = staged_input(root)
     x, y = served.prep.features(data), served.prep.labels(data)
@@ -119,7 +129,7 @@ def _swap_if_asked(
     request_file.unlink()
     root = context.workdir / request["folder"]
     try:
-        loaded = _load(root, job, keys_pem, context.log)
+        loaded = _load(root, job, keys_pem, context.log, device=job_device(context.gpus))
     except (BastionError, OSError, ValueError) as exc:
         shutil.rmtree(root, ignore_errors=True)
         context.event("serve", "running", f"swap to {request['model']} refused: {exc}")
@@ -131,9 +141,10 @@ def _swap_if_asked(
 
 
 def run_serve(context: JobContext, job: ServeJob) -> str:
+    device = job_device(context.gpus)  # first: a deployment given a GPU that finds none fails
     manifest = json.loads((context.workdir / "job.json").read_text())
     keys_pem = [pem.encode() for pem in manifest["signing_public_keys"]]
-    loaded = _load(context.workdir, job, keys_pem, context.log)
+    loaded = _load(context.workdir, job, keys_pem, context.log, device=device)
     served = loaded.served
     stop = threading.Event()
     findings: list[dict[str, Any]] = []

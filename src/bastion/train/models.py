@@ -22,6 +22,7 @@ from bastion.files import atomic_write_bytes
 from bastion.security.sealed import sha256_file
 from bastion.train.config import BuiltinModel, EntrypointModel, ModelSpec
 from bastion.train.data import Preprocessing
+from bastion.train.device import on_model
 
 __all__ = [
     "BuiltinModel",
@@ -109,14 +110,15 @@ def build_model(spec: ModelSpec, *, input_shape: tuple[int, ...], classes: int) 
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's penultimate-layer activations (for models that expose ``features``)."""
+    """The model's penultimate-layer activations (for models that expose ``features``),
+    computed where the model is and returned on the CPU."""
     inner = getattr(model, "_module", model)  # under Opacus the model is wrapped
     extract = getattr(inner, "features", None)
     if extract is None:
         raise InvalidSpec("this model exposes no penultimate layer (define model.features(x))")
     with torch.no_grad():
-        out: torch.Tensor = extract(x)
-    return out.flatten(1)
+        out: torch.Tensor = extract(on_model(model, x))
+    return out.flatten(1).cpu()
 
 
 def package_model(
