@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -193,7 +194,9 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
             + ((agent_home / "output.log").read_text() if agent.poll() is not None else "")
         )
         assert "step 3/3" in result.stdout and "succeeded" in result.stdout
+        _register_patients(namespace, client_home, tmp_path)
         _two_private_workers_train_on_ray(namespace, client_home, tmp_path)
+        _a_killed_worker_restarts_the_group_on_ray(namespace, client_home, tmp_path)
     finally:
         for process in (agent, server):
             if process is not None:
@@ -201,9 +204,7 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
                 process.wait(timeout=30)
 
 
-def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path: Path) -> None:
-    """``resources.workers: 2`` with DP-SGD under Ray Train: two Ray Train workers of one CPU
-    each (all the head has), each running its rank's process in a sandbox; rank 0 reports."""
+def _register_patients(namespace: Namespace, home: Path, tmp_path: Path) -> None:
     bastion = str(BIN / "bastion")
     registered = namespace.run(
         home,
@@ -221,6 +222,12 @@ def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path
         "subject_id",
     )
     assert registered.returncode == 0, registered.stdout + registered.stderr
+
+
+def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path: Path) -> None:
+    """``resources.workers: 2`` with DP-SGD under Ray Train: two Ray Train workers of one CPU
+    each (all the head has), each running its rank's process in a sandbox; rank 0 reports."""
+    bastion = str(BIN / "bastion")
     spec = tmp_path / "ray-train.yaml"
     privacy = {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0}
     spec.write_text(
@@ -240,3 +247,61 @@ def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 workers train data-parallel on Ray Train, 1 CPU thread each" in result.stdout
     assert "epsilon" in result.stdout and "succeeded" in result.stdout
+
+
+def _rank_processes(rank: int) -> list[int]:
+    """Host pids of the job processes running ``rank`` of a Ray Train group."""
+    marker = f"BASTION_RANK={rank}".encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environment = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"bastion.agent.job" in command and marker in environment:
+            found.append(int(entry))
+    return found
+
+
+def _a_killed_worker_restarts_the_group_on_ray(
+    namespace: Namespace, home: Path, tmp_path: Path
+) -> None:
+    """Without DP this time: once rank 0 has kept a checkpoint, rank 1's process is
+    SIGKILLed; Ray Train starts the group again and rank 0 resumes from that checkpoint."""
+    bastion = str(BIN / "bastion")
+    spec = tmp_path / "ray-killed.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ray-killed",
+                "project": "p",
+                "cluster": "ray1",
+                "dataset": "patients@1",
+                "model": {"builtin": "mlp", "hidden": [16]},
+                "train": {"epochs": 8, "batch_size": 32, "lr": 0.05},
+                "resources": {"workers": 2, "cpus_per_worker": 1},
+            }
+        )
+    )
+    earlier = set((tmp_path / "storage").rglob("parallel/resume"))  # other runs' folders
+    follow = namespace.start(home, bastion, "run", "submit", str(spec), "--follow")
+    try:
+        deadline = time.monotonic() + 180
+        while not set((tmp_path / "storage").rglob("parallel/resume")) - earlier:
+            assert follow.poll() is None, (home / "output.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint was kept"
+            time.sleep(0.02)
+        killed = _rank_processes(1)
+        assert killed, "rank 1's process was not found"
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        assert follow.wait(timeout=240) == 0, (home / "output.log").read_text()[-3000:]
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    out = (home / "output.log").read_text()
+    assert "the training group lost a worker" in out, out[-3000:]
+    assert "resuming the group from its newest checkpoint" in out, out[-3000:]
