@@ -6,6 +6,7 @@ No GPU is needed: the tests check what the agent advertises and the arguments it
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -151,3 +152,41 @@ def test_the_job_process_is_given_its_gpus_and_a_cpu_job_none(tmp_path: Path) ->
         job.poll()
         seen[run_id] = (workdir / "job.log").read_text().strip()
     assert seen == {"cpu": "visible=''", "gpu": "visible='2'"}
+
+
+def test_a_ray_job_runs_on_the_gpus_ray_assigned_and_no_other(tmp_path: Path) -> None:
+    """On a Ray node the job's GPU slots become the GPUs Ray assigned to its task: those
+    device nodes and that CUDA_VISIBLE_DEVICES; a count other than asked is refused."""
+    from bastion.agent.executors.base import JobRequest
+    from bastion.agent.executors.ray import on_assigned_gpus
+    from bastion.errors import ConfigurationError
+
+    request = JobRequest(
+        run_id="r",
+        attempt=1,
+        workdir=tmp_path,
+        environment={"KEEP": "1", **gpu_environment((0,))},
+        timeout_seconds=60,
+        limits=Limits(memory_mb=512),
+        relay=cast(Any, None),
+        sandbox=None,
+        gpus=(0,),
+    )
+    placed = on_assigned_gpus(request, ["3"])  # Ray's ids may be strings
+    assert placed.gpus == (3,)
+    assert placed.environment == {
+        "KEEP": "1",
+        "CUDA_VISIBLE_DEVICES": "3",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
+    with pytest.raises(ConfigurationError, match=r"Ray assigned GPUs \[\] to a job given 1"):
+        on_assigned_gpus(request, [])
+    cpu_job = dataclasses.replace(request, gpus=())
+    assert on_assigned_gpus(cpu_job, []) is cpu_job
+
+
+def test_an_operator_limit_caps_what_the_executor_found() -> None:
+    state = _State()
+    found = [GpuInfo(index=i, name="GPU (Ray)") for i in range(4)]
+    pool = GpuPool.of_executor(found, limit=2, lock=state.lock, running=state.job_gpus)
+    assert [gpu.index for gpu in pool.advertised] == [0, 1]

@@ -7,6 +7,7 @@ only interface is loopback: nothing leaves it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -99,6 +100,7 @@ def namespace() -> Iterator[Namespace]:
             "--head",
             f"--port={RAY_PORT}",
             "--num-cpus=2",
+            "--num-gpus=1",  # declared, not real: placement on Ray's GPUs, then CUDA finds none
             "--include-dashboard=false",
             "--disable-usage-stats",
             f"--temp-dir={tmp / 'r'}",
@@ -197,6 +199,7 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
         _register_patients(namespace, client_home, tmp_path)
         _two_private_workers_train_on_ray(namespace, client_home, tmp_path)
         _a_killed_worker_restarts_the_group_on_ray(namespace, client_home, tmp_path)
+        _a_gpu_run_is_placed_on_rays_gpu(namespace, client_home, tmp_path)
     finally:
         for process in (agent, server):
             if process is not None:
@@ -305,3 +308,33 @@ def _a_killed_worker_restarts_the_group_on_ray(
     out = (home / "output.log").read_text()
     assert "the training group lost a worker" in out, out[-3000:]
     assert "resuming the group from its newest checkpoint" in out, out[-3000:]
+
+
+def _a_gpu_run_is_placed_on_rays_gpu(namespace: Namespace, home: Path, tmp_path: Path) -> None:
+    """The head declares one GPU: the agent advertises it, a run asking for it is leased and
+    started by Ray on it (the job is told which), and, as this host has no CUDA, fails in
+    one line naming what it did not find."""
+    bastion = str(BIN / "bastion")
+    listed = namespace.run(home, bastion, "cluster", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    (cluster,) = [c for c in json.loads(listed.stdout) if c["name"] == "ray1"]
+    assert [gpu["name"] for gpu in cluster["capacity"]["gpus"]] == ["GPU (Ray)"]
+    spec = tmp_path / "ray-gpu.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ray-gpu",
+                "project": "p",
+                "cluster": "ray1",
+                "dataset": "patients@1",
+                "model": {"builtin": "mlp", "hidden": [16]},
+                "train": {"epochs": 1},
+                "resources": {"gpus": 1},
+            }
+        )
+    )
+    result = namespace.run(home, bastion, "run", "submit", str(spec), "--follow")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "GPUs given to this job: CUDA_VISIBLE_DEVICES=0" in out, out
+    assert "the run asks for 1 GPU (resources.gpus) but the job finds 0" in out, out

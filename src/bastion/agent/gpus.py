@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from bastion.agent.capacity import probe_gpus
 from bastion.client import GpuInfo, LeaseOut
 from bastion.errors import InvalidInput
 
@@ -38,18 +37,19 @@ class GpuPool:
         self.staging: dict[str, tuple[int, ...]] = {}
 
     @classmethod
-    def of_host(
+    def of_executor(
         cls,
+        found: list[GpuInfo],
         *,
-        executor: str,
         limit: int | None,
         lock: threading.Lock,
         running: Callable[[], Iterable[tuple[int, ...]]],
     ) -> GpuPool:
-        """This host's GPUs, at most ``limit`` of them (the operator's ``--gpus N``)."""
-        # Once: GPUs do not come and go under a running agent. A Ray executor's jobs run on
-        # Ray's nodes, not this host: it gives none until jobs are placed on Ray's GPUs.
-        gpus = probe_gpus() if executor == "local" else []
+        """The executor's GPUs (found once: they do not come and go under a running agent),
+        at most ``limit`` of them (the operator's ``--gpus N``). A local executor's are the
+        host's, by host index; a Ray executor's are slots of the Ray cluster's GPUs, which
+        Ray itself assigns when a job starts."""
+        gpus = list(found)
         if limit is not None:
             gpus = gpus[:limit]
         if gpus:

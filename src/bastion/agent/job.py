@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             rank=rank,
             rendezvous=os.environ.get(RENDEZVOUS_ENV),
         )
+        if spec.resources.gpus:  # which of the host's GPUs (the agent's or Ray's choice)
+            given = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+            context.log(f"GPUs given to this job: CUDA_VISIBLE_DEVICES={given}")
         if rank:
             return _rank(context, spec)
         return _attempt(context, spec, isolation=manifest.get("isolation", ""))

@@ -152,8 +152,8 @@ class Agent:
         self.state = _State()
         self._stop = threading.Event()
         self._client: Client | None = None
-        self.gpus = GpuPool.of_host(
-            executor=config.executor,
+        self.gpus = GpuPool.of_executor(
+            self.executor.gpus(),
             limit=config.gpus,
             lock=self.state.lock,
             running=self.state.job_gpus,

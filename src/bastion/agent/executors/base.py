@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bastion.agent.relay import RelayTarget
 from bastion.security.sandbox import Limits, Sandbox
+
+if TYPE_CHECKING:
+    from bastion.api.clusters import GpuInfo
 
 __all__ = ["Executor", "JobHandle", "JobRequest"]
 
@@ -62,3 +65,7 @@ class Executor(Protocol):
     def free_slots(self) -> int: ...
 
     def start(self, request: JobRequest) -> JobHandle: ...
+
+    def gpus(self) -> list[GpuInfo]:
+        """The GPUs its jobs can be given (asked once, at agent start)."""
+        ...

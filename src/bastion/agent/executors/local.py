@@ -17,11 +17,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from bastion.agent.capacity import probe_gpus
 from bastion.agent.executors.base import JobRequest
 from bastion.agent.lifeline import LIFELINE_ENV, bind_to_parent
 from bastion.agent.relay import Relay
 from bastion.security.sandbox import RELAY_SOCKET, Mounts, ProcessCap
+
+if TYPE_CHECKING:
+    from bastion.api.clusters import GpuInfo
 
 __all__ = ["RELAY_ENV", "LocalExecutor", "LocalJob"]
 
@@ -159,3 +164,7 @@ class LocalExecutor:
         job = LocalJob(request)
         self._jobs.append(job)
         return job
+
+    def gpus(self) -> list[GpuInfo]:
+        """This host's GPUs, by host index."""
+        return probe_gpus()

@@ -45,21 +45,27 @@ def _free_port() -> int:
 
 def rank_loop(config: dict[str, Any]) -> None:
     """A Ray Train worker: run this rank's sandboxed process; raise when it failed."""
-    import ray.train  # noqa: PLC0415 - runs on a Ray Train worker
+    import ray  # noqa: PLC0415 - runs on a Ray Train worker
+    import ray.train  # noqa: PLC0415
     import torch  # noqa: PLC0415
     import torch.distributed as dist  # noqa: PLC0415
 
     from bastion.agent.executors.local import LocalJob  # noqa: PLC0415
+    from bastion.agent.executors.ray import on_assigned_gpus  # noqa: PLC0415
 
     request: JobRequest = config["request"]
     rank = ray.train.get_context().get_world_rank()
     port = torch.tensor([_free_port() if rank == 0 else 0], dtype=torch.int64)
     dist.broadcast(port, src=0)  # Ray Train's own group: where ours will meet
     address = f"{os.environ['MASTER_ADDR']}:{int(port.item())}"
-    environment = {**request.environment, RANK_ENV: str(rank), RENDEZVOUS_ENV: address}
+    # This worker's GPU (Ray Train gives each one when the run asked for GPUs), not the
+    # run's: a rank's sandbox sees its own GPU only.
+    own = dataclasses.replace(request, gpus=request.gpus[:1]) if request.gpus else request
+    own = on_assigned_gpus(own, ray.get_gpu_ids())
+    environment = {**own.environment, RANK_ENV: str(rank), RENDEZVOUS_ENV: address}
     if "GLOO_SOCKET_IFNAME" in os.environ:  # the operator's choice of interface, on the node
         environment["GLOO_SOCKET_IFNAME"] = os.environ["GLOO_SOCKET_IFNAME"]
-    job = LocalJob(dataclasses.replace(request, environment=environment, network=True))
+    job = LocalJob(dataclasses.replace(own, environment=environment, network=True))
     try:
         while (code := job.poll()) is None:
             time.sleep(0.1)
