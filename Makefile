@@ -8,9 +8,13 @@ DEMO_HOME ?= .bastion-demo
 QUICKSTART ?= .quickstart
 QUICKSTART_PORT ?= 8600
 
-.PHONY: install sandbox test lint typecheck unit bench quickstart demo clean
+FED_VENV  := .venv-federated
+FED_STAMP := $(FED_VENV)/.installed
+FLWR      := flwr==1.42.0
 
-install: sandbox $(STAMP)
+.PHONY: install sandbox federated test lint typecheck unit bench quickstart demo clean
+
+install: sandbox $(STAMP) $(FED_STAMP)
 
 # Jobs run under bubblewrap (Debian/Ubuntu package 'bubblewrap'); an agent without it refuses
 # to start. Installed here when missing and this is root on a Debian-like system.
@@ -33,6 +37,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray,redis]'
 	touch $(STAMP)
+
+# Federated jobs run Flower, whose release pins older fastapi, starlette, uvicorn, typer, rich
+# and protobuf than the control plane uses: it gets an environment of its own, layered over
+# the main one (a .pth file adds the main environment's packages after its own), so it reuses
+# PyTorch, Opacus and Bastion and holds only Flower and the versions Flower insists on. pip
+# leaves the main environment alone ("outside environment") when it installs those.
+federated: $(FED_STAMP)
+
+$(FED_STAMP): $(STAMP)
+	test -x $(FED_VENV)/bin/python || $(PYTHON) -m venv $(FED_VENV)
+	main=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	own=$$($(FED_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	echo "import site; site.addsitedir('$$main')" > "$$own/zz-bastion-main.pth"
+	$(FED_VENV)/bin/python -m pip install --quiet '$(FLWR)'
+	$(FED_VENV)/bin/python -c 'import flwr.server, torch, bastion.federated.plan'
+	touch $@
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -84,4 +104,4 @@ demo: install
 	BASTION_HOME=$(DEMO_HOME) $(BIN)/bastion demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_HOME) $(QUICKSTART)
+	rm -rf $(VENV) $(FED_VENV) .mypy_cache .ruff_cache .pytest_cache $(DEMO_HOME) $(QUICKSTART)

@@ -25,7 +25,9 @@ from bastion.server.db.session import Database
 #: these begun late would run on alone after the others end. ``make unit`` passes
 #: ``--no-loadscope-reorder``, else xdist would hand out the files with the most tests first.
 LONGEST_FIRST = (
+    "tests/agent/test_ray.py",  # 130 alone, 350 under the suite's load
     "tests/agent/test_training_e2e.py",  # 380
+    "tests/federated/test_flower.py",  # 120, mostly Flower's 3 s polls
     "tests/test_benchmarks.py",
     "tests/agent/test_code_e2e.py",  # 184
     "tests/agent/test_datasets_e2e.py",  # 156

@@ -1,0 +1,55 @@
+"""What every process of one federated training agrees on: the plan, carried in the run config.
+
+The aggregator writes it into the Flower App's ``pyproject.toml``; the ServerApp and each
+site's ClientApp read it back from ``context.run_config``. It holds the model, the local
+training recipe and the federation's shape, never data or weights.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["HISTORY", "PLAN_KEY", "WEIGHTS", "FederatedPlan", "read_plan"]
+
+#: The run-config key that holds the plan (as JSON).
+PLAN_KEY = "bastion-plan"
+#: What the aggregator writes to the plan's ``output`` folder.
+WEIGHTS = "weights.safetensors"
+HISTORY = "history.json"
+
+
+class FederatedPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The model, as a training spec gives it (``{"builtin": "mlp", ...}``).
+    model: dict[str, Any]
+    #: Each site's local training per round (a ``train`` block: epochs, batch_size, lr, ...).
+    train: dict[str, Any]
+    input_shape: tuple[int, ...]
+    classes: int = Field(ge=2)
+    sites: int = Field(ge=2)
+    rounds: int = Field(ge=1, le=1000)
+    min_clients: int = Field(ge=2)
+    strategy: Literal["fedavg"] = "fedavg"
+    secure_aggregation: bool = True
+    #: The most rows one site trains on (SecAgg+'s ``max_weight``: no site's weight exceeds it).
+    max_rows: int = Field(ge=1)
+    seed: int = 0
+    #: Seconds the aggregator waits for the sites' replies at each step of a round.
+    round_timeout: float = Field(default=600.0, gt=0)
+    #: Where the ServerApp writes the final weights and the history (the aggregator's folder).
+    output: str
+
+    @model_validator(mode="after")
+    def _enough_sites(self) -> FederatedPlan:
+        if self.min_clients > self.sites:
+            raise ValueError(f"min_clients {self.min_clients} exceeds the {self.sites} sites")
+        return self
+
+
+def read_plan(run_config: dict[str, Any]) -> FederatedPlan:
+    """The plan in a Flower run config."""
+    return FederatedPlan.model_validate(json.loads(str(run_config[PLAN_KEY])))
