@@ -33,7 +33,6 @@ from bastion.data.canonical import (
 from bastion.data.checks import infer_image_schema
 from bastion.data.layout import DATA_FILES
 from bastion.data.pii import scan_frame
-from bastion.data.poisoning import conflicting_duplicates, drift, label_issues, outliers
 from bastion.data.profile import SCAN_ROWS, TableFile, TableProfile, profile_frame, sample_rows
 from bastion.errors import InvalidInput
 from bastion.files import atomic_output, sha256_file
@@ -228,6 +227,9 @@ def _poisoning(
     features: np.ndarray | None, labels: np.ndarray | None, *, seed: int
 ) -> dict[str, Any]:
     """Counts and rates of suspicious rows (their indices stay in the compute plane)."""
+    # scipy and scikit-learn take a second to import; every job reads data, few scan it.
+    from bastion.data.poisoning import conflicting_duplicates, label_issues, outliers  # noqa: PLC0415
+
     if features is None or len(features) < 10:
         return {"skipped": "no numeric features to scan"}
     rows = sample_rows(len(features), SCAN_ROWS, seed)
@@ -311,6 +313,8 @@ def describe(
         previous = _profile(baseline, seed=seed).sample
         skipped = identifiers | set(transformed)
         shared = [c for c in frame.columns if c in previous.columns and c not in skipped]
+        from bastion.data.poisoning import drift  # noqa: PLC0415 - see _poisoning
+
         results = drift(previous[shared], frame[shared])
         summaries["drift"] = {
             "columns": [

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict
-from sklearn.model_selection import train_test_split
 
 from bastion.data.ingest import Loaded
 from bastion.data.schema import MAX_CATEGORIES
@@ -129,6 +128,8 @@ def split_rows(
     else:
         classes, counts = np.unique(labels.numpy(), return_counts=True)
         stratify = labels.numpy() if len(classes) > 1 and counts.min() >= 2 else None
+        from sklearn.model_selection import train_test_split  # noqa: PLC0415 - 1 s to import
+
         train, test = train_test_split(
             rows, test_size=holdout, random_state=seed, stratify=stratify
         )
