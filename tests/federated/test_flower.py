@@ -1,21 +1,25 @@
-"""Federated training on Flower's deployment engine: one SuperLink, three sites' SuperNodes on
-loopback, Bastion's ServerApp and ClientApp (:mod:`bastion.federated.apps`).
+"""Federated training on Flower's deployment engine: one SuperLink (TLS, SuperNode
+authentication), three admitted sites' SuperNodes on loopback, Bastion's ServerApp and
+ClientApp (:mod:`bastion.federated.apps`).
 
 Three sites hold a non-IID split of the patients table (80%, 50% and 20% malignant). Plain
-federated averaging ends within 3 points of centralised training on the same rows; with
-SecAgg+ the aggregator unmasks the sites' row-weighted average (to its quantisation), which
-the test computes from each site's own local pass: the protocol sums the masked updates
-without the aggregator holding any one of them.
+federated averaging ends within 3 points of centralised training on the same rows. Under
+SecAgg+ with site-level DP the aggregator publishes the mean of the sites' clipped updates
+(computed here from each site's own local pass) plus noise of the planned scale, added once:
+the protocol summed the masked updates without the aggregator holding any one of them. A
+fourth node, not admitted, is refused.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from opacus.accountants import RDPAccountant
 from safetensors.torch import load_file, save_file
 
 from bastion.data.ingest import Loaded
@@ -23,7 +27,8 @@ from bastion.data.reference import PATIENT_PII_COLUMNS, patients
 from bastion.errors import ConfigurationError
 from bastion.federated import local
 from bastion.federated.federation import Federation, SiteData, federated_environment
-from bastion.federated.plan import HISTORY, WEIGHTS, FederatedPlan
+from bastion.federated.plan import HISTORY, WEIGHTS, FederatedPlan, SitePrivacy
+from bastion.federated.tls import site_key
 from bastion.train.config import BuiltinModel, TrainConfig
 from bastion.train.data import fit_preprocessing, split_rows
 from bastion.train.models import build_model
@@ -67,9 +72,12 @@ class Sites:
             self.sites.append(SiteData(f"site{number}", path))
             self.rows.append(rows)
 
-    def plan(self, output: Path, *, rounds: int, secure: bool) -> FederatedPlan:
+    def plan(
+        self, output: Path, *, rounds: int, secure: bool, privacy: SitePrivacy | None = None
+    ) -> FederatedPlan:
         output.mkdir(parents=True)
         return FederatedPlan(
+            privacy=privacy,
             model=MODEL,
             train=LOCAL,
             input_shape=tuple(self.x.shape[1:]),
@@ -103,7 +111,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Feder
     with started.running():
         started.start_link()
         for site in sites.sites:
-            started.start_site(site)
+            started.start_site(site, key=started.admit(site.name))
         yield started, sites
 
 
@@ -136,22 +144,53 @@ def test_federated_averaging_is_within_3_points_of_centralised_training(
     assert federated >= centralised - 0.03, (federated, centralised)
 
 
-def test_secure_aggregation_unmasks_the_sites_weighted_average(
+def test_site_level_dp_clips_each_update_and_adds_noise_once_under_secagg(
     federation: tuple[Federation, Sites], tmp_path: Path
 ) -> None:
-    """One round under SecAgg+: the aggregator unmasks the row-weighted average of the
-    three sites' updates, computed here from each site's own (seeded) local pass, to within
-    SecAgg+'s quantisation, and not exactly (what it unmasked was quantised and masked)."""
+    """SecAgg+ with site-level DP, one round: what the aggregator publishes is the plain mean
+    of the sites' updates clipped to C (computed here from their own passes), plus Gaussian
+    noise of standard deviation z*C/3 (once, not per site); the epsilon recorded is Opacus's
+    RDP accountant for one round at sample rate 1."""
     flower, sites = federation
-    plan = sites.plan(tmp_path / "secure", rounds=1, secure=True)
-    masked = _train(flower, plan)
+    z, c = 0.5, 0.5
+    privacy = SitePrivacy(noise_multiplier=z, clipping_norm=c, delta=1e-5)
+    plan = sites.plan(tmp_path / "private", rounds=1, secure=True, privacy=privacy)
+    published = _train(flower, plan)
     start = local.weights(local.initial_model(plan))
-    updates = [local.local_update(plan, start, site.data, server_round=1) for site in sites.sites]
-    total = sum(count for _, count, _ in updates)
+    clipped = []
+    for site in sites.sites:
+        arrays, _, _ = local.local_update(plan, start, site.data, server_round=1)
+        update = [a - g for a, g in zip(arrays, start, strict=True)]
+        norm = float(np.sqrt(sum(float((u**2).sum()) for u in update)))
+        assert norm > c  # the clipping is exercised
+        clipped.append([u * (c / norm) for u in update])
     names = list(local.initial_model(plan).state_dict())
-    largest = 0.0
-    for index, name in enumerate(names):
-        expected = sum(arrays[index] * count for arrays, count, _ in updates) / total
-        assert np.allclose(masked[name].numpy(), expected, atol=1e-4), name
-        largest = max(largest, float(np.abs(masked[name].numpy() - expected).max()))
-    assert largest > 1e-7  # quantised for masking, not a plain float average
+    residual = np.concatenate(
+        [
+            (published[name].numpy() - start[i] - sum(u[i] for u in clipped) / 3).ravel()
+            for i, name in enumerate(names)
+        ]
+    )
+    sigma = z * c / 3
+    assert abs(residual.std() / sigma - 1) < 0.1, (residual.std(), sigma)
+    assert abs(residual.mean()) < 5 * sigma / np.sqrt(len(residual))
+    history = json.loads((Path(plan.output) / HISTORY).read_text())
+    accountant = RDPAccountant()
+    accountant.step(noise_multiplier=z, sample_rate=1.0)
+    assert history["epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
+
+
+def test_a_node_that_was_not_admitted_is_refused(
+    federation: tuple[Federation, Sites], tmp_path: Path
+) -> None:
+    """Two more SuperNodes, one with a key of its own that the SuperLink never registered and
+    one with no key at all (Flower's self-registration), are refused when they activate and
+    exit; the three admitted sites are unaffected."""
+    flower, sites = federation
+    unregistered, _ = site_key(tmp_path, "stranger")
+    flower.start_site(SiteData("stranger", sites.sites[0].data), key=unregistered)
+    flower.start_site(SiteData("anonymous", sites.sites[0].data))
+    for name in ("stranger", "anonymous"):
+        code = flower.site_exit(name, timeout=120)
+        assert code not in (None, 0), flower.log(f"site-{name}")[-2000:]
+        assert "Failed to" in flower.log(f"site-{name}"), flower.log(f"site-{name}")[-2000:]

@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 from flwr.client import ClientApp, NumPyClient
-from flwr.client.mod import secaggplus_mod
+from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.common import Context, Message, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.strategy import FedAvg
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
 from bastion.federated import local
-from bastion.federated.plan import HISTORY, WEIGHTS, FederatedPlan, read_plan
+from bastion.federated.plan import HISTORY, WEIGHTS, FederatedPlan, read_plan, site_epsilon
 from bastion.files import atomic_write_bytes
 
 __all__ = ["client_app", "server_app"]
@@ -50,7 +50,10 @@ class _Site(NumPyClient):  # type: ignore[misc]  # Flower is untyped here
         arrays, count, loss = local.local_update(
             self.plan, parameters, self.data, server_round=server_round
         )
-        return arrays, count, {"loss": loss, "site": self.site}
+        # Under site-level DP every site weighs the same: the noise is calibrated to a
+        # plain mean of clipped updates.
+        weight = 1 if self.plan.privacy is not None else count
+        return arrays, weight, {"loss": loss, "site": self.site}
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -73,7 +76,15 @@ def _secure_if_planned(msg: Message, context: Context, call_next: Any) -> Messag
     return call_next(msg, context)
 
 
-client_app = ClientApp(client_fn=_client, mods=[_secure_if_planned])
+def _clip_if_planned(msg: Message, context: Context, call_next: Any) -> Message:
+    """Site-level DP: the update is clipped here, at the site, before SecAgg+ masks it."""
+    if read_plan(context.run_config).privacy is not None:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+# The first mod is the outermost: SecAgg+ masks what the clipping mod returns.
+client_app = ClientApp(client_fn=_client, mods=[_secure_if_planned, _clip_if_planned])
 server_app = ServerApp()
 
 
@@ -111,6 +122,13 @@ def _aggregate(grid: Grid, context: Context) -> None:
         fit_metrics_aggregation_fn=_weighted,
         evaluate_metrics_aggregation_fn=_weighted,
     )
+    if plan.privacy is not None:
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            strategy,
+            noise_multiplier=plan.privacy.noise_multiplier,
+            clipping_norm=plan.privacy.clipping_norm,
+            num_sampled_clients=plan.sites,
+        )
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=plan.rounds, round_timeout=plan.round_timeout),
@@ -144,4 +162,7 @@ def _aggregate(grid: Grid, context: Context) -> None:
         "metrics_distributed": history.metrics_distributed,
         "metrics_distributed_fit": history.metrics_distributed_fit,
     }
+    if plan.privacy is not None:  # every round counted, aggregated or not: an upper bound
+        record["epsilon"] = site_epsilon(plan.privacy, plan.rounds)
+        record["delta"] = plan.privacy.delta
     atomic_write_bytes(output / HISTORY, json.dumps(record).encode())

@@ -1,7 +1,8 @@
 """Starting and watching Flower's processes for one federated training (deployment mode).
 
 One SuperLink (the aggregator's listener: Flower's Fleet, Control and runtime APIs on one
-port), one SuperNode per site dialling out to it, and the run submitted with ``flwr run``
+port, TLS with a CA made for the federation, admitting only the SuperNodes whose keys were
+registered), one SuperNode per site dialling out to it, and the run submitted with ``flwr run``
 as a Flower App (FAB) that holds only the plan and two one-line modules naming Bastion's
 apps (:mod:`bastion.federated.apps`): the code that runs is the federated environment's,
 never code shipped with the run. Nothing reaches the internet: telemetry, update checks
@@ -18,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ import httpx
 
 from bastion.errors import ConfigurationError, ServiceUnavailable
 from bastion.federated.plan import PLAN_KEY, FederatedPlan
+from bastion.federated.tls import LinkCertificates, link_certificates, site_key
 
 __all__ = ["Federation", "FederationFailed", "SiteData", "federated_environment"]
 
@@ -85,6 +88,7 @@ class Federation:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tls: LinkCertificates | None = None
 
     def _env(self) -> dict[str, str]:
         path = f"{self.environment / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
@@ -120,12 +124,20 @@ class Federation:
             raise FederationFailed(f"Flower's {name} exited with code {code}: {tail}")
 
     def start_link(self, *, timeout: float = 120.0) -> None:
-        """The SuperLink (the aggregator's one listener), ready when its health check is."""
+        """The SuperLink (the aggregator's one listener) over TLS with a CA made for this
+        federation, admitting only registered SuperNodes; ready when its health check is."""
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.tls = link_certificates(self.home / "tls", host=self.host)
         self._start(
             "superlink",
             "flower-superlink",
-            "--insecure",
+            "--ssl-ca-certfile",
+            str(self.tls.ca),
+            "--ssl-certfile",
+            str(self.tls.certificate),
+            "--ssl-keyfile",
+            str(self.tls.key),
+            "--enable-supernode-auth",
             "--host",
             self.host,
             "--port",
@@ -133,27 +145,43 @@ class Federation:
             "--disable-runtime-dependency-installation",
         )
         deadline = time.monotonic() + timeout
+        health = f"https://{self.host}:{self.port}/health"
+        trusted = ssl.create_default_context(cafile=str(self.tls.ca))
         while True:
             self._alive("superlink")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{self.host}:{self.port}/health", timeout=2).is_success:
+                if httpx.get(health, timeout=2, verify=trusted).is_success:
                     break
             if time.monotonic() > deadline:
                 raise FederationFailed(f"Flower's SuperLink did not answer within {timeout:.0f} s")
             time.sleep(0.2)
-        (self.home / "flwr").mkdir(exist_ok=True)
+        (self.home / "flwr").mkdir(mode=0o700, exist_ok=True)
         (self.home / "flwr" / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "{self.host}:{self.port}"\ninsecure = true\n'
+            f'address = "{self.host}:{self.port}"\nroot-certificates = "{self.tls.ca}"\n'
         )
 
-    def start_site(self, site: SiteData) -> None:
-        """A site's SuperNode, dialling out to the SuperLink."""
+    def admit(self, site: str) -> Path:
+        """Register a site's SuperNode key with the SuperLink (only registered nodes join);
+        the private key's path, for :meth:`start_site`."""
+        private, public = site_key(self.home / "keys", site)
+        self._flwr("supernode", "register", str(public), CONNECTION, "--name", site)
+        return private
+
+    def start_site(self, site: SiteData, *, key: Path | None = None) -> None:
+        """A site's SuperNode, dialling out to the SuperLink over TLS (trusting only this
+        federation's CA) and authenticating with its key (:meth:`admit`). A node with an
+        unregistered key, or with none, is refused by the SuperLink and exits."""
+        if self.tls is None:
+            raise FederationFailed("start the SuperLink before the sites")
         config = f'site="{site.name}" data="{site.data}"'
+        signing = ["--auth-supernode-private-key", str(key)] if key is not None else []
         self._start(
             f"site-{site.name}",
             "flower-supernode",
-            "--insecure",
+            "--root-certificates",
+            str(self.tls.ca),
+            *signing,
             "--superlink",
             f"{self.host}:{self.port}",
             "--host",
@@ -163,6 +191,13 @@ class Federation:
             "--node-config",
             config,
         )
+
+    def site_exit(self, name: str, *, timeout: float) -> int | None:
+        """A site's SuperNode's exit code once it exited (None if it is still running)."""
+        try:
+            return self._processes[f"site-{name}"].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop_site(self, name: str) -> None:
         """SIGKILL a site's SuperNode (a site dropping out)."""

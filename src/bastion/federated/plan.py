@@ -12,13 +12,34 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["HISTORY", "PLAN_KEY", "WEIGHTS", "FederatedPlan", "read_plan"]
+__all__ = [
+    "HISTORY",
+    "PLAN_KEY",
+    "WEIGHTS",
+    "FederatedPlan",
+    "SitePrivacy",
+    "read_plan",
+    "site_epsilon",
+]
 
 #: The run-config key that holds the plan (as JSON).
 PLAN_KEY = "bastion-plan"
 #: What the aggregator writes to the plan's ``output`` folder.
 WEIGHTS = "weights.safetensors"
 HISTORY = "history.json"
+
+
+class SitePrivacy(BaseModel):
+    """Site-level differential privacy: each site's update is clipped to ``clipping_norm``
+    (at the site, before SecAgg+ masks it) and the aggregator adds Gaussian noise of standard
+    deviation ``noise_multiplier * clipping_norm / sites`` to the average once a round; the
+    run's epsilon at ``delta`` is accounted over its rounds (RDP, every site every round)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    noise_multiplier: float = Field(gt=0, le=100)
+    clipping_norm: float = Field(gt=0, le=1e6)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
 
 
 class FederatedPlan(BaseModel):
@@ -38,6 +59,7 @@ class FederatedPlan(BaseModel):
     #: The most rows one site trains on (SecAgg+'s ``max_weight``: no site's weight exceeds it).
     max_rows: int = Field(ge=1)
     seed: int = 0
+    privacy: SitePrivacy | None = None
     #: Seconds the aggregator waits for the sites' replies at each step of a round.
     round_timeout: float = Field(default=600.0, gt=0)
     #: Where the ServerApp writes the final weights and the history (the aggregator's folder).
@@ -53,3 +75,13 @@ class FederatedPlan(BaseModel):
 def read_plan(run_config: dict[str, Any]) -> FederatedPlan:
     """The plan in a Flower run config."""
     return FederatedPlan.model_validate(json.loads(str(run_config[PLAN_KEY])))
+
+
+def site_epsilon(privacy: SitePrivacy, rounds: int) -> float:
+    """The epsilon (at ``privacy.delta``) of ``rounds`` rounds of the Gaussian mechanism with
+    every site taking part (sample rate 1): Opacus's RDP accountant."""
+    from opacus.accountants import RDPAccountant  # noqa: PLC0415 - Opacus on demand
+
+    accountant = RDPAccountant()
+    accountant.history.append((privacy.noise_multiplier, 1.0, rounds))
+    return float(accountant.get_epsilon(privacy.delta))
