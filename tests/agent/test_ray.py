@@ -227,24 +227,34 @@ def _register_patients(namespace: Namespace, home: Path, tmp_path: Path) -> None
     assert registered.returncode == 0, registered.stdout + registered.stderr
 
 
+def _patients_spec(
+    tmp_path: Path, name: str, *, train: dict[str, object], resources: dict[str, object]
+) -> Path:
+    """A training spec on the patients table for cluster ray1, written to a file."""
+    spec = tmp_path / f"{name}.yaml"
+    body = {
+        "name": name,
+        "project": "p",
+        "cluster": "ray1",
+        "dataset": "patients@1",
+        "model": {"builtin": "mlp", "hidden": [16]},
+        "train": train,
+        "resources": resources,
+    }
+    spec.write_text(yaml.safe_dump(body))
+    return spec
+
+
 def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path: Path) -> None:
     """``resources.workers: 2`` with DP-SGD under Ray Train: two Ray Train workers of one CPU
     each (all the head has), each running its rank's process in a sandbox; rank 0 reports."""
     bastion = str(BIN / "bastion")
-    spec = tmp_path / "ray-train.yaml"
     privacy = {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0}
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "ray-private",
-                "project": "p",
-                "cluster": "ray1",
-                "dataset": "patients@1",
-                "model": {"builtin": "mlp", "hidden": [16]},
-                "train": {"epochs": 2, "batch_size": 64, "lr": 0.5, "privacy": privacy},
-                "resources": {"workers": 2, "cpus_per_worker": 1},
-            }
-        )
+    spec = _patients_spec(
+        tmp_path,
+        "ray-private",
+        train={"epochs": 2, "batch_size": 64, "lr": 0.5, "privacy": privacy},
+        resources={"workers": 2, "cpus_per_worker": 1},
     )
     result = namespace.run(home, bastion, "run", "submit", str(spec), "--follow", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -275,19 +285,11 @@ def _a_killed_worker_restarts_the_group_on_ray(
     """Without DP this time: once rank 0 has kept a checkpoint, rank 1's process is
     SIGKILLed; Ray Train starts the group again and rank 0 resumes from that checkpoint."""
     bastion = str(BIN / "bastion")
-    spec = tmp_path / "ray-killed.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "ray-killed",
-                "project": "p",
-                "cluster": "ray1",
-                "dataset": "patients@1",
-                "model": {"builtin": "mlp", "hidden": [16]},
-                "train": {"epochs": 8, "batch_size": 32, "lr": 0.05},
-                "resources": {"workers": 2, "cpus_per_worker": 1},
-            }
-        )
+    spec = _patients_spec(
+        tmp_path,
+        "ray-killed",
+        train={"epochs": 8, "batch_size": 32, "lr": 0.05},
+        resources={"workers": 2, "cpus_per_worker": 1},
     )
     earlier = set((tmp_path / "storage").rglob("parallel/resume"))  # other runs' folders
     follow = namespace.start(home, bastion, "run", "submit", str(spec), "--follow")
@@ -319,20 +321,7 @@ def _a_gpu_run_is_placed_on_rays_gpu(namespace: Namespace, home: Path, tmp_path:
     assert listed.returncode == 0, listed.stderr
     (cluster,) = [c for c in json.loads(listed.stdout) if c["name"] == "ray1"]
     assert [gpu["name"] for gpu in cluster["capacity"]["gpus"]] == ["GPU (Ray)"]
-    spec = tmp_path / "ray-gpu.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "ray-gpu",
-                "project": "p",
-                "cluster": "ray1",
-                "dataset": "patients@1",
-                "model": {"builtin": "mlp", "hidden": [16]},
-                "train": {"epochs": 1},
-                "resources": {"gpus": 1},
-            }
-        )
-    )
+    spec = _patients_spec(tmp_path, "ray-gpu", train={"epochs": 1}, resources={"gpus": 1})
     result = namespace.run(home, bastion, "run", "submit", str(spec), "--follow")
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
