@@ -69,7 +69,7 @@ typecheck: install
 # process of the run compiles again what it imports (each worker re-rewrites the asserts of
 # its pytest plugins, 3 s; each plane, agent and job the end-to-end tests start, Bastion).
 unit: install $(VENV)/.bench-installed
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder --durations=25
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 test: lint typecheck unit
 

@@ -299,10 +299,12 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {args.threads} thread(s); medians of {args.reps} runs\n")
     workloads = _workloads()
-    if args.smoke:  # two epochs each: that every path runs, not how fast
+    if args.smoke:  # two epochs on 400 rows each: that every path runs, not how fast
         workloads = [
             dataclasses.replace(
                 work,
+                x=work.x[:400],
+                y=work.y[:400],
                 plain=work.plain.model_copy(update={"epochs": 2}),
                 private=work.private.model_copy(update={"epochs": 2}),
             )
