@@ -115,8 +115,27 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Feder
         yield started, sites
 
 
-def _train(federation: Federation, plan: FederatedPlan) -> dict[str, torch.Tensor]:
-    run = federation.submit(plan)
+ROUNDS = 2
+Z, C = 0.5, 0.5
+
+
+@pytest.fixture(scope="module")
+def runs(
+    federation: tuple[Federation, Sites], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[FederatedPlan, str]]:
+    """Both trainings submitted at once (the SuperLink runs them side by side: most of a
+    round is Flower's 3 s polls): plain FedAvg, and one round of SecAgg+ with site-level DP."""
+    flower, sites = federation
+    root = tmp_path_factory.mktemp("runs")
+    privacy = SitePrivacy(noise_multiplier=Z, clipping_norm=C, delta=1e-5)
+    plans = {
+        "plain": sites.plan(root / "plain", rounds=ROUNDS, secure=False),
+        "private": sites.plan(root / "private", rounds=1, secure=True, privacy=privacy),
+    }
+    return {name: (plan, flower.submit(plan)) for name, plan in plans.items()}
+
+
+def _trained(federation: Federation, plan: FederatedPlan, run: str) -> dict[str, torch.Tensor]:
     status = federation.wait(run, timeout=600)
     log = federation.server_log(run)
     assert status["status"] == "finished:completed", log[-3000:]
@@ -126,13 +145,11 @@ def _train(federation: Federation, plan: FederatedPlan) -> dict[str, torch.Tenso
 
 
 def test_federated_averaging_is_within_3_points_of_centralised_training(
-    federation: tuple[Federation, Sites], tmp_path: Path
+    federation: tuple[Federation, Sites], runs: dict[str, tuple[FederatedPlan, str]]
 ) -> None:
     flower, sites = federation
-    rounds = 2
-    federated = sites.accuracy(
-        _train(flower, sites.plan(tmp_path / "out", rounds=rounds, secure=False))
-    )
+    rounds = ROUNDS
+    federated = sites.accuracy(_trained(flower, *runs["plain"]))
     pooled = [row for rows in sites.rows for row in rows]
     torch.manual_seed(0)
     shape = tuple(sites.x.shape[1:])
@@ -145,17 +162,16 @@ def test_federated_averaging_is_within_3_points_of_centralised_training(
 
 
 def test_site_level_dp_clips_each_update_and_adds_noise_once_under_secagg(
-    federation: tuple[Federation, Sites], tmp_path: Path
+    federation: tuple[Federation, Sites], runs: dict[str, tuple[FederatedPlan, str]]
 ) -> None:
     """SecAgg+ with site-level DP, one round: what the aggregator publishes is the plain mean
     of the sites' updates clipped to C (computed here from their own passes), plus Gaussian
     noise of standard deviation z*C/3 (once, not per site); the epsilon recorded is Opacus's
     RDP accountant for one round at sample rate 1."""
     flower, sites = federation
-    z, c = 0.5, 0.5
-    privacy = SitePrivacy(noise_multiplier=z, clipping_norm=c, delta=1e-5)
-    plan = sites.plan(tmp_path / "private", rounds=1, secure=True, privacy=privacy)
-    published = _train(flower, plan)
+    z, c = Z, C
+    plan, run = runs["private"]
+    published = _trained(flower, plan, run)
     start = local.weights(local.initial_model(plan))
     clipped = []
     for site in sites.sites:
