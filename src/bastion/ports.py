@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["port_owner"]
+__all__ = ["free_port", "port_owner"]
 
 _LISTEN = "0A"  # the TCP state of a listening socket in /proc/net/tcp
 
@@ -57,3 +57,11 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
             return None
     inodes = _listening_inodes(port)
     return (_holder(inodes) if inodes else None) or "held by a process this user cannot see"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (``""``: on every interface), chosen by the kernel."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port

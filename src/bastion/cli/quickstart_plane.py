@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from bastion.client import Client, load_credentials
 from bastion.config import Settings
 from bastion.errors import InvalidInput, ServiceUnavailable
 from bastion.files import atomic_write_bytes, ensure_private_dir
-from bastion.ports import port_owner
+from bastion.ports import free_port, port_owner
 
 __all__ = ["MARK", "PEOPLE", "Plane", "create_people", "free_port", "prepare", "running_plane"]
 
@@ -72,13 +71,6 @@ class Plane:
     @property
     def reviewer(self) -> Client:
         return self.clients["reviewer"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _claim(folder: Path, what: str) -> bool:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import httpx
 from bastion.errors import ConfigurationError, ServiceUnavailable
 from bastion.federated.plan import PLAN_KEY, FederatedPlan
 from bastion.federated.tls import LinkCertificates, link_certificates, site_key
+from bastion.ports import free_port
 
 __all__ = ["Federation", "FederationFailed", "SiteData", "federated_environment"]
 
@@ -61,13 +61,6 @@ def federated_environment() -> Path:
             "build it with 'make federated' or set BASTION_FEDERATED_ENV"
         )
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -198,13 +191,6 @@ class Federation:
             return self._processes[f"site-{name}"].wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
-
-    def stop_site(self, name: str) -> None:
-        """SIGKILL a site's SuperNode (a site dropping out)."""
-        process = self._processes[f"site-{name}"]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
     def _flwr(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
         done = subprocess.run(  # noqa: S603 - the environment's own flwr

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,12 @@ from bastion.agent.executors.base import JobRequest
 from bastion.agent.job import EXIT_FENCED, EXIT_REFUSED, EXIT_REPORTED_FAILURE, EXIT_SEAL
 from bastion.agent.ranks import RANK_ENV, RENDEZVOUS_ENV
 from bastion.files import atomic_write_bytes
+from bastion.ports import free_port
 
 #: Exit codes of rank 0 that end the run (its success and its own reported failures).
 _FINAL = frozenset({0, EXIT_REPORTED_FAILURE, EXIT_FENCED, EXIT_REFUSED, EXIT_SEAL})
 
 __all__ = ["drive", "rank_loop"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def rank_loop(config: dict[str, Any]) -> None:
@@ -55,7 +48,7 @@ def rank_loop(config: dict[str, Any]) -> None:
 
     request: JobRequest = config["request"]
     rank = ray.train.get_context().get_world_rank()
-    port = torch.tensor([_free_port() if rank == 0 else 0], dtype=torch.int64)
+    port = torch.tensor([free_port("") if rank == 0 else 0], dtype=torch.int64)
     dist.broadcast(port, src=0)  # Ray Train's own group: where ours will meet
     address = f"{os.environ['MASTER_ADDR']}:{int(port.item())}"
     # This worker's GPU (Ray Train gives each one when the run asked for GPUs), not the
