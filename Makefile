@@ -68,8 +68,11 @@ typecheck: install
 # Bytecode is written even where the shell sets PYTHONDONTWRITEBYTECODE: without it each
 # process of the run compiles again what it imports (each worker re-rewrites the asserts of
 # its pytest plugins, 3 s; each plane, agent and job the end-to-end tests start, Bastion).
+# One OpenMP thread per process (agents pass it to their jobs): three workers, their planes,
+# agents and jobs each spreading PyTorch over both cores oversubscribe them, and small
+# operations then wait on descheduled threads (a training run measured 3x slower).
 unit: install $(VENV)/.bench-installed
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
+	PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 test: lint typecheck unit
 
@@ -93,6 +96,8 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_extraction.py
 	$(BIN)/python benchmarks/bench_poisoning.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_federated.py
+	$(BIN)/python benchmarks/bench_text.py
 
 # The whole lifecycle on embedded defaults; a rerun clears the previous quickstart first.
 quickstart: install

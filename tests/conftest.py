@@ -27,10 +27,12 @@ from bastion.server.db.session import Database
 LONGEST_FIRST = (
     "tests/agent/test_ray.py",  # 130 alone, 350 under the suite's load
     "tests/agent/test_training_e2e.py",  # 380
-    "tests/federated/test_flower.py",  # 120, mostly Flower's 3 s polls
+    "tests/federated/test_federated_e2e.py",  # 180 alone: three agents, four rounds
+    "tests/federated/test_flower.py",  # 75, mostly Flower's 3 s polls
     "tests/test_benchmarks.py",
     "tests/agent/test_code_e2e.py",  # 184
-    "tests/agent/test_datasets_e2e.py",  # 156
+    "tests/agent/test_datasets_e2e.py",  # 156, with the text models' runs
+    "tests/evaluate/test_memorization.py",  # 43 under the suite's load: two small gpts
     "tests/cli/test_quickstart.py",  # 135
     "tests/test_benchmarks_deployed.py",
     "tests/server/test_live.py",  # 120

@@ -61,6 +61,14 @@ TINY: dict[str, tuple[list[str], str]] = {
         r"ratio best thief's agreement",
     ),
     "bench_ingest.py": (["--rows", "2000", "--reps", "1"], r"peak RSS ratio baseline / Bastion"),
+    "bench_text.py": (
+        ["--rows", "30", "--reps", "1", "--dp-rows", "200", "--dp-epochs", "1"],
+        r"^ratio Bastion/Presidio texts per second \(held-out\): \d+\.\dx$",
+    ),
+    "bench_federated.py": (
+        ["--rounds", "1", "--reps", "1", "--hidden", "16"],
+        r"^ratio SecAgg\+/plain seconds per round: \d+\.\d+x$",
+    ),
     "bench_poisoning.py": (
         ["--seeds", "1", "--rates", "0.3", "--attacks", "patients-1-0", "random-patients"],
         r"^ratio Bastion/baseline mean recall: \d+\.\d+x",

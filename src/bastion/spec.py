@@ -28,9 +28,10 @@ from pydantic import (
 from bastion import safe_yaml
 from bastion.errors import InvalidSpec
 from bastion.evaluate.config import EvaluateConfig
+from bastion.federated.job import FederatedJob, FederatedSiteJob
 from bastion.inference.config import ServeConfig
 from bastion.patterns import DATASET_REF_PATTERN, NAME_PATTERN
-from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig
+from bastion.train.config import BuiltinModel, EntrypointModel, TrainConfig, text_settings
 
 __all__ = [
     "DATASET_JOB_TYPES",
@@ -42,6 +43,8 @@ __all__ = [
     "EraseJob",
     "EvaluateJob",
     "ExportModelJob",
+    "FederatedJob",
+    "FederatedSiteJob",
     "ImportModelJob",
     "IngestJob",
     "Job",
@@ -58,6 +61,7 @@ __all__ = [
     "load_spec",
     "parse_dataset_ref",
     "parse_spec",
+    "site_training",
 ]
 
 #: Lower-case names of projects, clusters, users, datasets, models, policies.
@@ -151,6 +155,18 @@ class PseudonymizeJob(_Strict):
         default_factory=dict, max_length=500
     )
     drop: list[ColumnName] = Field(default_factory=list, max_length=500)
+    #: Free-text columns whose identifier spans are replaced (the text around them kept).
+    redact: dict[ColumnName, Literal["placeholder", "pseudonym"]] = Field(
+        default_factory=dict, max_length=500
+    )
+
+    @model_validator(mode="after")
+    def _one_treatment(self) -> PseudonymizeJob:
+        named = [*self.pseudonymize, *self.generalize, *self.drop]
+        twice = sorted(set(self.redact) & set(named))
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: redacted and treated otherwise; choose one")
+        return self
 
 
 class DataHooks(_Strict):
@@ -218,6 +234,40 @@ class TrainJob(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _evaluations_fit_the_model(self) -> TrainJob:
+        """Text models read token ids: no gradient attack or attribution over them; a language
+        model (gpt) has no classes, and its audit is the canary audit, which needs one."""
+        builtin = self.model.builtin if isinstance(self.model, BuiltinModel) else None
+        kinds = self.evaluate.kinds if self.evaluate is not None else []
+        reads_text = text_settings(self.model) is not None
+        if reads_text and self.train.adversarial is not None:
+            raise ValueError("train.adversarial perturbs numeric inputs; a text model has none")
+        if self.train.lora is not None and (
+            builtin not in ("transformer", "gpt") or not self.init_from
+        ):
+            raise ValueError(
+                "train.lora fine-tunes a text model (transformer or gpt) from init_from; "
+                "name the model to start from"
+            )
+        if builtin == "gpt":
+            other = [k for k in kinds if k != "memorization"]
+            if other:
+                raise ValueError(
+                    f"evaluate.{other[0]} needs a classifier; a language model (gpt) is "
+                    "audited by evaluate.memorization"
+                )
+        elif "memorization" in kinds:
+            raise ValueError("evaluate.memorization audits a language model (model.builtin gpt)")
+        if reads_text:
+            asked = [k for k in ("robustness", "explain") if k in kinds]
+            if asked:
+                raise ValueError(
+                    f"evaluate.{asked[0]} perturbs or attributes numeric inputs; a text model's "
+                    "are token ids (membership_inference and fairness apply)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _code_for_user_functions(self) -> TrainJob:
         if self.data is not None and self.code is None:
             raise ValueError("data.transform comes from a code package: name it with 'code'")
@@ -268,6 +318,22 @@ class ImportModelJob(_Strict):
     model_name: Name
 
 
+def site_training(job: FederatedJob, dataset: str) -> TrainJob:
+    """A federated job seen as the training of one site's version: what the control plane
+    checks at submit for each site, and what the aggregator chooses features with."""
+    return TrainJob(
+        type="train",
+        dataset=dataset,
+        model_name=job.model_name,
+        target=job.target,
+        features=job.features,
+        sensitive_features=job.sensitive_features,
+        model=job.model,
+        train=job.train,
+        purpose=job.purpose,
+    )
+
+
 #: Job types the control plane queues only through the ``datasets`` and ``models`` routes.
 DATASET_JOB_TYPES = frozenset(
     {
@@ -313,7 +379,9 @@ Job = Annotated[
     | EvaluateJob
     | EraseJob
     | ServeJob
-    | RegisterCodeJob,
+    | RegisterCodeJob
+    | FederatedJob
+    | FederatedSiteJob,
     Field(discriminator="type"),
 ]
 #: Top-level keys of DESIGN §2's training spec, gathered into ``job: {type: train}``.
@@ -381,6 +449,8 @@ class RunSpec(_Strict):
     def _training_at_top_level(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "job" in data:
             return data
+        if "federated" in data:
+            return _federated_at_top_level(data)
         if not any(key in data for key in _TRAIN_KEYS):
             return data
         rest = {k: v for k, v in data.items() if k not in _TRAIN_KEYS}
@@ -404,6 +474,15 @@ class RunSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _federated_on_the_aggregator(self) -> RunSpec:
+        if isinstance(self.job, FederatedJob) and self.cluster != self.job.aggregator:
+            raise ValueError(
+                f"cluster {self.cluster!r}: a federated run is submitted to its aggregator "
+                f"({self.job.aggregator!r})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _half_precision_on_a_gpu(self) -> RunSpec:
         half = isinstance(self.job, TrainJob) and self.job.train.mixed_precision == "fp16"
         if half and self.resources.gpus == 0:
@@ -414,7 +493,21 @@ class RunSpec(_Strict):
         return self
 
 
-_JOB_TYPES = frozenset({"smoke", "train", *DATASET_JOB_TYPES})
+def _federated_at_top_level(data: dict[str, Any]) -> dict[str, Any]:
+    """``federated: {clusters, aggregator, rounds, ...}`` beside ``datasets``, ``model`` and
+    ``train``: the federated job; the run's cluster is the aggregator's."""
+    federated = data["federated"]
+    if not isinstance(federated, dict):
+        return data  # the job's own validation names it
+    moved = ("datasets", *_TRAIN_KEYS)
+    rest = {k: v for k, v in data.items() if k not in (*moved, "federated")}
+    job = {"type": "federated", **federated, **{k: data[k] for k in moved if k in data}}
+    job.setdefault("model_name", data.get("name"))
+    rest.setdefault("cluster", federated.get("aggregator"))
+    return {**rest, "job": job}
+
+
+_JOB_TYPES = frozenset({"smoke", "train", "federated", "federated-site", *DATASET_JOB_TYPES})
 
 
 def _where(error: Mapping[str, Any]) -> str:

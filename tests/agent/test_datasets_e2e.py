@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bastion.data.notes import write_notes
 from bastion.data.reference import patients
 from bastion.errors import BastionError
 from tests.agent.test_agent_e2e import Plane, running_plane
@@ -153,6 +155,188 @@ def test_pseudonymise_makes_a_new_version_without_identifiers(
     assert not {c["column"] for c in drift["columns"]} & set(drift["transformed"])
     assert drift["drifted"] == 0, drift
     assert _data(plane, "verify", "patients@2", "-p", "p")[0] == 0
+
+
+@pytest.fixture(scope="module")
+def redacted_notes(plane: Plane) -> tuple[Path, Path]:
+    """Clinical notes registered as notes@1 and redacted into notes@2: the files."""
+    source = _incoming(plane) / "notes.csv"
+    _, truth = write_notes(source, rows=80, seed=4)
+    code, output = _data(
+        plane, "register", str(source), "--name", "notes", "-p", "p", "--target", "diagnosis"
+    )
+    assert code == 0, output
+    code, output = _data(plane, "redact", "notes@1", "-p", "p", "--columns", "note")
+    assert code == 0, output
+    assert "notes@2" in output and "note: replaced" in output, output
+    return source, truth
+
+
+def test_redaction_replaces_identifiers_inside_notes(
+    plane: Plane, redacted_notes: tuple[Path, Path]
+) -> None:
+    """Clinical notes with identifiers in their sentences: a new version whose notes hold
+    typed placeholders instead; the control plane learns the counts, never the text."""
+    source, truth = redacted_notes
+    expected = Counter(
+        span[2] for line in truth.read_text().splitlines() for span in json.loads(line)["spans"]
+    )
+    version = plane.admin.request("GET", "/api/v1/projects/p/datasets/notes/versions/2")
+    counts = version["summaries"]["redaction"]["note"]
+    for entity, number in expected.items():
+        assert abs(counts.get(entity, 0) - number) <= max(1, 0.03 * number), (counts, expected)
+    assert version["summaries"]["pseudonymization"]["redacted"] == {"note": "placeholder"}
+    flagged = {f["column"] for f in version["summaries"]["pii"]["columns"] if not f.get("suspect")}
+    assert "note" not in flagged, version["summaries"]["pii"]
+    types = {c["name"]: c["type"] for c in version["schema"]["columns"]}
+    assert types["note"] == "text", types
+    texts = pd.read_csv(source)["note"].tolist()
+    spans = [json.loads(line)["spans"] for line in truth.read_text().splitlines()]
+    written = json.dumps(version)
+    for text, found in zip(texts, spans, strict=True):  # no identifier reaches the plane
+        assert not any(text[start:end] in written for start, end, _ in found)
+
+
+def test_a_transformer_trains_with_dp_sgd_on_the_redacted_notes(
+    plane: Plane, redacted_notes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The text column of notes@2 (redacted) trains the built-in transformer under DP-SGD:
+    the job learns its tokenizer from the training rows and reports epsilon; the version
+    records the text column as its one feature. notes@1 (not redacted) is refused."""
+    spec = {
+        "name": "notes-transformer",
+        "project": "p",
+        "cluster": "c1",
+        "dataset": "notes@2",
+        "purpose": "diagnosis support",
+        "model": {
+            "builtin": "transformer",
+            "dim": 16,
+            "layers": 1,
+            "heads": 2,
+            "vocab_size": 400,
+            "max_length": 48,
+            "vocab_min_rows": 3,
+        },
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "lr": 0.03,
+            "optimizer": "adam",
+            "privacy": {"target_epsilon": 8.0},
+        },
+    }
+    version = plane.admin.request("GET", "/api/v1/projects/p/datasets/notes/versions/2")
+    if "note" in version["summaries"].get("suspect_columns", []):  # names the redaction missed
+        spec["train"]["allow_identifier_features"] = ["note"]  # type: ignore[index]
+    path = tmp_path / "notes.yaml"
+    path.write_text(json.dumps(spec))
+    result = _bastion(plane.client_home, "run", "submit", str(path), "--follow")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "text column note: a tokenizer of" in out and "epsilon" in out, out
+    model = plane.admin.request("GET", "/api/v1/projects/p/models/notes-transformer/versions/1")
+    assert model["evidence"]["features"] == ["note"], model["evidence"]
+    assert model["evidence"]["epsilon"] <= 8.0
+    # Fine-tuned from it with LoRA under DP-SGD: its tokenizer, only the adapters trained.
+    tuned = {**spec, "name": "notes-lora", "init_from": "notes-transformer@1"}
+    tuned["train"] = {**spec["train"], "lora": {"rank": 4}}  # type: ignore[dict-item]
+    path.write_text(json.dumps(tuned))
+    result = _bastion(plane.client_home, "run", "submit", str(path), "--follow")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "text column note: the tokenizer of notes-transformer@1" in out, out
+    assert "LoRA rank 4 on qkv, out:" in out and "epsilon" in out, out
+    lora = plane.admin.request("GET", "/api/v1/projects/p/models/notes-lora/versions/1")
+    assert lora["evidence"]["initialized_from"]["model"] == "notes-transformer@1"
+    raw = {**spec, "name": "notes-raw", "dataset": "notes@1"}
+    path.write_text(json.dumps(raw))
+    refused = _bastion(plane.client_home, "run", "submit", str(path), "--follow")
+    assert refused.returncode != 0
+    assert "note in notes@1 identify people" in refused.stdout + refused.stderr
+
+
+def test_a_language_model_fails_the_canary_gate_without_dp_and_passes_with_it(
+    plane: Plane, redacted_notes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A gpt with the canary audit (a canary written into 20 training rows): trained without
+    privacy on notes@1 (not redacted; the audited override) it completes the canary and the
+    max_canary_exposure gate refuses it; under DP-SGD on notes@2 (redacted) the gate passes."""
+    model = {
+        "builtin": "gpt",
+        "dim": 48,
+        "layers": 1,
+        "heads": 4,
+        "vocab_size": 800,
+        "max_length": 64,
+        "vocab_min_rows": 2,
+    }
+    audit = {"memorization": {"canaries": [20], "candidates": 500, "samples": 20}}
+    runs = {
+        "gpt-raw": (
+            "notes@1",
+            {
+                "epochs": 30,
+                "batch_size": 16,
+                "lr": 0.003,
+                "optimizer": "adam",
+                "allow_identifier_features": ["note"],
+            },
+        ),
+        "gpt-private": (
+            "notes@2",
+            {
+                "epochs": 30,
+                "batch_size": 32,
+                "lr": 0.01,
+                "optimizer": "adam",
+                "privacy": {"target_epsilon": 3.0},
+            },
+        ),
+    }
+    for name, (dataset, train) in runs.items():
+        spec = {
+            "name": name,
+            "project": "p",
+            "cluster": "c1",
+            "dataset": dataset,
+            "purpose": "diagnosis support",
+            "model": model,
+            "train": train,
+            "evaluate": audit,
+        }
+        if dataset == "notes@2":
+            version = plane.admin.request("GET", "/api/v1/projects/p/datasets/notes/versions/2")
+            if "note" in version["summaries"].get("suspect_columns", []):
+                train["allow_identifier_features"] = ["note"]
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(spec))
+        result = _bastion(plane.client_home, "run", "submit", str(path), "--follow")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert "canary audit: 1 canaries written into 20 training rows" in out, out
+        assert "largest canary exposure" in out, out
+    policy = tmp_path / "canaries.yaml"
+    policy.write_text("max_canary_exposure: 4.0\n")
+    saved = _bastion(
+        plane.client_home, "policy", "put", "canaries", "-p", "p", "--file", str(policy)
+    )
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    refused = _bastion(
+        plane.client_home, "model", "promote", "gpt-raw@1", "-p", "p", "--policy", "canaries"
+    )
+    assert refused.returncode == 1 and "max_canary_exposure" in refused.stderr, refused.stdout
+    passed = _bastion(
+        plane.client_home, "model", "promote", "gpt-private@1", "-p", "p", "--policy", "canaries"
+    )
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    card = plane.admin.request("GET", "/api/v1/projects/p/models/gpt-raw/versions/1/card")
+    (canary,) = card["memorization"]["canaries"]
+    assert canary["repeats"] == 20 and canary["exposure"] > 4.0, card["memorization"]
+    assert "secret" not in json.dumps(card["memorization"])  # ranks and counts only
+    assert (
+        card["memorization"]["samples"] == 20 and card["memorization"]["identifiers_searched"] > 0
+    )
 
 
 def test_a_tampered_version_is_refused_and_verify_exits_1(

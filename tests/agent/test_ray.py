@@ -133,6 +133,9 @@ def test_ray_refuses_a_wrong_token_and_fans_out_with_the_right_one(namespace: Na
     assert bad.returncode != 0
 
 
+# Its own limit, above the sum of its waits: a Ray head, an agent and three runs, which on a
+# loaded two-core host take several times what they take alone.
+@pytest.mark.timeout(1500)
 def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> None:
     server_home, client_home, agent_home = (tmp_path / n for n in ("server", "client", "agent"))
     bastion = str(BIN / "bastion")
@@ -197,8 +200,7 @@ def test_runs_through_the_ray_executor(namespace: Namespace, tmp_path: Path) -> 
         )
         assert "step 3/3" in result.stdout and "succeeded" in result.stdout
         _register_patients(namespace, client_home, tmp_path)
-        _two_private_workers_train_on_ray(namespace, client_home, tmp_path)
-        _a_killed_worker_restarts_the_group_on_ray(namespace, client_home, tmp_path)
+        _a_killed_private_worker_restarts_the_group_on_ray(namespace, client_home, tmp_path)
         _a_gpu_run_is_placed_on_rays_gpu(namespace, client_home, tmp_path)
     finally:
         for process in (agent, server):
@@ -245,23 +247,6 @@ def _patients_spec(
     return spec
 
 
-def _two_private_workers_train_on_ray(namespace: Namespace, home: Path, tmp_path: Path) -> None:
-    """``resources.workers: 2`` with DP-SGD under Ray Train: two Ray Train workers of one CPU
-    each (all the head has), each running its rank's process in a sandbox; rank 0 reports."""
-    bastion = str(BIN / "bastion")
-    privacy = {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0}
-    spec = _patients_spec(
-        tmp_path,
-        "ray-private",
-        train={"epochs": 2, "batch_size": 64, "lr": 0.5, "privacy": privacy},
-        resources={"workers": 2, "cpus_per_worker": 1},
-    )
-    result = namespace.run(home, bastion, "run", "submit", str(spec), "--follow", timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 workers train data-parallel on Ray Train, 1 CPU thread each" in result.stdout
-    assert "epsilon" in result.stdout and "succeeded" in result.stdout
-
-
 def _rank_processes(rank: int) -> list[int]:
     """Host pids of the job processes running ``rank`` of a Ray Train group."""
     marker = f"BASTION_RANK={rank}".encode() + b"\0"
@@ -279,37 +264,63 @@ def _rank_processes(rank: int) -> list[int]:
     return found
 
 
-def _a_killed_worker_restarts_the_group_on_ray(
+def _a_killed_private_worker_restarts_the_group_on_ray(
     namespace: Namespace, home: Path, tmp_path: Path
 ) -> None:
-    """Without DP this time: once rank 0 has kept a checkpoint, rank 1's process is
-    SIGKILLed; Ray Train starts the group again and rank 0 resumes from that checkpoint."""
+    """``resources.workers: 2`` with DP-SGD under Ray Train: two Ray Train workers of one CPU
+    each (all the head has), each running its rank's process in a sandbox; rank 0 reports.
+    Once rank 0 has kept a checkpoint, rank 1's process is SIGKILLed; Ray Train starts the
+    group again, rank 0 resumes from that checkpoint and the privacy accountant with it."""
     bastion = str(BIN / "bastion")
+    privacy = {"target_epsilon": 3.0, "delta": 1e-5, "max_grad_norm": 1.0}
     spec = _patients_spec(
         tmp_path,
-        "ray-killed",
-        train={"epochs": 8, "batch_size": 32, "lr": 0.05},
+        "ray-private",
+        train={"epochs": 6, "batch_size": 32, "lr": 0.5, "privacy": privacy},
         resources={"workers": 2, "cpus_per_worker": 1},
     )
     earlier = set((tmp_path / "storage").rglob("parallel/resume"))  # other runs' folders
     follow = namespace.start(home, bastion, "run", "submit", str(spec), "--follow")
     try:
-        deadline = time.monotonic() + 180
+        # No fixed guess at how long a loaded host takes to start the group: the run is
+        # followed until it keeps a checkpoint; only a run that ends first, or one that
+        # shows no checkpoint in 700 s (the test's own limit is 1500 s), fails, with what
+        # the run, the agent and Ray had to say.
+        deadline = time.monotonic() + 700
         while not set((tmp_path / "storage").rglob("parallel/resume")) - earlier:
             assert follow.poll() is None, (home / "output.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was kept"
-            time.sleep(0.02)
+            if time.monotonic() > deadline:
+                pytest.fail("no checkpoint was kept in 700 s\n" + _diagnosis(namespace, home))
+            time.sleep(0.05)
         killed = _rank_processes(1)
         assert killed, "rank 1's process was not found"
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        assert follow.wait(timeout=240) == 0, (home / "output.log").read_text()[-3000:]
+        assert follow.wait(timeout=420) == 0, (home / "output.log").read_text()[-3000:]
     finally:
         if follow.poll() is None:
             follow.kill()
     out = (home / "output.log").read_text()
+    assert "2 workers train data-parallel on Ray Train, 1 CPU thread each" in out, out[-3000:]
     assert "the training group lost a worker" in out, out[-3000:]
     assert "resuming the group from its newest checkpoint" in out, out[-3000:]
+    assert "epsilon" in out and "succeeded" in out, out[-3000:]
+
+
+def _diagnosis(namespace: Namespace, home: Path) -> str:
+    """The followed run's output, the agent's last lines and Ray's resources, for a failure."""
+    agent = home.parent / "agent" / "output.log"
+    status = namespace.run(namespace.tmp / "ray-home", str(BIN / "ray"), "status", timeout=60)
+    return "\n".join(
+        (
+            "--- the run:",
+            (home / "output.log").read_text()[-3000:],
+            "--- the agent:",
+            agent.read_text()[-3000:] if agent.is_file() else "(no log)",
+            "--- ray status:",
+            (status.stdout + status.stderr)[-2000:],
+        )
+    )
 
 
 def _a_gpu_run_is_placed_on_rays_gpu(namespace: Namespace, home: Path, tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ def relay(upstream: Upstream) -> Iterator[httpx.Client]:
         ("POST", "result"),
         ("GET", "serving-keys"),
         ("POST", "serving-audit"),
+        ("POST", "federation"),
+        ("GET", "federation"),
     ],
 )
 def test_a_jobs_own_reports_go_through_with_its_token(

@@ -35,7 +35,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         incoming = started.storage.parent / "incoming"
         patients(seed=0).to_csv(incoming / "patients.csv", index=False)
         home = started.client_home
-        made = _bastion(home, "data", "reference", "digits", "--out", str(incoming / "d.npz"))
+        out = str(incoming / "d.npz")
+        made = _bastion(home, "data", "reference", "digits", "--rows", "900", "--out", out)
         assert made.returncode == 0, made.stderr
         for source, name, extra in (
             (
@@ -60,7 +61,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
 def _submit(plane: Plane, tmp_path: Path, spec: dict[str, Any], *extra: str) -> tuple[int, str]:
     path = tmp_path / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    result = _bastion(plane.client_home, "run", "submit", str(path), *extra)
+    # A followed training run can take minutes on a loaded two-core host.
+    result = _bastion(plane.client_home, "run", "submit", str(path), *extra, timeout=420)
     return result.returncode, result.stdout + result.stderr
 
 

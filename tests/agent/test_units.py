@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion.agent.job import _reason
-from bastion.agent.job_setup import tls_files
+from bastion.agent.job_setup import job_environment, tls_files
 from bastion.agent.loop import check_transport
 from bastion.agent.storage import Storage
 from bastion.errors import ConfigurationError, InvalidInput, InvalidSpec
@@ -281,3 +281,24 @@ def test_mixed_precision_is_checked_against_the_device_and_privacy() -> None:
         parse_spec(_train(private, gpus=1))
     with pytest.raises(InvalidSpec, match=r"train\.mixed_precision: Input should be 'bf16' or"):
         parse_spec(_train({"mixed_precision": "fp8"}))
+
+
+def test_a_job_gets_the_agents_thread_counts_and_nothing_else_of_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "4; rm -rf /")  # not a number: not passed
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "0")  # not a thread count
+    monkeypatch.setenv("BASTION_MASTER_KEY", "secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    environment = job_environment(tmp_path)
+    assert environment["OMP_NUM_THREADS"] == "1"
+    assert sorted(environment) == [
+        "BASTION_HOME",
+        "HOME",
+        "LANG",
+        "OMP_NUM_THREADS",
+        "PATH",
+        "PYTHONDONTWRITEBYTECODE",
+        "TMPDIR",
+    ]

@@ -18,6 +18,8 @@ from bastion.errors import InvalidInput
 from tests.conftest import Cli
 
 BASTION = str(Path(sys.executable).with_name("bastion"))
+#: LiRA's shadow models: 4 in CI, the quickstart's own 16 with BASTION_SLOW_SCALE=4.
+SHADOW_ARGS = ["--shadow-models", str(4 * int(os.environ.get("BASTION_SLOW_SCALE", "1")))]
 
 
 def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
@@ -25,7 +27,7 @@ def test_the_quickstart_runs_the_whole_lifecycle(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     # Relative folders, as `make quickstart` passes them.
     done = subprocess.run(
-        [BASTION, "quickstart", "--port", str(port), "--workdir", files.name],
+        [BASTION, "quickstart", "--port", str(port), "--workdir", files.name, *SHADOW_ARGS],
         env={**env, "BASTION_HOME": home.name, "COLUMNS": "200"},
         cwd=tmp_path,
         capture_output=True,

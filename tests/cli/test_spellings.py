@@ -15,6 +15,7 @@ FOLLOW_BY_DEFAULT = {
     "data verify",
     "data scan",
     "data pseudonymize",
+    "data redact",
     "eval robustness",
     "eval privacy",
     "eval fairness",

@@ -101,3 +101,12 @@ def test_cli_writes_each_reference(cli: Cli, tmp_path: Path) -> None:
     assert re.search(
         r"wrote patients reference data", cli("data", "reference", "patients", "--out", csv).stdout
     )
+
+
+def test_digits_rows_are_the_first_of_the_seeded_order(tmp_path: Path) -> None:
+    images, labels = digits(seed=0)
+    out = write_reference(Reference.DIGITS, out=tmp_path / "d.npz", rows=100)
+    with np.load(out) as written:
+        assert written["images"].shape == (100, 8, 8)
+        assert np.array_equal(written["images"], images[:100])
+        assert np.array_equal(written["labels"], labels[:100])

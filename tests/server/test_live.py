@@ -39,9 +39,14 @@ def _env(home: Path) -> dict[str, str]:
     return {**env, "BASTION_HOME": str(home)}
 
 
-def _bastion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _bastion(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BASTION, *args], env=_env(home), capture_output=True, text=True, timeout=120, check=False
+        [BASTION, *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

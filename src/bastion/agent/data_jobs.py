@@ -11,6 +11,7 @@ the published schema (:mod:`bastion.data.publish`): never a value.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from bastion.data.pseudonymize import (
     pseudonymize_frame,
 )
 from bastion.data.publish import KeptSchema, effective_schema, publish_schema
+from bastion.data.redact import Redaction, redact_frame
 from bastion.data.schema import ImageSchema, TableSchema, Violation, parse_schema
 from bastion.errors import ConfigurationError, IntegrityError, InvalidInput
 from bastion.files import atomic_write_bytes, ensure_private_dir, sha256_file
@@ -215,17 +217,28 @@ def run_ingest(context: JobContext, job: IngestJob) -> None:
     )
 
 
+def _findings(info: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The staged version's scan findings, suspected ones first."""
+    pii = info.get("pii") or {}
+    for key in ("suspects", "columns"):
+        yield from pii.get(key, [])
+
+
+def _free_text(info: dict[str, Any]) -> set[str]:
+    """Columns whose identifiers the staged version's scan found inside free text."""
+    return {str(finding["column"]) for finding in _findings(info) if finding.get("free_text")}
+
+
 def _spelled_entities(info: dict[str, Any]) -> dict[str, str]:
     """Column -> entity of the staged version's scan (confident over suspected), for the
     columns that hold one value each: free text is pseudonymised as written. The subject-id
     column keeps its spelling: an erasure finds its rows by the pseudonym of the id as the
     request writes it (:func:`run_erase`)."""
-    pii = info.get("pii") or {}
-    found: dict[str, str] = {}
-    for key in ("suspects", "columns"):
-        for finding in pii.get(key, []):
-            if not finding.get("free_text"):
-                found[str(finding["column"])] = str(finding["entity"])
+    found = {
+        str(finding["column"]): str(finding["entity"])
+        for finding in _findings(info)
+        if not finding.get("free_text")
+    }
     found.pop(str(info.get("subject_id_column")), None)
     return found
 
@@ -254,32 +267,44 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
         pseudonymize=job.pseudonymize,
         generalize={c: Generalization(how) for c, how in job.generalize.items()},
         drop=job.drop,
+        redact=job.redact,
+        free_text=_free_text(info),
         identifiers=identifiers,
         suspects=suspects,
         target=target,
         dataset=job.dataset,
     )
-    transformed = pseudonymize_frame(
-        frame,
-        prf=prf,
-        pseudonymize=plan.pseudonymize,
-        generalize=plan.generalize,
-        drop=plan.drop,
-        entities=_spelled_entities(info),
-    )
+    transformed = frame
+    if plan.pseudonymize or plan.generalize or plan.drop:
+        transformed = pseudonymize_frame(
+            frame,
+            prf=prf,
+            pseudonymize=plan.pseudonymize,
+            generalize=plan.generalize,
+            drop=plan.drop,
+            entities=_spelled_entities(info),
+        )
+    redaction: dict[str, dict[str, int]] = {}
+    if plan.redact:  # identifiers inside free text: placeholders or the same keyed pseudonyms
+        modes = {column: Redaction(how) for column, how in plan.redact.items()}
+        transformed, redaction = redact_frame(transformed, modes, prf=prf)
     for line in plan.lines():
         context.log(line)
+    for column, counts in redaction.items():
+        found = ", ".join(f"{n} {entity}" for entity, n in counts.items()) or "no identifier"
+        context.log(f"{column}: replaced {found}")
     result = Loaded(kind="table", frame=transformed)
     described = describe(
         result,
         target=target if target in transformed.columns else None,
         subject_id_column=subject if subject in transformed.columns else None,
         baseline=data,
-        transformed=[*plan.pseudonymize, *plan.generalize],
+        transformed=[*plan.pseudonymize, *plan.generalize, *plan.redact],
     )
     # A keyed pseudonym still identifies a person to whoever holds the key (GDPR: personal
     # data), and so do the input's identifier columns that were kept as they were.
-    kept = identifiers - set(plan.generalize) - set(plan.drop)
+    placeholders = {c for c, how in plan.redact.items() if how == Redaction.PLACEHOLDER}
+    kept = identifiers - set(plan.generalize) - set(plan.drop) - placeholders
     described["identifier_columns"] = sorted(
         set(described.get("identifier_columns", [])) | set(plan.pseudonymize) | kept
     )
@@ -290,6 +315,8 @@ def run_pseudonymize(context: JobContext, job: PseudonymizeJob) -> None:
         - set(described["identifier_columns"])
     )
     summaries["pseudonymization"] = plan.summary()
+    if redaction:
+        summaries["redaction"] = redaction  # counts per entity, never text
     _log_description(context, described)
     name = job.dataset.split("@")[0]
     _leave_for_sealing(context.workdir, dataset=name, data=result, described=described)

@@ -19,7 +19,7 @@ from bastion.agent.data_jobs import staged_input
 from bastion.agent.fanout import fanout_from_environment
 from bastion.errors import InvalidInput
 from bastion.evaluate.attacks import Lattice, image_lattice, input_bounds
-from bastion.evaluate.config import EvaluateConfig
+from bastion.evaluate.config import EvaluateConfig, MemorizationConfig
 from bastion.evaluate.fanout import InOrder
 from bastion.evaluate.scorecard import served_robust_accuracy
 from bastion.progress import progress_line
@@ -66,6 +66,18 @@ def _headline(kind: str, summary: dict[str, Any]) -> str:
         gap = summary.get("max_demographic_parity_difference")
         gap = summary["max_accuracy_difference"] if gap is None else gap
         return f"largest gap between groups {gap if gap is None else round(gap, 3)}"
+    if kind == "memorization":
+        extracted = (
+            f"; {summary['extracted_identifiers']} of {summary['identifiers_searched']} "
+            f"training identifiers in {summary['samples']} samples"
+            if "samples" in summary
+            else ""
+        )
+        return (
+            f"largest canary exposure {summary['max_exposure']:.2f} of "
+            f"{summary['exposure_bound']:.2f} bits; {summary['completed']} of "
+            f"{len(summary['canaries'])} canaries completed verbatim{extracted}"
+        )
     return f"top features: {', '.join(summary.get('top_features', [])[:5]) or 'image maps'}"
 
 
@@ -116,6 +128,7 @@ def _evaluations(
     model = subject.model.eval()
     results: dict[str, dict[str, Any]] = {}
     for kind in config.kinds:
+        _applies(kind, prep, evidence)
         context.event("evaluate", "running", kind)
         if kind == "robustness" and config.robustness is not None:
             lower, upper = input_bounds(x, images=prep.kind == "images")
@@ -155,8 +168,85 @@ def _evaluations(
             results[kind] = _fairness(subject, config, evaluate_fairness, test)
         elif kind == "explain" and config.explain is not None:
             results[kind] = evaluate_explanations(model, *test, prep, config.explain, seed=seed)
+        elif kind == "memorization" and config.memorization is not None:
+            results[kind] = _memorization(subject, config.memorization, seed)
         context.log(f"evaluate {kind}: {_headline(kind, results[kind])}")
     return results
+
+
+def _language_model(evidence: dict[str, Any]) -> bool:
+    return bool(evidence.get("model", {}).get("builtin") == "gpt")
+
+
+def _applies(kind: str, prep: Preprocessing, evidence: dict[str, Any]) -> None:
+    """Refuse, in one line, an evaluation that does not apply to this kind of model."""
+    if _language_model(evidence):
+        if kind != "memorization":
+            raise InvalidInput(
+                f"evaluate {kind} needs a classifier; a language model's audit is memorization"
+            )
+    elif kind == "memorization":
+        raise InvalidInput("evaluate memorization audits a language model (model.builtin gpt)")
+    elif prep.kind == "text" and kind in ("robustness", "explain"):
+        raise InvalidInput(
+            f"evaluate {kind} perturbs or attributes numeric inputs; a text model's are "
+            "token ids (membership_inference and fairness apply)"
+        )
+
+
+def _memorization(subject: Evaluation, config: MemorizationConfig, seed: int) -> dict[str, Any]:
+    """The canary audit of the canaries the training run wrote, and the extraction check on
+    samples of the model (counts and ranks only: no secret, sample or identifier leaves)."""
+    from bastion.agent.text_inputs import canaries_of  # noqa: PLC0415
+    from bastion.evaluate.memorization import canary_audit, extraction_check  # noqa: PLC0415
+
+    canaries = canaries_of(subject.evidence)
+    if not canaries:
+        raise InvalidInput(
+            "the model was trained without canaries; give its training spec "
+            "evaluate.memorization to audit it"
+        )
+    found = canary_audit(
+        subject.model,
+        subject.prep.tokenizer,
+        canaries,
+        max_length=subject.prep.max_length,
+        candidates=config.candidates,
+        seed=seed,
+    )
+    extraction: dict[str, Any] = {}
+    if config.samples:
+        column = str(subject.prep.text_column)
+        texts = subject.data.table()[column].fillna("").astype(str).iloc[subject.train_rows]
+        checked = extraction_check(
+            subject.model,
+            subject.prep.tokenizer,
+            texts.tolist(),
+            samples=config.samples,
+            max_length=subject.prep.max_length,
+            seed=seed,
+        )
+        extraction = {
+            "samples": checked.samples,
+            "identifiers_searched": checked.identifiers,
+            "extracted_identifiers": checked.extracted,
+        }
+    return {
+        **extraction,
+        "candidates": config.candidates,
+        "exposure_bound": found[0].exposure_bound,
+        "max_exposure": max(result.exposure for result in found),
+        "completed": sum(result.completed for result in found),
+        "canaries": [
+            {
+                "repeats": result.repeats,
+                "exposure": result.exposure,
+                "rank": result.rank,
+                "completed": result.completed,
+            }
+            for result in found
+        ],
+    }
 
 
 def _fairness(
@@ -190,6 +280,11 @@ def run_evaluate(context: JobContext, job: EvaluateJob) -> str:
     folder = context.workdir / "inputs" / "model"
     model, prep = load_packaged(folder, job.model)
     evidence = json.loads((folder / "metadata.json").read_text())
+    if _language_model(evidence):
+        raise InvalidInput(
+            f"{job.model} is a language model: its canary audit runs in its training run "
+            "(evaluate.memorization), where the canaries are written"
+        )
     data, info = staged_input(context.workdir)
     if "split" not in evidence:
         raise InvalidInput(f"{job.model} records no held-out split; retrain it to evaluate it")

@@ -26,6 +26,7 @@ from typing import Any
 from bastion.agent.lifeline import die_with_agent
 from bastion.agent.ranks import GROUP_LOST, RANK_ENV, RENDEZVOUS_ENV, GroupLost, RankFinished
 from bastion.agent.relay import dial
+from bastion.client.federation import FederationJobMixin
 from bastion.client.runs import RunsMixin
 from bastion.client.serving import ServingJobMixin
 from bastion.config import Settings
@@ -62,9 +63,9 @@ EXIT_REFUSED = 12
 EXIT_SEAL = 13
 
 
-class JobClient(RunsMixin, ServingJobMixin):
-    """The SDK calls a job makes (its run's reports; a serve job's keys and audit): a job
-    imports no other resource's models."""
+class JobClient(RunsMixin, ServingJobMixin, FederationJobMixin):
+    """The SDK calls a job makes (its run's reports; a serve job's keys and audit; a
+    federated job's meeting point): a job imports no other resource's models."""
 
 
 @dataclass
@@ -199,6 +200,8 @@ _RUNNERS = {
     "erase": "bastion.agent.data_jobs:run_erase",
     "serve": "bastion.inference.runner:run_serve",
     "register-code": "bastion.agent.code_job:run_register_code",
+    "federated": "bastion.agent.federated_job:run_aggregator",
+    "federated-site": "bastion.agent.federated_site:run_site",
 }
 
 

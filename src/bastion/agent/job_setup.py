@@ -19,6 +19,9 @@ from bastion.agent.relay import RelayTarget
 from bastion.agent.staging import INPUTS, check_source, open_transfer, stage_inputs
 from bastion.client import LeaseOut
 from bastion.errors import InvalidInput
+from bastion.federated import endorse
+from bastion.federated.federation import federated_environment
+from bastion.federated.tls import link_certificates, site_key
 from bastion.files import atomic_write_bytes
 from bastion.inference.staged import copy_signed_manifest
 from bastion.security.keys import Keyring
@@ -26,7 +29,19 @@ from bastion.security.sandbox import Limits, Sandbox
 from bastion.security.sealed import sealed_dir
 from bastion.security.transfer import open_for_cluster
 
-__all__ = ["Setup", "gpu_environment", "job_environment", "prepare", "serve_inputs", "tls_files"]
+__all__ = [
+    "FEDERATED_JOBS",
+    "Setup",
+    "gpu_environment",
+    "job_environment",
+    "job_network",
+    "prepare",
+    "serve_inputs",
+    "tls_files",
+]
+
+#: Job types that run in the federated (Flower) environment.
+FEDERATED_JOBS = ("federated", "federated-site")
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,16 @@ def prepare(
             )
         )
         readonly += tls_files(job, setup.private)
+    command: tuple[str, ...] = ()
+    if job["type"] in FEDERATED_JOBS:  # Flower's own environment, and the link's port
+        manifest["federation"] = {
+            **dict(lease.inputs.get("federation") or {}),
+            "endorsement": federation_material(job, workdir, lease.run_id, setup.keyring),
+        }
+        environment_root = federated_environment()
+        readonly.append(environment_root.resolve())
+        python = str(environment_root / "bin" / "python")
+        command = (python, "-m", "bastion.agent.job", str(workdir))
     atomic_write_bytes(workdir / "job.json", json.dumps(manifest).encode(), mode=0o600)
     environment = job_environment(workdir)
     if job["type"] in ("pseudonymize", "erase"):  # this key alone; opens and signs nothing
@@ -109,6 +134,8 @@ def prepare(
             job["subject"], purpose="erasure", recipient=setup.cluster, keyring=setup.keyring
         )
         environment["BASTION_ERASE_SUBJECT"] = subject.decode()
+    if command:
+        environment["BASTION_FEDERATED_ENV"] = command[0].rsplit("/bin/", 1)[0]
     environment.update(setup.fanout)
     environment.update(gpu_environment(gpus))
     resources = spec.get("resources", {})
@@ -131,16 +158,44 @@ def prepare(
             token=lease.job_token,
             project=lease.project,
             run_id=lease.run_id,
+            # A site's SuperNode reaches the aggregator through the relay's link socket.
+            link=job["type"] == "federated-site",
         ),
         sandbox=setup.sandbox,
         readonly=tuple(readonly),
-        network=job["type"] == "serve",  # its listening port; still no keys, no files
+        network=job_network(str(job["type"])),
+        command=command,
         gpus=gpus,
         cpus=int(resources.get("workers", 1)) * int(resources.get("cpus_per_worker") or 1),
         workers=int(resources.get("workers", 1)),
         restarts=int(resources.get("restarts", 2)),
     )
     return request, staged
+
+
+#: Job types whose sandbox keeps the host's network: an inference server's and a federated
+#: aggregator's listening port (still no keys, no files). Every other job has none; a
+#: federated site reaches its aggregator through the relay's link socket.
+NETWORKED_JOBS = frozenset({"serve", "federated"})
+
+
+def job_network(job_type: str) -> bool:
+    """Whether a job of this type keeps the host's network (:data:`NETWORKED_JOBS`)."""
+    return job_type in NETWORKED_JOBS
+
+
+def federation_material(job: dict[str, Any], workdir: Path, run_id: str, keyring: Keyring) -> str:
+    """What a federated job tells the others, made here where the cluster's signing key is:
+    the aggregator's CA and link certificate (``federation/tls``), a site's SuperNode key
+    pair (``keys``); the private halves stay in the job's folder. The cluster's endorsement
+    of the public half (the CA certificate, the node's public key) for this run."""
+    if job["type"] == "federated":
+        made = link_certificates(workdir / "federation" / "tls", host=str(job["host"]))
+        material = made.ca.read_text()
+    else:
+        _, public = site_key(workdir / "keys", str(job["site"]))
+        material = public.read_text()
+    return endorse.endorse(keyring.signer().sign, run_id=run_id, material=material)
 
 
 def gpu_environment(gpus: tuple[int, ...]) -> dict[str, str]:
@@ -195,10 +250,17 @@ def serve_inputs(
     }
 
 
+#: Thread-count settings an agent's operator may give its jobs (a number each, nothing else).
+THREAD_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def job_environment(workdir: Path) -> dict[str, str]:
     """A minimal environment: no credential at all (the relay holds the job's token), no
-    master key, no inherited secrets."""
-    return {
+    master key, no inherited secrets. Of the agent's own environment only ``PATH`` and the
+    thread counts of :data:`THREAD_SETTINGS` (when each is a plain number): on a host whose
+    agent runs several jobs at once, ``OMP_NUM_THREADS=1`` keeps each job's PyTorch from
+    spreading over every core (oversubscribed, its small operations wait on each other)."""
+    environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "HOME": str(workdir),
@@ -206,3 +268,8 @@ def job_environment(workdir: Path) -> dict[str, str]:
         "BASTION_HOME": str(workdir / ".bastion"),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    for name in THREAD_SETTINGS:
+        value = os.environ.get(name, "")
+        if value.isdigit() and 0 < int(value) <= 1024:
+            environment[name] = value
+    return environment

@@ -4,13 +4,20 @@ The job holds no credential and reaches no network. It speaks HTTP to the socket
 :data:`bastion.security.sandbox.RELAY_SOCKET`; the relay checks each request and forwards
 it to the control plane with the job's own token (bound to this run and attempt):
 
-1. only the reports a job makes: events, logs, metrics and its result, and for an inference
-   server its serving keys and audit events (:data:`ROUTES`);
+1. only the reports a job makes: events, logs, metrics and its result, for an inference
+   server its serving keys and audit events, for a federated run's job what it tells the
+   other participants and reads of them (:data:`ROUTES`);
 2. only for its own project and run: the path must be exactly that run's;
 3. at most :data:`MAX_BODY` bytes, no query string, no header but the content type.
 
 Anything else gets 403 and never leaves the host. The relay runs in the process that starts
 the sandbox (the agent, or on a Ray node the task supervising the job).
+
+A federated site's job (``RelayTarget.link``) also gets ``link.sock`` beside it: its
+SuperNode's one way out. Each connection is joined to the aggregator's address as the control
+plane gives it for this run (asked with the job's token when the connection opens), and the
+bytes pass through untouched (TLS runs end to end between SuperNode and SuperLink). The job
+chooses nothing: its sandbox has no network, and the address is not its to name.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ ROUTES = frozenset(
         ("POST", "result"),
         ("GET", "serving-keys"),
         ("POST", "serving-audit"),
+        ("POST", "federation"),
+        ("GET", "federation"),
     }
 )
 #: The largest report the relay forwards (the control plane's default request limit).
@@ -61,6 +70,8 @@ class RelayTarget:
     project: str
     run_id: str
     timeout: float = 30.0
+    #: A federated site's job: serve ``link.sock``, joined to the aggregator's address.
+    link: bool = False
 
     def __repr__(self) -> str:  # never the token
         return f"RelayTarget(url={self.url!r}, project={self.project!r}, run={self.run_id!r})"
@@ -170,18 +181,32 @@ class Relay:
             timeout=target.timeout,
         )
         os.chmod(self.socket, 0o600)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how long close() may wait for the loop
-            name=f"relay-{target.run_id[:8]}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._servers: list[socketserver.BaseServer] = [self._server]
+        if target.link:
+            from bastion.agent.link import LinkServer  # noqa: PLC0415 - federated sites only
+
+            try:
+                link = LinkServer(str(self.folder / "link.sock"), target, self._server.upstream)
+            except OSError:
+                self._server.server_close()
+                self._server.upstream.close()
+                shutil.rmtree(self.folder, ignore_errors=True)
+                raise
+            os.chmod(self.folder / "link.sock", 0o600)
+            self._servers.append(link)
+        for server in self._servers:
+            threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},  # how long close() may wait for the loop
+                name=f"relay-{target.run_id[:8]}",
+                daemon=True,
+            ).start()
 
     def close(self) -> None:
-        """Stop serving, and remove the socket and its folder."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving, and remove the sockets and their folder."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
         self._server.upstream.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -52,7 +52,7 @@ _ARTIFACTS: dict[str, Artifact] = {
     "code": "code",
 }
 #: Inputs that are not stored artifacts: keys for a transfer, a push sealed to this cluster.
-_NOT_STORED = frozenset({"transfer", "code_upload"})
+_NOT_STORED = frozenset({"transfer", "code_upload", "federation"})
 INPUTS = "inputs"
 OUTPUTS = "outputs"
 #: Where a training job moves each finished checkpoint for the agent to seal.

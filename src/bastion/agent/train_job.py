@@ -23,6 +23,7 @@ from bastion.agent.data_jobs import schema_violations, staged_input, staged_sche
 from bastion.agent.eval_job import Evaluation, evaluate_model
 from bastion.agent.ranks import GroupLost, RankFinished
 from bastion.agent.staging import OUTPUTS, REQUEST, SEALING
+from bastion.agent.text_inputs import TrainInputs, generates, reads_text, text_inputs
 from bastion.data.backdoor import spectral_scan
 from bastion.data.feature_gate import check_features
 from bastion.data.ingest import Loaded
@@ -33,7 +34,7 @@ from bastion.evaluate.robustness import accuracy
 from bastion.files import atomic_write_bytes, ensure_private_dir
 from bastion.progress import progress_line
 from bastion.security.sealed import sha256_file
-from bastion.spec import ExportModelJob, ImportModelJob, TrainJob, VerifyModelJob
+from bastion.spec import ExportModelJob, FederatedJob, ImportModelJob, TrainJob, VerifyModelJob
 from bastion.train.data import fit_preprocessing, split_rows
 from bastion.train.device import describe_device, job_device
 from bastion.train.distributed import Group, default_threads, keeping_latest
@@ -265,6 +266,54 @@ def _train_rank(
     return result
 
 
+def _inputs(
+    context: JobContext,
+    job: TrainJob,
+    *,
+    data: Loaded,
+    info: dict[str, Any],
+    schema: TableSchema | ImageSchema,
+    target: str | None,
+) -> TrainInputs:
+    config = job.train
+    if generates(job):  # a language model: the text is its own target
+        text = text_inputs(context, job, data=data, info=info, schema=schema, target="")
+        context.log(f"{len(text.y)} rows: a language model of column {text.features[0]}")
+        return text
+    if data.kind == "table" and target is None:
+        raise InvalidInput(f"{job.dataset} has no target column; name one in the spec")
+    if reads_text(job):
+        text = text_inputs(context, job, data=data, info=info, schema=schema, target=str(target))
+        context.log(f"{len(text.y)} rows, classes {text.prep.classes}")
+        return text
+    features = []
+    if data.kind == "table":
+        features = _features(context, job, info, data.table(), str(target))
+    prep = fit_preprocessing(data, target=target, features=features or None)
+    x, y = prep.features(data), prep.labels(data)
+    split, train_rows, test_rows = split_rows(y, holdout=config.holdout, seed=config.seed)
+    context.log(f"{len(y)} rows, {x.shape[1:].numel()} inputs, classes {prep.classes}")
+    return TrainInputs(prep, features, x, y, split, train_rows, test_rows)
+
+
+def _with_adapters(context: JobContext, job: TrainJob, model: torch.nn.Module) -> torch.nn.Module:
+    """With ``train.lora``: LoRA adapters on the named layers, everything else frozen."""
+    spec = job.train.lora
+    if spec is None:
+        return model
+    if context.workers > 1:
+        raise InvalidInput("train.lora trains in one process; set resources.workers to 1")
+    from bastion.train.lora import with_adapters  # noqa: PLC0415 - PEFT imports transformers
+
+    adapted, trainable = with_adapters(model, spec)
+    total = sum(p.numel() for p in adapted.parameters())
+    context.log(
+        f"LoRA rank {spec.rank} on {', '.join(spec.targets)}: {trainable} of {total} "
+        "parameters train"
+    )
+    return adapted
+
+
 def run_train(context: JobContext, job: TrainJob) -> None:
     device = _device(context, job)  # first: a GPU job that finds no GPU fails here
     workdir = context.workdir
@@ -276,16 +325,10 @@ def run_train(context: JobContext, job: TrainJob) -> None:
     if job.data is not None:
         data = _transformed(context, job.data.transform, data)
     target = job.target or info.get("target")
-    if data.kind == "table":
-        if target is None:
-            raise InvalidInput(f"{job.dataset} has no target column; name one in the spec")
-        features = _features(context, job, info, data.table(), target)
-    else:
-        features = []
-    prep = fit_preprocessing(data, target=target, features=features or None)
-    x, y = prep.features(data), prep.labels(data)
-    context.log(f"{len(y)} rows, {x.shape[1:].numel()} inputs, classes {prep.classes}")
     config = job.train
+    inputs = _inputs(context, job, data=data, info=info, schema=schema, target=target)
+    prep, x, y, features = inputs.prep, inputs.x, inputs.y, inputs.features
+    split, train_rows, test_rows = inputs.split, inputs.train_rows, inputs.test_rows
     torch.manual_seed(config.seed)  # the initial weights are part of "deterministic under a seed"
     model = build_model(job.model, input_shape=prep.input_shape, classes=len(prep.classes))
     initial = workdir / "inputs" / "init"
@@ -297,7 +340,7 @@ def run_train(context: JobContext, job: TrainJob) -> None:
                 f"{job.init_from} does not fit this run's model and data ({exc})"
             ) from None
         context.log(f"fine-tuning from {job.init_from}")
-    split, train_rows, test_rows = split_rows(y, holdout=config.holdout, seed=config.seed)
+        model = _with_adapters(context, job, model)
     context.log(f"{split.train_rows} rows train the model, {split.test_rows} are held out")
     lower, upper = input_bounds(x, images=data.kind == "images")
     model, hooks, replaced = recipe(model, config, lower=lower, upper=upper)
@@ -314,11 +357,15 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         bounds=(lower, upper),
         device=device,
     )
+    if config.lora is not None:  # the adapters folded in: the plain architecture again
+        from bastion.train.lora import merged  # noqa: PLC0415
+
+        result.model = merged(result.model)
     evidence: dict[str, Any] = {
         "dataset": job.dataset,
         "purpose": job.purpose,
         "dataset_manifest_hash": info["manifest_hash"],
-        "target": target,
+        "target": None if generates(job) else target,
         "features": features,
         "sensitive_features": list(job.sensitive_features),
         "classes": prep.classes,
@@ -342,6 +389,8 @@ def run_train(context: JobContext, job: TrainJob) -> None:
         ),
         **_code_evidence(workdir, job),
     }
+    if inputs.canaries is not None:
+        evidence["canaries"] = inputs.canaries
     if data.kind == "images":
         seen_x, seen_y = x[train_rows], y[train_rows]
         activations = penultimate(result.model, seen_x).numpy()
@@ -352,23 +401,27 @@ def run_train(context: JobContext, job: TrainJob) -> None:
             f"classes {scan.summary()['poisoned_classes'] or 'none'} flagged"
         )
     if evidence["test_accuracy"] is not None:
-        context.log(f"held-out accuracy {evidence['test_accuracy']:.4f}")
+        what = "next-token accuracy" if generates(job) else "accuracy"
+        context.log(f"held-out {what} {evidence['test_accuracy']:.4f}")
     if job.evaluate is not None:
         subject = Evaluation(result.model, prep, data, x, y, train_rows, test_rows, evidence)
         evidence["evaluation"] = evaluate_model(context, subject, job.evaluate, device=device)
-    _package(workdir, job=job, model=result.model, prep=prep, schema=schema, evidence=evidence)
+    package_for_sealing(
+        workdir, job=job, model=result.model, prep=prep, schema=schema, evidence=evidence
+    )
 
 
-def _package(
+def package_for_sealing(
     workdir: Path,
     *,
-    job: TrainJob,
+    job: TrainJob | FederatedJob,
     model: torch.nn.Module,
     prep: Any,
     schema: TableSchema | ImageSchema,
     evidence: dict[str, Any],
 ) -> None:
-    """outputs/model/: weights, config, schema, metadata; and the request to seal it."""
+    """outputs/model/: weights, config, schema, metadata; and the request to seal it (a
+    trained model, or a federation's aggregate)."""
     folder = workdir / OUTPUTS / "model"
     ensure_private_dir(folder)
     evidence["weights_sha256"] = package_model(

@@ -129,6 +129,9 @@ class PseudonymizeIn(Request):
         default_factory=dict, max_length=500
     )
     drop: list[Column] = Field(default_factory=list, max_length=500)
+    redact: dict[Column, Literal["placeholder", "pseudonym"]] = Field(
+        default_factory=dict, max_length=500
+    )
 
 
 class SchemaIn(Request):

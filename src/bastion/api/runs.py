@@ -17,6 +17,8 @@ from bastion.api.common import (
 )
 
 __all__ = [
+    "FederationIn",
+    "FederationOut",
     "LogLineOut",
     "LogsIn",
     "MetricIn",
@@ -87,3 +89,30 @@ class MetricOut(Response):
 
 class ResultIn(Request):
     result: JsonObject
+
+
+class FederationIn(Request):
+    """What a participant of a federated run tells the others: the aggregator its
+    ``address`` and ``certificate`` (its CA), a site its SuperNode's ``public_key``; either
+    with its cluster's ``endorsement`` of that certificate or key."""
+
+    address: Annotated[str, StringConstraints(max_length=300)] | None = None
+    certificate: Annotated[str, StringConstraints(max_length=16_384)] | None = None
+    public_key: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    #: The cluster's endorsement of the certificate or key (base64 ECDSA; its agent's).
+    endorsement: Annotated[str, StringConstraints(max_length=200)] | None = None
+    #: (Aggregator) fingerprints of node keys its SuperLink refused: audited, not stored.
+    refused: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] | None = Field(
+        default=None, max_length=100
+    )
+
+
+class FederationOut(Response):
+    """A participant's view of its federated run: its status and, for a site, the
+    aggregator's address and certificate; for the aggregator, each site's key and status."""
+
+    run: str
+    status: str
+    member: str
+    aggregator: dict[str, Any] | None = None
+    sites: dict[str, dict[str, Any]] | None = None

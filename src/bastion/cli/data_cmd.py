@@ -121,10 +121,13 @@ def print_summaries(summaries: dict[str, Any]) -> None:
 
 @app.command()
 def reference(
-    kind: Annotated[str, typer.Argument(help="patients, digits or table.")],
+    kind: Annotated[str, typer.Argument(help="patients, digits, table or notes.")],
     out_path: Annotated[Path, typer.Option("--out", help="File to write (.csv, .parquet, .npz).")],
     rows: Annotated[
-        int | None, typer.Option(min=1, max=10**7, help="Rows (patients, table).")
+        int | None,
+        typer.Option(
+            min=1, max=10**7, help="Rows (patients, table, notes; digits: the first N images)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Generator seed.")] = 0,
 ) -> None:
@@ -134,9 +137,13 @@ def reference(
     try:
         chosen = Reference(kind)
     except ValueError:
-        raise InvalidInput(f"unknown reference {kind!r}; use patients, digits or table") from None
+        raise InvalidInput(
+            f"unknown reference {kind!r}; use patients, digits, table or notes"
+        ) from None
     path = write_reference(chosen, out=out_path, rows=rows, seed=seed)
     out.print(f"wrote {chosen.value} reference data to {path} (seed {seed})")
+    if chosen is Reference.NOTES:
+        out.print(f"identifier spans (the ground truth): {path.with_name(path.stem)}.spans.jsonl")
 
 
 @app.command()
@@ -294,6 +301,46 @@ def pseudonymize(
         version = version_made_by(remote, project, name, run.id)
     print_version(name, version)
     print_treatment(version.summaries.get("pseudonymization"))
+
+
+@app.command()
+def redact(
+    ref: Ref,
+    project: Project,
+    columns: Annotated[
+        str, typer.Option("--columns", help="Comma-separated free-text columns to redact.")
+    ],
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="placeholder: [PHONE], [EMAIL] ...; pseudonym: the keyed pseudonym of each "
+            "identifier, the same one its column would get.",
+        ),
+    ] = "placeholder",
+    follow: Follow = True,
+) -> None:
+    """Make a new version whose free-text columns have every identifier inside replaced.
+
+    The job finds each identifier's span (e-mails, phones, SSNs, cards, IBANs, record
+    numbers, dates of birth, names) and replaces it; the rest of the text stays. The control
+    plane sees how many of each were replaced, never the text."""
+    if mode not in ("placeholder", "pseudonym"):
+        raise InvalidInput(f"--mode {mode!r}: use placeholder or pseudonym")
+    named = [part.strip() for part in columns.split(",") if part.strip()]
+    if not named:
+        raise InvalidInput("--columns: name at least one free-text column")
+    name, number = parse_ref(ref)
+    with client() as remote:
+        body = {"redact": dict.fromkeys(named, mode)}
+        run = remote.dataset_job(project, name, number, "pseudonymize", body)
+        if follow_job(remote, project, run, follow=follow) is run:
+            return
+        version = version_made_by(remote, project, name, run.id)
+    print_version(name, version)
+    for column, counts in (version.summaries.get("redaction") or {}).items():
+        shown = ", ".join(f"{n} {entity}" for entity, n in counts.items()) or "no identifier"
+        out.print(f"  {column}: replaced {shown}", markup=False)
 
 
 def print_treatment(plan: Any) -> None:

@@ -77,6 +77,18 @@ def create(
     redis_url: Annotated[
         str | None, typer.Option("--redis-url", help="Redis for limits shared by replicas.")
     ] = None,
+    max_text_chars: Annotated[
+        int,
+        typer.Option(
+            "--max-text-chars", min=1, max=1_000_000, help="Text models: the longest text taken."
+        ),
+    ] = 20_000,
+    max_new_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-new-tokens", min=1, max=1024, help="Language models: the most tokens written."
+        ),
+    ] = 64,
 ) -> None:
     """Ask the cluster's agent to start ``bastion serve`` for a model version."""
     if (tls_cert is None) != (tls_key is None):
@@ -95,6 +107,8 @@ def create(
             "output": (output or reveal).value,
             "ood_action": ood_action.value,
             "extraction_action": extraction_action.value,
+            "max_text_chars": max_text_chars,
+            "max_new_tokens": max_new_tokens,
         },
         "allow_unapproved": allow_unapproved,
     }

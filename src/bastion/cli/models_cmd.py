@@ -126,6 +126,14 @@ def print_card(card: dict[str, Any]) -> None:
     for label, key in (("training", "train_accuracy"), ("held-out", "test_accuracy")):
         if performance.get(key) is not None:
             out.print(f"  {label} accuracy {performance[key]:.4f}")
+    for site in (card.get("federated") or {}).get("sites", []):
+        gap = site.get("demographic_parity_difference")
+        out.print(
+            f"  site {site['site']} ({site['dataset']}): held-out accuracy "
+            + (f"{site['accuracy']:.4f}" if site.get("accuracy") is not None else "not measured")
+            + (f", demographic-parity difference {gap:.4f}" if gap is not None else ""),
+            markup=False,
+        )
     if card["robustness"]:
         worst = min(card["robustness"]["curve"], key=served_robust_accuracy)
         space = ", integer inputs" if card["robustness"].get("gated_space") == "integer" else ""

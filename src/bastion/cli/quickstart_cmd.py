@@ -36,6 +36,14 @@ def quickstart(
             "needs more).",
         ),
     ] = 600.0,
+    shadow_models: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=64,
+            help="Shadow models of the LiRA membership attack (fewer: a quicker, weaker audit).",
+        ),
+    ] = 16,
 ) -> None:
     """Start Bastion in an empty BASTION_HOME and take a model from raw data to production.
 
@@ -55,7 +63,7 @@ def quickstart(
         out.print("cleared the files of the previous quickstart")
     out.print(f"[bold]Bastion quickstart[/bold] in BASTION_HOME={home}, files in {workdir}")
     with running_plane(config, workdir, port=port, timeout=timeout) as plane:
-        files, deployment = lifecycle(plane)
+        files, deployment = lifecycle(plane, shadow_models=shadow_models)
         minutes = (time.monotonic() - started) / 60
         out.print(f"\n[bold green]Every step did what it says[/bold green] ({minutes:.1f} min).")
         places = {

@@ -6,6 +6,7 @@ that did not raises :class:`CheckFailed`, and the quickstart exits 1.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -196,19 +197,22 @@ def dataset(plane: Plane) -> None:
 # -- 3. ------------------------------------------------------------------------------------
 
 
-def train(plane: Plane) -> ModelVersionOut:
+def train(plane: Plane, *, shadow_models: int = 16) -> ModelVersionOut:
     from bastion.spec import load_spec
+
+    run_spec = copy.deepcopy(SPEC)
+    run_spec["evaluate"]["membership_inference"]["shadow_models"] = shadow_models
 
     _step(
         "3. Train privately and robustly, then attack the model",
         "DP-SGD (Opacus) bounds what the model can reveal about any one patient (epsilon 3);\n"
         "PGD adversarial training hardens it against crafted inputs. Checkpoints and the model\n"
         "are encrypted and signed. Then the model is attacked: evasion, membership inference\n"
-        "(LiRA with 16 shadow models), fairness between groups, explanations.",
+        f"(LiRA with {shadow_models} shadow models), fairness between groups, explanations.",
     )
     spec_file = plane.workdir / "patients-dp-pgd.yaml"
     header = "# The quickstart's run: bastion run submit this-file --follow\n"
-    atomic_write_bytes(spec_file, (header + yaml.safe_dump(SPEC, sort_keys=False)).encode())
+    atomic_write_bytes(spec_file, (header + yaml.safe_dump(run_spec, sort_keys=False)).encode())
     spec = load_spec(spec_file)
     run = plane.engineer.submit_run(spec.model_dump(mode="json"))
     _done(f"ml-engineer submitted {spec_file.name} as run {run.id}")
@@ -477,11 +481,11 @@ def evidence(plane: Plane) -> Path:
     return path
 
 
-def lifecycle(plane: Plane) -> tuple[dict[str, Path], str]:
+def lifecycle(plane: Plane, *, shadow_models: int = 16) -> tuple[dict[str, Path], str]:
     """Run every step; return the files a person will want to open, and the deployment."""
     people(plane)
     dataset(plane)
-    version = train(plane)
+    version = train(plane, shadow_models=shadow_models)
     html = card(plane, version)
     promote(plane, version)
     _, deployment = deploy(plane, version)

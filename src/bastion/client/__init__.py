@@ -24,7 +24,8 @@ carrying the server's message; an answer without a known type is mapped by statu
 
 One module per resource holds its calls (``identity``, ``projects``, ``clusters`` with the
 agent protocol, ``runs``, ``datasets``, ``models``, ``governance``, ``privacy``, ``audit``,
-``deployments``, ``code``); ``Client`` is all of them over one connection (``_transport``).
+``deployments``, ``code``, ``federation``); ``Client`` is all of them over one connection
+(``_transport``).
 
 The names here load when first used, so a process that needs one part (a job reports
 through ``runs`` alone) does not build every resource's models.
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from bastion.api.identity import NewTokenOut, TokenOut, UserOut, WhoAmI
     from bastion.api.models import EvaluationOut, ModelOut, ModelVersionOut
     from bastion.api.projects import MembershipOut, ProjectOut
-    from bastion.api.runs import LogLineOut, MetricOut, RunEventOut, RunOut
+    from bastion.api.runs import FederationOut, LogLineOut, MetricOut, RunEventOut, RunOut
     from bastion.client._client import Client
     from bastion.client.credentials import load_credentials, save_credentials
 
@@ -73,6 +74,7 @@ __all__ = [
     "DeploymentOut",
     "ErasureOut",
     "EvaluationOut",
+    "FederationOut",
     "GpuInfo",
     "HeartbeatOut",
     "JoinOut",
@@ -116,6 +118,7 @@ _HOMES = {
     "DeploymentOut": "bastion.api.deployments",
     "ErasureOut": "bastion.api.datasets",
     "EvaluationOut": "bastion.api.models",
+    "FederationOut": "bastion.api.runs",
     "GpuInfo": "bastion.api.clusters",
     "HeartbeatOut": "bastion.api.clusters",
     "JoinOut": "bastion.api.clusters",

@@ -8,6 +8,7 @@ from bastion.client.code import CodeMixin
 from bastion.client.credentials import load_credentials
 from bastion.client.datasets import DatasetsMixin
 from bastion.client.deployments import DeploymentsMixin
+from bastion.client.federation import FederationJobMixin
 from bastion.client.governance import GovernanceMixin
 from bastion.client.identity import IdentityMixin
 from bastion.client.models import ModelsMixin
@@ -31,6 +32,7 @@ class Client(
     AuditMixin,
     DeploymentsMixin,
     CodeMixin,
+    FederationJobMixin,
 ):
     """A thin, typed wrapper over the control plane's REST API.
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from bastion.data.schema import (
     MAX_CATEGORIES,
+    PROSE_WORDS,
     ColumnSchema,
     ColumnType,
     ImageSchema,
@@ -50,8 +51,16 @@ def _column_type(series: pd.Series) -> ColumnType:  # noqa: PLR0911 - one return
         return ColumnType.DATETIME
     if isinstance(series.dtype, pd.CategoricalDtype):
         return ColumnType.CATEGORY
-    distinct = series.dropna().astype(str).nunique()
-    return ColumnType.CATEGORY if distinct <= MAX_CATEGORIES else ColumnType.STRING
+    present = series.dropna().astype(str)
+    words = float(present.str.count(r"\S+").mean()) if len(present) else 0.0
+    if words >= PROSE_WORDS:  # sentences, however few distinct ones
+        return ColumnType.TEXT
+    return ColumnType.CATEGORY if present.nunique() <= MAX_CATEGORIES else ColumnType.STRING
+
+
+def _words(values: pa.Array) -> int:
+    """How many whitespace-separated words the strings hold, together."""
+    return int(pc.sum(pc.list_value_length(pc.utf8_split_whitespace(values))).as_py() or 0)
 
 
 def _infer_column(name: str, series: pd.Series) -> ColumnSchema:
@@ -62,7 +71,7 @@ def _infer_column(name: str, series: pd.Series) -> ColumnSchema:
         column.minimum, column.maximum = float(non_null.min()), float(non_null.max())
     elif kind is ColumnType.CATEGORY:
         column.categories = sorted(non_null.astype(str).unique().tolist())
-    elif kind is ColumnType.STRING and len(non_null):
+    elif kind in (ColumnType.STRING, ColumnType.TEXT) and len(non_null):
         column.max_length = int(non_null.astype(str).str.len().max())
     return column
 
@@ -121,6 +130,7 @@ class ColumnSummary:
         self._whole = True
         self._values: Counter[str] | None = Counter()
         self._longest = 0
+        self._words = 0  # whitespace-separated words of the present string values
 
     def add(self, values: pa.Array) -> None:
         """Take in one batch of the column's values."""
@@ -146,11 +156,13 @@ class ColumnSummary:
         elif self._family is _Family.TEXT:
             self._count_text(present, limit=MAX_CATEGORIES)
             self._longest = max(self._longest, int(pc.max(pc.utf8_length(present)).as_py() or 0))
+            self._words += _words(present)
         elif self._family is _Family.OTHER:
             text = present.to_pandas().astype(str)
             if self._values is not None:
                 self._count(Counter(text.value_counts().to_dict()), limit=MAX_CATEGORIES)
             self._longest = max(self._longest, int(text.str.len().max()))
+            self._words += int(text.str.count(r"\S+").sum())
 
     def _add_numbers(self, present: pa.Array) -> None:
         bounds = pc.min_max(present)
@@ -180,7 +192,7 @@ class ColumnSummary:
         if limit is not None and len(self._values) > limit:
             self._values = None
 
-    def _type(self) -> ColumnType:
+    def _type(self) -> ColumnType:  # noqa: PLR0911 - one return per type
         if self._family is _Family.BOOLEAN:
             return ColumnType.BOOLEAN if self._nulls == 0 else ColumnType.CATEGORY
         if self._family is _Family.INTEGER:
@@ -190,9 +202,11 @@ class ColumnSummary:
             return ColumnType.INTEGER if gaps_in_integers else ColumnType.FLOAT
         if self._family is _Family.DATETIME:
             return ColumnType.DATETIME
-        if self._family is _Family.CATEGORICAL or self._values is not None:
+        if self._family is _Family.CATEGORICAL:
             return ColumnType.CATEGORY
-        return ColumnType.STRING
+        if self._present and self._words >= PROSE_WORDS * self._present:
+            return ColumnType.TEXT  # sentences, however few distinct ones
+        return ColumnType.CATEGORY if self._values is not None else ColumnType.STRING
 
     def column(self) -> ColumnSchema:
         """The column's schema, as :func:`infer_table_schema` infers it."""
@@ -202,7 +216,7 @@ class ColumnSummary:
             column.minimum, column.maximum = self._low, self._high
         elif kind is ColumnType.CATEGORY:
             column.categories = sorted(self._values or {})
-        elif kind is ColumnType.STRING and self._present:
+        elif kind in (ColumnType.STRING, ColumnType.TEXT) and self._present:
             column.max_length = self._longest
         return column
 
@@ -253,7 +267,7 @@ def _check_column(series: pd.Series, column: ColumnSchema) -> list[Violation]:
         unknown = int((~values.astype(str).isin(column.categories)).sum())
         if unknown:
             found.append(Violation(column=column.name, rule="unknown category", rows=unknown))
-    elif column.type is ColumnType.STRING and column.max_length is not None:
+    elif column.type in (ColumnType.STRING, ColumnType.TEXT) and column.max_length is not None:
         too_long = int((values.astype(str).str.len() > column.max_length).sum())
         if too_long:
             found.append(

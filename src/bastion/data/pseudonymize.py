@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from stdnum import iban
@@ -29,6 +29,7 @@ from bastion.data.pii.phones import fit_reader
 from bastion.errors import InvalidInput
 
 __all__ = [
+    "CANONICAL",
     "Generalization",
     "Plan",
     "coarsen",
@@ -62,7 +63,7 @@ def _without_separators(value: str) -> str:
 
 #: Entity -> its canonical spelling, for entities written one way per subject (phone
 #: numbers, fitted to their column, are apart).
-_CANONICAL: dict[str, Callable[[str], str]] = {
+CANONICAL: dict[str, Callable[[str], str]] = {
     Entity.EMAIL: str.lower,
     Entity.US_SSN: _without_separators,
     Entity.CARD_NUMBER: _without_separators,
@@ -77,7 +78,7 @@ def _spelling(entity: str | None, sample: list[str], *, numeric: bool) -> Callab
     if entity == Entity.PHONE:
         reader = fit_reader(sample, numeric=numeric)
         return lambda value: reader.e164(value) or value
-    return _CANONICAL.get(entity or "", str)
+    return CANONICAL.get(entity or "", str)
 
 
 def _pseudonyms(series: pd.Series, prf: Prf, entity: str | None) -> pd.Series:
@@ -154,16 +155,20 @@ class Plan:
     drop: list[str]
     untouched: list[str]
     default: bool
+    redact: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         """The plan as the new version's summaries record it: column names, never values."""
-        return {
+        summary: dict[str, object] = {
             "default": self.default,
             "pseudonymized": self.pseudonymize,
             "generalized": {column: how.value for column, how in self.generalize.items()},
             "dropped": self.drop,
             "untouched": self.untouched,
         }
+        if self.redact:
+            summary["redacted"] = dict(self.redact)
+        return summary
 
     def lines(self) -> list[str]:
         """The plan in words, one line per treatment, the columns left untouched last."""
@@ -172,6 +177,7 @@ class Plan:
             ("pseudonymised" + why, self.pseudonymize),
             ("generalised", [f"{c} ({how.value})" for c, how in self.generalize.items()]),
             ("dropped", self.drop),
+            ("redacted inside", [f"{c} ({how})" for c, how in self.redact.items()]),
         ]
         lines = [f"{label}: {', '.join(columns)}" for label, columns in treated if columns]
         return [*lines, f"left untouched: {', '.join(self.untouched) or 'none'}"]
@@ -183,30 +189,37 @@ def plan_columns(
     pseudonymize: Iterable[str] = (),
     generalize: Mapping[str, Generalization] | None = None,
     drop: Iterable[str] = (),
+    redact: Mapping[str, str] | None = None,
+    free_text: Collection[str] = (),
     identifiers: Collection[str] = (),
     suspects: Collection[str] = (),
     target: str | None = None,
     dataset: str = "the dataset",
 ) -> Plan:
     """The columns named, or, when none is, every column of ``identifiers`` and
-    ``suspects`` (what the registration scan recorded) but the ``target``, pseudonymised;
-    the rest of ``columns`` is listed as left untouched."""
+    ``suspects`` (what the registration scan recorded) but the ``target``: pseudonymised, or
+    for the ``free_text`` ones (identifiers found inside text) redacted with keyed
+    pseudonyms, so that the text around them stays; the rest of ``columns`` is listed as
+    left untouched."""
     named, generalized, dropped = list(pseudonymize), dict(generalize or {}), list(drop)
-    default = not (named or generalized or dropped)
+    redacted = dict(redact or {})
+    default = not (named or generalized or dropped or redacted)
     if default:
-        flagged = set(identifiers) | set(suspects)
-        named = [c for c in columns if c in flagged and c != target]
-        if not named:
+        flagged = {c for c in columns if c in {*identifiers, *suspects} and c != target}
+        named = [c for c in columns if c in flagged and c not in free_text]
+        redacted = {c: "pseudonym" for c in columns if c in flagged and c in free_text}
+        if not (named or redacted):
             raise InvalidInput(
                 f"the scan of {dataset} recorded no identifier or suspected identifier column "
                 "to pseudonymise by default; name the columns to treat (--columns, --drop, "
                 "--age-band, --zip3)"
             )
-    treated = {*named, *generalized, *dropped}
+    treated = {*named, *generalized, *dropped, *redacted}
     return Plan(
         pseudonymize=named,
         generalize=generalized,
         drop=dropped,
         untouched=[c for c in columns if c not in treated],
         default=default,
+        redact=redacted,
     )

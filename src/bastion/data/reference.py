@@ -10,6 +10,8 @@
   with vectorised numpy: numeric and categorical features, a binary target, and PII
   columns (email, SSN, phone, Luhn-valid card number, IPv4, checksum-valid German IBAN)
   whose values are known.
+* ``notes``: synthetic clinical notes with identifiers inside the sentences and a diagnosis
+  label; the identifier spans are written beside them (:mod:`bastion.data.notes`).
 
 Nothing is downloaded: scikit-learn ships both datasets inside the package.
 """
@@ -63,6 +65,7 @@ class Reference(enum.StrEnum):
     PATIENTS = "patients"
     DIGITS = "digits"
     TABLE = "table"
+    NOTES = "notes"
 
 
 def patients(*, rows: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -190,9 +193,14 @@ def write_reference(kind: Reference, *, out: Path, rows: int | None = None, seed
         if out.suffix != ".npz":
             raise InvalidInput(f"{out}: digits are written as .npz")
         images, labels = digits(seed=seed)
+        images, labels = images[:rows], labels[:rows]  # the first rows of the seeded order
         with atomic_output(out, mode=0o600) as handle:
             np.savez(handle, images=images, labels=labels)
         return out
+    if kind is Reference.NOTES:
+        from bastion.data.notes import write_notes  # noqa: PLC0415
+
+        return write_notes(out, rows=rows, seed=seed)[0]
     if out.suffix not in (".csv", ".parquet"):
         raise InvalidInput(f"{out}: tables are written as .csv or .parquet")
     if kind is Reference.PATIENTS:

@@ -21,6 +21,7 @@ from bastion.errors import InvalidInput
 
 __all__ = [
     "MAX_CATEGORIES",
+    "PROSE_WORDS",
     "ColumnSchema",
     "ColumnType",
     "ImageSchema",
@@ -31,6 +32,9 @@ __all__ = [
 
 #: At most this many distinct strings make a column categorical.
 MAX_CATEGORIES = 50
+#: A string column whose values hold this many words on average is free text (an address
+#: or a full name holds fewer; a note, a ticket or a comment more).
+PROSE_WORDS = 12
 
 
 class ColumnType(enum.StrEnum):
@@ -39,6 +43,10 @@ class ColumnType(enum.StrEnum):
     BOOLEAN = "boolean"
     CATEGORY = "category"
     STRING = "string"
+    #: Free text (notes, tickets): a string column whose values are sentences; a text model
+    #: (``model.builtin: transformer``) reads one. Inferred for prose (:data:`PROSE_WORDS`),
+    #: or declared by a data steward (``bastion data schema``).
+    TEXT = "text"
     DATETIME = "datetime"
 
 

@@ -107,9 +107,11 @@ def build_card(
             "train_accuracy": evidence.get("train_accuracy"),
             "test_accuracy": evidence.get("test_accuracy"),
         },
+        "federated": _federated(evidence),
         "robustness": evaluations.get("robustness"),
         "membership": evaluations.get("membership"),
         "fairness": evaluations.get("fairness"),
+        "memorization": evaluations.get("memorization"),
         "explanations": (
             {
                 key: explain[key]
@@ -133,6 +135,36 @@ def build_card(
     card["limitations"] = _limitations(card)
     card["scorecard"] = build_scorecard(card)
     return card
+
+
+def _federated(evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """A federated model's sites: each one's dataset version, held-out accuracy and fairness
+    gaps (measured at the site on its own held-out rows), and how the rounds ran."""
+    federated = evidence.get("federated")
+    if not isinstance(federated, dict):
+        return None
+    datasets = evidence.get("datasets") or {}
+    accuracy = federated.get("site_accuracy") or {}
+    fairness = federated.get("site_fairness") or {}
+    sample = federated.get("sample_epsilon") or {}
+    return {
+        "aggregator": federated.get("aggregator"),
+        "rounds": federated.get("rounds"),
+        "strategy": federated.get("strategy"),
+        "secure_aggregation": federated.get("secure_aggregation"),
+        "site_privacy": federated.get("site_privacy"),
+        "sample_privacy": bool(sample),
+        "sites": [
+            {
+                "site": site,
+                "dataset": datasets.get(site),
+                "accuracy": accuracy.get(site),
+                **({"sample_epsilon": sample[site]} if site in sample else {}),
+                **fairness.get(site, {}),
+            }
+            for site in federated.get("sites") or []
+        ],
+    }
 
 
 # -- HTML ------------------------------------------------------------------------------------

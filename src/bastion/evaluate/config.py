@@ -17,11 +17,12 @@ __all__ = [
     "ExplainConfig",
     "FairnessConfig",
     "MembershipConfig",
+    "MemorizationConfig",
     "RobustnessConfig",
 ]
 
 #: The evaluation kinds, as stored with a model version and named by ``bastion eval``.
-EVALUATION_KINDS = ("robustness", "membership", "fairness", "explain")
+EVALUATION_KINDS = ("robustness", "membership", "fairness", "explain", "memorization")
 
 
 class _Strict(BaseModel):
@@ -79,6 +80,19 @@ class ExplainConfig(_Strict):
     steps: int = Field(default=32, ge=2, le=1000, description="Integrated Gradients steps.")
 
 
+class MemorizationConfig(_Strict):
+    """A language model's canary audit (secret sharer): canaries written into the training
+    rows before training (one per entry, into that many rows), ranked after it among
+    ``candidates`` random secrets."""
+
+    canaries: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=lambda: [1, 10, 50], min_length=1, max_length=20
+    )
+    candidates: int = Field(default=2000, ge=100, le=100_000)
+    #: Texts sampled from the model and searched for the training rows' identifiers (0: none).
+    samples: int = Field(default=200, ge=0, le=100_000)
+
+
 def _flag(value: Any) -> Any:
     """``true`` means the defaults; ``false`` means off."""
     if value is True:
@@ -95,6 +109,7 @@ class EvaluateConfig(_Strict):
     membership_inference: MembershipConfig | None = None
     fairness: FairnessConfig | None = None
     explain: ExplainConfig | None = None
+    memorization: MemorizationConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -117,5 +132,6 @@ class EvaluateConfig(_Strict):
             "membership": self.membership_inference,
             "fairness": self.fairness,
             "explain": self.explain,
+            "memorization": self.memorization,
         }
         return [kind for kind in EVALUATION_KINDS if asked[kind] is not None]

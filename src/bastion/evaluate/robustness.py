@@ -30,8 +30,10 @@ CHUNK_ROWS = 4096
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of rows whose predicted class is the label (computed where the model is)."""
-    if len(y) == 0:
+    """Share of rows whose predicted class is the label (computed where the model is); for a
+    language model, of the tokens predicted (padding, -100, left out)."""
+    counted = len(y) if y.dim() == 1 else int((y != -100).sum())
+    if counted == 0:
         return float("nan")
     with torch.no_grad():
         right = sum(
@@ -43,7 +45,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
             )
             for i in range(0, len(y), CHUNK_ROWS)
         )
-    return right / len(y)
+    return right / counted
 
 
 def _attacked(

@@ -18,8 +18,10 @@ which Flower's SuperLink and SuperNodes start for each step of a run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,15 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
 from bastion.federated import local
-from bastion.federated.plan import HISTORY, WEIGHTS, FederatedPlan, read_plan, site_epsilon
+from bastion.federated.plan import (
+    HISTORY,
+    PROGRESS,
+    STATS,
+    WEIGHTS,
+    FederatedPlan,
+    read_plan,
+    site_epsilon,
+)
 from bastion.files import atomic_write_bytes
 
 __all__ = ["client_app", "server_app"]
@@ -46,6 +56,9 @@ class _Site(NumPyClient):  # type: ignore[misc]  # Flower is untyped here
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        if self.plan.stage == "stats":
+            answer, count = local.moments(self.plan, self.data)
+            return answer, count, {"site": self.site}
         server_round = int(config.get("server_round", 0))
         arrays, count, loss = local.local_update(
             self.plan, parameters, self.data, server_round=server_round
@@ -58,8 +71,8 @@ class _Site(NumPyClient):  # type: ignore[misc]  # Flower is untyped here
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        loss, count, accuracy = local.evaluate(self.plan, parameters, self.data)
-        return loss, count, {"accuracy": accuracy, "site": self.site}
+        loss, count, figures = local.evaluate(self.plan, parameters, self.data)
+        return loss, count, {**figures, "loss": loss, "site": self.site}
 
 
 def _client(context: Context) -> Any:
@@ -108,19 +121,42 @@ def _weighted(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def _progress(output: Path) -> Callable[[list[tuple[int, dict[str, Any]]]], dict[str, Any]]:
+    """The evaluation metrics' aggregation, which also appends each round's figures to the
+    output folder's progress file as the round ends (the aggregator's job reports them)."""
+    rounds = itertools.count(1)
+
+    def aggregate(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        figures = _weighted(metrics)
+        line = json.dumps({"round": next(rounds), "sites": len(metrics), **figures})
+        output.mkdir(parents=True, exist_ok=True)
+        with (output / PROGRESS).open("a", encoding="utf-8") as progress:
+            progress.write(line + "\n")
+        return figures
+
+    return aggregate
+
+
 @server_app.main()  # type: ignore[untyped-decorator]
 def _aggregate(grid: Grid, context: Context) -> None:
     plan = read_plan(context.run_config)
+    stats = plan.stage == "stats"
+    if stats:  # the answers are averaged moments: start from zeros, evaluate nothing
+        width = len(plan.bounds)
+        initial = [np.zeros(width), np.zeros(width)]
+    else:
+        initial = local.weights(local.initial_model(plan))
     strategy = FedAvg(
         fraction_fit=1.0,
-        fraction_evaluate=1.0,
+        fraction_evaluate=0.0 if stats else 1.0,
         min_fit_clients=plan.min_clients,
         min_evaluate_clients=plan.min_clients,
-        min_available_clients=plan.sites,
-        initial_parameters=ndarrays_to_parameters(local.weights(local.initial_model(plan))),
+        # A round goes ahead with min_clients sites (the others lost, or not back yet).
+        min_available_clients=plan.min_clients,
+        initial_parameters=ndarrays_to_parameters(initial),
         on_fit_config_fn=_round_config,
         fit_metrics_aggregation_fn=_weighted,
-        evaluate_metrics_aggregation_fn=_weighted,
+        evaluate_metrics_aggregation_fn=_progress(Path(plan.output)),
     )
     if plan.privacy is not None:
         strategy = DifferentialPrivacyClientSideFixedClipping(
@@ -149,8 +185,14 @@ def _aggregate(grid: Grid, context: Context) -> None:
     parameters = compat.arrayrecord_to_parameters(
         legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
     )
-    final = local.with_weights(plan, parameters_to_ndarrays(parameters))
     output = Path(plan.output)
+    arrays = parameters_to_ndarrays(parameters)
+    if stats:
+        mean, square = (np.asarray(a, dtype=np.float64).tolist() for a in arrays)
+        moments = {"columns": list(plan.bounds), "mean": mean, "mean_square": square}
+        atomic_write_bytes(output / STATS, json.dumps(moments).encode())
+        return
+    final = local.with_weights(plan, arrays)
     from safetensors.torch import save  # noqa: PLC0415
 
     tensors = {k: v.contiguous() for k, v in final.state_dict().items()}

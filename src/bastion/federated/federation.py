@@ -14,9 +14,11 @@ closes, whatever happened; their output goes to files beside them, never an unre
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -30,14 +32,16 @@ from typing import Any
 import httpx
 
 from bastion.errors import ConfigurationError, ServiceUnavailable
-from bastion.federated.plan import PLAN_KEY, FederatedPlan
-from bastion.federated.tls import LinkCertificates, link_certificates, site_key
+from bastion.federated.plan import HISTORY, PLAN_KEY, STATS, FederatedPlan
+from bastion.federated.tls import LinkCertificates, link_certificates, made_link, site_key
 from bastion.ports import free_port
 
 __all__ = ["Federation", "FederationFailed", "SiteData", "federated_environment"]
 
 #: Where ``make federated`` builds the environment: beside the main one.
 ENV_SUFFIX = "-federated"
+#: The files a ServerApp writes last, when its run completes (a training run, a statistics run).
+FINAL_FILES = (HISTORY, STATS)
 #: The SuperLink connection name the federation's own ``flwr`` configuration defines.
 CONNECTION = "bastion"
 _QUIET = {
@@ -47,14 +51,24 @@ _QUIET = {
 }
 
 
+#: A SuperLink log line for a node it refused, with the node's public key (a bytes repr).
+_REFUSED = re.compile(r"Attempted to register SuperNode with public key: (b'[^']{40,2000}')")
+
+
 class FederationFailed(ServiceUnavailable):
     """A Flower process of the federation exited, or did not answer, or the run failed."""
 
 
 def federated_environment() -> Path:
-    """The federated environment: ``BASTION_FEDERATED_ENV``, else ``<this venv>-federated``."""
+    """The federated environment: ``BASTION_FEDERATED_ENV``, else this one when it holds
+    Flower, else ``<this venv>-federated``."""
     chosen = os.environ.get("BASTION_FEDERATED_ENV")
-    root = Path(chosen) if chosen else Path(sys.prefix + ENV_SUFFIX)
+    if chosen:
+        root = Path(chosen)
+    elif (Path(sys.prefix) / "bin" / "flower-superlink").is_file():  # running in it
+        root = Path(sys.prefix)
+    else:
+        root = Path(sys.prefix + ENV_SUFFIX)
     if not (root / "bin" / "flower-superlink").is_file():
         raise ConfigurationError(
             f"no federated environment at {root} (Flower's flower-superlink is missing): "
@@ -82,6 +96,9 @@ class Federation:
     port: int = field(default_factory=free_port)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     tls: LinkCertificates | None = None
+    #: The refused keys found so far, and how far the SuperLink's log was read for them.
+    _refused: list[bytes] = field(default_factory=list)
+    _refused_read: int = 0
 
     def _env(self) -> dict[str, str]:
         path = f"{self.environment / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
@@ -120,7 +137,8 @@ class Federation:
         """The SuperLink (the aggregator's one listener) over TLS with a CA made for this
         federation, admitting only registered SuperNodes; ready when its health check is."""
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.tls = link_certificates(self.home / "tls", host=self.host)
+        folder = self.home / "tls"
+        self.tls = made_link(folder) or link_certificates(folder, host=self.host)
         self._start(
             "superlink",
             "flower-superlink",
@@ -161,22 +179,53 @@ class Federation:
         self._flwr("supernode", "register", str(public), CONNECTION, "--name", site)
         return private
 
-    def start_site(self, site: SiteData, *, key: Path | None = None) -> None:
-        """A site's SuperNode, dialling out to the SuperLink over TLS (trusting only this
-        federation's CA) and authenticating with its key (:meth:`admit`). A node with an
-        unregistered key, or with none, is refused by the SuperLink and exits."""
-        if self.tls is None:
+    def admit_key(self, site: str, public_key: str) -> str:
+        """Register a site's SuperNode public key (OpenSSH form) that the site made itself;
+        the node id the SuperLink gave it."""
+        folder = self.home / "keys"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / f"{site}.pub"
+        path.write_text(public_key.strip() + "\n")
+        answer = self._flwr("supernode", "register", str(path), CONNECTION, "--name", site)
+        return str(answer["node-id"])
+
+    def unregister(self, node_id: str) -> None:
+        """Remove a node (a site's earlier key, replaced by the key of its next attempt)."""
+        self._flwr("supernode", "unregister", node_id, CONNECTION)
+
+    def nodes(self) -> dict[str, str]:
+        """Every registered node's status by node id: ``registered`` (never connected),
+        ``online``, ``offline``."""
+        answer = self._flwr("supernode", "list", CONNECTION)
+        return {str(n["node-id"]): str(n["status"]) for n in answer.get("nodes") or []}
+
+    def start_site(
+        self,
+        site: SiteData,
+        *,
+        key: Path | None = None,
+        ca: Path | None = None,
+        via: str | None = None,
+    ) -> None:
+        """A site's SuperNode, dialling out to the SuperLink at ``host:port`` over TLS
+        (trusting only the federation's CA: this federation's own, or ``ca`` when the link
+        runs elsewhere) and authenticating with its key; ``via`` dials another ``HOST:PORT``
+        that leads there (a relay that counts the bytes). A node with an unregistered key, or
+        with none, is refused by the SuperLink and exits."""
+        if ca is None and self.tls is None:
             raise FederationFailed("start the SuperLink before the sites")
+        trusted = ca if ca is not None else self.tls.ca  # type: ignore[union-attr]
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = f'site="{site.name}" data="{site.data}"'
         signing = ["--auth-supernode-private-key", str(key)] if key is not None else []
         self._start(
             f"site-{site.name}",
             "flower-supernode",
             "--root-certificates",
-            str(self.tls.ca),
+            str(trusted),
             *signing,
             "--superlink",
-            f"{self.host}:{self.port}",
+            via or f"{self.host}:{self.port}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -184,6 +233,30 @@ class Federation:
             "--node-config",
             config,
         )
+
+    def refused_keys(self) -> list[bytes]:
+        """The public keys (PEM) of the nodes the SuperLink refused so far, from its log:
+        each call reads only the whole lines written since the last (the log grows with
+        every request Flower serves)."""
+        path = self.home / "logs" / "superlink.log"
+        try:
+            with path.open("rb") as log:
+                log.seek(self._refused_read)
+                fresh = log.read()
+        except FileNotFoundError:
+            return list(self._refused)
+        whole = fresh[: fresh.rfind(b"\n") + 1]  # a line being written is read next time
+        self._refused_read += len(whole)
+        for match in _REFUSED.finditer(whole.decode(errors="replace")):
+            with contextlib.suppress(ValueError, SyntaxError):
+                key = ast.literal_eval(match.group(1))
+                if isinstance(key, bytes) and key not in self._refused:
+                    self._refused.append(key)
+        return list(self._refused)
+
+    def site_alive(self, name: str) -> None:
+        """Raise :class:`FederationFailed` (with its log's tail) once a site's node exited."""
+        self._alive(f"site-{name}")
 
     def site_exit(self, name: str, *, timeout: float) -> int | None:
         """A site's SuperNode's exit code once it exited (None if it is still running)."""
@@ -226,17 +299,33 @@ class Federation:
         status: dict[str, Any] = runs[0]
         return status
 
-    def wait(self, run_id: str, *, timeout: float) -> dict[str, Any]:
-        """Wait until the run finished; its last status (``finished:completed`` or not)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._alive("superlink")
+    def finished(self, run_id: str, *, output: Path | None, look: int) -> dict[str, Any] | None:
+        """The run's status once it finished, else None. Asking Flower is a ``flwr`` command
+        (about a second of CPU), so with ``output`` (the plan's folder, where the ServerApp
+        writes its last file when it completes) only every tenth ``look`` asks, and the file
+        appearing says when to."""
+        self._alive("superlink")
+        done = output is not None and any((output / name).is_file() for name in FINAL_FILES)
+        if output is not None and not done and look % 10 != 9:
+            return None
+        status = self.status(run_id)
+        if str(status.get("status", "")).startswith("finished"):
+            return status
+        if done:  # the file is written just before the ServerApp returns: ask again shortly
+            time.sleep(1.0)
             status = self.status(run_id)
-            if str(status.get("status", "")).startswith("finished"):
-                return status
+            return status if str(status.get("status", "")).startswith("finished") else None
+        return None
+
+    def wait(self, run_id: str, *, timeout: float, output: Path | None = None) -> dict[str, Any]:
+        """Wait until the run finished; its last status (``finished:completed`` or not)."""
+        deadline, look = time.monotonic() + timeout, 0
+        while (status := self.finished(run_id, output=output, look=look)) is None:
             if time.monotonic() > deadline:
                 raise FederationFailed(f"the federated run did not finish within {timeout:.0f} s")
-            time.sleep(1.0)
+            time.sleep(1.0 if output is not None else 3.0)
+            look += 1
+        return status
 
     def server_log(self, run_id: str) -> str:
         """What the ServerApp of a run logged (Flower keeps it on the SuperLink)."""

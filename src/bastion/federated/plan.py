@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "HISTORY",
     "PLAN_KEY",
+    "PROGRESS",
+    "STATS",
     "WEIGHTS",
     "FederatedPlan",
     "SitePrivacy",
@@ -27,6 +29,10 @@ PLAN_KEY = "bastion-plan"
 #: What the aggregator writes to the plan's ``output`` folder.
 WEIGHTS = "weights.safetensors"
 HISTORY = "history.json"
+#: One JSON line per finished round (its number, the sites that answered, their figures).
+PROGRESS = "progress.jsonl"
+#: What a statistics run writes instead: the sites' scaled feature moments, averaged.
+STATS = "stats.json"
 
 
 class SitePrivacy(BaseModel):
@@ -43,7 +49,24 @@ class SitePrivacy(BaseModel):
 
 
 class FederatedPlan(BaseModel):
+    """One Flower run: a ``train`` run (``rounds`` of local training and averaging, each
+    followed by every site evaluating the average on its held-out rows) or the ``stats`` run
+    before it, in which each site answers with the mean and mean square of its numeric
+    features scaled by ``bounds`` (the published schemas' ranges), so that the averaged
+    answer (under SecAgg+ like any update) gives the federation's means and deviations."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: Literal["stats", "train"] = "train"
+    #: Stats run: each numeric feature's published range, ``(low, high)``.
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    #: How every site turns its rows into inputs (a :class:`~bastion.train.data.Preprocessing`
+    #: as JSON); None when the site's data file already holds tensors.
+    preprocessing: dict[str, Any] | None = None
+    #: Share of each site's rows held out for its evaluation (drawn under ``seed``).
+    holdout: float = Field(default=0.2, ge=0, le=0.5)
+    #: Columns each site measures fairness across on its held-out rows (table data only).
+    sensitive_features: list[str] = Field(default_factory=list, max_length=50)
 
     #: The model, as a training spec gives it (``{"builtin": "mlp", ...}``).
     model: dict[str, Any]
@@ -54,7 +77,9 @@ class FederatedPlan(BaseModel):
     sites: int = Field(ge=2)
     rounds: int = Field(ge=1, le=1000)
     min_clients: int = Field(ge=2)
-    strategy: Literal["fedavg"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    #: FedProx: each site's local loss adds ``proximal_mu / 2 * ||w - w_global||^2``.
+    proximal_mu: float = Field(default=0.0, ge=0)
     secure_aggregation: bool = True
     #: The most rows one site trains on (SecAgg+'s ``max_weight``: no site's weight exceeds it).
     max_rows: int = Field(ge=1)
@@ -69,6 +94,8 @@ class FederatedPlan(BaseModel):
     def _enough_sites(self) -> FederatedPlan:
         if self.min_clients > self.sites:
             raise ValueError(f"min_clients {self.min_clients} exceeds the {self.sites} sites")
+        if self.secure_aggregation and self.sites < 3:
+            raise ValueError("secure_aggregation needs at least 3 sites (Flower's SecAgg+)")
         return self
 
 

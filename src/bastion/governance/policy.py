@@ -68,6 +68,10 @@ class Policy(_Strict):
     min_robust_accuracy: RobustGate | None = None
     max_demographic_parity_difference: float | None = Field(default=None, ge=0, le=1)
     max_equalized_odds_difference: float | None = Field(default=None, ge=0, le=1)
+    #: A language model's canary audit: the largest exposure (bits) of any canary.
+    max_canary_exposure: float | None = Field(default=None, ge=0, le=64)
+    #: ... and the most training identifiers its samples may write out.
+    max_extracted_identifiers: int | None = Field(default=None, ge=0)
     require_signature: bool | None = None
     require_pii_scan: bool | None = None
     require_poisoning_scan: bool | None = None
@@ -161,6 +165,32 @@ def _code_reviewed(training: dict[str, Any]) -> GateResult:
     )
 
 
+def _memorization_gates(policy: Policy, card: dict[str, Any]) -> list[GateResult]:
+    """A language model's audit: ``max_canary_exposure`` (no canary exposed beyond it) and
+    ``max_extracted_identifiers`` (no more training identifiers in its samples)."""
+    memorization = card.get("memorization") or {}
+    results = []
+    if policy.max_canary_exposure is not None:
+        results.append(
+            _at_most(
+                "max_canary_exposure",
+                policy.max_canary_exposure,
+                memorization.get("max_exposure"),
+                "no canary audit",
+            )
+        )
+    if policy.max_extracted_identifiers is not None:
+        results.append(
+            _at_most(
+                "max_extracted_identifiers",
+                policy.max_extracted_identifiers,
+                memorization.get("extracted_identifiers"),
+                "no extraction check",
+            )
+        )
+    return results
+
+
 def evaluate_gates(policy: Policy, card: dict[str, Any]) -> list[GateResult]:
     """Each gate the policy names, checked against the card; no evidence means fail."""
     results: list[GateResult] = []
@@ -232,6 +262,7 @@ def evaluate_gates(policy: Policy, card: dict[str, Any]) -> list[GateResult]:
                     name, limit, fairness.get(key) if fairness else None, "no fairness evaluation"
                 )
             )
+    results += _memorization_gates(policy, card)
     if policy.require_signature:
         signed = card["signatures"].get("signed")
         results.append(

@@ -23,7 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bastion.errors import BastionError, NotAuthenticated, NotAuthorized, RateLimited
+from bastion.errors import (
+    BastionError,
+    InvalidInput,
+    NotAuthenticated,
+    NotAuthorized,
+    RateLimited,
+)
 from bastion.http_status import PROBLEM_JSON, problem_details, status_for
 from bastion.inference.config import ExtractionAction, ServeConfig
 from bastion.inference.guards.auth import KeyRecord, KeyStore, Scope
@@ -33,7 +39,7 @@ from bastion.inference.guards.ratelimit import Limiter
 from bastion.inference.guards.validate import FieldError, RequestInvalid, RequestValidator
 from bastion.inference.model import ServedModel
 from bastion.inference.monitor import DriftFinding, DriftMonitor, ServeMetrics
-from bastion.inference.output import harden
+from bastion.inference.output import harden, redacted_text
 from bastion.inference.request_audit import AuditWriter, input_digest
 
 __all__ = ["Loaded", "ServeState", "check_drift", "create_serve_app"]
@@ -192,6 +198,8 @@ def _serve(
 ) -> JSONResponse:
     config, current = state.config, state.current  # one model for the whole request
     event["model"] = current.served.ref
+    if current.served.generative:
+        return _generate(state, current, endpoint, key=key, body=body, event=event)
     instances = current.validator.instances(body)
     flagged_reason = current.extraction.flagged(key.id, key.owner)
     if flagged_reason is not None and config.extraction_action is ExtractionAction.BLOCK:
@@ -216,9 +224,11 @@ def _serve(
                 for i in np.flatnonzero(flagged)
             ]
         )
-    _watch(state, current, key, x, probabilities, ood=flagged)
+    _watch(state, current, key, served.watched(x, features), probabilities, ood=flagged)
     state.metrics.instances.inc(len(x))
     if endpoint == "explain":
+        if served.prep.kind == "text":
+            raise InvalidInput("explanations attribute numeric inputs; a text model's are tokens")
         from bastion.evaluate.explain import explain_instances  # noqa: PLC0415 - Captum is heavy
 
         return JSONResponse(
@@ -237,17 +247,45 @@ def _serve(
     return JSONResponse({"model": served.ref, "predictions": predictions})
 
 
+def _generate(
+    state: ServeState,
+    current: Loaded,
+    endpoint: str,
+    *,
+    key: KeyRecord,
+    body: Any,
+    event: dict[str, Any],
+) -> JSONResponse:
+    """A language model writes after the prompt; every identifier span in what it wrote is
+    replaced by a typed placeholder before the text leaves (the audit counts them per
+    entity, never the text)."""
+    if endpoint == "explain":
+        raise InvalidInput("explanations attribute numeric inputs; a language model writes text")
+    prompt, wanted = current.validator.generation(body)
+    flagged_reason = current.extraction.flagged(key.id, key.owner)
+    if flagged_reason is not None and state.config.extraction_action is ExtractionAction.BLOCK:
+        raise NotAuthorized(f"serving key {key.id[:8]} is blocked: {flagged_reason}")
+    state.limiter.take(key, 1)
+    redacted, counts = redacted_text(current.served.generate(prompt, wanted))
+    event["instances"] = 1
+    event["flags"] = [f"redacted:{entity}:{n}" for entity, n in sorted(counts.items())]
+    if counts:
+        state.metrics.flagged.inc(sum(counts.values()))
+    state.metrics.instances.inc(1)
+    return JSONResponse({"model": current.served.ref, "text": redacted})
+
+
 def _watch(
     state: ServeState,
     current: Loaded,
     key: KeyRecord,
-    x: torch.Tensor,
+    flat: np.ndarray,
     probabilities: torch.Tensor,
     *,
     ood: np.ndarray,
 ) -> None:
-    """Extraction and drift: record the batch; report what newly trips."""
-    flat = x.flatten(1).numpy()
+    """Extraction and drift: record the batch (as :meth:`ServedModel.watched` gives it);
+    report what newly trips."""
     finding: Finding | None = current.extraction.observe(
         key.id, flat, probabilities.argmax(dim=1).numpy(), owner=key.owner, ood=ood
     )

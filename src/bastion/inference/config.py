@@ -45,3 +45,8 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(default=1_000_000, ge=1024, le=64_000_000)
     #: Share of clean held-out inputs the detector may flag (its thresholds' budget).
     ood_fpr: float = Field(default=0.02, gt=0, lt=0.5)
+    #: Text models: the longest text a request may send, in characters (the model reads
+    #: its first ``model.max_length`` tokens of it).
+    max_text_chars: int = Field(default=20_000, ge=1, le=1_000_000)
+    #: Language models: the most tokens one request may have generated.
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bastion.data.schema import ImageSchema, TableSchema
@@ -61,6 +62,37 @@ class ServedModel:
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer activations (what the OOD detector measures)."""
         return penultimate(self.model, x)
+
+    @property
+    def generative(self) -> bool:
+        """A language model (gpt): it writes text instead of answering with a class."""
+        return self.prep.kind == "text" and not self.prep.classes
+
+    def generate(self, prompt: str, max_new_tokens: int) -> list[str]:
+        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt`` (its last
+        tokens, when prompt and answer would not fit the model's length); the new tokens."""
+        from bastion.train.text import PAD_ID, encode, token_strings  # noqa: PLC0415
+
+        length = self.prep.max_length
+        ids = encode(self.prep.tokenizer, [prompt], max_length=10 * length)[0]
+        tokens = ids[ids != PAD_ID].tolist()[-max(length - max_new_tokens, 1) :]
+        written: list[int] = []
+        with torch.inference_mode():
+            while len(written) < max_new_tokens and len(tokens) < length:
+                logits = self.model(on_model(self.model, torch.tensor([tokens])))
+                token = int(logits[0, :, -1].argmax())
+                tokens.append(token)
+                written.append(token)
+        return token_strings(self.prep.tokenizer, written)
+
+    def watched(self, x: torch.Tensor, features: torch.Tensor | None = None) -> np.ndarray:
+        """What the extraction detector and drift see of a batch: the model inputs, or, for
+        a text model (whose inputs are token ids), its penultimate encoding of each text
+        (``features`` when the request computed them already)."""
+        if self.prep.kind == "text":
+            x = features if features is not None else self.features(x)
+        out: np.ndarray = x.flatten(1).cpu().numpy().astype(np.float64)
+        return out
 
 
 def _check_manifest(folder: Path, public_keys: list[bytes]) -> tuple[Manifest, dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from bastion.data.schema import ImageSchema
@@ -52,28 +51,38 @@ def fit_guards(
     if len(x_train) > _MAX_FIT_ROWS:
         chosen = torch.randperm(len(x_train), generator=generator)[:_MAX_FIT_ROWS]
         x_train, y_train = x_train[chosen], y_train[chosen]
-    images = served.prep.kind == "images"
-    detector = InputDetector.fit(
-        features=served.features,
-        probabilities=served.probabilities,
-        x_fit=x_train,
-        y_fit=y_train,
-        x_holdout=x_holdout if len(x_holdout) >= _MIN_HOLDOUT_ROWS else x_train,
-        lattice=served_lattice(served),
-        images=images,
-        fpr=config.ood_fpr,
-        seed=seed,
+    images, text = served.prep.kind == "images", served.prep.kind == "text"
+    validator = RequestValidator(
+        schema=served.schema,
+        prep=served.prep,
+        max_batch=config.max_batch,
+        max_text_chars=config.max_text_chars,
+        max_new_tokens=config.max_new_tokens,
     )
-    flat = x_train.flatten(1).numpy().astype(np.float64)
-    drift = None
-    if not images:  # per-pixel drift of tiny images says little; tables get it per feature
-        names = input_names(served.prep.numeric, served.prep.categorical, flat.shape[1])
-        drift = DriftMonitor(flat, names=names)
+    detector, drift = None, None
+    # A language model has no classes: no class-conditional detector, drift or encoding.
+    flat = x_train.flatten(1).numpy().astype(float)
+    if not served.generative:
+        detector = InputDetector.fit(
+            features=served.features,
+            probabilities=served.probabilities,
+            x_fit=x_train,
+            y_fit=y_train,
+            x_holdout=x_holdout if len(x_holdout) >= _MIN_HOLDOUT_ROWS else x_train,
+            lattice=served_lattice(served),
+            images=images,
+            text=text,
+            fpr=config.ood_fpr,
+            seed=seed,
+        )
+        # Extraction and drift watch the inputs; a text model's, its encoding of each text.
+        flat = served.watched(x_train)
+        if not images and not text:  # per-pixel or per-token drift says little
+            names = input_names(served.prep.numeric, served.prep.categorical, flat.shape[1])
+            drift = DriftMonitor(flat, names=names)
     return Loaded(
         served=served,
-        validator=RequestValidator(
-            schema=served.schema, prep=served.prep, max_batch=config.max_batch
-        ),
+        validator=validator,
         detector=detector,
         drift=drift,
         extraction=ExtractionDetector(grid=InputGrid.fit(flat)),

@@ -21,7 +21,7 @@ from bastion.security.audit_chain import (
     validate_details,
     verify_chain,
 )
-from bastion.security.audit_log import checkpoint_verifier
+from bastion.security.audit_signing import checkpoint_verifier
 
 __all__ = ["verify_export"]
 

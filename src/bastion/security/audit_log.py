@@ -22,11 +22,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -62,7 +59,12 @@ from bastion.security.audit_chain import (
     validate_details,
     verify_chain,
 )
-from bastion.security.keys import Keyring, public_key_fingerprint
+from bastion.security.audit_signing import (
+    CheckpointSigner,
+    KeyringCheckpointSigner,
+    checkpoint_verifier,
+)
+from bastion.security.keys import Keyring
 
 __all__ = [
     "Appended",
@@ -144,30 +146,6 @@ class AuditQuery:
     before: int | None = None
 
 
-class CheckpointSigner(Protocol):
-    """Signs checkpoint statements; ``fingerprint`` names the public key."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def sign(self, data: bytes) -> bytes: ...
-
-
-class KeyringCheckpointSigner:
-    """Signs with the keyring's primary signing key (Tink ECDSA P-256, DER)."""
-
-    def __init__(self, keyring: Keyring) -> None:
-        self._signer = keyring.signer()
-        self._fingerprint = keyring.primary_signing_key().fingerprint
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def sign(self, data: bytes) -> bytes:
-        return bytes(self._signer.sign(data))
-
-
 def local_actor() -> str:
     """The identity of a local CLI user."""
     try:
@@ -188,40 +166,6 @@ def _stamp(instant: dt.datetime) -> str:
     if instant.tzinfo is not None:
         instant = instant.astimezone(dt.UTC)
     return instant.strftime(_TS_FORMAT)
-
-
-def _public_keys(pems: Sequence[bytes]) -> dict[str, ec.EllipticCurvePublicKey]:
-    keys: dict[str, ec.EllipticCurvePublicKey] = {}
-    for pem in pems:
-        try:
-            key = serialization.load_pem_public_key(pem)
-        except ValueError:
-            raise InvalidInput("public key is not a PEM-encoded EC public key") from None
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise InvalidInput("public key is not an EC (P-256) key")
-        keys[public_key_fingerprint(pem)] = key
-    return keys
-
-
-def checkpoint_verifier(pems: Sequence[bytes]) -> Any:
-    """A function that checks a checkpoint against the given trusted PEM public keys."""
-    keys = _public_keys(pems)
-
-    def verify(checkpoint: Checkpoint) -> bool:
-        key = keys.get(checkpoint.key_fingerprint)
-        if key is None:
-            return False
-        try:
-            key.verify(
-                base64.b64decode(checkpoint.signature),
-                checkpoint.statement(),
-                ec.ECDSA(hashes.SHA256()),
-            )
-        except InvalidSignature:
-            return False
-        return True
-
-    return verify
 
 
 def _check_event(event: AuditEvent) -> str:

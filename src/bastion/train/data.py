@@ -3,23 +3,27 @@
 Tables: the chosen numeric columns are standardised with the training mean and standard
 deviation; categorical columns become one-hot indicators of the schema's categories;
 the target's classes are sorted and indexed. Images are scaled to [0, 1] from the
-schema's value range and given a channel axis. The :class:`Preprocessing` record is
-saved with the model so inference applies exactly the same transformation.
+schema's value range and given a channel axis. Text (one column) becomes token ids under
+a tokenizer learnt from the training split (:mod:`bastion.train.text`). The
+:class:`Preprocessing` record is saved with the model so inference applies exactly the
+same transformation.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.data.ingest import Loaded
 from bastion.data.schema import MAX_CATEGORIES
 from bastion.errors import InvalidInput
+from bastion.train.text import MAX_TOKENIZER_BYTES, encode, train_tokenizer
 
 __all__ = ["Preprocessing", "Split", "TensorData", "fit_preprocessing", "split_rows"]
 
@@ -29,7 +33,7 @@ class Preprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["table", "images"]
+    kind: Literal["table", "images", "text"]
     classes: list[str]
     numeric: list[str] = []
     mean: list[float] = []
@@ -38,18 +42,40 @@ class Preprocessing(BaseModel):
     target: str | None = None
     image_shape: list[int] = []
     value_range: tuple[float, float] = (0.0, 1.0)
+    #: Text: the column, the tokenizer (JSON, learnt from the training split) and how many
+    #: tokens of each text the model reads.
+    text_column: str | None = None
+    tokenizer: str = Field(default="", max_length=MAX_TOKENIZER_BYTES)
+    max_length: int = Field(default=0, ge=0, le=1024)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         if self.kind == "images":
             return (1, *self.image_shape)
+        if self.kind == "text":
+            return (self.max_length,)
         return (len(self.numeric) + sum(len(c) for c in self.categorical.values()),)
 
     def features(self, data: Loaded) -> torch.Tensor:
         """Model inputs for ``data`` (float32), transformed exactly as in training."""
         if self.kind == "images":
             return self.image_features(data.arrays()[0])
+        if self.kind == "text":
+            return self.text_features(data.table()[self.text_column].fillna("").astype(str))
         return self.table_features(data.table())
+
+    def text_features(self, texts: Sequence[str] | pd.Series) -> torch.Tensor:
+        """Token ids (int64, rows x max_length) of ``texts``."""
+        if not self.tokenizer:
+            raise InvalidInput("this text preprocessing has no tokenizer yet (fit_tokenizer)")
+        return encode(self.tokenizer, list(texts), max_length=self.max_length)
+
+    def fit_tokenizer(
+        self, texts: Sequence[str], *, vocab_size: int, min_rows: int, max_length: int
+    ) -> None:
+        """Learn the tokenizer from ``texts`` (the training split's, and only those)."""
+        self.tokenizer = train_tokenizer(texts, vocab_size=vocab_size, min_rows=min_rows)
+        self.max_length = max_length
 
     def image_features(self, images: np.ndarray) -> torch.Tensor:
         low, high = self.value_range
@@ -146,9 +172,26 @@ def split_rows(
 
 
 def fit_preprocessing(
-    data: Loaded, *, target: str | None, features: list[str] | None = None
+    data: Loaded,
+    *,
+    target: str | None,
+    features: list[str] | None = None,
+    text: str | None = None,
 ) -> Preprocessing:
-    """Fit the transformation on training data; ``features`` defaults to every other column."""
+    """Fit the transformation on training data; ``features`` defaults to every other column.
+    With ``text`` (a column), the record reads that column as text; its tokenizer is fitted
+    after the split (:meth:`Preprocessing.fit_tokenizer`)."""
+    if text is not None:
+        frame = data.table()
+        for column, role in ((target, "target"), (text, "text")):
+            if column is None or column not in frame.columns:
+                raise InvalidInput(f"the {role} column {column!r} is not in the dataset")
+        return Preprocessing(
+            kind="text",
+            classes=[str(c) for c in sorted(frame[target].unique().tolist())],
+            target=target,
+            text_column=text,
+        )
     if data.kind == "images":
         images, labels = data.arrays()
         return Preprocessing(

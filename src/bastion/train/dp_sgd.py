@@ -22,12 +22,13 @@ from opacus.accountants.analysis import rdp as _rdp
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
 from threadpoolctl import ThreadpoolController
+from torch import nn
 
 from bastion.errors import InvalidSpec
 from bastion.train.config import PrivacyConfig
 from bastion.train.trainer import Event, TrainState
 
-__all__ = ["PrivacyHook", "calibrated_noise", "make_private_compatible"]
+__all__ = ["PrivacyHook", "calibrated_noise", "clipping_mode", "make_private_compatible"]
 
 log = logging.getLogger("bastion.train")
 
@@ -55,6 +56,14 @@ def _spent(engine: PrivacyEngine, delta: float) -> float:
     """
     with _blas().limit(limits=1, user_api="blas"):
         return float(engine.get_epsilon(delta))
+
+
+def clipping_mode(model: nn.Module) -> str:
+    """The faster per-sample clipping for ``model`` as measured: per-sample hooks for a model
+    with embeddings (text: ghost clipping's embedding norms cost more than they save,
+    benchmarks/bench_text.py), ghost clipping otherwise (benchmarks/bench_dp.py)."""
+    embeds = any(isinstance(module, nn.Embedding) for module in model.modules())
+    return "hooks" if embeds else "ghost"
 
 
 def make_private_compatible(model: Any) -> tuple[Any, list[str]]:
@@ -137,6 +146,7 @@ class PrivacyHook:
 
     def _wrap(self, state: TrainState) -> None:
         config = self.config
+        mode = config.mode or clipping_mode(state.model)
         common: dict[str, Any] = {
             "module": state.model,
             "optimizer": state.optimizer,
@@ -144,7 +154,7 @@ class PrivacyHook:
             "criterion": state.criterion,
             "max_grad_norm": config.max_grad_norm,
             "poisson_sampling": True,
-            "grad_sample_mode": config.mode,
+            "grad_sample_mode": mode,
             "noise_generator": None if config.secure_mode else state.generators["noise"],
         }
         with warnings.catch_warnings():
@@ -160,11 +170,14 @@ class PrivacyHook:
                 wrapped = self.engine.make_private(
                     **common, noise_multiplier=config.noise_multiplier
                 )
-        if config.mode == "ghost":
+        if mode == "ghost":
             state.model, state.optimizer, state.criterion, state.loader = wrapped
         else:
             state.model, state.optimizer, state.loader = wrapped
         self.noise_multiplier = float(getattr(state.optimizer, "noise_multiplier", 0.0))
         log.info(
-            "DP-SGD: noise multiplier %.4f, clip %.3g", self.noise_multiplier, config.max_grad_norm
+            "DP-SGD (%s): noise multiplier %.4f, clip %.3g",
+            mode,
+            self.noise_multiplier,
+            config.max_grad_norm,
         )

@@ -1,9 +1,11 @@
-"""The model zoo (logistic regression, MLP, small CNN) and user entrypoints.
+"""The model zoo (logistic regression, MLP, small CNN, text transformer) and user entrypoints.
 
-A model spec is ``{builtin: logreg|mlp|cnn, ...}`` or ``{entrypoint: "pkg.module:build"}``;
-an entrypoint is called as ``build(input_shape=..., classes=...)`` and must return an
-``nn.Module``. Every model exposes its penultimate layer as ``model.features`` (the
-backdoor scan and the OOD detector read it); for entrypoint models it is optional.
+A model spec is ``{builtin: logreg|mlp|cnn|transformer, ...}`` or
+``{entrypoint: "pkg.module:build"}``; an entrypoint is called as
+``build(input_shape=..., classes=...)`` and must return an ``nn.Module``. Every model
+exposes its penultimate layer as ``model.features`` (the backdoor scan and the OOD
+detector read it); for entrypoint models it is optional. The transformer's inputs are the
+token ids of one text column (:mod:`bastion.train.text`).
 """
 
 from __future__ import annotations
@@ -88,12 +90,15 @@ def build_model(spec: ModelSpec, *, input_shape: tuple[int, ...], classes: int) 
             build = getattr(importlib.import_module(module_name), function)
         except (ImportError, AttributeError) as exc:
             raise InvalidSpec(f"model.entrypoint {spec.entrypoint!r}: {exc}") from None
+        arguments: dict[str, object] = {"input_shape": input_shape, "classes": classes}
+        if spec.text is not None:  # token ids in: the model sizes its embeddings by this
+            arguments["vocab_size"] = spec.text.vocab_size
         try:
-            built = build(input_shape=input_shape, classes=classes)
+            built = build(**arguments)
         except TypeError as exc:
             raise InvalidSpec(
-                f"model.entrypoint {spec.entrypoint!r} must accept build(input_shape=..., "
-                f"classes=...): {exc}"
+                f"model.entrypoint {spec.entrypoint!r} must accept "
+                f"build({'=..., '.join(arguments)}=...): {exc}"
             ) from None
         if not isinstance(built, nn.Module):
             raise InvalidSpec(
@@ -101,6 +106,21 @@ def build_model(spec: ModelSpec, *, input_shape: tuple[int, ...], classes: int) 
                 "not a torch.nn.Module"
             )
         return built
+    if spec.builtin in ("transformer", "gpt"):
+        if len(input_shape) != 1:
+            raise InvalidSpec(f"model.builtin {spec.builtin} reads one text column's tokens")
+        from bastion.train.text import TextClassifier, TextGenerator  # noqa: PLC0415
+
+        kind = TextGenerator if spec.builtin == "gpt" else TextClassifier
+        return kind(
+            vocab_size=spec.vocab_size,
+            max_length=input_shape[0],
+            dim=spec.dim,
+            layers=spec.layers,
+            heads=spec.heads,
+            # a language model predicts the next token: its classes are the vocabulary
+            outputs=spec.vocab_size if spec.builtin == "gpt" else classes,
+        )
     inputs = math.prod(input_shape)
     if spec.builtin == "logreg":
         return _Classifier(nn.Flatten(), nn.Linear(inputs, classes))

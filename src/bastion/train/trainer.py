@@ -49,7 +49,16 @@ from bastion.train.distributed import (
     wrap,
 )
 
-__all__ = ["Event", "Hook", "Rows", "TrainResult", "TrainState", "Trainer", "batch_as_is"]
+__all__ = [
+    "IGNORED",
+    "Event",
+    "Hook",
+    "Rows",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "batch_as_is",
+]
 
 
 class Event(enum.StrEnum):
@@ -124,6 +133,21 @@ class Rows(Dataset[tuple[torch.Tensor, ...]]):
 def batch_as_is(batch: Any) -> Any:
     """The collate function for :class:`Rows`: its batches are already tensors."""
     return batch
+
+
+#: A sequence target's positions that count for nothing (padding): PyTorch's ignore_index.
+IGNORED = -100
+
+
+def _loss(criterion: Callable[..., Any], logits: torch.Tensor, y: torch.Tensor) -> Any:
+    """The batch's loss. A sequence model's logits are (rows, classes, positions) and its
+    targets (rows, positions); Opacus's ghost-clipping loss takes them flat with their shape,
+    to make one loss per row of the tokens' mean, padding left out."""
+    if y.dim() == 1 or isinstance(criterion, nn.CrossEntropyLoss):
+        return criterion(logits, y)
+    rows, classes, positions = logits.shape
+    flat = logits.transpose(1, 2).reshape(rows * positions, classes)
+    return criterion(flat, y.reshape(-1), shape=(rows, positions, classes))
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -280,7 +304,7 @@ class Trainer:
         with autocast(self.device, self.config.mixed_precision):
             logits = state.model(state.x)
             if scale is None:
-                loss = state.criterion(logits, state.y)
+                loss = _loss(state.criterion, logits, state.y)
             else:  # this rank's share of the global batch's mean loss
                 summed = nn.functional.cross_entropy(logits, state.y, reduction="sum")
                 loss = summed * scale.to(self.device)
@@ -292,10 +316,10 @@ class Trainer:
             scaler.step(state.optimizer)
             scaler.update()
         state.step += 1
-        with torch.no_grad():
+        with torch.no_grad():  # per row, or per predicted token of a sequence
             state.loss_sum += float(nn.functional.cross_entropy(logits, state.y, reduction="sum"))
             state.correct += int((logits.argmax(1) == state.y).sum())
-            state.seen += len(state.y)
+            state.seen += len(state.y) if state.y.dim() == 1 else int((state.y != IGNORED).sum())
 
     def _checkpoint(
         self,

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["ages", "date_pattern"]
+__all__ = ["ages", "date_pattern", "families"]
 
 _YEAR = r"(?P<y>(?:18|19|20)\d{2})"
 
@@ -52,15 +52,22 @@ def _latin(text: str) -> bool:
     return all(ch.isalpha() and ord(ch) < 0x250 for ch in text)
 
 
-#: The four families; a month is any word there, looked up afterwards (a regex of every
-#: month name of every language costs more to compile than the matching it saves).
+#: The four families; a month is any word of 3 to 12 letters there, looked up afterwards (a
+#: regex of every month name of every language costs more to compile than the matching it
+#: saves; bounded, because free text is searched with them and an unbounded word would make
+#: a long text's search quadratic).
 _FAMILIES = (
     rf"{_YEAR}[-/.](?P<m>\d{{1,2}})[-/.](?P<d>\d{{1,2}})",
     rf"(?P<d>\d{{1,2}})[-/.](?P<m>\d{{1,2}})[-/.]{_YEAR}",
-    rf"(?P<d>\d{{1,2}})(?:\.|st|nd|rd|th|er|º)?\s+(?:de\s+)?(?P<mon>[^\s\d.,]+)\.?,?\s+"
+    rf"(?P<d>\d{{1,2}})(?:\.|st|nd|rd|th|er|º)?\s+(?:de\s+)?(?P<mon>[^\s\d.,]{{3,12}})\.?,?\s+"
     rf"(?:de\s+)?{_YEAR}",
-    rf"(?P<mon>[^\s\d.,]+)\.?\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+{_YEAR}",
+    rf"(?P<mon>[^\s\d.,]{{3,12}})\.?\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+{_YEAR}",
 )
+
+
+def families() -> tuple[str, ...]:
+    """The four date families, each a pattern of its own (their group names repeat)."""
+    return _FAMILIES
 
 
 def date_pattern() -> str:

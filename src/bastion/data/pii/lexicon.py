@@ -171,7 +171,15 @@ def names() -> Names:
         provider = importlib.import_module(f"{providers.__name__}.{module.name}").Provider
         for attribute in ("first_names", "first_names_female", "first_names_male"):
             first.update(_name_parts(_strings(getattr(provider, attribute, None))))
-        last.update(_name_parts(_strings(getattr(provider, "last_names", None))))
+        for attribute in (
+            "last_names",
+            "last_names_female",
+            "last_names_male",
+            "female_last_names",
+            "male_last_names",
+            "unisex_last_names",
+        ):
+            last.update(_name_parts(_strings(getattr(provider, attribute, None))))
     return Names(first=frozenset(first), last=frozenset(last))
 
 

@@ -27,7 +27,7 @@ from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
 
 from bastion.data.pii.lexicon import words
 
-__all__ = ["PhoneReader", "fit_reader"]
+__all__ = ["PhoneReader", "fit_reader", "valid_anywhere"]
 
 #: Regions with a trunk prefix, tried (in this order) for numbers written with it.
 _TRUNK = words("GB DE FR NL BE AT CH SE FI IE BR HU SK AU NZ AR ZA TR IL IN")
@@ -35,6 +35,13 @@ _TRUNK = words("GB DE FR NL BE AT CH SE FI IE BR HU SK AU NZ AR ZA TR IL IN")
 _PLAIN = words("US ES IT PL PT CZ DK NO GR LU")
 _EXTENSION = re.compile(r"\s*(?:x|ext\.?|#)\s*\d{1,6}\s*$", re.IGNORECASE)
 _DIGITS = re.compile(r"\d+")
+
+# Keep every compiled metadata pattern: a column of numbers from many countries consults
+# more of them than the re module's own cache (512) holds, and each miss compiles again
+# (a third of the time of a free-text column of international numbers, profiled).
+_keep_patterns = getattr(phonenumbers, "enable_pattern_cache", None)
+if callable(_keep_patterns):
+    _keep_patterns()
 
 NONE, POSSIBLE, VALID = 0, 1, 2
 #: Values a column's regions are chosen on.
@@ -214,3 +221,15 @@ def fit_reader(sample: Sequence[str], *, numeric: bool) -> PhoneReader:
     return PhoneReader(
         trunk=_best(trunked, _TRUNK, _trunk_status), plain=_best(plain, _PLAIN, _plain_status)
     )
+
+
+def valid_anywhere(text: str) -> bool:
+    """A valid number on its own (a phone number inside free text, no column to fit): with
+    its country code, valid for that country; written nationally, valid for one of the
+    regions read here, written with that region's trunk prefix or in its national grouping
+    (bare digits only as a North American number)."""
+    if international(text) is not None:
+        return PhoneReader(trunk=_TRUNK[0], plain="US").status(text) == VALID
+    if any(_trunk_status(text, region) == VALID for region in _TRUNK):
+        return True
+    return any(_plain_status(text, region) == VALID for region in _PLAIN)

@@ -3,8 +3,9 @@
 Each score is large where an input looks unlike clean data:
 
 - Mahalanobis distance (Lee et al., 2018): class-conditional means and one shared,
-  shrunk covariance, of the model's inputs (every model) and of its penultimate features
-  (tables); the distance to the nearest class. A perturbation that moves an input across
+  shrunk covariance, of the model's inputs (tables and images) and of its penultimate
+  features (tables, and text, whose token ids are no space to measure in); the distance to
+  the nearest class. A perturbation that moves an input across
   a decision boundary still leaves it far from every class in input space, where
   training data spans few directions.
 - Feature squeezing (Xu et al., 2018), for images: the L1 change of the output
@@ -176,7 +177,7 @@ class Detection:
 
 
 class InputDetector:
-    """Mahalanobis in input space (all models) and feature space (tables); feature
+    """Mahalanobis in input space (tables, images) and feature space (tables, text); feature
     squeezing and noise stability (images)."""
 
     def __init__(
@@ -201,6 +202,7 @@ class InputDetector:
         x_holdout: torch.Tensor,
         lattice: Lattice | None,
         images: bool,
+        text: bool = False,
         fpr: float = 0.02,
         seed: int = 0,
     ) -> InputDetector:
@@ -209,8 +211,18 @@ class InputDetector:
         noise is then 1/16 of the range)."""
         # (1) Each score is fitted on the training rows.
         labels = y_fit.numpy()
-        inputs = InputMahalanobis(MahalanobisScore.fit(x_fit.flatten(1).numpy(), labels))
         components: list[Score]
+        if text:  # token ids are not a space to measure distances in; the text's encoding is
+            penultimate = MahalanobisScore.fit(features(x_fit).numpy(), labels)
+            return cls._calibrated(
+                [FeatureMahalanobis(penultimate)],
+                features=features,
+                probabilities=probabilities,
+                x_holdout=x_holdout,
+                fpr=fpr,
+                seed=seed,
+            )
+        inputs = InputMahalanobis(MahalanobisScore.fit(x_fit.flatten(1).numpy(), labels))
         if images:
             grid = lattice or Lattice(step=1 / 16, lower=0.0, upper=1.0)
             noise = NoiseScore.fit(
@@ -220,6 +232,26 @@ class InputDetector:
         else:
             penultimate = MahalanobisScore.fit(features(x_fit).numpy(), labels)
             components = [inputs, FeatureMahalanobis(penultimate)]
+        return cls._calibrated(
+            components,
+            features=features,
+            probabilities=probabilities,
+            x_holdout=x_holdout,
+            fpr=fpr,
+            seed=seed,
+        )
+
+    @classmethod
+    def _calibrated(
+        cls,
+        components: list[Score],
+        *,
+        features: Features,
+        probabilities: Probabilities,
+        x_holdout: torch.Tensor,
+        fpr: float,
+        seed: int,
+    ) -> InputDetector:
         detector = cls(components=components, thresholds={})
         # (2) The held-out rows are split: one half sets the thresholds ...
         calibrate, check = calibration_split(len(x_holdout), seed=seed)

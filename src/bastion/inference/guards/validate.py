@@ -2,10 +2,12 @@
 
 A table request is ``{"instances": [{feature: value, ...}, ...]}`` with exactly the
 model's feature columns; an image request is ``{"instances": [[[pixel, ...], ...], ...]}``
-with the schema's shape. Types, ranges, categories, NaN/inf and the batch size are
-checked; every violation names the field and the rule, never the offending value, nor
-an exact bound of the training data (the schema here is the exact one: its bounds are
-values of training rows, which the published schema only rounds).
+with the schema's shape; a text model's is ``{"text": "..."}`` or ``{"instances": ["...",
+...]}``, each text at most ``max_text_chars`` long; a language model's is ``{"text": prompt,
+"max_new_tokens": n}``. Types, ranges, categories, NaN/inf and
+the batch size are checked; every violation names the field and the rule, never the
+offending value, nor an exact bound of the training data (the schema here is the exact
+one: its bounds are values of training rows, which the published schema only rounds).
 """
 
 from __future__ import annotations
@@ -60,13 +62,23 @@ class RequestValidator:
     """Turns a parsed JSON body into model inputs, or raises :class:`RequestInvalid`."""
 
     def __init__(
-        self, *, schema: TableSchema | ImageSchema, prep: Preprocessing, max_batch: int
+        self,
+        *,
+        schema: TableSchema | ImageSchema,
+        prep: Preprocessing,
+        max_batch: int,
+        max_text_chars: int = 20_000,
+        max_new_tokens: int = 64,
     ) -> None:
         self.schema = schema
         self.prep = prep
         self.max_batch = max_batch
+        self.max_text_chars = max_text_chars
+        self.max_new_tokens = max_new_tokens
+        self._columns: dict[str, ColumnSchema] = {}
+        if prep.kind == "text":
+            return
         if isinstance(schema, TableSchema):
-            self._columns: dict[str, ColumnSchema] = {}
             for name in [*prep.numeric, *prep.categorical]:
                 column = schema.column(name)
                 if column is None:
@@ -76,6 +88,10 @@ class RequestValidator:
     def instances(self, body: Any) -> list[Any]:
         if not isinstance(body, dict):
             raise RequestInvalid([FieldError("body", "must be a JSON object")])
+        if self.prep.kind == "text" and "text" in body:  # one text, the short way
+            if len(body) > 1:
+                raise RequestInvalid([FieldError("body", "either text or instances, not both")])
+            return [body["text"]]
         unknown = sorted(set(body) - {"instances"})
         if unknown:
             raise RequestInvalid([FieldError(_label(unknown[0]), "unknown field")])
@@ -88,6 +104,29 @@ class RequestValidator:
             raise RequestInvalid([FieldError("instances", f"at most {self.max_batch} per request")])
         return instances
 
+    def generation(self, body: Any) -> tuple[str, int]:
+        """A language model's request, ``{"text": prompt, "max_new_tokens": n}``: the prompt
+        and how many tokens to write (at most the deployment's ``max_new_tokens``)."""
+        if not isinstance(body, dict):
+            raise RequestInvalid([FieldError("body", "must be a JSON object")])
+        unknown = sorted(set(body) - {"text", "max_new_tokens"})
+        if unknown:
+            raise RequestInvalid([FieldError(_label(unknown[0]), "unknown field")])
+        prompt = body.get("text")
+        errors = []
+        if not isinstance(prompt, str):
+            errors.append(FieldError("text", "required, a string"))
+        elif len(prompt) > self.max_text_chars:
+            errors.append(FieldError("text", f"longer than {self.max_text_chars} characters"))
+        wanted = body.get("max_new_tokens", self.max_new_tokens)
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
+            errors.append(FieldError("max_new_tokens", "must be a positive integer"))
+        elif wanted > self.max_new_tokens:
+            errors.append(FieldError("max_new_tokens", f"at most {self.max_new_tokens}"))
+        if errors:
+            raise RequestInvalid(errors)
+        return str(prompt), int(wanted)
+
     def __call__(self, body: Any) -> torch.Tensor:
         return self.features(self.instances(body))
 
@@ -95,7 +134,24 @@ class RequestValidator:
         """Model inputs for the instances :meth:`instances` accepted, checked row by row."""
         if isinstance(self.schema, ImageSchema):
             return self._images(instances, self.schema)
+        if self.prep.kind == "text":
+            return self._texts(instances)
         return self._table(instances)
+
+    def _texts(self, instances: list[Any]) -> torch.Tensor:
+        errors: list[FieldError] = []
+        for i, text in enumerate(instances):
+            if not isinstance(text, str):
+                errors.append(FieldError(f"instances[{i}]", "must be a string (a text)"))
+            elif len(text) > self.max_text_chars:
+                errors.append(
+                    FieldError(f"instances[{i}]", f"longer than {self.max_text_chars} characters")
+                )
+            if len(errors) >= _MAX_LISTED:
+                break
+        if errors:
+            raise RequestInvalid(errors)
+        return self.prep.text_features(instances)
 
     # -- tables ----------------------------------------------------------------------------
 

@@ -197,6 +197,23 @@ class RunEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class FederationMember(Base):
+    """What one participant of a federated run told the others through the control plane:
+    the aggregator its address and CA certificate, a site its SuperNode's public key, and
+    later where each one stands. Public material only: no weight, no row, no private key."""
+
+    __tablename__ = "federation_members"
+    __table_args__ = (UniqueConstraint("run_id", "member"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The federated run (the aggregator's).
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    #: ``aggregator`` or the site's cluster name.
+    member: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class RunLog(Base):
     __tablename__ = "run_logs"
 
@@ -337,7 +354,8 @@ class CodeReview(Base):
 
 
 class Evaluation(Base):
-    """One evaluation of a model version (robustness, membership, fairness, explain).
+    """One evaluation of a model version (robustness, membership, fairness, explain,
+    memorization).
 
     Append-only: a later evaluation of the same kind adds a row; the newest is current.
     The summary holds aggregates only (no row leaves the compute plane).

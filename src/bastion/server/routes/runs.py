@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from bastion.api.runs import (
+    FederationIn,
+    FederationOut,
     LogLineOut,
     LogsIn,
     MetricIn,
@@ -24,7 +26,7 @@ from bastion.server.db.models import (
 )
 from bastion.server.deps import DatabaseDep, Principal, require
 from bastion.server.permissions import Permission
-from bastion.server.services import datasets
+from bastion.server.services import datasets, federated
 from bastion.server.services import jobs as job_service
 from bastion.server.services import runs as run_service
 from bastion.spec import RunSpec
@@ -53,7 +55,10 @@ def create_run(
 ) -> Run:
     """Queue a run; the spec is validated in full before anything is stored."""
     with database.write(actor=principal.actor) as unit:
-        submit = datasets.submit_training if body.job.type == "train" else job_service.create_run
+        submit = {
+            "train": datasets.submit_training,
+            "federated": federated.submit_federated,
+        }.get(body.job.type, job_service.create_run)
         return submit(
             unit, project=principal.require_project(), spec=body, user_id=principal.identity.user_id
         )
@@ -201,4 +206,42 @@ def add_metric(
             step=body.step,
             value=body.value,
             caller=principal.identity,
+        )
+
+
+@router.post("/projects/{project}/runs/{run_id}/federation", response_model=FederationOut)
+def join_federation(
+    project: str,
+    run_id: str,
+    body: FederationIn,
+    principal: Annotated[Principal, require(Permission.RUNS_REPORT)],
+    database: DatabaseDep,
+) -> dict[str, object]:
+    """A federated run's job (the aggregator's or a site's) tells the others what they need
+    to connect: public material only."""
+    project_row = principal.require_project()
+    with database.write(actor=principal.actor) as unit:
+        federated.join_federation(
+            unit,
+            project=project_row,
+            run_id=run_id,
+            payload=body.model_dump(exclude_none=True),
+            caller=principal.identity,
+        )
+        return federated.federation_view(
+            unit.session, project=project_row, run_id=run_id, caller=principal.identity
+        )
+
+
+@router.get("/projects/{project}/runs/{run_id}/federation", response_model=FederationOut)
+def federation_view(
+    project: str,
+    run_id: str,
+    principal: Annotated[Principal, require(Permission.RUNS_REPORT)],
+    database: DatabaseDep,
+) -> dict[str, object]:
+    """What a federated run's job may know of the others (see the POST)."""
+    with database.read() as session:
+        return federated.federation_view(
+            session, project=principal.require_project(), run_id=run_id, caller=principal.identity
         )

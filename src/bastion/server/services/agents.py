@@ -32,6 +32,7 @@ from bastion.server.db.session import UnitOfWork
 from bastion.server.services.clusters import JOIN_TOKEN_KIND, get_cluster
 from bastion.server.services.code import code_inputs
 from bastion.server.services.datasets import lease_inputs
+from bastion.server.services.federated import federation_inputs
 from bastion.server.services.jobs import ACTIVE_STATUSES
 from bastion.server.services.placement import need_of, shortfall
 
@@ -273,6 +274,7 @@ def lease_next(
     inputs = lease_inputs(unit.session, run=run, project=project) if project else {}
     if project is not None:
         inputs.update(code_inputs(unit.session, run=run, project=project))
+        inputs.update(federation_inputs(unit.session, run=run, project=project))
     if checkpoint is not None and checkpoint[1] is not None:
         inputs["checkpoint"] = {
             "name": run.id,

@@ -35,10 +35,11 @@ from bastion.server.services.clusters import get_cluster
 from bastion.server.services.erasure_results import note_new_version
 from bastion.server.services.jobs import ACTIVE_STATUSES, create_run
 from bastion.server.services.models import get_model_version
-from bastion.spec import DATASET_JOB_TYPES, RunSpec, parse_dataset_ref, parse_spec
+from bastion.spec import DATASET_JOB_TYPES, RunSpec, TrainJob, parse_dataset_ref, parse_spec
 from bastion.train.config import EntrypointModel
 
 __all__ = [
+    "check_training",
     "create_dataset",
     "edit_schema",
     "get_dataset",
@@ -221,8 +222,11 @@ def job_inputs(
     session: Session, *, job: Any, project: Project, cluster_id: str | None
 ) -> dict[str, Any]:
     """What :func:`lease_inputs` stages for a job description (also a hot-swap's model)."""
-    if not isinstance(job, dict) or job.get("type") not in {*DATASET_JOB_TYPES, "train", "serve"}:
+    kinds = {*DATASET_JOB_TYPES, "train", "serve", "federated", "federated-site"}
+    if not isinstance(job, dict) or job.get("type") not in kinds:
         return {}
+    if job["type"] == "federated":  # the aggregator's cluster's own version: its schema
+        job = {**job, "dataset": job["datasets"][job["aggregator"]]}
     if job["type"] == "ingest":
         dataset = session.scalars(
             select(Dataset).where(Dataset.project_id == project.id, Dataset.name == job["dataset"])
@@ -251,7 +255,7 @@ def job_inputs(
             "recipient_keyset": target.hybrid_public_keyset,
         }
     for role, key in (("model", "model"), ("init", "init_from")):
-        if job.get(key) and (job["type"] != "train" or role == "init"):
+        if job.get(key) and (job["type"] not in ("train", "federated") or role == "init"):
             name, number = parse_dataset_ref(str(job[key]))
             model = get_model_version(session, project=project, name=name, version=number)
             inputs[role] = {"name": name, "version": number, "manifest_hash": model.manifest_hash}
@@ -289,23 +293,44 @@ def check_purpose(purpose: str, *, declared: str, dataset: str) -> None:
 
 
 def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_id: str) -> Run:
-    """Queue a training run after the checks the control plane can make from metadata.
+    """Queue a training run after the checks of :func:`check_training`; an identifier
+    feature the spec allows anyway is recorded in the audit log."""
+    job = spec.job
+    if job.type != "train":  # pragma: no cover - the route sends only training runs here
+        raise InvalidInput("not a training run")
+    _, overridden = check_training(unit, project=project, job=job, cluster=spec.cluster)
+    run = create_run(unit, project=project, spec=spec, user_id=user_id)
+    if job.train.allow_identifier_features:
+        unit.record(
+            "run.privacy_override",
+            f"run:{run.id}",
+            {
+                "dataset": job.dataset,
+                "identifier_features": sorted(job.train.allow_identifier_features),
+                "used": overridden,
+            },
+        )
+    return run
+
+
+def check_training(
+    unit: UnitOfWork, *, project: Project, job: TrainJob, cluster: str
+) -> tuple[DatasetVersion, list[str]]:
+    """The checks the control plane can make from metadata before training on ``cluster``;
+    the version and the identifier columns the spec uses anyway.
 
     (1) The dataset version exists and lives on the run's cluster.
     (2) A target is known (the spec's or the version's) and every named column exists.
     (3) Purpose limitation: a dataset that declares purposes is used only for one of them.
     (4) The privacy gate: identifier and suspected identifier columns are no features
-        unless explicitly overridden, and each override is recorded in the audit log.
+        unless explicitly overridden.
     """
-    job = spec.job
-    if job.type != "train":  # pragma: no cover - the route sends only training runs here
-        raise InvalidInput("not a training run")
     name, number = parse_dataset_ref(job.dataset)
     # (1) ...
     row = get_version(unit.session, project=project, name=name, version=number)
     _not_shredded(row, job.dataset)
     holder = unit.session.get(Cluster, row.cluster_id) if row.cluster_id else None
-    if holder is None or holder.name != spec.cluster:
+    if holder is None or holder.name != cluster:
         where = holder.name if holder else "no cluster"
         raise Conflict(f"{job.dataset} lives on {where!r}; submit the run to that cluster")
     # (2) ...
@@ -326,7 +351,7 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
         base = get_model_version(unit.session, project=project, name=base_name, version=base_number)
         if base.cluster_id != row.cluster_id:
             raise Conflict(
-                f"{job.init_from} is not on {spec.cluster!r}; export it there first "
+                f"{job.init_from} is not on {cluster!r}; export it there first "
                 "('bastion model export', then 'bastion model import')"
             )
     if job.code is not None and row.cluster_id is not None:
@@ -348,18 +373,7 @@ def submit_training(unit: UnitOfWork, *, project: Project, spec: RunSpec, user_i
         allowed=job.train.allow_identifier_features,
         dataset=job.dataset,
     )
-    run = create_run(unit, project=project, spec=spec, user_id=user_id)
-    if job.train.allow_identifier_features:
-        unit.record(
-            "run.privacy_override",
-            f"run:{run.id}",
-            {
-                "dataset": job.dataset,
-                "identifier_features": sorted(job.train.allow_identifier_features),
-                "used": overridden,
-            },
-        )
-    return run
+    return row, overridden
 
 
 def _names(summaries: dict[str, Any], key: str) -> list[str]:

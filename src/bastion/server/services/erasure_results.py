@@ -34,7 +34,12 @@ def _flag_models(unit: UnitOfWork, *, project: Project, dataset: str, flag: dict
         .where(Model.project_id == project.id)
     ).all()
     for name, version in rows:
-        if version.evidence.get("dataset") != dataset:
+        sites = version.evidence.get("datasets")  # a federated model: every site's version
+        used = {
+            version.evidence.get("dataset"),
+            *(sites.values() if isinstance(sites, dict) else ()),
+        }
+        if dataset not in used:
             continue
         version.flags = {**version.flags, "trained_on_erased_data": flag}
         unit.record(

@@ -46,6 +46,7 @@ _HEADLINES = {
     "membership": ("attack", "auc", "tpr_at_1%_fpr", "epsilon"),
     "fairness": ("max_demographic_parity_difference", "max_equalized_odds_difference"),
     "explain": ("top_features",),
+    "memorization": ("max_exposure", "completed", "extracted_identifiers"),
 }
 
 

@@ -41,6 +41,10 @@ def create_run(
         raise InvalidSpec(
             "job.type 'serve' is queued by 'bastion deploy create', not as a run spec"
         )
+    if spec.job.type == "federated-site" and not routed:
+        raise InvalidSpec(
+            "job.type 'federated-site' is queued with its federated run, not as a run spec"
+        )
     if spec.job.type == "register-code" and not routed:
         raise InvalidSpec(
             "job.type 'register-code' is queued by 'bastion code push', not as a run spec"

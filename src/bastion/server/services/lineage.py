@@ -39,6 +39,10 @@ def _run_inputs(job: dict[str, Any], key: str) -> list[dict[str, str]]:
     edges = []
     if job.get("dataset") and job.get("type") != "ingest":
         edges.append({"from": f"dataset:{job['dataset']}", "to": key, "relation": "input"})
+    if job.get("type") == "federated":  # every site's version trains the one model
+        datasets = job.get("datasets") or {}
+        for ref in sorted(set(datasets.values())) if isinstance(datasets, dict) else []:
+            edges.append({"from": f"dataset:{ref}", "to": key, "relation": "input"})
     if job.get("code"):
         edges.append({"from": f"code:{job['code']}", "to": key, "relation": "code"})
     if job.get("init_from"):

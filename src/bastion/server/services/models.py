@@ -78,7 +78,7 @@ def record_model_version(
         raise NotAuthorized("only the agent holding the run's lease records its model version")
     # (2) ...
     job = RunSpec.model_validate(run.spec).job
-    if job.type not in ("train", "import-model") or job.model_name != name:
+    if job.type not in ("train", "import-model", "federated") or job.model_name != name:
         raise Conflict(f"run {run.id} does not train or import model {name!r}")
     # (3) ...
     existing = unit.session.scalars(
