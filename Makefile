@@ -71,8 +71,13 @@ typecheck: install
 # One OpenMP thread per process (agents pass it to their jobs): three workers, their planes,
 # agents and jobs each spreading PyTorch over both cores oversubscribe them, and small
 # operations then wait on descheduled threads (a training run measured 3x slower).
+# A run past UNIT_LIMIT seconds is interrupted (SIGINT), so that pytest still prints its
+# failures, its slowest tests, the tests that were running and the stacks of any that ran
+# past 15 minutes (tests/watchdog.py) instead of being killed from outside with nothing said.
+UNIT_LIMIT ?= 3600
 unit: install $(VENV)/.bench-installed
-	PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
+	PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 timeout -s INT -k 120 $(UNIT_LIMIT) \
+		$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 test: lint typecheck unit
 

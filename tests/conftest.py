@@ -20,6 +20,8 @@ from bastion.security import credentials
 from bastion.security.keys import Keyring, load_keyring
 from bastion.server.db.session import Database
 
+pytest_plugins = ["tests.watchdog"]
+
 #: The files that take minutes, longest first (seconds each in a full run on two cores). With
 #: ``--dist loadfile`` a worker takes the next file in collection order when it is free; one of
 #: these begun late would run on alone after the others end. ``make unit`` passes
