@@ -361,7 +361,12 @@ def deploy(plane: Plane, version: ModelVersionOut) -> tuple[str, str]:
     with httpx.Client(base_url=url, timeout=30) as http:
         deadline = time.monotonic() + 20
         while True:  # the key reaches the server with its next refresh
-            answered = http.post("/v1/predict", json={"instances": rows}, headers=bearer)
+            try:
+                answered = http.post("/v1/predict", json={"instances": rows}, headers=bearer)
+            except httpx.TransportError as exc:  # a loaded host: the server may be slow to accept
+                _require(time.monotonic() < deadline, f"the server at {url} did not answer: {exc}")
+                time.sleep(0.5)
+                continue
             if answered.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

@@ -106,16 +106,23 @@ def _load(
     return loaded
 
 
-def _shared_socket(host: str, port: int) -> socket.socket:
-    """A listening socket the replicas of one deployment share (the kernel spreads
-    connections between them)."""
+def _listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """The server's socket, bound and listening before the run says where it serves: a
+    caller that connects as soon as it reads "serving" waits in the backlog instead of
+    being refused. The replicas of one deployment share the port (``shared``: the kernel
+    spreads connections between them)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    shared = socket.socket(family, socket.SOCK_STREAM)
-    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    shared.bind((host, port))
-    shared.listen(2048)
-    return shared
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError:
+        listening.close()
+        raise
+    return listening
 
 
 def _swap_if_asked(
@@ -140,12 +147,26 @@ def _swap_if_asked(
     context.event("serve", "running", f"serving {loaded.served.ref} at {where}")
 
 
+def _server(state: ServeState, job: ServeJob) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_serve_app(state),
+            host=job.host,
+            port=job.port,
+            ssl_certfile=job.tls_cert,
+            ssl_keyfile=job.tls_key,
+            log_level="warning",
+            access_log=False,  # the audit trail records requests, without their bodies
+            proxy_headers=False,  # the client address is the socket's, not a header's claim
+        )
+    )
+
+
 def run_serve(context: JobContext, job: ServeJob) -> str:
     device = job_device(context.gpus)  # first: a deployment given a GPU that finds none fails
     manifest = json.loads((context.workdir / "job.json").read_text())
     keys_pem = [pem.encode() for pem in manifest["signing_public_keys"]]
     loaded = _load(context.workdir, job, keys_pem, context.log, device=device)
-    served = loaded.served
     stop = threading.Event()
     findings: list[dict[str, Any]] = []
     findings_lock = threading.Lock()
@@ -179,18 +200,7 @@ def run_serve(context: JobContext, job: ServeJob) -> str:
         current=loaded,
         report=lambda kind, details: findings.append({"kind": kind, **details}),
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_serve_app(state),
-            host=job.host,
-            port=job.port,
-            ssl_certfile=job.tls_cert,
-            ssl_keyfile=job.tls_key,
-            log_level="warning",
-            access_log=False,  # the audit trail records requests, without their bodies
-            proxy_headers=False,  # the client address is the socket's, not a header's claim
-        )
-    )
+    server = _server(state, job)
 
     def refresh() -> None:
         while not stop.wait(KEY_REFRESH_SECONDS):
@@ -202,20 +212,22 @@ def run_serve(context: JobContext, job: ServeJob) -> str:
             except (ServiceUnavailable, BastionError) as exc:
                 log.warning("serving keys not refreshed: %s", exc)
 
-    scheme = "https" if job.tls_cert else "http"
-    where = f"{scheme}://{job.host}:{job.port}"
+    where = f"{'https' if job.tls_cert else 'http'}://{job.host}:{job.port}"
 
     def swaps() -> None:
         while not stop.wait(SWAP_POLL_SECONDS):
             _swap_if_asked(context, job, state, keys_pem, where)
 
+    # Bound before anything starts, so a port already taken fails the run cleanly.
+    listening = _listening_socket(job.host, job.port, shared=job.replicas > 1)
     audit.start()
     threading.Thread(target=refresh, name="key-refresh", daemon=True).start()
     threading.Thread(target=swaps, name="hot-swap", daemon=True).start()
-    context.event("serve", "running", f"serving {served.ref} at {where}")
+    context.event("serve", "running", f"serving {loaded.served.ref} at {where}")
     try:
-        server.run(sockets=[_shared_socket(job.host, job.port)] if job.replicas > 1 else None)
+        server.run(sockets=[listening])
     finally:
+        listening.close()
         stop.set()
         try:
             audit.close()
