@@ -16,11 +16,13 @@ the server's validator accepts (``lattice``), so they are sent as they are.
 * white-box: PGD on the served model itself (full strength: no early stop);
 * transfer: PGD on a surrogate CNN the attacker trained on the same training rows (another
   initialisation), then sent to the victim;
-* adaptive: white-box, 40 steps, on a loss that also minimises the detector's scores (each
-  over its threshold: the input Mahalanobis distance exactly, the 3-bit squeeze through a
-  straight-through rounding, the noise-stability score with the detector's own fixed noise
-  patterns) for weights 0.3 and 1; per image the attacker keeps an example that fools the
-  model unflagged if either weight found one.
+* adaptive: white-box, 40 steps, on a loss that also minimises the detector's combined score
+  over its threshold (computed exactly as the detector does from the input Mahalanobis
+  distance, the 3-bit squeeze through a straight-through rounding, the noise-stability
+  score with the detector's own fixed noise patterns, the trust score's distances to
+  the training rows it keeps, and the pixel density between lattice levels read off the
+  straight line between them) for weights 0.3 and 1; per image the
+  attacker keeps an example that fools the model unflagged if either weight found one.
 
 For each eps and attacker: the attack success rate (the share of unseen rows whose
 prediction the example changes from the label) in float and in integer space, and the share
@@ -53,7 +55,9 @@ from bastion.inference.guards.ood import (
     InputDetector,
     InputMahalanobis,
     NoiseScore,
+    PixelDensity,
     SqueezeScore,
+    TrustScore,
     calibration_split,
 )
 from bastion.inference.model import ServedModel
@@ -92,61 +96,95 @@ def _flagged(loaded: Loaded, x: torch.Tensor) -> np.ndarray:
     return detector(served.features, served.probabilities, x).flagged
 
 
+Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class _Differentiable:
-    """The detector's scores over their thresholds, summed, as a differentiable loss."""
+    """The detector's combined score over its threshold, as a differentiable loss: each
+    score's log-z-score exactly as ``Combined`` computes it, positive parts to its power."""
 
     def __init__(self, detector: InputDetector, model: torch.nn.Module) -> None:
         self.model = model
-        self.terms: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []
+        self.combined = detector.combined
+        self.threshold = max(detector.threshold, 1e-6)
+        self.terms: dict[str, Term] = {}
         for score in detector.components:
-            scale = max(detector.thresholds[score.name], 1e-6)
             if isinstance(score, InputMahalanobis):
                 means = torch.from_numpy(score.distance.means).float()
                 precision = torch.from_numpy(score.distance.precision).float()
-                self.terms.append(self._mahalanobis(means, precision, scale))
+                self.terms[score.name] = self._mahalanobis(means, precision)
             elif isinstance(score, SqueezeScore):
-                self.terms.append(self._squeeze(2**score.bits - 1, scale))
+                self.terms[score.name] = self._squeeze(2**score.bits - 1)
             elif isinstance(score, NoiseScore):
-                self.terms.append(self._noise(score, scale))
+                self.terms[score.name] = self._noise(score)
+            elif isinstance(score, TrustScore):
+                self.terms[score.name] = self._trust(score)
+            elif isinstance(score, PixelDensity):
+                self.terms[score.name] = self._pixel_density(score)
             else:
                 raise TypeError(f"no differentiable form of {score.name}")
 
-    def _mahalanobis(
-        self, means: torch.Tensor, precision: torch.Tensor, scale: float
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def _mahalanobis(self, means: torch.Tensor, precision: torch.Tensor) -> Term:
         def term(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
             diff = x.flatten(1)[:, None, :] - means[None]
             distances = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
-            return distances.min(dim=1).values / scale
+            return distances.min(dim=1).values
 
         return term
 
-    def _squeeze(
-        self, levels: int, scale: float
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def _squeeze(self, levels: int) -> Term:
         def term(x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
             rounded = torch.round(x.clamp(0, 1) * levels) / levels
             straight = x + (rounded - x).detach()  # rounding's gradient taken as 1
             squeezed = torch.softmax(self.model(straight), dim=1)
-            return (squeezed - clean).abs().sum(dim=1) / scale
+            return (squeezed - clean).abs().sum(dim=1)
 
         return term
 
-    def _noise(
-        self, score: NoiseScore, scale: float
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def _noise(self, score: NoiseScore) -> Term:
         def term(x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
             total = torch.zeros(len(x))
             for pattern in score.patterns:
                 noisy = (x + pattern * score.step).clamp(score.lower, score.upper)
                 total = total + (torch.softmax(self.model(noisy), dim=1) - clean).abs().sum(1)
-            return total / len(score.patterns) / scale
+            return total / len(score.patterns)
+
+        return term
+
+    def _trust(self, score: TrustScore) -> Term:
+        def term(x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+            found = score.per_class(x)  # differentiable in x; the predicted class is not
+            predicted = clean.argmax(dim=1, keepdim=True)
+            own = found.gather(1, predicted)[:, 0]
+            others = found.scatter(1, predicted, float("inf")).amin(dim=1)
+            return own / others.clamp(min=1e-12)
+
+        return term
+
+    @staticmethod
+    def _pixel_density(score: PixelDensity) -> Term:
+        """Exact on the lattice; between two levels, the straight line between their values
+        (so the attacker sees which way a pixel should move)."""
+        levels = len(score.log_frequency)
+
+        def term(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            position = ((x.flatten(1) - score.lower) / score.step).clamp(0, levels - 1)
+            below = position.detach().floor().long().clamp(max=levels - 2)
+            part = position - below
+            low = score.log_frequency.gather(0, below)
+            high = score.log_frequency.gather(0, below + 1)
+            return -((1 - part) * low + part * high).mean(dim=1)
 
         return term
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         clean = torch.softmax(logits, dim=1)
-        return torch.stack([term(x, clean) for term in self.terms]).sum(dim=0)
+        total = torch.zeros(len(x))
+        for name, term in self.terms.items():
+            logs = torch.log(term(x, clean).clamp(min=1e-12))
+            z = (logs - self.combined.centres[name]) / self.combined.scales[name]
+            total = total + F.relu(z) ** self.combined.power
+        return total / self.threshold
 
 
 def _adaptive(

@@ -132,7 +132,7 @@ def _query(
         batch = queries[start : start + BATCH]
         probabilities, features = served.infer(batch)
         assert loaded.detector is not None
-        ood = loaded.detector(_constant(features), served.probabilities, batch).flagged
+        ood = loaded.detector(_constant(features), served.probabilities, batch).out_of_distribution
         predicted = probabilities.argmax(1)
         loaded.extraction.observe(
             key, batch.flatten(1).numpy(), predicted.numpy(), owner=owner, ood=ood

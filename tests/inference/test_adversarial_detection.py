@@ -99,7 +99,16 @@ def test_most_successful_white_box_integer_pgd_at_eps_0_2_is_flagged(
     assert detector is not None and detector.held_out is not None
     unseen = unseen_rows(digits_workload)[1]
     x, y = digits_workload.x[unseen], digits_workload.y[unseen]
-    clean = detector(served.features, served.probabilities, x).flagged
+    detection = detector(served.features, served.probabilities, x)
+    assert set(detection.scores) == {
+        "input_mahalanobis",
+        "squeeze",
+        "noise",
+        "trust",
+        "pixel_density",
+        "combined",
+    }
+    clean = detection.flagged
     # The rows the server's own check used are these: the same false-positive rate.
     assert detector.held_out.flagged == pytest.approx(float(clean.mean()))
     lattice = served_lattice(served)

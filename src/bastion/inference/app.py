@@ -210,9 +210,10 @@ def _serve(
     served = current.served
     probabilities, features = served.infer(x)
     flags: list[str] = []
-    flagged = np.zeros(len(x), dtype=bool)
+    flagged = outlying = np.zeros(len(x), dtype=bool)
     if current.detector is not None:
-        flagged = current.detector(lambda _: features, served.probabilities, x).flagged
+        detection = current.detector(lambda _: features, served.probabilities, x)
+        flagged, outlying = detection.flagged, detection.out_of_distribution
         if flagged.any():
             flags.append(f"out_of_distribution:{int(flagged.sum())}")
             state.metrics.flagged.inc(int(flagged.sum()))
@@ -224,7 +225,7 @@ def _serve(
                 for i in np.flatnonzero(flagged)
             ]
         )
-    _watch(state, current, key, served.watched(x, features), probabilities, ood=flagged)
+    _watch(state, current, key, served.watched(x, features), probabilities, ood=outlying)
     state.metrics.instances.inc(len(x))
     if endpoint == "explain":
         if served.prep.kind == "text":
