@@ -60,6 +60,7 @@ __all__ = [
     "MahalanobisScore",
     "NoiseScore",
     "OodAction",
+    "PixelDensity",
     "Probe",
     "Score",
     "SqueezeScore",
@@ -319,7 +320,7 @@ class Detection:
     scores: dict[str, np.ndarray]
     #: Flagged, or beyond one score's own ``1 - fpr / k`` clean quantile: what the extraction
     #: guard counts as out of distribution. A thief's queries are often far out on one score
-    #: only (noise on every pixel: the input distance), which a sum of scores dilutes.
+    #: only (noise on every pixel: the pixel density), which a sum of scores dilutes.
     out_of_distribution: np.ndarray
 
 
@@ -345,7 +346,7 @@ class InputDetector:
     @property
     def thresholds(self) -> dict[str, float]:
         """What the calibration rows set: the combined threshold, each score's centre and
-        scale."""
+        scale, and each score's own limit (``<name>.outlier``)."""
         found = {"combined": self.threshold}
         for name, centre in self.combined.centres.items():
             found[f"{name}.centre"] = centre
