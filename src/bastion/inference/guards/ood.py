@@ -306,6 +306,13 @@ class Combined:
         return total
 
 
+def _scores(
+    components: list[Score], features: Features, probabilities: Probabilities, x: torch.Tensor
+) -> dict[str, np.ndarray]:
+    probe = Probe(x, features=features, probabilities=probabilities)
+    return {score.name: score(probe) for score in components}
+
+
 @dataclass(frozen=True)
 class HeldOutCheck:
     """The share of clean held-out rows flagged, on rows no threshold was set on."""
@@ -431,8 +438,7 @@ class InputDetector:
                 f"{len(x_holdout)} held-out rows cannot calibrate the input detector; "
                 f"hold out at least {2 * _MIN_CALIBRATION_ROWS} rows when training"
             )
-        probe = Probe(x_holdout[calibrate], features=features, probabilities=probabilities)
-        found = {score.name: score(probe) for score in components}
+        found = _scores(components, features, probabilities, x_holdout[calibrate])
         combined = Combined.fit(found)
         threshold = conformal_threshold(combined(found), fpr)
         outliers = {
@@ -450,8 +456,7 @@ class InputDetector:
     def scores(
         self, features: Features, probabilities: Probabilities, x: torch.Tensor
     ) -> dict[str, np.ndarray]:
-        probe = Probe(x, features=features, probabilities=probabilities)
-        return {score.name: score(probe) for score in self.components}
+        return _scores(self.components, features, probabilities, x)
 
     def __call__(
         self, features: Features, probabilities: Probabilities, x: torch.Tensor
