@@ -17,8 +17,9 @@ from stdnum import luhn
 
 from bastion.data.pii import Entity, PiiReport, scan_chunks, scan_frame, scan_series
 from bastion.data.pii.checksums import iban_ok, luhn_ok
+from bastion.data.pii.detectors import DETECTORS
 from bastion.data.pii.phones import PhoneReader
-from bastion.data.pii.text import one_array
+from bastion.data.pii.text import column_text, one_array
 from bastion.data.reference import PATIENT_PII_COLUMNS, TABLE_PII_COLUMNS, patients, table
 from tests.data.heldout_pii import TUNING, Mix, Score, heldout, score
 
@@ -348,3 +349,44 @@ def test_addresses_of_many_countries_are_found() -> None:
     assert [f.entity for f in scan_series("a", pd.Series(addresses * 20))] == [Entity.ADDRESS]
     notes = pd.Series(["Seen in unit 4 today, way better than on day 2 of the stay."] * 100)
     assert scan_series("n", notes, suspects=True) == []
+
+
+def test_a_check_computed_while_fitting_is_the_check_of_those_values() -> None:
+    """The scan takes a fit's own reading of its candidates instead of checking them again:
+    that reading must be what the check answers (IP addresses and version strings, names
+    and name-shaped words, dates, record numbers: each column of a held-out table)."""
+    frame, truth = heldout(mix=TUNING, rows=300)
+    (person,) = [c for c, entity in truth.items() if entity == "person"]
+    known = frame[person].dropna().tolist()[:240]
+    extra = pd.DataFrame(
+        {
+            "some_unknown": known
+            + [f"Zor{chr(97 + i % 26)}q Vel{chr(97 + i // 26)}x" for i in range(300 - len(known))],
+            "versions": [f"{i % 7}.{i % 11}.{i % 5}.{i % 3}" for i in range(300)],
+            "addresses": [f"10.0.{i % 256}.{(7 * i) % 256}" for i in range(300)],
+            "few_known": known[:90]
+            + [f"Zor{chr(97 + i % 26)}q Vel{chr(97 + i % 7)}x" for i in range(210)],
+        }
+    )
+    reused = set()
+    for name in [*frame.columns, *extra.columns]:
+        text = column_text(frame[name] if name in frame else extra[name])
+        if text is None:
+            continue
+        for detector in DETECTORS:
+            candidates = text.values.filter(
+                pa.array(detector.shaped(text.values, numeric=text.numeric))
+            )
+            if len(candidates) == 0:
+                continue
+            fitted = detector.fit(candidates, numeric=text.numeric, rows=lambda: 300)
+            if fitted is None or fitted.checked is None:
+                continue
+            reused.add(detector.entity)
+            assert np.array_equal(fitted.checked, fitted.check(candidates)), (name, detector)
+    assert reused == {
+        Entity.IP_ADDRESS,
+        Entity.DATE_OF_BIRTH,
+        Entity.PERSON,
+        Entity.RECORD_NUMBER,
+    }, reused

@@ -86,6 +86,13 @@ class Fitted:
     vectorised: bool = False  # cheap for any number of values (else capped, see scan)
     classify_at: float = CLASSIFY
     suspect_only: bool = False
+    #: ``check`` of the candidates the fit was given, where the fit computed it already
+    #: (the scan uses it instead of checking those values a second time)
+    checked: np.ndarray | None = None
+
+    def check_fitted(self, candidates: pa.Array) -> np.ndarray:
+        """``check`` of the very candidates this was fitted on."""
+        return self.check(candidates) if self.checked is None else self.checked
 
 
 class Detector(Protocol):
@@ -193,7 +200,9 @@ class _Ip:
         v4 = (octets >= 0) & (octets <= 255)
         # Version strings (10.2.3.4) have small parts; addresses spread over 0..255.
         versions = v4.any() and float(np.mean(octets[v4] >= 32)) < 0.5
-        return Fitted(check=self._check_v6 if versions else self._check)
+        if versions:
+            return Fitted(check=self._check_v6, checked=np.asarray(octets == 256))
+        return Fitted(check=self._check, checked=np.asarray(octets >= 0))
 
     @staticmethod
     def _check(candidates: pa.Array) -> np.ndarray:
@@ -226,7 +235,8 @@ class _Birth:
         if not len(born):
             return None
         recent = float(np.median(born)) < BIRTH_MEDIAN_AGE
-        return Fitted(check=self._check, vectorised=True, suspect_only=recent)
+        checked = (years >= 0) & (years <= OLDEST)
+        return Fitted(check=self._check, vectorised=True, suspect_only=recent, checked=checked)
 
     @staticmethod
     def _check(candidates: pa.Array) -> np.ndarray:
@@ -325,9 +335,11 @@ class _Person:
         read = self._read(candidates)
         named, shaped = float(np.mean(read == 2)), float(np.mean(read >= 1))
         if named >= 0.5:
-            return Fitted(check=lambda values: self._read(values) == 2)
+            return Fitted(check=lambda values: self._read(values) == 2, checked=read == 2)
         if shaped >= CLASSIFY and named >= 0.2:  # name-shaped, few known names
-            return Fitted(check=lambda values: self._read(values) >= 1, suspect_only=True)
+            return Fitted(
+                check=lambda values: self._read(values) >= 1, suspect_only=True, checked=read >= 1
+            )
         return None
 
     @staticmethod
@@ -408,7 +420,10 @@ class _Record:
             return np.asarray(same.to_numpy(zero_copy_only=False))
 
         unknown = not words <= self._prefixes
-        return Fitted(check=check, vectorised=True, suspect_only=counter or unknown)
+        checked = np.asarray(pc.equal(templates, template).to_numpy(zero_copy_only=False))
+        return Fitted(
+            check=check, vectorised=True, suspect_only=counter or unknown, checked=checked
+        )
 
     def inside(self, texts: pa.Array) -> np.ndarray | None:
         return None

@@ -163,7 +163,7 @@ def _structured(scan: _Scan, sampled: pa.Array, text: Text, column: _Column) -> 
         fitted = detector.fit(candidates, numeric=text.numeric, rows=lambda: column.rows)
         if fitted is None:
             continue
-        matched, rows = int(fitted.check(candidates).sum()), n
+        matched, rows = int(fitted.check_fitted(candidates).sum()), n
         if matched < ABSENT * n:
             continue
         near = matched >= (fitted.classify_at - SETTLE) * n
