@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bastion.data.pii.text import digit_counts
+
 __all__ = ["ages", "date_pattern", "families"]
 
 _YEAR = r"(?P<y>(?:18|19|20)\d{2})"
@@ -93,6 +95,20 @@ def _days(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
 def ages(values: pa.Array, *, whole: bool, today: dt.date | None = None) -> np.ndarray:
     """Years between each value's date (the value itself when ``whole``, else the first
     date written inside it) and today; NaN where there is none."""
+    result = np.full(len(values), np.nan)
+    # A date has a four-digit year and a day: only values with five digits or more that
+    # the families' one pattern matches are read family by family.
+    rows = np.flatnonzero(digit_counts(values) >= 5)
+    if len(rows):
+        some = values.take(pa.array(rows))
+        pattern = f"^(?:{date_pattern()})$" if whole else date_pattern()
+        rows = rows[np.asarray(pc.match_substring_regex(some, pattern).to_numpy(False))]
+    if len(rows):
+        result[rows] = _ages(values.take(pa.array(rows)), whole=whole, today=today)
+    return result
+
+
+def _ages(values: pa.Array, *, whole: bool, today: dt.date | None) -> np.ndarray:
     result = np.full(len(values), np.nan)
     now = np.datetime64(today or dt.date.today(), "D").astype(np.int64)
     months = _month_names()

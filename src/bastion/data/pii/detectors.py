@@ -27,6 +27,7 @@ from bastion.data.pii.checksums import iban_ok, luhn_ok
 from bastion.data.pii.dates import ages, date_pattern
 from bastion.data.pii.phones import fit_reader
 from bastion.data.pii.report import Entity
+from bastion.data.pii.text import digit_counts, letter_counts, nines
 
 __all__ = ["ABSENT", "CLASSIFY", "DETECTORS", "SUSPECT", "Detector", "Fitted", "Rows", "matches"]
 
@@ -51,19 +52,6 @@ FIT_VALUES = 40
 
 def matches(values: pa.Array, pattern: str) -> np.ndarray:
     return np.asarray(pc.match_substring_regex(values, pattern).to_numpy(zero_copy_only=False))
-
-
-def _digits(values: pa.Array) -> np.ndarray:
-    """ASCII digits in each value, counted with numpy on the UTF-8 bytes."""
-    if len(values) == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
-        values.offset : values.offset + len(values) + 1
-    ]
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    seen = np.concatenate([[0], np.cumsum((data >= ord("0")) & (data <= ord("9")))])
-    counts: np.ndarray = seen[offsets[1:] - offsets[0]] - seen[offsets[:-1] - offsets[0]]
-    return counts
 
 
 def _everything(values: pa.Array) -> np.ndarray:
@@ -263,7 +251,7 @@ class _Phone:
         if numeric:
             return matches(values, r"^1?[2-9]\d{9}$")
         shaped: np.ndarray = matches(values, self._shape) & ~matches(values, self._date)
-        return shaped & (_digits(values) >= 7)
+        return shaped & (digit_counts(values) >= 7)
 
     def fit(self, candidates: pa.Array, *, numeric: bool, rows: Rows) -> Fitted | None:
         reader = fit_reader(_head(candidates), numeric=numeric)
@@ -297,7 +285,7 @@ class _Stdnum:
                 if self._numbers is None
                 else matches(values, self._numbers)
             )
-        return matches(values, self._shape) & (_digits(values) >= 5)
+        return matches(values, self._shape) & (digit_counts(values) >= 5)
 
     def fit(self, candidates: pa.Array, *, numeric: bool, rows: Rows) -> Fitted | None:
         if self.entity is Entity.VAT_NUMBER:
@@ -396,11 +384,11 @@ class _Record:
         if numeric:
             return np.zeros(len(values), bool)
         coded = matches(values, self._shape) & matches(values, r"[^\d]")
-        result: np.ndarray = coded & (_digits(values) >= 6) & ~matches(values, self._dates)
+        result: np.ndarray = coded & (digit_counts(values) >= 6) & ~matches(values, self._dates)
         return result
 
     def fit(self, candidates: pa.Array, *, numeric: bool, rows: Rows) -> Fitted | None:
-        templates = pc.replace_substring_regex(candidates, r"\d", "9")
+        templates = nines(candidates)
         counts = pc.value_counts(templates)
         top = int(np.argmax(counts.field("counts").to_numpy()))
         template = counts.field("values")[top].as_py()
@@ -416,7 +404,7 @@ class _Record:
         counter = extent["max"].as_py() - extent["min"].as_py() + 1 <= 2 * rows()  # row numbers
 
         def check(values: pa.Array) -> np.ndarray:
-            same = pc.equal(pc.replace_substring_regex(values, r"\d", "9"), template)
+            same = pc.equal(nines(values), template)
             return np.asarray(same.to_numpy(zero_copy_only=False))
 
         unknown = not words <= self._prefixes
@@ -440,12 +428,24 @@ class _Address:
     entity = Entity.ADDRESS
 
     def shaped(self, values: pa.Array, *, numeric: bool) -> np.ndarray:
+        shaped = np.zeros(len(values), bool)
         if numeric:
-            return np.zeros(len(values), bool)
+            return shaped
         lengths = pc.utf8_length(values).to_numpy(zero_copy_only=False)
-        typed = lexicon.address_shaped(values) | matches(values, lexicon.STREET_LINE)
-        result: np.ndarray = typed & (lengths >= 8) & (lengths <= 200) & ~matches(values, "@")
-        return result
+        # Both readings need a number and a word (two letters at least): only values with
+        # both are split into words and matched.
+        maybe = (
+            (lengths >= 8)
+            & (lengths <= 200)
+            & (digit_counts(values) > 0)
+            & (letter_counts(values) > 1)
+        )
+        rows = np.flatnonzero(maybe)
+        if len(rows):
+            some = values.take(pa.array(rows))
+            typed = lexicon.address_shaped(some) | lexicon.street_line(some)
+            shaped[rows] = typed & ~matches(some, "@")
+        return shaped
 
     def fit(self, candidates: pa.Array, *, numeric: bool, rows: Rows) -> Fitted | None:
         return Fitted(check=_everything, vectorised=True)

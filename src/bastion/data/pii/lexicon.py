@@ -21,7 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from faker.providers.address.en_US import Provider as UnitedStates  # USPS street suffixes
 
-__all__ = ["STREET_LINE", "Names", "address_shaped", "is_person", "name_shaped", "names", "words"]
+__all__ = [
+    "STREET_LINE",
+    "Names",
+    "address_shaped",
+    "is_person",
+    "name_shaped",
+    "names",
+    "street_line",
+    "words",
+]
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -89,6 +98,17 @@ STREET_LINE = (
     r"^\p{Lu}[\p{L}.'\x{2019} -]*\s\d{1,5}[a-z]?(?:/\d{1,4}[a-z]?)?,\s"
     r"(?:[A-Z]{1,2}-)?\d{3,5}(?:\s?\d{2})?(?:\s?[A-Z]{2})?,?\s\p{Lu}"
 )
+
+
+def street_line(values: pa.Array) -> np.ndarray:
+    """Which values :data:`STREET_LINE` matches (the regex runs only on values with the
+    comma it needs)."""
+    found = np.zeros(len(values), bool)
+    rows = np.flatnonzero(pc.match_substring(values, ",").to_numpy(zero_copy_only=False))
+    if len(rows):
+        line = pc.match_substring_regex(values.take(pa.array(rows)), STREET_LINE)
+        found[rows] = line.to_numpy(zero_copy_only=False)
+    return found
 
 
 @functools.cache

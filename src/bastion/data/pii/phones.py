@@ -65,8 +65,15 @@ def _status(number: PhoneNumber | None, *, strict: bool = True) -> int:
     return POSSIBLE
 
 
+@functools.lru_cache(maxsize=1024)
+def _runs(text: str) -> tuple[str, ...]:
+    """The runs of digits of ``text``, an extension left out (kept for a while: a value is
+    read under one region after another)."""
+    return tuple(_DIGITS.findall(_EXTENSION.sub("", text)))
+
+
 def _groups(text: str) -> tuple[int, ...]:
-    return tuple(len(run) for run in _DIGITS.findall(_EXTENSION.sub("", text)))
+    return tuple(len(run) for run in _runs(text))
 
 
 def international(text: str) -> str | None:
@@ -90,7 +97,7 @@ def _plan(region: str) -> tuple[str, frozenset[int]]:
 
 
 def _digits(text: str) -> str:
-    return "".join(_DIGITS.findall(_EXTENSION.sub("", text)))
+    return "".join(_runs(text))
 
 
 def _trunk_status(text: str, region: str, *, strict: bool = True) -> int:
@@ -133,7 +140,7 @@ def _international_status(spelled: str, *, strict: bool) -> int:
 
 
 def _plain_status(text: str, region: str, *, strict: bool = True) -> int:
-    runs = _DIGITS.findall(_EXTENSION.sub("", text))
+    runs = _runs(text)
     digits = "".join(runs)
     if region == "US" and len(digits) == 11 and digits.startswith("1"):
         digits = digits[1:]

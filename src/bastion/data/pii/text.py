@@ -9,6 +9,7 @@ marked ``numeric``, since identifiers read back from CSV arrive as numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Text", "column_text", "one_array"]
+__all__ = ["Text", "column_text", "digit_counts", "letter_counts", "nines", "one_array"]
 
 #: Floats above this are not exact integers, so cannot carry an identifier's digits.
 _EXACT = 2**53
@@ -94,3 +95,47 @@ def column_text(series: pd.Series) -> Text | None:
     elif pd.api.types.is_string_dtype(dtype):
         text = Text(one_array(pa.array(present)), numeric=False)  # pandas' own, maybe Arrow
     return text
+
+
+def _count_bytes(values: pa.Array, which: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The UTF-8 bytes of each value that ``which`` picks, counted with numpy."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    seen = np.concatenate([[0], np.cumsum(which(data))])
+    counts: np.ndarray = seen[offsets[1:] - offsets[0]] - seen[offsets[:-1] - offsets[0]]
+    return counts
+
+
+def digit_counts(values: pa.Array) -> np.ndarray:
+    """ASCII digits in each value."""
+    return _count_bytes(values, lambda data: (data >= ord("0")) & (data <= ord("9")))
+
+
+def letter_counts(values: pa.Array) -> np.ndarray:
+    """At least the letters of each value: ASCII letters, and every byte of a character
+    outside ASCII (all of them 0x80 or above in UTF-8)."""
+    return _count_bytes(
+        values,
+        lambda data: ((data | 0x20) >= ord("a")) & ((data | 0x20) <= ord("z")) | (data >= 0x80),
+    )
+
+
+def nines(values: pa.Array) -> pa.Array:
+    """Each value with its ASCII digits written as 9 (MRN-00123456 -> MRN-99999999): the
+    bytes rewritten with numpy, the offsets kept."""
+    validity, offsets, data = values.buffers()
+    if len(values) == 0 or data is None:
+        return values
+    rewritten = np.frombuffer(data, dtype=np.uint8).copy()
+    rewritten[(rewritten >= ord("0")) & (rewritten <= ord("9"))] = ord("9")
+    return pa.Array.from_buffers(
+        pa.string(),
+        len(values),
+        [validity, offsets, pa.py_buffer(rewritten)],
+        null_count=values.null_count,
+        offset=values.offset,
+    )
