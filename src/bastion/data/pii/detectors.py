@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from bastion.data.pii import formats, lexicon
 from bastion.data.pii.checksums import iban_ok, luhn_ok
-from bastion.data.pii.dates import ages, date_pattern
+from bastion.data.pii.dates import ages
 from bastion.data.pii.phones import fit_reader
 from bastion.data.pii.report import Entity
 from bastion.data.pii.text import digit_counts, letter_counts, nines
@@ -232,11 +232,8 @@ class _Birth:
         return (years >= 0) & (years <= OLDEST)
 
     def inside(self, texts: pa.Array) -> np.ndarray:
-        found = matches(texts, date_pattern())
-        rows = np.flatnonzero(found)
-        if len(rows):
-            years = ages(texts.take(pa.array(rows)), whole=False)
-            found[rows] = (years >= BIRTH_MEDIAN_AGE) & (years <= OLDEST)
+        years = ages(texts, whole=False)  # NaN where no date is written (and compares false)
+        found: np.ndarray = (years >= BIRTH_MEDIAN_AGE) & (years <= OLDEST)
         return found
 
 

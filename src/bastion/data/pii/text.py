@@ -110,9 +110,14 @@ def _count_bytes(values: pa.Array, which: Callable[[np.ndarray], np.ndarray]) ->
     return counts
 
 
+def _ascii_digits(data: np.ndarray) -> np.ndarray:
+    digits: np.ndarray = (data >= ord("0")) & (data <= ord("9"))
+    return digits
+
+
 def digit_counts(values: pa.Array) -> np.ndarray:
     """ASCII digits in each value."""
-    return _count_bytes(values, lambda data: (data >= ord("0")) & (data <= ord("9")))
+    return _count_bytes(values, _ascii_digits)
 
 
 def letter_counts(values: pa.Array) -> np.ndarray:
@@ -131,7 +136,7 @@ def nines(values: pa.Array) -> pa.Array:
     if len(values) == 0 or data is None:
         return values
     rewritten = np.frombuffer(data, dtype=np.uint8).copy()
-    rewritten[(rewritten >= ord("0")) & (rewritten <= ord("9"))] = ord("9")
+    rewritten[_ascii_digits(rewritten)] = ord("9")
     return pa.Array.from_buffers(
         pa.string(),
         len(values),
