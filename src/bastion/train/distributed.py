@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 import shutil
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -83,8 +86,23 @@ class Group:
         return self.rank == 0
 
 
+#: The last group this process entered and its backend, held until the next group starts.
+#: A failed collective's work is freed by one of gloo's threads, which needs the GIL; the
+#: DDP reducer (freed with the exception that broke the step) would otherwise drop the last
+#: reference and join those threads with the GIL held: a deadlock. These references are
+#: released with the GIL let go (torch's bindings do so), once the reducer is gone.
+_former: list[Any] = []
+
+
+def _release_former() -> None:
+    gc.collect()  # a reducer caught in a reference cycle goes first
+    while _former:
+        _former.pop(0)  # the group, then its backend: the backend's destructor runs last
+
+
 def join(group: Group, device: torch.device) -> None:
     """Enter the process group (gloo on the CPU, NCCL on GPUs) through the file store."""
+    _release_former()
     backend = "nccl" if device.type == "cuda" else "gloo"
     store: Any
     if isinstance(group.store, Path):
@@ -109,6 +127,8 @@ def join(group: Group, device: torch.device) -> None:
         world_size=group.world,
         timeout=COLLECTIVE_TIMEOUT,
     )
+    entered = dist.distributed_c10d._get_default_group()
+    _former.extend([entered, entered._get_backend(device)])
 
 
 def leave() -> None:
@@ -194,7 +214,17 @@ def _worker_main(task: WorkerTask) -> None:
 
     bind_to_parent(os.getppid())
     _ready(task.store, task.rank).touch(mode=0o600)
-    task.run(Group(task.rank, task.world, task.store))
+    code = 0
+    try:
+        task.run(Group(task.rank, task.world, task.store))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    # Out without the interpreter's teardown: freeing gloo's objects there can abort the
+    # process after its work is done (rank 0 holds the model; a worker leaves nothing).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class Workers:
