@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from bastion.train.config import BuiltinModel, PrivacyConfig, TrainConfig
-from bastion.train.distributed import WorkerFailed
+from bastion.train.distributed import Group, WorkerFailed, join, leave
 from bastion.train.models import build_model
 from bastion.train.parallel import fit_parallel
 from bastion.train.recipe import recipe
@@ -175,3 +175,25 @@ def test_a_group_out_of_restarts_fails_naming_the_worker(tmp_path: Path) -> None
         "worker 1 exited with signal 9; the group was started 1 times "
         "(resources.restarts: 0), giving up"
     )
+
+
+def _gloo_threads() -> int:
+    """This process's gloo work threads (two per live gloo group)."""
+    names = (task / "comm" for task in Path("/proc/self/task").iterdir())
+    return sum(1 for name in names if name.read_text().strip() == "pt_gloo_runloop")
+
+
+def test_a_left_group_lives_until_the_next_group_starts(tmp_path: Path) -> None:
+    """A failed step's DDP reducer must not free the last reference to its gloo group: that
+    joins gloo's threads with the GIL held while one of them waits for the GIL to free the
+    failed collective (the restart test above hung so in half its runs). The group outlives
+    leaving it and goes, without the GIL, when the next one starts."""
+    cpu = torch.device("cpu")
+    join(Group(0, 1, tmp_path / "first"), cpu)  # an earlier test's group goes here
+    held = _gloo_threads()
+    assert held >= 2
+    leave()
+    assert _gloo_threads() == held  # left, still held
+    join(Group(0, 1, tmp_path / "second"), cpu)
+    assert _gloo_threads() == held  # the first one's threads are gone, the second's run
+    leave()
