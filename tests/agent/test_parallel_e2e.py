@@ -31,7 +31,9 @@ def _spec(name: str, workers: int, **train: Any) -> dict[str, Any]:
         "cluster": "c1",
         "dataset": "patients@1",
         "model": {"builtin": "mlp", "hidden": [32]},
-        "train": {"epochs": 4, "batch_size": 64, "lr": 0.2, "seed": 7, **train},
+        # Epochs enough that the killed run's worker is still training after its first
+        # checkpoint (a worker leaves the moment its share is done).
+        "train": {"epochs": 12, "batch_size": 64, "lr": 0.2, "seed": 7, **train},
         "resources": {"workers": workers},
     }
 
@@ -101,12 +103,14 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(
 ) -> None:
     whole = together[0]
     run = plane.admin.submit_run(_spec("killed", 2))
+    # Rank 0 keeps a copy of each checkpoint in the job's folder as it writes it (renamed
+    # into place whole); the first one there, worker 1 is killed mid-training. The agent's
+    # "step N sealed" comes later: it seals every 0.5 s, the whole training may be over.
+    folder = plane.storage / "runs" / run.id / "attempt-1" / "parallel"
     deadline = time.monotonic() + 120
-    while not any(
-        e.message.startswith("step 2 sealed") for e in plane.admin.run_events("p", run.id)
-    ):
+    while not (folder / "resume" / "trainer.json").is_file():
         assert time.monotonic() < deadline, plane.admin.get_run("p", run.id)
-        time.sleep(0.05)
+        time.sleep(0.01)
     spawned = _workers_of(plane.agent.pid)
     assert len(spawned) == 1, spawned  # rank 1 (rank 0 is the job's own process)
     os.kill(spawned[0], signal.SIGKILL)
@@ -114,7 +118,9 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(
     logs = [line.line for line in plane.admin.run_logs("p", run.id)]
     assert done.status == "succeeded" and done.attempt == 1, (done.status_reason, logs[-20:])
     assert any(
-        line.startswith("worker 1 exited with signal 9; starting the 2 workers again from")
+        line.startswith(
+            "worker 1 exited with signal 9; starting the 2 workers again from its last checkpoint"
+        )
         for line in logs
     ), logs
     resumed = plane.admin.model_versions("p", "killed")[0].evidence

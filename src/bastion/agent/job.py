@@ -345,4 +345,9 @@ def _rank(context: JobContext, spec: RunSpec) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Out without the interpreter's teardown: everything is written and reported by now, and
+    # freeing a data-parallel group's gloo objects there can abort the process (SIGABRT).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
