@@ -1,4 +1,5 @@
-"""Dying with the process that started this one: Linux's parent-death signal.
+"""Dying with the process that started this one: Linux's parent-death signal; and ending
+a process whose work is done without the interpreter's teardown.
 
 Used by the agent for its jobs (:mod:`bastion.agent.lifeline`), by the CLI for the planes
 it starts, and by a training job for its data-parallel workers.
@@ -11,8 +12,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
-__all__ = ["PARENT_DEATH_SIGNAL", "bind_to_parent"]
+__all__ = ["PARENT_DEATH_SIGNAL", "bind_to_parent", "exit_now"]
 
 #: Catchable, so the job can take its process group down with it; before the job installs
 #: its handler, the default action ends the job (which has started nothing yet).
@@ -47,3 +49,12 @@ def bind_to_parent(parent: int) -> None:
     _prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this process with ``code`` once its work is written and reported: output flushed,
+    no interpreter teardown (freeing a data-parallel group's gloo objects there can abort
+    the process with SIGABRT after its work is done)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

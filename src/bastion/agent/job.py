@@ -41,6 +41,7 @@ from bastion.errors import (
     ServiceUnavailable,
 )
 from bastion.files import atomic_write_bytes
+from bastion.parent_death import exit_now
 from bastion.spec import RunSpec, SmokeJob
 
 __all__ = [
@@ -345,9 +346,4 @@ def _rank(context: JobContext, spec: RunSpec) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    # Out without the interpreter's teardown: everything is written and reported by now, and
-    # freeing a data-parallel group's gloo objects there can abort the process (SIGABRT).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main())  # everything is written and reported by now

@@ -31,7 +31,6 @@ import gc
 import logging
 import os
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -210,7 +209,7 @@ def _ready(store: Path, rank: int) -> Path:
 
 def _worker_main(task: WorkerTask) -> None:
     """A worker process: die with the job, say it is up, then train as rank ``task.rank``."""
-    from bastion.parent_death import bind_to_parent  # noqa: PLC0415 - after spawn
+    from bastion.parent_death import bind_to_parent, exit_now  # noqa: PLC0415 - after spawn
 
     bind_to_parent(os.getppid())
     _ready(task.store, task.rank).touch(mode=0o600)
@@ -220,11 +219,7 @@ def _worker_main(task: WorkerTask) -> None:
     except BaseException:
         traceback.print_exc()
         code = 1
-    # Out without the interpreter's teardown: freeing gloo's objects there can abort the
-    # process after its work is done (rank 0 holds the model; a worker leaves nothing).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(code)  # rank 0 holds the model; a worker leaves nothing behind
 
 
 class Workers:
